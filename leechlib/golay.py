@@ -1,0 +1,817 @@
+r"""The hexacode, the MOG and the extended binary Golay code :math:`\mathcal{C}_{24}`.
+
+Conventions (Conway & Sloane, *SPLAG*, Fig. 4.12):
+
+* coordinate ``i = 4*column + row``: 6 columns and 4 rows of the MOG;
+* rows are labelled by :math:`\mathrm{GF}(4) = \{0, 1, \omega, \bar\omega\}`, encoded
+  ``0, 1, 2, 3``; addition is XOR and :math:`\omega^2 = \bar\omega`;
+* the hexacode is :math:`\{(a, b, c, \varphi(1), \varphi(\omega), \varphi(\bar\omega))\}`
+  with :math:`\varphi(x) = a x^2 + b x + c`;
+* a 24-bit word is a Golay codeword iff every column has the parity of the top row
+  and the column *scores* (sum of the labels of the set rows) form a hexacode word.
+
+Everything here is derived from that rule; nothing is pasted.  Words are numpy
+arrays of 0/1 (``uint8``) with the 24 coordinates on the last axis; internally
+they are also packed into Python/numpy integers with bit ``i`` = coordinate ``i``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+
+from ._validation import as_binary, as_real_points, as_rng
+
+__all__ = [
+    "GF4_MUL",
+    "hexacode_words",
+    "mog_position",
+    "mog_index",
+    "column_pattern",
+    "GolayCode",
+    "DecodeResult",
+    "find_isomorphism",
+    "quadratic_residue_code",
+]
+
+#: Multiplication table of GF(4) in the encoding 0, 1, ω = 2, ω̄ = 3 (addition is XOR).
+GF4_MUL = np.array(
+    [[0, 0, 0, 0], [0, 1, 2, 3], [0, 2, 3, 1], [0, 3, 1, 2]], dtype=np.uint8
+)
+GF4_MUL.flags.writeable = False
+
+_WEIGHTS = np.array([bin(i).count("1") for i in range(1 << 12)], dtype=np.uint8)
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    """Number of set bits of each integer (< 2**24) of ``a``."""
+    a = np.asarray(a, dtype=np.int64)
+    return (_WEIGHTS[a & 0xFFF] + _WEIGHTS[(a >> 12) & 0xFFF]).astype(np.int64)
+
+
+def _pack(words: np.ndarray) -> np.ndarray:
+    """(..., n) 0/1 array -> (...,) int64 with bit i = coordinate i."""
+    n = words.shape[-1]
+    return (words.astype(np.int64) << np.arange(n, dtype=np.int64)).sum(axis=-1)
+
+
+def _unpack(ints: np.ndarray, n: int = 24) -> np.ndarray:
+    """(...,) integers -> (..., n) uint8 bits, bit i = coordinate i."""
+    ints = np.asarray(ints, dtype=np.int64)
+    return ((ints[..., None] >> np.arange(n, dtype=np.int64)) & 1).astype(np.uint8)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=None)
+def hexacode_words() -> np.ndarray:
+    r"""The 64 words of the hexacode, a [6, 3, 4] code over GF(4).
+
+    Word number ``16*a + 4*b + c`` is
+    :math:`(a, b, c, \varphi(1), \varphi(\omega), \varphi(\bar\omega))` with
+    :math:`\varphi(x) = a x^2 + b x + c`, symbols encoded 0, 1, ω = 2, ω̄ = 3.
+
+    Returns
+    -------
+    numpy.ndarray
+        Read-only ``(64, 6)`` uint8 array.
+
+    Examples
+    --------
+    >>> from leechlib.golay import hexacode_words
+    >>> H = hexacode_words()
+    >>> H.shape
+    (64, 6)
+    >>> H[1]          # a = b = 0, c = 1: the constant polynomial 1
+    array([0, 0, 1, 1, 1, 1], dtype=uint8)
+    >>> import numpy as np
+    >>> np.bincount((H != 0).sum(axis=1), minlength=7).tolist()
+    [1, 0, 0, 0, 45, 0, 18]
+    """
+    words = np.zeros((64, 6), dtype=np.uint8)
+    for a, b, c in itertools.product(range(4), repeat=3):
+        row = [a, b, c]
+        for x in (1, 2, 3):
+            x2 = GF4_MUL[x, x]
+            row.append(int(GF4_MUL[a, x2]) ^ int(GF4_MUL[b, x]) ^ c)
+        words[16 * a + 4 * b + c] = row
+    return _readonly(words)
+
+
+def mog_position(i):
+    """(column, row) of MOG coordinate ``i`` (``i = 4*column + row``).
+
+    Examples
+    --------
+    >>> from leechlib.golay import mog_position
+    >>> mog_position(13)
+    (3, 1)
+    """
+    i = int(i)
+    if not 0 <= i < 24:
+        raise ValueError(f"i must be a coordinate in [0, 24), got {i}")
+    return divmod(i, 4)
+
+
+def mog_index(column, row):
+    """Coordinate ``4*column + row`` of a MOG cell.
+
+    Examples
+    --------
+    >>> from leechlib.golay import mog_index
+    >>> mog_index(3, 1)
+    13
+    """
+    column, row = int(column), int(row)
+    if not 0 <= column < 6:
+        raise ValueError(f"column must be in [0, 6), got {column}")
+    if not 0 <= row < 4:
+        raise ValueError(f"row must be in [0, 4), got {row}")
+    return 4 * column + row
+
+
+@functools.lru_cache(maxsize=None)
+def column_pattern() -> np.ndarray:
+    """The unique MOG column pattern with a given score, parity and top bit.
+
+    ``column_pattern()[s, p, t]`` is the 4-bit pattern (bit ``r`` = row ``r``) whose
+    score (XOR of the labels of its set rows) is ``s``, whose parity is ``p`` and
+    whose top bit (row 0) is ``t``.  This is the fact behind the structured Golay
+    and Leech decoders: a codeword is a hexacode word, a parity and six top bits
+    whose sum has that parity.
+
+    Returns
+    -------
+    numpy.ndarray
+        Read-only ``(4, 2, 2)`` uint8 array.
+
+    Examples
+    --------
+    >>> from leechlib.golay import column_pattern
+    >>> int(column_pattern()[0, 0, 0]), int(column_pattern()[0, 1, 1])
+    (0, 1)
+    """
+    table = np.full((4, 2, 2), 255, dtype=np.uint8)
+    for pat in range(16):
+        s = 0
+        for r in range(4):
+            if pat >> r & 1:
+                s ^= r
+        table[s, bin(pat).count("1") & 1, pat & 1] = pat
+    if (table == 255).any():  # pragma: no cover - a property of GF(4)
+        raise RuntimeError("column patterns are not unique")
+    return _readonly(table)
+
+
+@functools.lru_cache(maxsize=None)
+def _codeword_ints_mog() -> np.ndarray:
+    """All 4096 codewords as packed ints, built from the MOG rule, sorted."""
+    pat = column_pattern()
+    hexa = hexacode_words()
+    out = []
+    for h in hexa:
+        for p in (0, 1):
+            for tops in itertools.product((0, 1), repeat=6):
+                if sum(tops) % 2 != p:
+                    continue
+                w = 0
+                for j in range(6):
+                    w |= int(pat[h[j], p, tops[j]]) << (4 * j)
+                out.append(w)
+    return np.array(sorted(out), dtype=np.int64)
+
+
+def _rref_gf2(rows: np.ndarray):
+    """Reduced row-echelon form over GF(2); returns (matrix, pivot columns)."""
+    m = rows.copy() % 2
+    pivots = []
+    r = 0
+    for c in range(m.shape[1]):
+        nz = np.nonzero(m[r:, c])[0]
+        if nz.size == 0:
+            continue
+        k = r + nz[0]
+        m[[r, k]] = m[[k, r]]
+        others = np.nonzero(m[:, c])[0]
+        others = others[others != r]
+        m[others] ^= m[r]
+        pivots.append(c)
+        r += 1
+        if r == m.shape[0]:
+            break
+    return m[:r], pivots
+
+
+def _basis_from_ints(ints: np.ndarray) -> np.ndarray:
+    words = _unpack(ints)
+    g, _ = _rref_gf2(words)
+    return g
+
+
+class DecodeResult(NamedTuple):
+    """Result of :meth:`GolayCode.decode`.
+
+    Attributes
+    ----------
+    codewords : numpy.ndarray
+        ``(..., 24)`` uint8 decoded codewords; a word with 4 detected errors is
+        returned unchanged.
+    n_errors : numpy.ndarray
+        ``(...)`` int8: the number of corrected errors (0 to 3), or ``-1`` where an
+        uncorrectable pattern (4 errors) was detected.
+    """
+
+    codewords: np.ndarray
+    n_errors: np.ndarray
+
+
+class GolayCode:
+    r"""The extended binary Golay code :math:`\mathcal{C}_{24}`, a [24, 12, 8] code.
+
+    Built from the MOG rule in MOG coordinates (Conway & Sloane, *SPLAG*, Fig. 4.12).
+    Methods accept one word of shape ``(24,)`` (or message ``(12,)``) or a batch of
+    shape ``(..., 24)`` and return arrays of matching batch shape, in the style of
+    ``galois``.
+
+    Attributes
+    ----------
+    n, k, d : int
+        Length 24, dimension 12, minimum distance 8.
+    G : numpy.ndarray
+        ``(12, 24)`` uint8 generator matrix in reduced row-echelon form; the message
+        sits in the coordinates :attr:`information_set`.
+    H : numpy.ndarray
+        ``(12, 24)`` uint8 parity-check matrix.  The code is self-dual, so ``H``
+        equals ``G``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib import GolayCode
+    >>> code = GolayCode()
+    >>> msg = np.array([1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0], dtype=np.uint8)
+    >>> c = code.encode(msg)
+    >>> int(c.sum()) in (0, 8, 12, 16, 24)
+    True
+    >>> r = c.copy(); r[[2, 7, 19]] ^= 1          # three bit errors
+    >>> dec = code.decode(r)
+    >>> bool((dec.codewords == c).all()), int(dec.n_errors)
+    (True, 3)
+    """
+
+    n = 24
+    k = 12
+    d = 8
+
+    def __init__(self):
+        ints = _codeword_ints_mog()
+        self._from_codeword_ints(ints)
+
+    def _from_codeword_ints(self, ints: np.ndarray) -> None:
+        g, pivots = _rref_gf2(_unpack(ints))
+        if g.shape[0] != 12:  # pragma: no cover - guarded by tests
+            raise RuntimeError("codeword set does not span a 12-dimensional code")
+        self._G = _readonly(g.astype(np.uint8))
+        self._H = self._G  # self-dual
+        self._info = _readonly(np.array(pivots, dtype=np.intp))
+        self._syndrome_cols = _pack(self._H.T)  # (24,) ints, syndrome of e_i
+        self._table = None
+
+    # ------------------------------------------------------------------ matrices
+    @property
+    def G(self) -> np.ndarray:
+        """``(12, 24)`` generator matrix (reduced row-echelon form, read-only)."""
+        return self._G
+
+    @property
+    def H(self) -> np.ndarray:
+        """``(12, 24)`` parity-check matrix (equal to :attr:`G`: self-dual)."""
+        return self._H
+
+    @property
+    def information_set(self) -> np.ndarray:
+        """The 12 coordinates where :meth:`encode` places the message."""
+        return self._info
+
+    def __repr__(self) -> str:
+        return "GolayCode(n=24, k=12, d=8, coordinates='MOG')"
+
+    # ------------------------------------------------------------- encode/detect
+    def encode(self, messages) -> np.ndarray:
+        """Encode messages of shape ``(..., 12)`` into codewords ``(..., 24)``.
+
+        ``encode(m) = m @ G (mod 2)``; since :attr:`G` is in reduced row-echelon
+        form, ``encode(m)[..., information_set] == m``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from leechlib import GolayCode
+        >>> code = GolayCode()
+        >>> m = np.eye(12, dtype=np.uint8)
+        >>> bool((code.encode(m) == code.G).all())
+        True
+        """
+        m = as_binary(messages, "messages", 12, allow_empty=True)
+        return ((m.astype(np.int32) @ self._G.astype(np.int32)) & 1).astype(np.uint8)
+
+    def syndrome(self, words) -> np.ndarray:
+        """Syndromes ``H w`` of words ``(..., 24)``, shape ``(..., 12)`` uint8.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from leechlib import GolayCode
+        >>> code = GolayCode()
+        >>> int(code.syndrome(code.G[3]).sum())
+        0
+        """
+        w = as_binary(words, "words", 24, allow_empty=True)
+        return ((w.astype(np.int32) @ self._H.T.astype(np.int32)) & 1).astype(np.uint8)
+
+    def _syndrome_ints(self, w: np.ndarray) -> np.ndarray:
+        s = np.zeros(w.shape[:-1], dtype=np.int64)
+        for i in range(24):
+            s ^= np.where(w[..., i] != 0, self._syndrome_cols[i], 0)
+        return s
+
+    def detect(self, words) -> np.ndarray:
+        """``True`` where a word ``(..., 24)`` is not a codeword (errors detected).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from leechlib import GolayCode
+        >>> code = GolayCode()
+        >>> w = code.G[0].copy()
+        >>> bool(code.detect(w)), bool(code.detect(w ^ np.eye(24, dtype=np.uint8)[5]))
+        (False, True)
+        """
+        w = as_binary(words, "words", 24, allow_empty=True)
+        return self._syndrome_ints(w) != 0
+
+    def contains(self, words) -> np.ndarray:
+        """``True`` where a word ``(..., 24)`` is a codeword."""
+        return ~self.detect(words)
+
+    # -------------------------------------------------------------------- decode
+    def _decode_table(self) -> np.ndarray:
+        """Syndrome (0..4095) -> error pattern int of weight <= 3, or -1."""
+        if self._table is None:
+            table = np.full(4096, -1, dtype=np.int64)
+            cols = self._syndrome_cols
+            for w in range(4):
+                for pos in itertools.combinations(range(24), w):
+                    s = 0
+                    e = 0
+                    for i in pos:
+                        s ^= int(cols[i])
+                        e |= 1 << i
+                    if table[s] != -1:  # pragma: no cover - would contradict d = 8
+                        raise RuntimeError("coset leaders of weight <= 3 are not unique")
+                    table[s] = e
+            self._table = _readonly(table)
+        return self._table
+
+    def decode(self, words) -> DecodeResult:
+        """Hard-decision decoding: correct up to 3 errors, detect 4.
+
+        Parameters
+        ----------
+        words : array_like
+            Received words, shape ``(24,)`` or ``(..., 24)``, values 0/1.
+
+        Returns
+        -------
+        DecodeResult
+            ``(codewords, n_errors)``; ``n_errors`` is ``-1`` where 4 errors were
+            detected (the word is returned unchanged there).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from leechlib import GolayCode
+        >>> code = GolayCode()
+        >>> r = np.zeros(24, dtype=np.uint8); r[:4] = 1        # 4 errors from 0
+        >>> int(code.decode(r).n_errors)
+        -1
+        """
+        w = as_binary(words, "words", 24, allow_empty=True)
+        table = self._decode_table()
+        e = table[self._syndrome_ints(w)]
+        ok = e >= 0
+        err_bits = _unpack(np.where(ok, e, 0))
+        cw = w ^ err_bits
+        n = np.where(ok, _popcount(np.where(ok, e, 0)), -1).astype(np.int8)
+        return DecodeResult(cw, n)
+
+    def decode_soft(self, reliabilities, *, workers=None) -> np.ndarray:
+        r"""Maximum-likelihood soft decoding.
+
+        For reliabilities :math:`r` (log-likelihood ratios: positive means bit 0 is
+        more likely), returns the codeword :math:`c` maximising
+        :math:`\sum_i (-1)^{c_i} r_i`, i.e. minimising :math:`\sum_i c_i r_i`.
+
+        Ties are broken by the fixed search order of the kernel (hexacode word, then
+        parity, then the top-row repair), identical in every backend.
+
+        Parameters
+        ----------
+        reliabilities : array_like
+            Real array of shape ``(24,)`` or ``(..., 24)``.
+        workers : int, optional
+            Threads, as in scipy: ``None``/1 one thread, -1 all cores.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(..., 24)`` uint8 codewords.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from leechlib import GolayCode
+        >>> code = GolayCode()
+        >>> c = code.G[5]
+        >>> r = (1.0 - 2.0 * c) + 0.4 * np.random.default_rng(0).standard_normal(24)
+        >>> bool((code.decode_soft(r) == c).all())
+        True
+        """
+        from .decode import _golay_decode_soft
+
+        r = as_real_points(reliabilities, "reliabilities", 24, allow_empty=True)
+        return _golay_decode_soft(r, workers=workers)
+
+    # ----------------------------------------------------------------- structure
+    def codewords(self) -> np.ndarray:
+        """All 4096 codewords, ``(4096, 24)`` uint8, row ``i`` = ``encode(bits of i)``.
+
+        Bit ``k`` of ``i`` (least significant first) is message symbol ``k``.
+
+        Examples
+        --------
+        >>> from leechlib import GolayCode
+        >>> GolayCode().codewords().shape
+        (4096, 24)
+        """
+        if not hasattr(self, "_codewords"):
+            msgs = _unpack(np.arange(4096), 12)
+            self._codewords = _readonly(self.encode(msgs))
+        return self._codewords
+
+    def codeword_ints(self) -> np.ndarray:
+        """The codewords of :meth:`codewords` packed as ints (bit ``i`` = coordinate ``i``)."""
+        if not hasattr(self, "_codeword_ints"):
+            self._codeword_ints = _readonly(_pack(self.codewords()))
+        return self._codeword_ints
+
+    def weight_enumerator(self) -> np.ndarray:
+        """Number of codewords of each weight 0..24, a length-25 int64 array.
+
+        Examples
+        --------
+        >>> from leechlib import GolayCode
+        >>> w = GolayCode().weight_enumerator()
+        >>> {i: int(c) for i, c in enumerate(w) if c}
+        {0: 1, 8: 759, 12: 2576, 16: 759, 24: 1}
+        """
+        return np.bincount(self.codewords().sum(axis=1), minlength=25).astype(np.int64)
+
+    def octads(self) -> np.ndarray:
+        """The 759 octads (weight-8 codewords) as sorted 8-sets, ``(759, 8)`` int8.
+
+        Rows are sorted lexicographically.
+
+        Examples
+        --------
+        >>> from leechlib import GolayCode
+        >>> o = GolayCode().octads()
+        >>> o.shape
+        (759, 8)
+        """
+        if not hasattr(self, "_octads"):
+            cw = self.codewords()
+            oct_words = cw[cw.sum(axis=1) == 8]
+            sets = np.array([np.nonzero(w)[0] for w in oct_words], dtype=np.int8)
+            order = np.lexsort(sets.T[::-1])
+            self._octads = _readonly(sets[order])
+        return self._octads
+
+    def sextets(self) -> np.ndarray:
+        """The 1771 sextets, ``(1771, 6, 4)`` int8.
+
+        A sextet is a partition of the 24 coordinates into six tetrads, the union of
+        any two of which is an octad.  Tetrads are sorted within a sextet, and the
+        sextets are ordered by their tetrad containing coordinate 0.
+
+        Examples
+        --------
+        >>> from leechlib import GolayCode
+        >>> s = GolayCode().sextets()
+        >>> s.shape
+        (1771, 6, 4)
+        >>> s[0].tolist()[0]              # the standard sextet: the MOG columns
+        [0, 1, 2, 3]
+        """
+        if not hasattr(self, "_sextets"):
+            oct_masks = _pack(_unpack(self.codeword_ints())[self.weight_enumerator_mask(8)])
+            out = []
+            for rest in itertools.combinations(range(1, 24), 3):
+                t0 = (0,) + rest
+                tmask = sum(1 << i for i in t0)
+                tetrads = [t0]
+                used = tmask
+                for p in range(24):
+                    if used >> p & 1:
+                        continue
+                    s5 = tmask | (1 << p)
+                    o = int(oct_masks[(oct_masks & s5) == s5][0])
+                    t = o & ~tmask
+                    tetrads.append(tuple(i for i in range(24) if t >> i & 1))
+                    used |= t
+                out.append(sorted(tetrads))
+            self._sextets = _readonly(np.array(out, dtype=np.int8))
+        return self._sextets
+
+    def weight_enumerator_mask(self, weight: int) -> np.ndarray:
+        """Boolean mask over :meth:`codewords` selecting the words of ``weight``."""
+        return self.codewords().sum(axis=1) == weight
+
+    # -------------------------------------------------------------- automorphisms
+    def is_automorphism(self, perm) -> bool:
+        """Whether the coordinate permutation ``perm`` maps the code onto itself.
+
+        ``perm`` is a sequence of 24 images: coordinate ``i`` moves to ``perm[i]``.
+
+        Examples
+        --------
+        >>> from leechlib import GolayCode
+        >>> code = GolayCode()
+        >>> all(code.is_automorphism(g) for g in code.m24_generators())
+        True
+        >>> code.is_automorphism([1, 0] + list(range(2, 24)))
+        False
+        """
+        p = _as_perm(perm, "perm")
+        moved = np.zeros_like(self._G)
+        moved[:, p] = self._G
+        return not self.detect(moved).any()
+
+    def m24_generators(self) -> list[np.ndarray]:
+        """Generators of the Mathieu group M24 = Aut(code) as permutation arrays.
+
+        Entry ``i`` of a generator is the image of coordinate ``i``.  They are
+        derived, not pasted: the cyclic shift, the squaring map, the inversion
+        :math:`i \\mapsto -1/i` of PSL(2, 23) and one further element are taken on
+        the quadratic-residue presentation (:func:`quadratic_residue_code`) and
+        transported to MOG coordinates with :func:`find_isomorphism`.  That they
+        generate all of M24 is checked by :meth:`automorphism_group_order`.
+
+        Examples
+        --------
+        >>> from leechlib import GolayCode
+        >>> len(GolayCode().m24_generators())
+        4
+        """
+        return [g.copy() for g in _m24_generators_mog()]
+
+    def automorphism_group_order(self) -> int:
+        """Order of the group generated by :meth:`m24_generators` (sympy Schreier–Sims).
+
+        Examples
+        --------
+        >>> from leechlib import GolayCode
+        >>> GolayCode().automorphism_group_order()
+        244823040
+        """
+        from sympy.combinatorics import Permutation, PermutationGroup
+
+        gens = [Permutation([int(v) for v in g]) for g in self.m24_generators()]
+        return int(PermutationGroup(gens).order())
+
+    def random_automorphism(self, *, rng=None) -> np.ndarray:
+        """A uniformly random element of M24, as a permutation array.
+
+        Examples
+        --------
+        >>> from leechlib import GolayCode
+        >>> code = GolayCode()
+        >>> code.is_automorphism(code.random_automorphism(rng=1))
+        True
+        """
+        from sympy.combinatorics import Permutation, PermutationGroup
+
+        gen = as_rng(rng)
+        group = _m24_group()
+        # sympy's random element is a product of a random coset representative per
+        # level of the stabiliser chain: uniform when the choices are uniform.
+        group.schreier_sims()
+        perm = Permutation(list(range(24)))
+        for transversal in group.basic_transversals:
+            keys = sorted(transversal)
+            perm = transversal[keys[int(gen.integers(len(keys)))]] * perm
+        _ = PermutationGroup  # keep the import visible to readers
+        return np.array(perm.array_form, dtype=np.intp)
+
+
+def _as_perm(perm, name: str) -> np.ndarray:
+    p = np.asarray(perm)
+    if p.shape != (24,):
+        raise ValueError(f"{name} must have shape (24,), got {p.shape}")
+    if not np.issubdtype(p.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {p.dtype}")
+    if sorted(p.tolist()) != list(range(24)):
+        raise ValueError(f"{name} must be a permutation of 0..23")
+    return p.astype(np.intp)
+
+
+# ---------------------------------------------------------------------------
+# Other presentations and isomorphisms
+# ---------------------------------------------------------------------------
+
+_QR_POINTS = ["inf"] + list(range(23))  # coordinate 0 = infinity, 1 + k = k mod 23
+
+
+def quadratic_residue_code() -> np.ndarray:
+    """The Golay code as the extended quadratic-residue code of length 24.
+
+    Coordinates are the projective line over GF(23): coordinate 0 is ∞ and
+    coordinate ``1 + k`` is ``k``.  The code is spanned by the translates of
+    ``{∞} ∪ N`` … precisely: by the all-ones word and the 23 translates of the word
+    supported on ``{0} ∪ N``, where N is the set of non-residues, with the parity
+    bit at ∞ (a standard construction, independent of the MOG).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4096, 24)`` uint8 codewords.
+
+    Examples
+    --------
+    >>> from leechlib.golay import quadratic_residue_code
+    >>> import numpy as np
+    >>> C = quadratic_residue_code()
+    >>> sorted(set(C.sum(axis=1).tolist()))
+    [0, 8, 12, 16, 24]
+    """
+    residues = {(k * k) % 23 for k in range(1, 23)}
+    nonres = [k for k in range(1, 23) if k not in residues]
+    gens = []
+    for shift in range(23):
+        w = np.zeros(24, dtype=np.uint8)
+        for k in [0] + nonres:
+            w[1 + (k + shift) % 23] = 1
+        w[0] = w[1:].sum() % 2
+        gens.append(w)
+    gens.append(np.ones(24, dtype=np.uint8))
+    g, _ = _rref_gf2(np.array(gens, dtype=np.uint8))
+    if g.shape[0] != 12:  # pragma: no cover
+        raise RuntimeError("QR construction did not give a 12-dimensional code")
+    msgs = _unpack(np.arange(4096), 12).astype(np.int32)
+    return ((msgs @ g.astype(np.int32)) & 1).astype(np.uint8)
+
+
+def _octad_graph(codewords: np.ndarray):
+    import networkx as nx
+
+    cw = np.asarray(codewords)
+    octs = cw[cw.sum(axis=1) == 8]
+    g = nx.Graph()
+    g.add_nodes_from(range(24), kind="point")
+    for k, o in enumerate(octs):
+        node = 24 + k
+        g.add_node(node, kind="octad")
+        for i in np.nonzero(o)[0]:
+            g.add_edge(node, int(i))
+    return g
+
+
+def find_isomorphism(code_a, code_b) -> np.ndarray:
+    """A coordinate permutation mapping one presentation of the Golay code onto another.
+
+    Both arguments are ``(m, 24)`` binary arrays spanning a [24, 12, 8] code
+    (generator matrices or codeword lists).  The octads of each code form a
+    Steiner system S(5, 8, 24); the isomorphism is found by networkx graph
+    matching on the point–octad incidence graphs.
+
+    Returns
+    -------
+    numpy.ndarray
+        Permutation ``p`` (24 ints) with: ``w`` in code A iff ``w'`` in code B, where
+        ``w'[p[i]] = w[i]``.
+
+    Raises
+    ------
+    ValueError
+        If an argument is not a 12-dimensional code of minimum distance 8, or no
+        isomorphism exists.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib import GolayCode
+    >>> from leechlib.golay import find_isomorphism, quadratic_residue_code
+    >>> code = GolayCode()
+    >>> qr = quadratic_residue_code()
+    >>> p = find_isomorphism(qr, code.G)
+    >>> moved = np.zeros_like(qr); moved[:, p] = qr
+    >>> bool(code.contains(moved).all())
+    True
+    """
+    from networkx.algorithms.isomorphism import GraphMatcher
+
+    words = []
+    for name, c in (("code_a", code_a), ("code_b", code_b)):
+        arr = as_binary(c, name, 24)
+        arr = arr.reshape(-1, 24)
+        g, _ = _rref_gf2(arr)
+        if g.shape[0] != 12:
+            raise ValueError(f"{name} must span a 12-dimensional code, got rank {g.shape[0]}")
+        msgs = _unpack(np.arange(4096), 12).astype(np.int32)
+        cw = ((msgs @ g.astype(np.int32)) & 1).astype(np.uint8)
+        wt = cw.sum(axis=1)
+        if wt[wt > 0].min() != 8:
+            raise ValueError(f"{name} must have minimum distance 8, got {wt[wt > 0].min()}")
+        words.append(cw)
+    ga, gb = _octad_graph(words[0]), _octad_graph(words[1])
+    gm = GraphMatcher(ga, gb, node_match=lambda x, y: x["kind"] == y["kind"])
+    for mapping in gm.isomorphisms_iter():
+        perm = np.array([mapping[i] for i in range(24)], dtype=np.intp)
+        moved = np.zeros_like(words[0])
+        moved[:, perm] = words[0]
+        bset = set(_pack(words[1]).tolist())
+        if set(_pack(moved).tolist()) == bset:
+            return perm
+        break  # pragma: no cover - an octad-graph isomorphism is a code isomorphism
+    raise ValueError("the two codes are not isomorphic")
+
+
+def _qr_m24_generators() -> list[np.ndarray]:
+    """M24 generators on the projective line (coordinate 0 = ∞, 1 + k = k)."""
+    inf = "inf"
+    residues = {(k * k) % 23 for k in range(1, 23)}
+
+    def as_perm(f):
+        img = []
+        for pt in _QR_POINTS:
+            q = f(pt)
+            img.append(0 if q == inf else 1 + q % 23)
+        return np.array(img, dtype=np.intp)
+
+    def shift(x):
+        return inf if x == inf else (x + 1) % 23
+
+    def square(x):
+        return inf if x == inf else (2 * x) % 23
+
+    def invert(x):
+        if x == inf:
+            return 0
+        if x == 0:
+            return inf
+        return (-pow(x, -1, 23)) % 23
+
+    def conway_delta(x):
+        # Conway's extra generator: x -> 9 x^3 on residues, x^3 / 9 on non-residues.
+        if x == inf or x == 0:
+            return x
+        if x in residues:
+            return (9 * pow(x, 3, 23)) % 23
+        return (pow(x, 3, 23) * pow(9, -1, 23)) % 23
+
+    return [as_perm(f) for f in (shift, square, invert, conway_delta)]
+
+
+@functools.lru_cache(maxsize=None)
+def _m24_generators_mog() -> tuple:
+    qr = quadratic_residue_code()
+    code = GolayCode()
+    qr_ints = set(_pack(qr).tolist())
+    gens_qr = []
+    for g in _qr_m24_generators():
+        moved = np.zeros_like(qr)
+        moved[:, g] = qr
+        if set(_pack(moved).tolist()) != qr_ints:  # pragma: no cover
+            raise RuntimeError("a QR generator does not preserve the QR code")
+        gens_qr.append(g)
+    phi = find_isomorphism(qr, code.G)  # QR coordinate i -> MOG coordinate phi[i]
+    inv = np.argsort(phi)
+    out = []
+    for g in gens_qr:
+        # MOG coordinate m: back to QR (inv[m]), apply g, forward to MOG.
+        mog = phi[g[inv]]
+        out.append(_readonly(mog.astype(np.intp)))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _m24_group():
+    from sympy.combinatorics import Permutation, PermutationGroup
+
+    return PermutationGroup([Permutation([int(v) for v in g]) for g in _m24_generators_mog()])
