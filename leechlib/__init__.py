@@ -1,3 +1,20 @@
-"""leechlib: the Leech lattice and the extended binary Golay code, exact and fast."""
+"""leechlib: the Leech lattice and the extended binary Golay code, exact and fast.
+
+``import leechlib`` is light: it imports numpy only; Numba kernels compile on
+first use and tables are built on first use.
+"""
+
 __version__ = "0.1.0"
-from .golay import GolayCode
+
+from .golay import GolayCode, find_isomorphism, hexacode_words
+from .lattice import LeechLattice, shell_count, theta_series
+
+__all__ = [
+    "GolayCode",
+    "LeechLattice",
+    "find_isomorphism",
+    "hexacode_words",
+    "shell_count",
+    "theta_series",
+    "__version__",
+]
