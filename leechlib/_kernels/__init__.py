@@ -1,0 +1,1 @@
+"""Private compute kernels of leechlib (Numba) and their plain-numpy references."""
