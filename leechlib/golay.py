@@ -43,7 +43,9 @@ GF4_MUL = np.array(
 )
 GF4_MUL.flags.writeable = False
 
-_WEIGHTS = np.array([bin(i).count("1") for i in range(1 << 12)], dtype=np.uint8)
+_WEIGHTS = np.unpackbits(
+    np.arange(1 << 12, dtype=">u2").view(np.uint8).reshape(-1, 2), axis=1
+).sum(axis=1, dtype=np.uint8)  # popcount of 0..4095
 
 
 def _popcount(a: np.ndarray) -> np.ndarray:

@@ -1,0 +1,102 @@
+"""Packaging contracts: a light import, the CLI, the jit policy."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import leechlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(code, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=e, cwd=ROOT, timeout=600
+    )
+
+
+def test_import_is_light():
+    code = (
+        "import sys, json, leechlib\n"
+        "from leechlib import golay, lattice, cli\n"
+        "heavy = [m for m in ('torch', 'numba', 'scipy', 'sympy', 'networkx', 'torch_ext')"
+        " if m in sys.modules]\n"
+        "built = [f.__name__ for f in (golay._codeword_ints_mog, golay.hexacode_words,"
+        " lattice._code) if f.cache_info().currsize]\n"
+        "print(json.dumps({'heavy': heavy, 'built': built}))\n"
+    )
+    res = _run(code)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out == {"heavy": [], "built": []}
+
+
+def test_version_and_public_names():
+    assert leechlib.__version__
+    for name in leechlib.__all__:
+        assert hasattr(leechlib, name), name
+
+
+def test_cli_info_passes():
+    res = subprocess.run(
+        [sys.executable, "-m", "leechlib", "info"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "FAIL" not in res.stdout
+    assert res.stdout.count("PASS") >= 15
+
+
+def test_cli_demo_small():
+    res = subprocess.run(
+        [sys.executable, "-m", "leechlib", "demo", "--points", "2000", "--no-lila"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "corrected 3 errors: True" in res.stdout
+
+
+def test_cli_usage_errors():
+    res = subprocess.run(
+        [sys.executable, "-m", "leechlib", "nonsense"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 2
+    assert "invalid choice" in res.stderr
+
+
+def test_jit_policy_cache_opt_out():
+    res = _run("import leechlib._jit as j; print(j.CACHE)", env={"LEECHLIB_NO_CACHE": "1"})
+    assert res.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("workers, exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError)])
+def test_workers_validation(workers, exc):
+    from leechlib._jit import resolve_workers
+
+    with pytest.raises(exc, match="workers"):
+        resolve_workers(workers)
+
+
+def test_readme_examples_run():
+    import doctest
+
+    res = doctest.testfile(
+        os.path.join(ROOT, "README.md"), module_relative=False, optionflags=doctest.ELLIPSIS
+    )
+    assert res.attempted >= 2 and res.failed == 0
+
+
+def test_readme_test_command_is_what_ci_runs():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = f.read()
+    cmds = [line for line in readme.splitlines() if line.startswith("python3 -m venv")]
+    assert len(cmds) == 2
+    assert cmds[1] in ci
