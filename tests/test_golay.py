@@ -230,14 +230,15 @@ def test_is_automorphism_rejects_non_permutations(code):
         code.is_automorphism(list(range(23)))
 
 
-def test_isomorphism_from_quadratic_residue_code(code):
+@pytest.mark.parametrize("method", ["steiner", pytest.param("networkx", marks=pytest.mark.slow)])
+def test_isomorphism_from_quadratic_residue_code(code, method):
     qr = quadratic_residue_code()
     assert np.bincount(qr.sum(axis=1), minlength=25)[[0, 8, 12, 16, 24]].tolist() == [
         1, 759, 2576, 759, 1,
     ]
     # the QR code is a different presentation: not equal to the MOG code as a set
     assert code.detect(qr).any()
-    p = find_isomorphism(qr, code.G)
+    p = find_isomorphism(qr, code.G, method=method)
     moved = np.zeros_like(qr)
     moved[:, p] = qr
     assert code.contains(moved).all()
@@ -246,3 +247,21 @@ def test_isomorphism_from_quadratic_residue_code(code):
 def test_isomorphism_rejects_other_codes(code):
     with pytest.raises(ValueError, match="code_a must span a 12-dimensional code"):
         find_isomorphism(code.G[:6], code.G)
+
+
+def test_isomorphism_of_a_shuffled_code(code, rng):
+    from leechlib.golay import _rref_gf2
+
+    perm = rng.permutation(24)
+    shuffled = np.zeros_like(code.G)
+    shuffled[:, perm] = code.G
+    p = find_isomorphism(code.codewords(), shuffled)
+    moved = np.zeros_like(code.G)
+    moved[:, p] = code.G
+    # the found map sends the MOG code onto the shuffled code (same row space)
+    assert np.array_equal(_rref_gf2(moved)[0], _rref_gf2(shuffled)[0])
+
+
+def test_isomorphism_rejects_bad_method(code):
+    with pytest.raises(ValueError, match="method must be"):
+        find_isomorphism(code.G, code.G, method="magic")
