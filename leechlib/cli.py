@@ -224,7 +224,32 @@ def _demo_decoder(rng, args):
 
 
 def _demo_lila(args):
-    return iter(())
+    """LILA section of the demo: train lila-tiny for about a minute (needs torch)."""
+    if args.no_lila:
+        return
+    try:
+        from torch_ext.cli import demo
+    except ImportError as exc:  # torch or torch_ext unavailable
+        yield ""
+        yield f"(LILA section skipped: {exc}; install the [torch] extra)"
+        return
+    yield ""
+    yield f"== LILA: training lila-tiny on the embedded Shakespeare corpus for ~{args.seconds} s =="
+    res = demo(seconds=args.seconds)
+    yield f"validation bits per character: {res['bpc']:.4f} over {res['n_chars']:,} characters"
+    yield f"parameters: {res['params_trainable']:,} trainable, {res['params_frozen']:,} frozen"
+    yield "sample:"
+    yield res["sample"]
+
+
+def cmd_lila(args) -> int:
+    try:
+        from torch_ext.cli import main as lila_main
+    except ImportError as exc:
+        print(f"leechlib lila needs torch and torch_ext ({exc}); install the [torch] extra",
+              file=sys.stderr)
+        return 2
+    return int(lila_main(args.rest) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,12 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument(
         "--no-lila", action="store_true", help="skip the LILA training section (needs torch)"
     )
+    pd.add_argument(
+        "--seconds", type=float, default=60.0, help="LILA training time in seconds (default 60)"
+    )
     pd.set_defaults(func=cmd_demo)
+    pl = sub.add_parser(
+        "lila",
+        help="train and evaluate LILA models (torch_ext): leechlib lila {train,eval} ...",
+        add_help=False,
+    )
+    pl.add_argument("rest", nargs=argparse.REMAINDER)
+    pl.set_defaults(func=cmd_lila)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lila"]:  # everything after `lila` belongs to torch_ext's parser
+        return cmd_lila(argparse.Namespace(rest=argv[1:]))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
