@@ -8,8 +8,11 @@ __version__ = "0.1.0"
 
 from .golay import GolayCode, find_isomorphism, hexacode_words
 from .lattice import LeechLattice, shell_count, theta_series
+from .codebook import BallCodebook, ShellCodebook
 
 __all__ = [
+    "BallCodebook",
+    "ShellCodebook",
     "GolayCode",
     "LeechLattice",
     "find_isomorphism",

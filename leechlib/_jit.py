@@ -29,8 +29,8 @@ def _numba():
 
 
 def jit(fn=None, **kwargs):
-    """Decorate ``fn`` as a serial ``nopython`` Numba kernel (lazy, cached)."""
-    opts = dict(nopython=True, nogil=True, cache=CACHE, fastmath=False)
+    """Decorate ``fn`` as a serial Numba ``njit`` kernel (lazy, cached)."""
+    opts = dict(nogil=True, cache=CACHE, fastmath=False)
     opts.update(kwargs)
 
     def wrap(f):
