@@ -1,0 +1,14 @@
+"""torch_ext: the Leech lattice in PyTorch.
+
+Exact lattice ops as custom ops (:mod:`torch_ext.ops`), frozen orthogonal kernels
+built from Leech lattice automorphisms (:mod:`torch_ext.kernel`), attention whose
+query/key projections are those frozen kernels (:mod:`torch_ext.attention`), the
+alignment loss to lattice directions (:mod:`torch_ext.losses`) and a nanoGPT-style
+LILA transformer (:mod:`torch_ext.model`).
+
+``import torch_ext`` needs torch; it imports leechlib (never the other way round).
+"""
+
+from .ops import nearest_minimal_vector, nearest_point, quantize_ste
+
+__all__ = ["nearest_point", "quantize_ste", "nearest_minimal_vector"]

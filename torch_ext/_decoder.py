@@ -1,0 +1,350 @@
+"""Pure-torch exact decoders (any device): nearest Leech point and nearest minimal vector.
+
+These are the device-agnostic implementations behind :mod:`torch_ext.ops`: the CUDA
+path of the custom ops, and the CPU fallback when the Numba kernels of leechlib are
+not available.  Both work in the integer model :math:`\\sqrt8\\Lambda_{24}` in MOG
+coordinates (coordinate ``4*column + row``) on float64 tensors, vectorised over the
+batch: there is no Python loop over points, only over the six MOG columns.
+
+Nearest point (design note ``design/decoder.md``)
+--------------------------------------------------
+1. Translate by :math:`8\\mathbb Z^{24}` (a sublattice): ``r = y - 8*round(y/8)`` is
+   exact in floating point and lies in ``[-4, 4]``.
+2. :math:`\\sqrt8\\Lambda_{24} = E \\cup O` with ``x_i = eps + 2 b_i + 4 y_i``, ``b`` a
+   Golay word and ``sum(y) = eps (mod 2)``.  Per coordinate the eight residues
+   ``a = eps + 2b + 4p`` (``p = y_i mod 2``) give eight candidate values (the point of
+   ``8Z + a`` nearest to ``r_i``) and their squared distances: both cosets at once.
+3. Per MOG column and each of its 16 bit patterns: the cost with the best ``p`` per
+   coordinate, the column's ``p``-parity and the cheapest single ``p`` switch; so per
+   (column, score ``s``, parity ``pi``) four options ``(t, rho)`` (top bit, ``p``-parity).
+4. Per (``eps``, ``pi``, hexacode word ``h``) a min-plus dynamic programme over the six
+   columns on the four states of :math:`\\mathbb Z_2^2` (parity of the top bits, parity
+   of the ``p``'s) whose final state must be ``(pi, eps)``.  The first three columns
+   are shared by the hexacode words with the same prefix (4, then 16, then 64 rows).
+5. ``argmin`` over the 256 (``eps``, ``pi``, ``h``); a second, tiny DP with arg-mins for
+   the winner alone rebuilds the point.
+
+Everything is computed in float64: the algorithm is exact maximum-likelihood decoding
+(the same distances as a brute force over the 8192 cosets of :math:`4D_{24}`), and
+ties are broken by the first minimiser (``torch.argmin`` semantics on every device).
+
+Nearest minimal vector
+----------------------
+The largest inner product with the 196 560 minimal vectors, shape by shape (integer
+model): ``(±4², 0²²)`` from the two largest ``|x_i|``; ``(±2⁸, 0¹⁶)`` per octad (759) with
+the even-sign repair; ``(∓3, ±1²³)`` scores ``S_c - 4 min_k (-1)^{c_k} x_k``, which is a
+max-plus DP over the MOG columns per (``pi``, ``h``) with a "bonus used" flag: the -3
+sits in exactly one column.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["leech_nearest_int", "nearest_minvec_int", "minimal_vectors_int", "DEFAULT_CHUNK"]
+
+#: points per chunk of the vectorised decoders (bounds the scratch memory: about
+#: 40 kB of float64 scratch per point in the widest DP step)
+DEFAULT_CHUNK = {"cpu": 4096, "cuda": 1 << 16}
+
+SQRT8 = math.sqrt(8.0)
+
+
+# ---------------------------------------------------------------------------
+# Tables (built once with numpy from leechlib, cached per device)
+# ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _np_tables():
+    from leechlib.golay import GolayCode, column_pattern, hexacode_words
+
+    code = GolayCode()
+    hexa = hexacode_words().astype(np.int64)  # (64, 6)
+    cp = column_pattern().astype(np.int64)  # (4 s, 2 pi, 2 t) -> pattern
+    pb = ((np.arange(16)[:, None] >> np.arange(4)) & 1).astype(np.int64)  # (16, 4)
+    xor = np.arange(4)[:, None] ^ np.arange(4)[None, :]  # (4, 4)
+    octads = code.octads().astype(np.int64)  # (759, 8)
+    info = code.information_set.astype(np.int64)  # (12,)
+    iu, ju = np.triu_indices(24, k=1)
+    pair = np.full((24, 24), -1, dtype=np.int64)
+    pair[iu, ju] = np.arange(len(iu))
+    return dict(hexa=hexa, cp=cp, pb=pb, xor=xor, octads=octads, info=info, pair=pair)
+
+
+_DEVICE_TABLES: dict = {}
+
+
+def _tables(device: torch.device) -> dict:
+    key = str(device)
+    tab = _DEVICE_TABLES.get(key)
+    if tab is None:
+        tab = {k: torch.as_tensor(v, device=device) for k, v in _np_tables().items()}
+        # max-plus DP of the minimal-vector search: option o = t + 2*bonus may not
+        # add a bonus to a state that already used it (new state s, old s ^ o)
+        o = torch.arange(4)
+        s = torch.arange(4)
+        allowed = ~(((o[None, :] >> 1) == 1) & ((s[:, None] >> 1) == 0))
+        tab["bonus_ok"] = allowed.to(device)
+        _DEVICE_TABLES[key] = tab
+    return tab
+
+
+@functools.lru_cache(maxsize=None)
+def _np_minimal_vectors_int() -> np.ndarray:
+    from leechlib import LeechLattice
+
+    return np.array(LeechLattice().minimal_vectors(coords="int"), dtype=np.int8, copy=True)
+
+
+def minimal_vectors_int(device="cpu") -> torch.Tensor:
+    """The 196 560 minimal vectors (integer model, int8) on ``device``, leechlib's order."""
+    key = ("minvec", str(device))
+    t = _DEVICE_TABLES.get(key)
+    if t is None:
+        t = torch.as_tensor(_np_minimal_vectors_int()).to(device)
+        _DEVICE_TABLES[key] = t
+    return t
+
+
+def _chunked(fn, y: torch.Tensor, chunk: int | None):
+    n = y.shape[0]
+    if chunk is None:
+        chunk = DEFAULT_CHUNK.get(y.device.type, 4096)
+    if n <= chunk:
+        return fn(y)
+    outs = [fn(y[i : i + chunk]) for i in range(0, n, chunk)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outs))
+    return torch.cat(outs)
+
+
+# ---------------------------------------------------------------------------
+# Nearest point of sqrt(8) * Lambda24
+# ---------------------------------------------------------------------------
+
+
+def _xor_shifts(state: torch.Tensor):
+    """``state[..., s ^ o]`` for o = 0..3 (a state s = bit0 + 2*bit1 is a (2, 2) view)."""
+    s = state.unflatten(-1, (2, 2))  # [bit1][bit0]
+    return (
+        state,
+        s.flip(-1).flatten(-2),
+        s.flip(-2).flatten(-2),
+        s.flip(-1, -2).flatten(-2),
+    )
+
+
+def _xor_combine(state: torch.Tensor, opt: torch.Tensor, xor=None) -> torch.Tensor:
+    """Min-plus step on Z2^2: ``new[..., s] = min_o state[..., s ^ o] + opt[..., o]``.
+
+    ``state`` and ``opt`` broadcast against each other (the state's last axis and the
+    options' last axis both have 4 entries).
+    """
+    sh = _xor_shifts(state)
+    out = sh[0] + opt[..., 0:1]
+    for o in range(1, 4):
+        out = torch.minimum(out, sh[o] + opt[..., o : o + 1])
+    return out
+
+
+def _leech_nearest_chunk(y: torch.Tensor) -> torch.Tensor:
+    tab = _tables(y.device)
+    hexa, cp, pb, xor = tab["hexa"], tab["cp"], tab["pb"], tab["xor"]
+    n = y.shape[0]
+    dt = y.dtype
+    dev = y.device
+
+    base = torch.round(y / 8.0)
+    r = y - 8.0 * base  # exact, in [-4, 4]
+    res = torch.arange(8, device=dev, dtype=dt)  # residue a = eps + 2b + 4p
+    cand = res + 8.0 * torch.round((r.unsqueeze(-1) - res) / 8.0)  # (n, 24, 8)
+    d = (r.unsqueeze(-1) - cand).square()
+    d = d.view(n, 24, 2, 2, 2)  # [p][b][eps]
+    d0, d1 = d[:, :, 0], d[:, :, 1]  # (n, 24, b, eps)
+    cmin = torch.minimum(d0, d1)
+    pbest = (d1 < d0).to(torch.int64)  # ties -> p = 0
+    delta = (d1 - d0).abs()
+
+    # per column j, pattern P, coset eps: gather rows r with bit b = PB[P, r]
+    def per_pattern(t):  # (n, 24, b, eps) -> (n, eps, 6, 16, 4 rows)
+        t = t.view(n, 6, 4, 2, 2).permute(0, 4, 1, 2, 3)  # (n, eps, 6, r, b)
+        return t[:, :, :, torch.arange(4, device=dev), pb]
+
+    cost0 = per_pattern(cmin).sum(-1)  # (n, eps, 6, 16)
+    rho0 = per_pattern(pbest).sum(-1) & 1
+    mdelta = per_pattern(delta).amin(-1)
+    rho = torch.arange(2, device=dev)
+    c16 = cost0.unsqueeze(-1) + (rho != rho0.unsqueeze(-1)).to(dt) * mdelta.unsqueeze(-1)
+    # (n, eps, 6, 16, rho) -> patterns by (s, pi, t) -> (n, eps, 6, s, pi, t, rho)
+    c = c16[:, :, :, cp]
+    # options o = t + 2 rho, arranged (n, eps, pi, 6, s, o)
+    c = c.permute(0, 1, 4, 2, 3, 6, 5).reshape(n, 2, 2, 6, 4, 4)
+
+    # DP; states are (parity of top bits) + 2 * (parity of p's)
+    st = c[:, :, :, 0]  # (n, E, P, 4 a, 4 state)
+    st = _xor_combine(st.unsqueeze(-2), c[:, :, :, 1].unsqueeze(-3))  # (n,E,P,a,b,s)
+    st = st.reshape(n, 2, 2, 16, 4)
+    st = _xor_combine(st.unsqueeze(-2), c[:, :, :, 2].unsqueeze(-3))  # (n,E,P,ab,c,s)
+    st = st.reshape(n, 2, 2, 64, 4)
+    for j in range(3, 6):
+        st = _xor_combine(st, c[:, :, :, j][:, :, :, hexa[:, j]])
+    eps_ = torch.arange(2, device=dev).view(2, 1)
+    pi_ = torch.arange(2, device=dev).view(1, 2)
+    target = (pi_ + 2 * eps_).view(1, 2, 2, 1, 1).expand(n, 2, 2, 64, 1)
+    total = st.gather(-1, target).reshape(n, 256)  # index eps*128 + pi*64 + h
+    best = total.argmin(dim=1)
+    eps = best // 128
+    pi = (best // 64) % 2
+    h = best % 64
+
+    # rebuild: DP with arg-mins for the winner only
+    ar = torch.arange(n, device=dev)
+    hw = hexa[h]  # (n, 6)
+    csel = c[ar, eps, pi]  # (n, 6, 4 s, 4 o)
+    cs = csel.gather(2, hw.view(n, 6, 1, 1).expand(n, 6, 1, 4)).squeeze(2)  # (n, 6, 4)
+    st = cs[:, 0]
+    args = []
+    for j in range(1, 6):
+        vals, arg = (st[:, xor] + cs[:, j].unsqueeze(1)).min(dim=-1)
+        st = vals
+        args.append(arg)
+    s = pi + 2 * eps
+    opts = [None] * 6
+    for j in range(5, 0, -1):
+        o = args[j - 1].gather(1, s.view(n, 1)).squeeze(1)
+        opts[j] = o
+        s = s ^ o
+    opts[0] = s
+    opt = torch.stack(opts, dim=1)  # (n, 6)
+    t_bits = opt & 1
+    rho_want = opt >> 1
+    pat = cp[hw, pi.view(n, 1), t_bits]  # (n, 6)
+    b = (pat.unsqueeze(-1) >> torch.arange(4, device=dev)) & 1  # (n, 6, 4)
+    b = b.reshape(n, 24)
+    e24 = eps.view(n, 1).expand(n, 24)
+    idx = (b * 2 + e24).unsqueeze(-1)  # flat (b, eps) index
+    p = pbest.reshape(n, 24, 4).gather(2, idx).squeeze(-1)  # (n, 24)
+    dl = delta.reshape(n, 24, 4).gather(2, idx).squeeze(-1).view(n, 6, 4)
+    flip_row = dl.argmin(dim=-1)  # (n, 6)
+    need = (p.view(n, 6, 4).sum(-1) & 1) != rho_want  # (n, 6)
+    flip = torch.zeros(n, 6, 4, dtype=torch.int64, device=dev)
+    flip.scatter_(2, flip_row.unsqueeze(-1), need.to(torch.int64).unsqueeze(-1))
+    p = p ^ flip.view(n, 24)
+    a = e24 + 2 * b + 4 * p
+    v = cand.gather(2, a.unsqueeze(-1)).squeeze(-1)
+    return v + 8.0 * base
+
+
+def leech_nearest_int(y: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
+    """Nearest points of :math:`\\sqrt8\\Lambda_{24}` to the rows of ``y`` (float64, (n, 24))."""
+    if y.shape[0] == 0:
+        return y.clone()
+    return _chunked(_leech_nearest_chunk, y, chunk)
+
+
+# ---------------------------------------------------------------------------
+# Nearest minimal vector (largest inner product)
+# ---------------------------------------------------------------------------
+
+
+def _maxplus_combine(state, opt, xor, ok):
+    """Max-plus step: ``new[s] = max_o state[s ^ o] + opt[o]`` over allowed (s, o)."""
+    val = state[..., xor] + opt.unsqueeze(-2)
+    val = val.masked_fill(~ok, -math.inf)
+    return val.amax(dim=-1)
+
+
+def _nearest_minvec_chunk(x: torch.Tensor):
+    tab = _tables(x.device)
+    hexa, cp, pb, xor, ok = tab["hexa"], tab["cp"], tab["pb"], tab["xor"], tab["bonus_ok"]
+    octads, info, pair = tab["octads"], tab["info"], tab["pair"]
+    n = x.shape[0]
+    dt = x.dtype
+    dev = x.device
+    ar = torch.arange(n, device=dev)
+    ax = x.abs()
+    neg = x < 0
+
+    # shape 1: (±4, ±4) on the two largest |x_i|
+    top, ti = ax.topk(2, dim=1)
+    score1 = 4.0 * top.sum(1)
+    i1 = torch.minimum(ti[:, 0], ti[:, 1])
+    j1 = torch.maximum(ti[:, 0], ti[:, 1])
+    s1 = neg[ar, i1].to(torch.int64) + 2 * neg[ar, j1].to(torch.int64)
+    idx1 = 4 * pair[i1, j1] + s1
+
+    # shape 2: ±2 on an octad, even number of minus signs
+    ao = ax[:, octads]  # (n, 759, 8)
+    no = neg[:, octads].to(torch.int64)
+    odd = no.sum(-1) & 1
+    mn, mr = ao.min(dim=-1)
+    score2_all = 2.0 * (ao.sum(-1) - 2.0 * odd.to(dt) * mn)
+    score2, k2 = score2_all.max(dim=1)
+    minus = no[ar, k2]  # (n, 8)
+    fix = odd[ar, k2].bool()
+    minus[ar, mr[ar, k2]] ^= fix.to(torch.int64)
+    bits = (minus[:, :7] << torch.arange(7, device=dev)).sum(1)
+    idx2 = 1104 + 128 * k2 + bits
+
+    # shape 3: signs (-1)^c, -3 at one coordinate k: S_c + max_k (-4 (-1)^{c_k} x_k)
+    u = 1 - 2 * pb.to(dt)  # (16, 4) signs of each column pattern
+    xc = x.view(n, 6, 4)
+    sj = xc @ u.T  # (n, 6, 16): sum over the column
+    prod = xc.unsqueeze(2) * u  # (n, 6, 16, 4)
+    mj, mrow = prod.min(dim=-1)  # (n, 6, 16)
+    bonus = sj - 4.0 * mj
+    v16 = torch.stack([sj, bonus], dim=-1)  # (n, 6, 16, bonus)
+    v = v16[:, :, cp]  # (n, 6, s, pi, t, bonus)
+    v = v.permute(0, 3, 1, 2, 5, 4).reshape(n, 2, 6, 4, 4)  # (n, pi, 6, s, o = t + 2 bonus)
+    st = v[:, :, 0]  # (n, P, a, state)
+    st = _maxplus_combine(st.unsqueeze(-2), v[:, :, 1].unsqueeze(-3), xor, ok).reshape(n, 2, 16, 4)
+    st = _maxplus_combine(st.unsqueeze(-2), v[:, :, 2].unsqueeze(-3), xor, ok).reshape(n, 2, 64, 4)
+    for j in range(3, 6):
+        st = _maxplus_combine(st, v[:, :, j][:, :, hexa[:, j]], xor, ok)
+    target = (torch.arange(2, device=dev) + 2).view(1, 2, 1, 1).expand(n, 2, 64, 1)
+    total = st.gather(-1, target).reshape(n, 128)  # index pi*64 + h
+    score3, best = total.max(dim=1)
+    pi = best // 64
+    h = best % 64
+    hw = hexa[h]
+    vsel = v[ar, pi]  # (n, 6, s, o)
+    vs = vsel.gather(2, hw.view(n, 6, 1, 1).expand(n, 6, 1, 4)).squeeze(2)  # (n, 6, 4)
+    st = vs[:, 0]
+    args = []
+    for j in range(1, 6):
+        cand = (st[:, xor] + vs[:, j].unsqueeze(1)).masked_fill(~ok, -math.inf)
+        st, arg = cand.max(dim=-1)
+        args.append(arg)
+    s = pi + 2
+    opts = [None] * 6
+    for j in range(5, 0, -1):
+        o = args[j - 1].gather(1, s.view(n, 1)).squeeze(1)
+        opts[j] = o
+        s = s ^ o
+    opts[0] = s
+    opt = torch.stack(opts, dim=1)  # (n, 6)
+    t_bits = opt & 1
+    bonus_col = (opt >> 1).argmax(dim=1)  # the column holding the -3
+    pat = cp[hw, pi.view(n, 1), t_bits]  # (n, 6)
+    cbits = ((pat.unsqueeze(-1) >> torch.arange(4, device=dev)) & 1).reshape(n, 24)
+    krow = mrow[ar, bonus_col, pat[ar, bonus_col]]
+    k3 = 4 * bonus_col + krow
+    msg = (cbits[:, info] << torch.arange(12, device=dev)).sum(1)
+    idx3 = 98256 + 24 * msg + k3
+
+    scores = torch.stack([score1, score2, score3], dim=1)
+    which = scores.argmax(dim=1)  # first maximum: lower shape (lower index) wins ties
+    idx = torch.stack([idx1, idx2, idx3], dim=1).gather(1, which.view(n, 1)).squeeze(1)
+    return idx
+
+
+def nearest_minvec_int(x: torch.Tensor, *, chunk: int | None = None):
+    """Index (leechlib order) of the minimal vector with the largest inner product with each row."""
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=x.device)
+    return _chunked(_nearest_minvec_chunk, x, chunk)

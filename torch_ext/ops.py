@@ -1,0 +1,495 @@
+"""Leech lattice operations as PyTorch custom ops.
+
+Public functions
+----------------
+:func:`nearest_point`
+    The nearest point of ``scale * Λ24`` (``coords="unit"``) or ``scale * √8Λ24``
+    (``coords="int"``) to each row of a ``(..., 24)`` tensor: exact maximum-likelihood
+    decoding, not an approximation.
+:func:`quantize_ste`
+    The same forward, with the straight-through gradient ``x + (Q(x) - x).detach()``.
+:func:`nearest_minimal_vector`
+    The minimal vector (norm 4 in unit coordinates; one of 196 560) with the largest
+    inner product with each row, and its index in
+    :meth:`leechlib.LeechLattice.minimal_vectors` order.
+:func:`decode_torch`, :func:`nearest_minimal_vector_torch`
+    The pure-torch decoders, usable on any device (the CUDA path of the ops).
+
+Backends
+--------
+The functions dispatch to the custom ops ``torch.ops.leech.nearest_point``,
+``torch.ops.leech.quantize_ste`` and ``torch.ops.leech.nearest_minimal_vector``:
+
+* CPU tensors go to leechlib's Numba kernels through numpy (no copy for contiguous
+  float32/float64 input) when ``leechlib.nearest_point`` is available, and otherwise
+  to the pure-torch decoder (:func:`cpu_backend` says which);
+* every other device (CUDA) runs the pure-torch decoder of
+  :mod:`torch_ext._decoder`: the structured algorithm (two cosets, four candidates
+  per coordinate, sixteen patterns per MOG column, 64 hexacode words × 2 parities,
+  parity repair by a min-plus DP), vectorised over the batch, in float64.
+  :func:`set_decoder_compile` turns on ``torch.compile`` of its per-chunk function.
+
+Each op has a fake (meta) kernel, so ``torch.compile`` traces through it, and an
+autograd formula: :func:`nearest_point` and :func:`nearest_minimal_vector` are
+piecewise constant (zero gradient), :func:`quantize_ste` passes the gradient through.
+Half-precision input (float16/bfloat16, e.g. under autocast) is decoded in float32
+and the result cast back; float64 input is decoded in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+
+import torch
+from torch import Tensor
+
+from . import _decoder
+
+__all__ = [
+    "nearest_point",
+    "quantize_ste",
+    "nearest_minimal_vector",
+    "decode_torch",
+    "nearest_minimal_vector_torch",
+    "cpu_backend",
+    "set_decoder_compile",
+]
+
+SQRT8 = math.sqrt(8.0)
+#: inputs with |coordinate| (integer model, after dividing by ``scale``) at or above
+#: this bound are rejected: float64 no longer resolves the lattice there
+MAX_ABS = 2.0**50
+
+_FLOATS = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+# ---------------------------------------------------------------------------
+# validation (static: shape, dtype and argument values; never data-dependent)
+# ---------------------------------------------------------------------------
+
+
+def _check_x(x, name="x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() == 0 or x.shape[-1] != 24:
+        raise ValueError(f"{name} must have shape (..., 24), got shape {tuple(x.shape)}")
+
+
+def _check_coords(coords) -> str:
+    if not isinstance(coords, str):
+        raise TypeError(f"coords must be 'unit' or 'int', got {type(coords).__name__}")
+    if coords not in ("unit", "int"):
+        raise ValueError(f"coords must be 'unit' or 'int', got {coords!r}")
+    return coords
+
+
+def _check_scale(scale) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a positive real number, got {type(scale).__name__}")
+    s = float(scale)
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    return s
+
+
+def _check_values(y: Tensor, name: str = "x") -> None:
+    """Data checks, run inside the op kernels on real tensors (never traced)."""
+    if y.numel() == 0:
+        return
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    if bool((y.abs() >= MAX_ABS).any()):
+        raise ValueError(
+            f"{name} is too large: |{name}|/scale must stay below 2**50 in the integer model"
+        )
+
+
+# ---------------------------------------------------------------------------
+# backends
+# ---------------------------------------------------------------------------
+
+
+def _leechlib_decode():
+    """leechlib's public decoders, or None while they are not available."""
+    try:
+        import leechlib
+    except ImportError:  # pragma: no cover - torch_ext ships with leechlib
+        return None
+    fns = {}
+    for name in ("nearest_point", "quantize", "nearest_minimal_vector"):
+        fn = getattr(leechlib, name, None)
+        if fn is None:
+            try:
+                from leechlib import decode as _dec  # noqa: F401
+
+                fn = getattr(_dec, name, None)
+            except ImportError:
+                fn = None
+        fns[name] = fn
+    return fns
+
+
+def cpu_backend() -> str:
+    """Which implementation the CPU kernels use: ``"leechlib"`` (Numba) or ``"torch"``.
+
+    Examples
+    --------
+    >>> from torch_ext.ops import cpu_backend
+    >>> cpu_backend() in ("leechlib", "torch")
+    True
+    """
+    if os.environ.get("TORCH_EXT_CPU_BACKEND", "") == "torch":
+        return "torch"
+    fns = _leechlib_decode()
+    if fns and fns["nearest_point"] is not None and fns["nearest_minimal_vector"] is not None:
+        return "leechlib"
+    return "torch"
+
+
+_COMPILE = {"on": os.environ.get("TORCH_EXT_COMPILE_DECODER", "0") == "1", "fns": {}}
+
+
+def set_decoder_compile(enabled: bool) -> None:
+    """Use ``torch.compile`` for the per-chunk function of the pure-torch decoder.
+
+    Off by default.  On a GPU the compiled decoder fuses the dynamic programme into a
+    few kernels (several times the eager throughput, see
+    ``benchmarks/bench_torch_ops.py``); the first call per device compiles (about a
+    minute).  The environment variable ``TORCH_EXT_COMPILE_DECODER=1`` sets the
+    default.
+
+    Examples
+    --------
+    >>> from torch_ext.ops import set_decoder_compile
+    >>> set_decoder_compile(False)
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    _COMPILE["on"] = enabled
+
+
+def _chunk_fn(kind: str):
+    base = _decoder._leech_nearest_chunk if kind == "nearest" else _decoder._nearest_minvec_chunk
+    if not _COMPILE["on"]:
+        return base
+    fn = _COMPILE["fns"].get(kind)
+    if fn is None:
+        fn = torch.compile(base, dynamic=False)
+        _COMPILE["fns"][kind] = fn
+    return fn
+
+
+def _to_int_frame(x: Tensor, coords: str, scale: float) -> Tensor:
+    factor = (SQRT8 if coords == "unit" else 1.0) / scale
+    y = x.reshape(-1, 24).to(torch.float64)
+    return y * factor if factor != 1.0 else y
+
+
+def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
+    y = _to_int_frame(x, coords, scale)
+    _check_values(y)
+    if y.shape[0] == 0:
+        v = y
+    else:
+        v = _decoder._chunked(_chunk_fn("nearest"), y, None)
+    factor = scale / (SQRT8 if coords == "unit" else 1.0)
+    return (v * factor if factor != 1.0 else v).to(x.dtype).reshape(x.shape)
+
+
+def _torch_minvec(x: Tensor, coords: str):
+    y = x.reshape(-1, 24).to(torch.float64)
+    _check_values(y)
+    if y.shape[0] == 0:
+        idx = torch.zeros(0, dtype=torch.int64, device=x.device)
+    else:
+        idx = _decoder._chunked(_chunk_fn("minvec"), y, None)
+    table = _decoder.minimal_vectors_int(x.device)
+    v = table[idx].to(torch.float64)
+    if coords == "unit":
+        v = v / SQRT8
+    return v.to(x.dtype).reshape(x.shape), idx.reshape(x.shape[:-1])
+
+
+def _leechlib_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
+    fns = _leechlib_decode()
+    arr = x.detach().contiguous().reshape(-1, 24)
+    if arr.shape[0] == 0:
+        return x.detach().clone()
+    _check_values(_to_int_frame(arr, coords, scale))
+    workers = max(1, torch.get_num_threads())
+    a = arr.numpy()  # shares memory with a contiguous CPU tensor
+    if scale == 1.0:
+        out = fns["nearest_point"](a, coords=coords, workers=workers)
+    else:
+        out = fns["quantize"](a, scale=scale, coords=coords, workers=workers)
+    return torch.from_numpy(out).to(x.dtype).reshape(x.shape)
+
+
+def _leechlib_minvec(x: Tensor, coords: str):
+    fns = _leechlib_decode()
+    arr = x.detach().contiguous().reshape(-1, 24)
+    if arr.shape[0] == 0:
+        return x.detach().clone(), torch.zeros(x.shape[:-1], dtype=torch.int64)
+    _check_values(arr)
+    workers = max(1, torch.get_num_threads())
+    v, idx = fns["nearest_minimal_vector"](
+        arr.numpy(), coords=coords, workers=workers, return_index=True
+    )
+    v = torch.from_numpy(v).to(x.dtype).reshape(x.shape)
+    idx = torch.from_numpy(idx).to(torch.int64).reshape(x.shape[:-1])
+    return v, idx
+
+
+# ---------------------------------------------------------------------------
+# custom ops
+# ---------------------------------------------------------------------------
+
+
+@torch.library.custom_op("leech::nearest_point", mutates_args=())
+def _nearest_point_op(x: Tensor, coords: str, scale: float) -> Tensor:
+    """Nearest lattice point (default implementation: the pure-torch decoder)."""
+    return _torch_nearest(x, coords, scale)
+
+
+@_nearest_point_op.register_kernel("cpu")
+def _(x, coords, scale):
+    if cpu_backend() == "leechlib":
+        return _leechlib_nearest(x, coords, scale)
+    return _torch_nearest(x, coords, scale)
+
+
+@_nearest_point_op.register_fake
+def _(x, coords, scale):
+    return torch.empty_like(x)
+
+
+def _setup_none(ctx, inputs, output):
+    return None
+
+
+def _zero_backward(ctx, grad):
+    return torch.zeros_like(grad), None, None
+
+
+_nearest_point_op.register_autograd(_zero_backward, setup_context=_setup_none)
+
+
+@torch.library.custom_op("leech::quantize_ste", mutates_args=())
+def _quantize_ste_op(x: Tensor, coords: str, scale: float) -> Tensor:
+    """Nearest lattice point; the gradient is passed straight through."""
+    return _torch_nearest(x, coords, scale)
+
+
+@_quantize_ste_op.register_kernel("cpu")
+def _(x, coords, scale):
+    if cpu_backend() == "leechlib":
+        return _leechlib_nearest(x, coords, scale)
+    return _torch_nearest(x, coords, scale)
+
+
+@_quantize_ste_op.register_fake
+def _(x, coords, scale):
+    return torch.empty_like(x)
+
+
+def _identity_backward(ctx, grad):
+    return grad, None, None
+
+
+_quantize_ste_op.register_autograd(_identity_backward, setup_context=_setup_none)
+
+
+@torch.library.custom_op("leech::nearest_minimal_vector", mutates_args=())
+def _nearest_minvec_op(x: Tensor, coords: str) -> tuple[Tensor, Tensor]:
+    """Nearest minimal vector and its index (default: pure torch)."""
+    return _torch_minvec(x, coords)
+
+
+@_nearest_minvec_op.register_kernel("cpu")
+def _(x, coords):
+    if cpu_backend() == "leechlib":
+        return _leechlib_minvec(x, coords)
+    return _torch_minvec(x, coords)
+
+
+@_nearest_minvec_op.register_fake
+def _(x, coords):
+    return torch.empty_like(x), x.new_empty(x.shape[:-1], dtype=torch.int64)
+
+
+def _minvec_backward(ctx, grad_v, grad_idx):
+    return torch.zeros_like(grad_v), None
+
+
+_nearest_minvec_op.register_autograd(_minvec_backward, setup_context=_setup_none)
+
+
+# ---------------------------------------------------------------------------
+# public wrappers
+# ---------------------------------------------------------------------------
+
+
+def _core_dtype(x: Tensor) -> torch.dtype:
+    return x.dtype if x.dtype in _FLOATS else torch.float32
+
+
+def _run(op, x: Tensor, *args):
+    """Run ``op`` on float32/float64 input, outside autocast; cast back to x.dtype."""
+    core = _core_dtype(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        out = op(x.to(core), *args)
+    return out
+
+
+def nearest_point(x: Tensor, coords: str = "unit", scale: float = 1.0) -> Tensor:
+    r"""Exact nearest point of the (scaled) Leech lattice to each row of ``x``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(..., 24)`` floating-point tensor (MOG coordinates), on any device.
+    coords : {"unit", "int"}
+        ``"unit"``: the lattice is :math:`\Lambda_{24}` (minimal norm 4);
+        ``"int"``: :math:`\sqrt8\Lambda_{24}\subset\mathbb Z^{24}` (minimal norm 32).
+    scale : float
+        Decode in ``scale`` times the lattice: ``scale * Q(x / scale)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape and dtype as ``x``.  float32 and float64 are decoded as they are;
+        float16/bfloat16 are decoded in float32 and cast back (the lattice point is
+        then rounded to the half-precision grid).  The gradient is zero (the map is
+        piecewise constant); use :func:`quantize_ste` to train through it.
+
+    Raises
+    ------
+    TypeError
+        ``x`` not a floating-point tensor, ``coords``/``scale`` of the wrong type.
+    ValueError
+        Wrong last dimension, unknown ``coords``, non-positive ``scale``, NaN/inf
+        input or coordinates beyond ``2**50`` (integer model).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext import nearest_point
+    >>> x = torch.zeros(2, 24, dtype=torch.float64)
+    >>> x[0, :2] = 3.5; x[1, 0] = 1.0          # integer model
+    >>> q = nearest_point(x, coords="int")
+    >>> q[0, :3].tolist(), float(q[1].abs().sum())
+    ([4.0, 4.0, 0.0], 0.0)
+    >>> y = torch.randn(5, 24)
+    >>> bool(((y - nearest_point(y)) ** 2).sum(-1).le(2.0 + 1e-5).all())   # covering radius √2
+    True
+    """
+    _check_x(x)
+    _check_coords(coords)
+    s = _check_scale(scale)
+    return _run(torch.ops.leech.nearest_point, x, coords, s).to(x.dtype)
+
+
+def quantize_ste(x: Tensor, scale: float = 1.0, coords: str = "unit") -> Tensor:
+    """Lattice quantisation with a straight-through gradient.
+
+    The forward is :func:`nearest_point` (``scale * Q(x / scale)``); the backward
+    passes the incoming gradient unchanged, i.e. ``x + (Q(x) - x).detach()``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext import quantize_ste
+    >>> x = torch.randn(3, 24, requires_grad=True)
+    >>> y = quantize_ste(x, scale=0.5)
+    >>> y.sum().backward()
+    >>> bool((x.grad == 1).all())
+    True
+    """
+    _check_x(x)
+    _check_coords(coords)
+    s = _check_scale(scale)
+    return _run(torch.ops.leech.quantize_ste, x, coords, s).to(x.dtype)
+
+
+def nearest_minimal_vector(x: Tensor, coords: str = "unit", return_index: bool = False):
+    """The minimal vector with the largest inner product with each row of ``x``.
+
+    Since the set of minimal vectors is symmetric (``-v`` is one whenever ``v`` is), this
+    is also the minimal vector of largest ``|cos|`` with ``x``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(..., 24)`` floating-point tensor.
+    coords : {"unit", "int"}
+        Scale of the returned vectors: norm 4 (``"unit"``) or 32 (``"int"``); the
+        choice does not depend on it.
+    return_index : bool
+        Also return the index (int64, shape ``x.shape[:-1]``) in
+        :meth:`leechlib.LeechLattice.minimal_vectors` order.
+
+    Returns
+    -------
+    torch.Tensor or (torch.Tensor, torch.Tensor)
+        Vectors of the shape and dtype of ``x`` (and the indices).  Ties (e.g. ``x = 0``)
+        are broken by the implementation; the inner product is always the maximum.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext import nearest_minimal_vector
+    >>> x = torch.zeros(24, dtype=torch.float64); x[3] = -1.0; x[7] = 0.9
+    >>> v, i = nearest_minimal_vector(x, coords="int", return_index=True)
+    >>> v[[3, 7]].tolist(), int((v != 0).sum())
+    ([-4.0, 4.0], 2)
+    """
+    _check_x(x)
+    _check_coords(coords)
+    if not isinstance(return_index, bool):
+        raise TypeError(f"return_index must be a bool, got {type(return_index).__name__}")
+    v, idx = _run(torch.ops.leech.nearest_minimal_vector, x, coords)
+    v = v.to(x.dtype)
+    return (v, idx) if return_index else v
+
+
+def decode_torch(x: Tensor, coords: str = "unit", scale: float = 1.0) -> Tensor:
+    """The pure-torch exact decoder on any device (no custom op, no leechlib kernels).
+
+    Same contract as :func:`nearest_point`; this is what the op runs on CUDA.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext.ops import decode_torch
+    >>> x = torch.randn(4, 24, dtype=torch.float64)
+    >>> bool((decode_torch(x) == torch.ops.leech.nearest_point(x, "unit", 1.0)).all())
+    True
+    """
+    _check_x(x)
+    _check_coords(coords)
+    s = _check_scale(scale)
+    core = _core_dtype(x)
+    return _torch_nearest(x.detach().to(core), coords, s).to(x.dtype)
+
+
+def nearest_minimal_vector_torch(x: Tensor, coords: str = "unit"):
+    """Pure-torch :func:`nearest_minimal_vector` (vectors and indices), any device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext.ops import nearest_minimal_vector_torch
+    >>> v, i = nearest_minimal_vector_torch(torch.ones(1, 24))
+    >>> round(float((v * v).sum()), 4)
+    4.0
+    """
+    _check_x(x)
+    _check_coords(coords)
+    core = _core_dtype(x)
+    v, idx = _torch_minvec(x.detach().to(core), coords)
+    return v.to(x.dtype), idx
