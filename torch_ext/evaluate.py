@@ -117,7 +117,8 @@ def _model_block_size(model) -> int | None:
 
 @torch.no_grad()
 def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int, batch_size: int = 8,
-                       stride: int | None = None, device=None, autocast_dtype=None) -> dict:
+                       stride: int | None = None, device=None, autocast_dtype=None,
+                       shard: tuple[int, int] | None = None) -> dict:
     """Score a whole split with ``model``; see the module docstring for the definitions.
 
     Parameters
@@ -140,6 +141,10 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
     autocast_dtype : torch.dtype, optional
         Run the forward under autocast (e.g. ``torch.bfloat16`` on CUDA); the
         log-softmax is always taken in float32 and sums kept in float64.
+    shard : (int, int), optional
+        ``(rank, world_size)``: score only windows ``rank::world_size`` and return
+        partial sums (``_nll_nats``, ``_sep_nats``, ``n_tokens_scored``) for the
+        caller to all-reduce and pass to ``_finish`` (distributed evaluation).
 
     Returns
     -------
@@ -161,6 +166,11 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
     device = torch.device(device)
     tokens = split.tokens
     windows = list(eval_windows(split.n_tokens, block_size, stride))
+    if shard is not None:
+        rank, world = shard
+        if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
+        windows = windows[rank::world]
     nll = 0.0  # nats, float64 on the host
     nll_sep = 0.0
     n_scored = 0
@@ -190,6 +200,15 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
         nll_sep += float(tok_nll[yt == eos_id].sum())
         n_scored += int(mask.sum())
     dt = time.perf_counter() - t0
+    if shard is not None:
+        return {"_nll_nats": nll, "_sep_nats": nll_sep, "n_tokens_scored": n_scored, "eval_seconds": dt,
+                "block_size": int(block_size), "stride": int(stride or block_size)}
+    return _finish(nll, nll_sep, n_scored, split, block_size, stride or block_size, dt)
+
+
+def _finish(nll: float, nll_sep: float, n_scored: int, split: TokenSplit, block_size: int, stride: int,
+            dt: float) -> dict:
+    """The result dict of :func:`bits_per_character` from its sums (nats)."""
     if n_scored != split.n_targets:  # an internal invariant, not an input check
         raise RuntimeError(f"scored {n_scored} targets, the split has {split.n_targets}")
     nll_bits = nll / _LN2
@@ -208,7 +227,7 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
         "eval_seconds": dt,
         "eval_tokens_per_s": n_scored / dt if dt > 0 else float("inf"),
         "block_size": int(block_size),
-        "stride": int(stride or block_size),
+        "stride": int(stride),
     }
 
 
@@ -438,7 +457,8 @@ def main(argv=None) -> int:
     from .data import DataUnavailableError, load_data
 
     try:
-        data = load_data(args.data or targs.get("data", "shakespeare"), targs.get("tokenizer", "byte"),
+        data = load_data(args.data or ck.meta.get("data_resolved") or targs.get("data", "shakespeare"),
+                         targs.get("tokenizer", "byte"),
                          cache_dir=args.cache_dir or targs.get("cache_dir"),
                          val_fraction=targs.get("val_fraction", 0.1),
                          bpe_vocab_size=targs.get("bpe_vocab_size", 2048), max_docs=targs.get("max_docs"),
