@@ -7,8 +7,31 @@ alignment loss to lattice directions (:mod:`torch_ext.losses`) and a nanoGPT-sty
 LILA transformer (:mod:`torch_ext.model`).
 
 ``import torch_ext`` needs torch; it imports leechlib (never the other way round).
+
+Examples
+--------
+>>> import torch, torch_ext
+>>> x = torch.randn(4, 24)
+>>> q = torch_ext.nearest_point(x)                 # exact nearest Leech points
+>>> q.shape, q.dtype
+(torch.Size([4, 24]), torch.float32)
 """
 
+from .attention import FrozenKernelAttention
+from .kernel import LeechKernel
+from .losses import AlignmentLoss
+from .model import LilaConfig, LilaOutput, LilaTransformer, ParamCount
 from .ops import nearest_minimal_vector, nearest_point, quantize_ste
 
-__all__ = ["nearest_point", "quantize_ste", "nearest_minimal_vector"]
+__all__ = [
+    "nearest_point",
+    "quantize_ste",
+    "nearest_minimal_vector",
+    "LeechKernel",
+    "FrozenKernelAttention",
+    "AlignmentLoss",
+    "LilaConfig",
+    "LilaOutput",
+    "LilaTransformer",
+    "ParamCount",
+]

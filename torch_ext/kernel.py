@@ -1,0 +1,139 @@
+"""Frozen orthogonal kernels built from automorphisms of the Leech lattice.
+
+A :class:`LeechKernel` is a ``d_model × d_model`` orthogonal matrix, block-diagonal
+over 24-dimensional blocks, that is never trained:
+
+``"leech"``
+    block ``b`` is :meth:`leechlib.LeechLattice.random_automorphism` (an element of
+    Co0, entries multiples of 1/8, exactly orthogonal), seeded by ``(seed, b)``;
+``"random"``
+    block ``b`` is Haar-random in O(24) (QR of a Gaussian matrix with the sign fix
+    ``Q diag(sign(diag R))``), seeded the same way; the control without lattice
+    structure;
+``"identity"``
+    the identity.
+
+The matrix is held as a *non-persistent* buffer: it is rebuilt deterministically from
+``(kind, seed, d_model)``, is not in ``state_dict()`` and is never a ``Parameter``.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["LeechKernel", "kernel_matrix", "KINDS"]
+
+KINDS = ("leech", "random", "identity")
+
+
+def _check_int(v, name, low=None):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    v = int(v)
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be >= {low}, got {v}")
+    return v
+
+
+def _check_kernel_args(d_model, kind, seed):
+    d_model = _check_int(d_model, "d_model", 1)
+    if d_model % 24:
+        raise ValueError(
+            f"d_model must be a multiple of 24 (the kernel is block-diagonal over "
+            f"24-dimensional Leech blocks), got {d_model}"
+        )
+    if not isinstance(kind, str):
+        raise TypeError(f"kind must be one of {KINDS}, got {type(kind).__name__}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    seed = _check_int(seed, "seed", 0)
+    return d_model, kind, seed
+
+
+@functools.lru_cache(maxsize=256)
+def _blocks(kind: str, seed: int, n_blocks: int) -> np.ndarray:
+    """``(n_blocks, 24, 24)`` float64 blocks; deterministic in (kind, seed, block)."""
+    out = np.empty((n_blocks, 24, 24))
+    if kind == "identity":
+        out[:] = np.eye(24)
+    elif kind == "leech":
+        from leechlib import LeechLattice
+
+        lat = LeechLattice()
+        for b in range(n_blocks):
+            out[b] = lat.random_automorphism(rng=np.random.default_rng([seed, b]))
+    else:  # random: Haar on O(24)
+        for b in range(n_blocks):
+            g = np.random.default_rng([seed, b, 1]).standard_normal((24, 24))
+            q, r = np.linalg.qr(g)
+            out[b] = q * np.sign(np.diag(r))
+    out.flags.writeable = False
+    return out
+
+
+def kernel_matrix(d_model: int, kind: str = "leech", seed: int = 0) -> torch.Tensor:
+    """The ``d_model × d_model`` block-diagonal orthogonal matrix (float64 tensor).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext.kernel import kernel_matrix
+    >>> W = kernel_matrix(48, "leech", seed=3)
+    >>> W.shape, bool(torch.equal(W @ W.T, torch.eye(48, dtype=torch.float64)))
+    (torch.Size([48, 48]), True)
+    >>> bool((W[:24, 24:] == 0).all())          # block-diagonal
+    True
+    """
+    d_model, kind, seed = _check_kernel_args(d_model, kind, seed)
+    blocks = torch.from_numpy(np.array(_blocks(kind, seed, d_model // 24)))
+    return torch.block_diag(*blocks)
+
+
+class LeechKernel(nn.Module):
+    """A frozen block-diagonal orthogonal ``d_model × d_model`` matrix.
+
+    Parameters
+    ----------
+    d_model : int
+        A multiple of 24.
+    kind : {"leech", "random", "identity"}
+        Leech lattice automorphisms, Haar-random orthogonal blocks, or the identity.
+    seed : int
+        Block ``b`` is drawn from ``numpy.random.default_rng([seed, b])`` (``"leech"``)
+        or ``default_rng([seed, b, 1])`` (``"random"``).
+
+    Attributes
+    ----------
+    weight : torch.Tensor
+        The float32 matrix ``W`` (a non-persistent buffer; ``W @ W.T == I`` up to
+        1e-6, exactly for ``"leech"``, whose entries are multiples of 1/8).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext import LeechKernel
+    >>> k = LeechKernel(48, kind="leech", seed=0)
+    >>> list(k.parameters()), list(k.state_dict())
+    ([], [])
+    >>> x = torch.randn(2, 48)
+    >>> torch.allclose(k(x).norm(dim=-1), x.norm(dim=-1))     # orthogonal
+    True
+    """
+
+    def __init__(self, d_model: int, kind: str = "leech", seed: int = 0):
+        super().__init__()
+        self.d_model, self.kind, self.seed = _check_kernel_args(d_model, kind, seed)
+        w = kernel_matrix(self.d_model, self.kind, self.seed).to(torch.float32)
+        self.register_buffer("weight", w, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T`` on the last axis."""
+        return x @ self.weight.T
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, kind={self.kind!r}, seed={self.seed}, frozen=True"
