@@ -67,8 +67,8 @@ _CKPT_FORMAT = "lila-ckpt-v1"
 _CKPT_RE = re.compile(r"^ckpt-(\d{7,})\.safetensors$")
 
 #: LilaConfig fields that the command line can override
-MODEL_OVERRIDES = ("attention", "kernel", "kernel_seed", "align_weight", "d_model", "n_layer", "n_head",
-                   "block_size", "dropout", "shared_qk")
+MODEL_OVERRIDES = ("attention", "kernel", "kernel_seed", "align_weight", "align_directions", "d_model",
+                   "n_layer", "n_head", "block_size", "dropout", "shared_qk")
 
 #: arguments that may differ between an interrupted run and its resumption
 _RESUME_FREE = {"resume", "stop_at", "device", "compile", "eval_batch_size", "time_budget", "cache_dir",
@@ -123,7 +123,7 @@ class TrainConfig:
     time_budget : float, optional
         Seconds of training: after 5 steps the step time is measured and ``steps``
         lowered to fit (the schedule follows the lowered value).  Not reproducible.
-    attention, kernel, kernel_seed, align_weight, d_model, n_layer, n_head, block_size, dropout, shared_qk
+    attention, kernel, kernel_seed, align_weight, align_directions, d_model, n_layer, n_head, block_size, dropout, shared_qk
         ``LilaConfig`` overrides (``None``: the preset's value).
     """
 
@@ -160,6 +160,7 @@ class TrainConfig:
     kernel: str | None = None
     kernel_seed: int | None = None
     align_weight: float | None = None
+    align_directions: str | None = None
     d_model: int | None = None
     n_layer: int | None = None
     n_head: int | None = None
@@ -234,6 +235,8 @@ class TrainConfig:
             raise ValueError(f"data must be a corpus name or a path, got {self.data!r}")
         if self.attention is not None and self.attention not in ("frozen", "learned"):
             raise ValueError(f"attention must be 'frozen' or 'learned', got {self.attention!r}")
+        if self.align_directions is not None and self.align_directions not in ("minimal", "frame"):
+            raise ValueError(f"align_directions must be 'minimal' or 'frame', got {self.align_directions!r}")
         if self.kernel is not None and self.kernel not in ("leech", "random", "identity"):
             raise ValueError(f"kernel must be 'leech', 'random' or 'identity', got {self.kernel!r}")
         if self.d_model is not None and self.d_model % 24:
@@ -339,11 +342,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _model_config_dict(model) -> dict:
     cfg = model.config
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
     if hasattr(cfg, "to_dict"):
         return cfg.to_dict()
-    return dict(vars(cfg))
+    return dataclasses.asdict(cfg)
 
 
 def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None = None,
@@ -393,13 +394,9 @@ def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None
 def _build_model(config: dict):
     from .model import LilaConfig, LilaTransformer
 
-    names = {f.name for f in dataclasses.fields(LilaConfig)} if dataclasses.is_dataclass(LilaConfig) else None
-    cfg = dict(config)
-    if names is not None:
-        unknown = set(cfg) - names
-        if unknown:
-            raise CheckpointError(f"checkpoint config has fields this LilaConfig lacks: {sorted(unknown)}")
-    return LilaTransformer(LilaConfig(**cfg))
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint config must be a JSON object, got {type(config).__name__}")
+    return LilaTransformer(LilaConfig.from_dict(dict(config)))
 
 
 def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoint:
@@ -848,7 +845,9 @@ def build_parser(prog: str = "leechlib lila train") -> argparse.ArgumentParser:
     g.add_argument("--attention", choices=["frozen", "learned"], default=None)
     g.add_argument("--kernel", choices=["leech", "random", "identity"], default=None)
     g.add_argument("--kernel-seed", type=int, default=None)
-    g.add_argument("--align-weight", type=float, default=None)
+    g.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (0: off)")
+    g.add_argument("--align-directions", choices=["minimal", "frame"], default=None,
+                   help="alignment targets: the 196560 Leech minimal vectors or the frame +-e_i")
     g.add_argument("--d-model", type=int, default=None)
     g.add_argument("--n-layer", type=int, default=None)
     g.add_argument("--n-head", type=int, default=None)
