@@ -1,0 +1,232 @@
+"""LeechKernel and FrozenKernelAttention: frozen, orthogonal, lattice-preserving, and not
+score-neutral (the kernel changes the attention; a rotation inside the heads does not)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from torch_ext import FrozenKernelAttention, LeechKernel
+from torch_ext.kernel import kernel_matrix
+
+# ---------------------------------------------------------------------------
+# LeechKernel
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["leech", "random", "identity"])
+def test_kernel_orthogonal_block_diagonal_frozen(kind):
+    k = LeechKernel(72, kind=kind, seed=5)
+    w = k.weight
+    assert w.shape == (72, 72) and w.dtype == torch.float32
+    assert (w @ w.T - torch.eye(72)).abs().max() < 1e-6
+    mask = torch.block_diag(*[torch.ones(24, 24)] * 3).bool()
+    assert (w[~mask] == 0).all()
+    assert list(k.parameters()) == [] and list(k.state_dict()) == []
+    assert not w.requires_grad
+    assert [n for n, _ in k.named_buffers()] == ["weight"]
+
+
+def test_leech_kernel_blocks_are_lattice_automorphisms(leech):
+    w = kernel_matrix(48, "leech", seed=2).numpy()
+    assert np.array_equal(w @ w.T, np.eye(48))  # exact: entries are multiples of 1/8
+    assert np.array_equal(np.rint(w * 8) / 8, w)
+    mv = leech.minimal_vectors(coords="int")[::97].astype(np.float64)
+    for b in range(2):
+        a = w[24 * b : 24 * b + 24, 24 * b : 24 * b + 24]
+        assert not np.array_equal(np.abs(a), np.eye(24))  # not a signed permutation... usually
+        img = mv @ a.T
+        assert leech.contains(img, coords="int").all()
+
+
+def test_kernel_is_deterministic_and_seed_dependent():
+    a = LeechKernel(48, "leech", seed=1).weight
+    b = LeechKernel(48, "leech", seed=1).weight
+    c = LeechKernel(48, "leech", seed=2).weight
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[:24, :24], a[24:, 24:])  # blocks differ
+    r1 = LeechKernel(48, "random", seed=1).weight
+    assert torch.equal(r1, LeechKernel(48, "random", seed=1).weight)
+    assert not torch.equal(r1, LeechKernel(48, "random", seed=2).weight)
+
+
+def test_kernel_survives_module_moves_but_not_state_dict():
+    k = LeechKernel(24, "leech", seed=3)
+    k2 = copy.deepcopy(k).double()
+    assert k2.weight.dtype == torch.float64
+    assert torch.equal(k2.weight.float(), k.weight)
+    x = torch.randn(5, 24)
+    torch.testing.assert_close(k(x), x @ k.weight.T)
+
+
+@pytest.mark.parametrize(
+    "args, exc, words",
+    [
+        ((25,), ValueError, "multiple of 24"),
+        ((0,), ValueError, "d_model"),
+        ((24, "hadamard"), ValueError, "kind"),
+        ((24, "leech", -1), ValueError, "seed"),
+        ((24.0,), TypeError, "d_model"),
+        ((24, None), TypeError, "kind"),
+    ],
+)
+def test_kernel_errors(args, exc, words):
+    with pytest.raises(exc, match=words):
+        LeechKernel(*args)
+
+
+# ---------------------------------------------------------------------------
+# FrozenKernelAttention
+# ---------------------------------------------------------------------------
+
+
+def _pair(kernel_a, kernel_b, *, seed_a=0, seed_b=0, shared=True, d=48, h=2):
+    """Two attentions that differ only in their frozen kernel (same v/out weights)."""
+    torch.manual_seed(0)
+    a = FrozenKernelAttention(d, h, 32, kernel=kernel_a, kernel_seed=seed_a, shared_qk=shared)
+    b = FrozenKernelAttention(d, h, 32, kernel=kernel_b, kernel_seed=seed_b, shared_qk=shared)
+    b.load_state_dict(a.state_dict())
+    return a.eval(), b.eval()
+
+
+def test_attention_shapes_and_parameters():
+    a = FrozenKernelAttention(48, 4, 16)
+    assert sorted(n for n, _ in a.named_parameters()) == ["out_proj.weight", "v_proj.weight"]
+    assert list(a.state_dict()) == ["v_proj.weight", "out_proj.weight"]
+    x = torch.randn(2, 16, 48)
+    assert a(x).shape == (2, 16, 48)
+    assert a.scores(x).shape == (2, 4, 16, 16)
+    lrn = FrozenKernelAttention(48, 4, 16, mode="learned", bias=True)
+    names = {n for n, _ in lrn.named_parameters()}
+    assert {"q_proj.weight", "k_proj.weight", "q_proj.bias"} <= names
+    assert lrn(x).shape == (2, 16, 48)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "learned"])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_sdpa_equals_manual(mode, with_mask):
+    torch.manual_seed(1)
+    a = FrozenKernelAttention(48, 2, 20, mode=mode, shared_qk=False).eval()
+    b = FrozenKernelAttention(48, 2, 20, mode=mode, shared_qk=False, use_sdpa=False).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(3, 20, 48)
+    mask = None
+    if with_mask:
+        mask = torch.ones(3, 20, dtype=torch.bool)
+        mask[0, 15:] = False  # right padding
+        mask[1, :4] = False  # left padding: early queries see only themselves
+    ya, yb = a(x, mask), b(x, mask)
+    assert torch.isfinite(ya).all()
+    assert (ya - yb).abs().max() < 1e-5
+
+
+def test_attention_is_causal_and_ignores_padding_keys():
+    torch.manual_seed(2)
+    a = FrozenKernelAttention(48, 2, 16).eval()
+    x = torch.randn(1, 16, 48)
+    y = a(x)
+    x2 = x.clone()
+    x2[:, 10:] = torch.randn(1, 6, 48)
+    assert torch.equal(a(x2)[:, :10], y[:, :10])  # the future does not leak
+    mask = torch.ones(1, 16, dtype=torch.bool)
+    mask[:, :3] = False
+    x3 = x.clone()
+    x3[:, :3] = torch.randn(1, 3, 48)
+    ym, y3 = a(x, mask), a(x3, mask)
+    assert (ym[:, 3:] - y3[:, 3:]).abs().max() < 1e-6  # padded keys have no influence
+
+
+def _max_diff(a, b, x):
+    with torch.no_grad():
+        s = (a.scores(x) - b.scores(x)).nan_to_num(0.0).abs().max().item()
+        o = (a(x) - b(x)).abs().max().item()
+    return s, o
+
+
+@pytest.mark.parametrize(
+    "ka, kb, sa, sb, shared",
+    [
+        ("leech", "leech", 0, 1, True),  # two Leech kernels
+        ("leech", "identity", 0, 0, True),  # Leech vs no kernel
+        ("leech", "random", 0, 0, True),  # Leech vs Haar-random
+        ("leech", "leech", 0, 7, False),  # separate q/k kernels
+    ],
+)
+def test_kernel_is_not_score_neutral(ka, kb, sa, sb, shared):
+    a, b = _pair(ka, kb, seed_a=sa, seed_b=sb, shared=shared)
+    x = torch.randn(4, 24, 48, generator=torch.Generator().manual_seed(3))
+    ds, do = _max_diff(a, b, x)
+    # scores are O(1); two kernels change them by O(1), and the outputs with them
+    assert ds > 0.5, ds
+    assert do > 1e-3, do
+
+
+def test_rotation_inside_each_head_is_neutral():
+    a, _ = _pair("leech", "leech")
+    x = torch.randn(4, 24, 48, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(5)
+    rot = torch.stack(
+        [torch.linalg.qr(torch.randn(a.head_dim, a.head_dim, generator=g))[0] for _ in range(a.n_head)]
+    )  # (H, hd, hd): block-orthogonal within each head's dims
+    with torch.no_grad():
+        q, k, v = a.qkv(x)
+        q2 = torch.einsum("hij,bhtj->bhti", rot, q)
+        k2 = torch.einsum("hij,bhtj->bhti", rot, k)
+        s1 = q @ k.transpose(-2, -1)
+        s2 = q2 @ k2.transpose(-2, -1)
+        y1 = a.merge(a.attend(q, k, v))
+        y2 = a.merge(a.attend(q2, k2, v))
+    assert (s1 - s2).abs().max() < 1e-5
+    assert (y1 - y2).abs().max() < 1e-6
+    assert torch.allclose(y1, a(x), atol=1e-6)
+
+
+def test_using_the_same_kernel_for_q_and_k_would_cancel():
+    """Why keys use W.T: with W on both sides, whole-block heads score x_h . x'_h."""
+    a, ident = _pair("leech", "identity")
+    x = torch.randn(2, 10, 48)
+    w = a.q_kernel.weight
+    q = a._split(x @ w.T)
+    k = a._split(x @ w.T)
+    qi, ki, _ = ident.qkv(x)  # identity kernel: q = k = x
+    naive = q @ k.transpose(-2, -1)
+    plain = qi @ ki.transpose(-2, -1)
+    torch.testing.assert_close(naive, plain, rtol=1e-5, atol=1e-4)  # the LILA mistake: it cancels
+    ours = a.scores(x).nan_to_num(0.0) - ident.scores(x).nan_to_num(0.0)
+    assert ours.abs().max() > 0.5
+
+
+def test_qk_matrices_define_the_form():
+    a, _ = _pair("leech", "leech")
+    wq, wk = a.qk_matrices()
+    assert torch.equal(wk, wq.T)
+    assert not torch.equal(wq @ wq, torch.eye(48))  # the per-block form W^2 is not trivial
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(d_model=50, n_head=2), ValueError, "multiple of 24"),
+        (dict(d_model=48, n_head=5), ValueError, "divisible"),
+        (dict(mode="sparse"), ValueError, "mode"),
+        (dict(kernel="hadamard"), ValueError, "kernel"),
+        (dict(dropout=1.0), ValueError, "dropout"),
+        (dict(shared_qk=1), TypeError, "shared_qk"),
+    ],
+)
+def test_attention_errors(kwargs, exc, words):
+    args = dict(d_model=48, n_head=2, block_size=8)
+    args.update(kwargs)
+    with pytest.raises(exc, match=words):
+        FrozenKernelAttention(**args)
+
+
+def test_attention_input_errors():
+    a = FrozenKernelAttention(48, 2, 8)
+    with pytest.raises(ValueError, match="block_size"):
+        a(torch.randn(1, 9, 48))
+    with pytest.raises(ValueError, match="mask"):
+        a(torch.randn(1, 8, 48), torch.ones(1, 7))
+    with pytest.raises(ValueError, match=r"\(B, T, 48\)"):
+        a(torch.randn(8, 48))
