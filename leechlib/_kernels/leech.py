@@ -51,39 +51,25 @@ _INF = np.inf
 
 
 @jit
-def _col_index(eps, b, p):
-    """Column of ``cost8`` (residue a in -3..4 stored at a + 3) for eps + 2b + 4p."""
-    a = eps + 2 * b + 4 * p
-    if a > 4:
-        a -= 8
-    return a + 3
-
-
-@jit
-def _repair(dd, e, hexa, w, pi, delta):
+def _repair(dd, lane, h, delta):
     """Cheapest change of the per-column options that adds ``delta`` (non-zero) in Z2^2.
 
-    Each column j may move from its best option g_j to g_j ^ a_j at cost
-    dd[e, j, h_j, pi, a_j] >= 0 and the moves must add up to delta.  Claim: an
-    optimal set of moves uses one column (a_j = delta) or two (a_j ^ a_k = delta).
+    Column j may move from its best option g_j to g_j ^ a (a in Z2^2 minus 0) at cost
+    ``dd[64*j + 16*h[j] + 4*lane + a] >= 0`` (lane = 2 eps + pi), and the moves must add up to delta.  Claim:
+    an optimal set of moves uses one column (a = delta) or two (a ^ a' = delta).
     Proof: take any multiset of non-zero elements of Z2^2 summing to delta != 0.
     If it contains delta, that element alone sums to delta.  Otherwise all its
-    elements lie in {a, b}, the two non-zero elements other than delta, which are
-    linearly independent with a ^ b = delta; n_a a + n_b b = delta forces n_a and
-    n_b odd, so one a and one b are present and sum to delta.  Dropping the other
-    moves keeps the sum and does not raise the cost (increments are >= 0).
+    elements lie in {x1, x2}, the two non-zero elements other than delta, which are
+    linearly independent with x1 ^ x2 = delta; n1 x1 + n2 x2 = delta forces n1 and
+    n2 odd, so one x1 and one x2 are present and already sum to delta.  Dropping the
+    other moves keeps the sum and does not raise the cost (increments are >= 0).
+    (Two moves in one column are one move by their sum, so columns are distinct.)
 
-    Returns (cost, j1, a1, j2, a2); j2 = -1 for a one-column repair.
+    Returns (cost, j1, a1, j2, a2); ``j2 = -1`` for a one-column repair.  Ties: the
+    one-column repair first, then columns in index order.
     """
-    if delta == 1:
-        x1 = 2
-        x2 = 3
-    elif delta == 2:
-        x1 = 1
-        x2 = 3
-    else:
-        x1 = 1
-        x2 = 2
+    x1 = 2 if delta == 1 else 1
+    x2 = 2 if delta == 3 else 3
     s_best = _INF
     s_j = -1
     b1 = _INF
@@ -95,12 +81,12 @@ def _repair(dd, e, hexa, w, pi, delta):
     c2 = _INF
     c2j = -1
     for j in range(6):
-        s = hexa[w, j]
-        v = dd[e, j, s, pi, delta]
+        o = 64 * j + 16 * h[j] + 4 * lane
+        v = dd[o + delta]
         if v < s_best:
             s_best = v
             s_j = j
-        v = dd[e, j, s, pi, x1]
+        v = dd[o + x1]
         if v < b1:
             b2 = b1
             b2j = b1j
@@ -109,7 +95,7 @@ def _repair(dd, e, hexa, w, pi, delta):
         elif v < b2:
             b2 = v
             b2j = j
-        v = dd[e, j, s, pi, x2]
+        v = dd[o + x2]
         if v < c1:
             c2 = c1
             c2j = c1j
@@ -139,112 +125,154 @@ def _repair(dd, e, hexa, w, pi, delta):
 
 
 @jit
-def _leech_one(y, out, pat, hexa, cost8, cc, qq, pp, m, g, dd, base, rho, pen, opt):
+def _leech_one(y, out, pat, hexa, hoff, fs, js):
     """Nearest point of sqrt(8)*Lambda24 to ``y`` (24 floats); writes ``out``.
 
-    Returns the squared distance.  The remaining arguments are scratch arrays.
+    ``pat`` is ``column_pattern().ravel()`` (index ``4*s + 2*pi + t``) and ``hexa``
+    ``hexacode_words().ravel()`` (index ``6*w + j``), ``hoff[6w + j] = 16j + 4 hexa[6w + j]``,
+    all int64.  Returns the squared
+    distance.  ``fs`` (float64) and ``js`` (int64) are scratch buffers of
+    :func:`_leech_scratch`, cut into the flat tables below.
     """
-    # 1. reduce modulo 8Z^24 and the squared distance to every residue class mod 8
+    rr = fs[0:24]  # y reduced mod 8
+    cA = fs[24:120]  # cA[24a + i]: best cost for residue a = eps + 2b (mod 4)
+    pA = fs[120:216]  # penalty to switch p
+    lc = fs[216:220]  # rows 0, 1 of a column: cost, p-parity, least penalty
+    lp = fs[220:224]
+    hc = fs[224:228]  # rows 2, 3
+    hp = fs[228:232]
+    base = fs[232:248]  # per column pattern P
+    pen = fs[248:264]
+    m = fs[264:360]  # m[16j + 4s + 2e + pi]
+    dd = fs[360:744]  # dd[4*(m index) + a]
+    T = fs[748:1004]  # T[4w + 2e + pi]
+    qA = js[0:96]  # best p
+    lq = js[96:100]
+    hq = js[100:104]
+    rho = js[104:120]
+    g = js[120:216]
+    D = js[216:472]
+    h = js[472:478]
+    # 1. reduce modulo 8Z^24: r = y - 8n in [-4, 4) (exact)
     for i in range(24):
         v = y[i]
         n8 = np.floor(v * 0.125 + 0.5) * 8.0
-        ri = v - n8
         out[i] = n8
-        for k in range(8):
-            d = ri - (k - 3)
-            if d > 4.0:
-                d -= 8.0
-            elif d < -4.0:
-                d += 8.0
-            cost8[i, k] = d * d
-    # 2. per coset, coordinate and b: best p, its parity and the switch penalty
-    for e in range(2):
+        rr[i] = v - n8
+    # 2. per residue a = eps + 2b (mod 4) and coordinate: |distance| s to 8Z + a;
+    #    8Z + a + 4 is at 4 - s.  Best p, its cost and the penalty to switch p.
+    #    Flat index 24*a + i.
+    for a in range(4):
         for i in range(24):
-            for b in range(2):
-                u0 = cost8[i, _col_index(e, b, 0)]
-                u1 = cost8[i, _col_index(e, b, 1)]
-                if u1 < u0:
-                    cc[e, i, b] = u1
-                    qq[e, i, b] = 1
-                    pp[e, i, b] = u0 - u1
-                else:
-                    cc[e, i, b] = u0
-                    qq[e, i, b] = 0
-                    pp[e, i, b] = u1 - u0
-        # 3. column tables
+            t = rr[i] - a
+            if t < -4.0:
+                t += 8.0
+            s = abs(t)
+            o = 4.0 - s
+            s2 = s * s
+            o2 = o * o
+            k = 24 * a + i
+            cA[k] = min(s2, o2)
+            qA[k] = np.int64(o < s)
+            pA[k] = abs(s2 - o2)
+    # 3. column tables per coset.  Per (column j, score s, lane = 2 eps + pi) at
+    #    mi = 16j + 4s + lane: the minimum m, its option g (t + 2 rho) and the
+    #    increments dd[4 mi + a] of the options g ^ a.
+    for e in range(2):
         for j in range(6):
             i0 = 4 * j
-            for P in range(16):
-                sc = 0.0
-                par = 0
-                pn = _INF
-                for r in range(4):
-                    bb = (P >> r) & 1
-                    sc += cc[e, i0 + r, bb]
-                    par ^= qq[e, i0 + r, bb]
-                    if pp[e, i0 + r, bb] < pn:
-                        pn = pp[e, i0 + r, bb]
-                base[P] = sc
-                rho[P] = par
-                pen[P] = pn
+            for x in range(4):
+                k0 = 24 * (e + 2 * (x & 1)) + i0
+                k1 = 24 * (e + (x & 2)) + i0 + 1
+                lc[x] = cA[k0] + cA[k1]
+                lq[x] = qA[k0] ^ qA[k1]
+                lp[x] = min(pA[k0], pA[k1])
+                hc[x] = cA[k0 + 2] + cA[k1 + 2]
+                hq[x] = qA[k0 + 2] ^ qA[k1 + 2]
+                hp[x] = min(pA[k0 + 2], pA[k1 + 2])
+            for hi in range(4):
+                for lo in range(4):
+                    base[4 * hi + lo] = lc[lo] + hc[hi]
+                    rho[4 * hi + lo] = lq[lo] ^ hq[hi]
+                    pen[4 * hi + lo] = min(lp[lo], hp[hi])
             for s in range(4):
                 for pi in range(2):
-                    for t in range(2):
-                        P = pat[s, pi, t]
-                        if rho[P] == 0:
-                            opt[t] = base[P]
-                            opt[t + 2] = base[P] + pen[P]
-                        else:
-                            opt[t] = base[P] + pen[P]
-                            opt[t + 2] = base[P]
-                    mn = opt[0]
-                    am = 0
-                    for q in range(1, 4):
-                        if opt[q] < mn:
-                            mn = opt[q]
-                            am = q
-                    m[e, j, s, pi] = mn
-                    g[e, j, s, pi] = am
-                    for a in range(4):
-                        dd[e, j, s, pi, a] = opt[am ^ a] - mn
-    # 4. search over (eps, hexacode word, parity)
-    best = _INF
-    be = 0
+                    P0 = pat[4 * s + 2 * pi]
+                    P1 = pat[4 * s + 2 * pi + 1]
+                    B0 = base[P0]
+                    B1 = base[P1]
+                    # branch-free: the cheaper top bit (0 on ties) and the other one
+                    ts = np.int64(B1 < B0)
+                    Pt = P0 ^ (ts * (P0 ^ P1))
+                    Po = P0 ^ P1 ^ Pt
+                    rs = rho[Pt]
+                    po = pen[Po]
+                    df = abs(B1 - B0)
+                    diff = float(rs ^ rho[Po])
+                    mi = 16 * j + 4 * s + 2 * e + pi
+                    m[mi] = min(B0, B1)
+                    g[mi] = ts + 2 * rs
+                    dd[4 * mi] = 0.0
+                    dd[4 * mi + 1] = df + diff * po
+                    dd[4 * mi + 2] = pen[Pt]
+                    dd[4 * mi + 3] = df + (1.0 - diff) * po
+    # 4a. lower bounds T (sum of the column minima) and deficits D of all 256
+    #     (word w, lane = 2 eps + pi) at 4w + lane.  hoff[6w + j] = 16j + 4 h_j(w);
+    #     the masks let LLVM drop negative-index checks.
+    b0 = _INF
+    b1 = _INF
+    b2 = _INF
+    b3 = _INF
+    for w in range(64):
+        o0 = hoff[6 * w] & 127
+        o1 = hoff[6 * w + 1] & 127
+        o2 = hoff[6 * w + 2] & 127
+        o3 = hoff[6 * w + 3] & 127
+        o4 = hoff[6 * w + 4] & 127
+        o5 = hoff[6 * w + 5] & 127
+        t0 = m[o0] + m[o1] + m[o2] + m[o3] + m[o4] + m[o5]
+        t1 = m[o0 + 1] + m[o1 + 1] + m[o2 + 1] + m[o3 + 1] + m[o4 + 1] + m[o5 + 1]
+        t2 = m[o0 + 2] + m[o1 + 2] + m[o2 + 2] + m[o3 + 2] + m[o4 + 2] + m[o5 + 2]
+        t3 = m[o0 + 3] + m[o1 + 3] + m[o2 + 3] + m[o3 + 3] + m[o4 + 3] + m[o5 + 3]
+        d0 = g[o0] ^ g[o1] ^ g[o2] ^ g[o3] ^ g[o4] ^ g[o5]
+        d1 = g[o0 + 1] ^ g[o1 + 1] ^ g[o2 + 1] ^ g[o3 + 1] ^ g[o4 + 1] ^ g[o5 + 1] ^ 1
+        d2 = g[o0 + 2] ^ g[o1 + 2] ^ g[o2 + 2] ^ g[o3 + 2] ^ g[o4 + 2] ^ g[o5 + 2] ^ 2
+        d3 = g[o0 + 3] ^ g[o1 + 3] ^ g[o2 + 3] ^ g[o3 + 3] ^ g[o4 + 3] ^ g[o5 + 3] ^ 3
+        k = (4 * w) & 255
+        T[k] = t0
+        T[k + 1] = t1
+        T[k + 2] = t2
+        T[k + 3] = t3
+        D[k] = d0
+        D[k + 1] = d1
+        D[k + 2] = d2
+        D[k + 3] = d3
+        b0 = min(b0, t0 if d0 == 0 else _INF)
+        b1 = min(b1, t1 if d1 == 0 else _INF)
+        b2 = min(b2, t2 if d2 == 0 else _INF)
+        b3 = min(b3, t3 if d3 == 0 else _INF)
+    best = min(min(b0, b1), min(b2, b3))
+    # 4b. exact search in enumeration order (eps, w, pi), pruned by the lower bound
+    be = -1
     bw = 0
     bpi = 0
     for e in range(2):
         for w in range(64):
-            h0 = hexa[w, 0]
-            h1 = hexa[w, 1]
-            h2 = hexa[w, 2]
-            h3 = hexa[w, 3]
-            h4 = hexa[w, 4]
-            h5 = hexa[w, 5]
+            k = 4 * w + 2 * e
+            if min(T[k], T[k + 1]) > best:
+                continue
             for pi in range(2):
-                tot = (
-                    m[e, 0, h0, pi]
-                    + m[e, 1, h1, pi]
-                    + m[e, 2, h2, pi]
-                    + m[e, 3, h3, pi]
-                    + m[e, 4, h4, pi]
-                    + m[e, 5, h5, pi]
-                )
-                if tot >= best:
+                tv = T[k + pi]
+                if tv > best:
                     continue
-                delta = (
-                    g[e, 0, h0, pi]
-                    ^ g[e, 1, h1, pi]
-                    ^ g[e, 2, h2, pi]
-                    ^ g[e, 3, h3, pi]
-                    ^ g[e, 4, h4, pi]
-                    ^ g[e, 5, h5, pi]
-                    ^ (pi + 2 * e)
-                )
-                if delta != 0:
-                    rc, _, _, _, _ = _repair(dd, e, hexa, w, pi, delta)
-                    tot += rc
-                if tot < best:
-                    best = tot
+                dv = D[k + pi]
+                if dv != 0:
+                    for jj in range(6):
+                        h[jj] = hexa[6 * w + jj]
+                    rc, _, _, _, _ = _repair(dd, 2 * e + pi, h, dv)
+                    tv = tv + rc
+                if tv < best or (tv == best and be < 0):
+                    best = tv
                     be = e
                     bw = w
                     bpi = pi
@@ -252,80 +280,81 @@ def _leech_one(y, out, pat, hexa, cost8, cc, qq, pp, m, g, dd, base, rho, pen, o
     e = be
     w = bw
     pi = bpi
-    delta = pi + 2 * e
+    lane = 2 * e + pi
+    for jj in range(6):
+        h[jj] = hexa[6 * w + jj]
+    delta = lane
     for j in range(6):
-        delta ^= g[e, j, hexa[w, j], pi]
+        delta ^= g[16 * j + 4 * h[j] + lane]
     j1 = -1
     j2 = -1
     a1 = 0
     a2 = 0
     if delta != 0:
-        _, j1, a1, j2, a2 = _repair(dd, e, hexa, w, pi, delta)
+        _, j1, a1, j2, a2 = _repair(dd, lane, h, delta)
     dist = 0.0
     for j in range(6):
-        s = hexa[w, j]
-        q = g[e, j, s, pi]
+        s = h[j]
+        q = g[16 * j + 4 * s + lane]
         if j == j1:
             q ^= a1
         if j == j2:
             q ^= a2
-        t = q & 1
+        P = pat[4 * s + 2 * pi + (q & 1)]
         rh = q >> 1
-        P = pat[s, pi, t]
         i0 = 4 * j
         par = 0
         sw = -1
         pn = _INF
         for r in range(4):
-            bb = (P >> r) & 1
-            par ^= qq[e, i0 + r, bb]
-            if pp[e, i0 + r, bb] < pn:
-                pn = pp[e, i0 + r, bb]
+            k = 24 * (e + 2 * ((P >> r) & 1)) + i0 + r
+            par ^= qA[k]
+            if pA[k] < pn:
+                pn = pA[k]
                 sw = r
         for r in range(4):
             i = i0 + r
-            bb = (P >> r) & 1
-            p = qq[e, i, bb]
+            av = e + 2 * ((P >> r) & 1)
+            p = qA[24 * av + i]
             if par != rh and r == sw:
                 p ^= 1
-            a = e + 2 * bb + 4 * p
-            if a > 4:
-                a -= 8
-            ri = y[i] - out[i]
-            d = ri - a
-            z = float(a)
-            if d > 4.0:
-                z += 8.0
-            elif d < -4.0:
+            ri = rr[i]
+            # nearest point of 8Z + av, then of 8Z + av + 4 if p = 1
+            t = ri - av
+            z = float(av)
+            if t < -4.0:
                 z -= 8.0
+                t += 8.0
+            if p:
+                if t >= 0.0:
+                    z += 4.0
+                else:
+                    z -= 4.0
             d = ri - z
             dist += d * d
             out[i] += z
     return dist
 
 
+@jit
+def _leech_scratch():
+    """Scratch buffers of :func:`_leech_one` (allocated once per chunk of points)."""
+    return np.zeros(1004), np.zeros(478, dtype=np.int64)
+
+
 @pjit
-def leech_nearest(y, pat, hexa, out, dist):
-    """Nearest points of sqrt(8)*Lambda24 to the rows of ``y`` (n, 24) float64."""
+def leech_nearest(y, pat, hexa, hoff, out, dist):
+    """Nearest points of sqrt(8)*Lambda24 to the rows of ``y`` (n, 24) float64.
+
+    ``pat`` and ``hexa`` are the raveled int64 tables (see :func:`_leech_one`).
+    """
     n = y.shape[0]
     nch = (n + CHUNK - 1) // CHUNK
     for ch in prange(nch):
-        cost8 = np.empty((24, 8))
-        cc = np.empty((2, 24, 2))
-        qq = np.empty((2, 24, 2), dtype=np.int64)
-        pp = np.empty((2, 24, 2))
-        m = np.empty((2, 6, 4, 2))
-        g = np.empty((2, 6, 4, 2), dtype=np.int64)
-        dd = np.empty((2, 6, 4, 2, 4))
-        base = np.empty(16)
-        rho = np.empty(16, dtype=np.int64)
-        pen = np.empty(16)
-        opt = np.empty(4)
+        fs, js = _leech_scratch()
         stop = min(n, (ch + 1) * CHUNK)
         for k in range(ch * CHUNK, stop):
-            dist[k] = _leech_one(
-                y[k], out[k], pat, hexa, cost8, cc, qq, pp, m, g, dd, base, rho, pen, opt
-            )
+            dist[k] = _leech_one(y[k], out[k], pat, hexa, hoff, fs, js)
 
 
 # ---------------------------------------------------------------------------
