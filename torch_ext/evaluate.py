@@ -221,7 +221,7 @@ def _finish(nll: float, nll_sep: float, n_scored: int, split: TokenSplit, block_
         "n_tokens_scored": int(n_scored),
         "bits_per_byte": nll_bits / split.n_bytes,
         "loss": nll / n_scored,
-        "perplexity": math.exp(nll / n_scored),
+        "perplexity": math.exp(nll / n_scored) if nll / n_scored < 700 else float("inf"),
         "nll_bits_separators": nll_sep / _LN2,
         "chars_per_token": split.n_chars / n_scored,
         "eval_seconds": dt,

@@ -741,6 +741,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
     last_ckpt = None
     interrupted = False
     t_train = 0.0
+    t_warm = None
     t_start = time.perf_counter()
     val = None
     try:
@@ -778,7 +779,9 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
             dt = time.perf_counter() - t0
             t_train += dt
             done_here = step - start_step
-            tps = tokens_per_step * done_here / t_train if t_train > 0 else 0.0
+            if done_here == _WARM_STEPS:
+                t_warm = t_train
+            tps = _throughput(tokens_per_step, done_here, t_train, t_warm)
             if cfg.time_budget is not None and done_here == 5 and resumed_from is None:
                 per_step = t_train / 5
                 fit = max(step + 1, int(cfg.time_budget / per_step))
@@ -796,7 +799,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
         interrupted = True
         if step > start_step:
             last_ckpt = checkpoint(step, 0.0) or last_ckpt
-    tps = tokens_per_step * (step - start_step) / t_train if t_train > 0 else 0.0
+    tps = _throughput(tokens_per_step, step - start_step, t_train, t_warm)
     stopped = step < total_steps
     if not stopped and not interrupted:
         val = run_eval(step, last_loss)
@@ -816,6 +819,17 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
 
         dist.destroy_process_group()
     return result
+
+
+#: steps excluded from the throughput (first-call overheads), when the run is long enough
+_WARM_STEPS = 2
+
+
+def _throughput(tokens_per_step: int, done: int, t_train: float, t_warm: float | None) -> float:
+    """Training tokens per second, over the steps after the first ``_WARM_STEPS`` when possible."""
+    if t_warm is not None and done > 2 * _WARM_STEPS and t_train > t_warm:
+        return tokens_per_step * (done - _WARM_STEPS) / (t_train - t_warm)
+    return tokens_per_step * done / t_train if t_train > 0 else 0.0
 
 
 def _export_model(model, out: Path):
