@@ -364,104 +364,123 @@ def leech_nearest(y, pat, hexa, hoff, out, dist):
 
 @jit
 def _golay_tables(r, pat, j, gm, gg, gd, base):
-    """Column j tables: for (s, pi) the cheaper top bit, its cost sum_{c_i=1} r_i, the gap.
+    """Column j tables of the soft Golay decoder, at index 8j + 2s + pi.
 
-    ``base`` is a scratch array of 16 floats.
+    For score s and parity pi the two column patterns (top bit t = 0, 1) cost
+    sum_{rows in P} r_i; ``gm`` gets the smaller cost, ``gg`` its top bit (0 on
+    ties), ``gd`` the gap.  ``base`` is a scratch array of 16 floats.
     """
     i0 = 4 * j
-    for P in range(16):
-        sc = 0.0
-        for k in range(4):
-            if (P >> k) & 1:
-                sc += r[i0 + k]
-        base[P] = sc
+    r0 = r[i0]
+    r1 = r[i0 + 1]
+    r2 = r[i0 + 2]
+    r3 = r[i0 + 3]
+    lo0 = 0.0
+    lo1 = r0
+    lo2 = r1
+    lo3 = r0 + r1
+    for hi in range(4):
+        hv = (r2 if hi & 1 else 0.0) + (r3 if hi & 2 else 0.0)
+        base[4 * hi] = lo0 + hv
+        base[4 * hi + 1] = lo1 + hv
+        base[4 * hi + 2] = lo2 + hv
+        base[4 * hi + 3] = lo3 + hv
     for s in range(4):
         for pi in range(2):
-            c0 = base[pat[s, pi, 0]]
-            c1 = base[pat[s, pi, 1]]
-            if c1 < c0:
-                gm[j, s, pi] = c1
-                gg[j, s, pi] = 1
-                gd[j, s, pi] = c0 - c1
-            else:
-                gm[j, s, pi] = c0
-                gg[j, s, pi] = 0
-                gd[j, s, pi] = c1 - c0
+            c0 = base[pat[4 * s + 2 * pi]]
+            c1 = base[pat[4 * s + 2 * pi + 1]]
+            k = 8 * j + 2 * s + pi
+            gm[k] = min(c0, c1)
+            gg[k] = np.int64(c1 < c0)
+            gd[k] = abs(c1 - c0)
 
 
 @jit
-def _golay_search(hexa, gm, gg, gd, best_in):
-    """Min over (hexacode word, parity) of sum_{c_i=1} r_i; prunes at ``best_in``.
+def _golay_search(hoff, gm, gg, gd, best_in):
+    """Min over (hexacode word w, parity pi) of sum_{c_i = 1} r_i, pruned at ``best_in``.
 
-    Returns (cost, w, pi, repair column or -1); w = -1 if nothing beat ``best_in``.
+    ``hoff[6w + j] = 8j + 2 h_j(w)``.  The first minimum in the order (w, pi) wins
+    (strict ``<``).  Returns (cost, w, pi); w = -1 if nothing is below ``best_in``.
     """
     best = best_in
     bw = -1
     bpi = 0
-    bj = -1
     for w in range(64):
-        h0 = hexa[w, 0]
-        h1 = hexa[w, 1]
-        h2 = hexa[w, 2]
-        h3 = hexa[w, 3]
-        h4 = hexa[w, 4]
-        h5 = hexa[w, 5]
-        for pi in range(2):
-            tot = gm[0, h0, pi] + gm[1, h1, pi] + gm[2, h2, pi] + gm[3, h3, pi]
-            tot += gm[4, h4, pi] + gm[5, h5, pi]
-            if tot >= best:
-                continue
-            par = (
-                gg[0, h0, pi] ^ gg[1, h1, pi] ^ gg[2, h2, pi]
-                ^ gg[3, h3, pi] ^ gg[4, h4, pi] ^ gg[5, h5, pi]
-            )
-            rj = -1
-            if par != pi:
-                dm = _INF
-                for j in range(6):
-                    v = gd[j, hexa[w, j], pi]
-                    if v < dm:
-                        dm = v
-                        rj = j
-                tot += dm
-            if tot < best:
-                best = tot
-                bw = w
-                bpi = pi
-                bj = rj
-    return best, bw, bpi, bj
+        o0 = hoff[6 * w] & 63
+        o1 = hoff[6 * w + 1] & 63
+        o2 = hoff[6 * w + 2] & 63
+        o3 = hoff[6 * w + 3] & 63
+        o4 = hoff[6 * w + 4] & 63
+        o5 = hoff[6 * w + 5] & 63
+        t0 = gm[o0] + gm[o1] + gm[o2] + gm[o3] + gm[o4] + gm[o5]
+        t1 = gm[o0 + 1] + gm[o1 + 1] + gm[o2 + 1] + gm[o3 + 1] + gm[o4 + 1] + gm[o5 + 1]
+        p0 = gg[o0] ^ gg[o1] ^ gg[o2] ^ gg[o3] ^ gg[o4] ^ gg[o5]
+        p1 = gg[o0 + 1] ^ gg[o1 + 1] ^ gg[o2 + 1] ^ gg[o3 + 1] ^ gg[o4 + 1] ^ gg[o5 + 1]
+        m0 = min(min(min(gd[o0], gd[o1]), min(gd[o2], gd[o3])), min(gd[o4], gd[o5]))
+        m1 = min(
+            min(min(gd[o0 + 1], gd[o1 + 1]), min(gd[o2 + 1], gd[o3 + 1])),
+            min(gd[o4 + 1], gd[o5 + 1]),
+        )
+        v0 = t0 + (m0 if p0 != 0 else 0.0)
+        v1 = t1 + (m1 if p1 != 1 else 0.0)
+        if v0 < best:
+            best = v0
+            bw = w
+            bpi = 0
+        if v1 < best:
+            best = v1
+            bw = w
+            bpi = 1
+    return best, bw, bpi
 
 
 @jit
-def _golay_word(hexa, pat, gg, w, pi, rj, out):
-    """Write the codeword of (hexacode word w, parity pi, repair column rj) to ``out``."""
+def _golay_word(hoff, pat, gg, gd, w, pi, out):
+    """Write the codeword of (hexacode word w, parity pi) to ``out`` (24 ints).
+
+    Each column takes its cheaper top bit; if their parity is not pi, the first
+    column with the least gap flips its top bit.
+    """
+    par = 0
+    rj = -1
+    dm = _INF
     for j in range(6):
-        s = hexa[w, j]
-        t = gg[j, s, pi]
-        if j == rj:
+        k = (hoff[6 * w + j] & 63) + pi
+        par ^= gg[k]
+        if gd[k] < dm:
+            dm = gd[k]
+            rj = j
+    for j in range(6):
+        k = (hoff[6 * w + j] & 63) + pi
+        t = gg[k]
+        if par != pi and j == rj:
             t ^= 1
-        P = pat[s, pi, t]
-        for k in range(4):
-            out[4 * j + k] = (P >> k) & 1
+        s = (k >> 1) & 3
+        P = pat[4 * s + 2 * pi + t]
+        for q in range(4):
+            out[4 * j + q] = (P >> q) & 1
 
 
 @pjit
-def golay_soft(r, pat, hexa, out):
-    """Codewords maximising sum (-1)^{c_i} r_i for the rows of ``r`` (n, 24) float64."""
+def golay_soft(r, pat, hoff, out):
+    """Codewords maximising sum (-1)^{c_i} r_i for the rows of ``r`` (n, 24) float64.
+
+    ``pat = column_pattern().ravel()``; ``hoff[6w + j] = 8j + 2 hexacode_words()[w, j]``.
+    """
     n = r.shape[0]
     nch = (n + CHUNK - 1) // CHUNK
     for ch in prange(nch):
-        gm = np.empty((6, 4, 2))
-        gg = np.empty((6, 4, 2), dtype=np.int64)
-        gd = np.empty((6, 4, 2))
-        base = np.empty(16)
+        gm = np.zeros(48)
+        gg = np.zeros(48, dtype=np.int64)
+        gd = np.zeros(48)
+        base = np.zeros(16)
         stop = min(n, (ch + 1) * CHUNK)
         for k in range(ch * CHUNK, stop):
             rk = r[k]
             for j in range(6):
                 _golay_tables(rk, pat, j, gm, gg, gd, base)
-            _, w, pi, rj = _golay_search(hexa, gm, gg, gd, _INF)
-            _golay_word(hexa, pat, gg, w, pi, rj, out[k])
+            _, w, pi = _golay_search(hoff, gm, gg, gd, _INF)
+            _golay_word(hoff, pat, gg, gd, w, pi, out[k])
 
 
 # ---------------------------------------------------------------------------
@@ -470,12 +489,14 @@ def golay_soft(r, pat, hexa, out):
 
 
 @jit
-def _minvec_one(x, pat, hexa, octads, info, out, gm, gg, gd, sm, sg, sd, rr, word, ax, base):
+def _minvec_one(x, pat, hoff, octads, info, out, gm, gg, gd, sv, rr, word, ax, base):
     """Minimal vector of sqrt(8)*Lambda24 with the largest inner product with ``x``.
 
     Writes the vector (integer model) to ``out`` and returns its index in the order
-    of ``LeechLattice.minimal_vectors``.  Candidates are compared with a strict
-    ``>`` in the order shape 1, shape 2 (octads in order), shape 3 (k = 0..23).
+    of ``LeechLattice.minimal_vectors``.  ``octads`` is the (759*8,) int64 raveled
+    octad table, ``info`` the Golay information set (codeword index = sum over t of
+    c[info[t]] << t).  Candidates are compared with a strict ``>`` in the order
+    shape 1, shape 2 (octads in order), shape 3 (k = 0..23).
     """
     tot_abs = 0.0
     for i in range(24):
@@ -486,32 +507,38 @@ def _minvec_one(x, pat, hexa, octads, info, out, gm, gg, gd, sm, sg, sd, rr, wor
     for i in range(1, 24):
         if ax[i] > ax[i1]:
             i1 = i
-    i2 = -1
+    i2 = 1 if i1 == 0 else 0
     for i in range(24):
-        if i != i1 and (i2 < 0 or ax[i] > ax[i2]):
+        if i != i1 and ax[i] > ax[i2]:
             i2 = i
     best = 4.0 * (ax[i1] + ax[i2])
     kind = 1
-    # shape 2: octads, 2 * (sum |x| - 2 min |x| if an odd number of x_i < 0)
+    # shape 2: octads, 2 * (sum |x| - 2 min |x| if an odd number of x_i < 0);
+    # at most 2 * (sum of the 8 largest |x_i|) -- skip the loop when that cannot win
     bo = -1
-    for o in range(octads.shape[0]):
-        s = 0.0
-        neg = 0
-        mn = _INF
-        for k in range(8):
-            i = octads[o, k]
-            v = ax[i]
-            s += v
-            if x[i] < 0.0:
-                neg ^= 1
-            if v < mn:
-                mn = v
-        if neg:
-            s -= 2.0 * mn
-        s *= 2.0
-        if s > best:
-            best = s
-            bo = o
+    for i in range(24):
+        rr[i] = ax[i]
+    rr.sort()
+    top8 = 0.0
+    for i in range(16, 24):
+        top8 += rr[i]
+    if 2.0 * top8 > best:
+        for o in range(octads.shape[0] // 8):
+            s = 0.0
+            neg = 0
+            mn = _INF
+            for k in range(8):
+                i = octads[8 * o + k] & 31
+                v = ax[i]
+                s += v
+                neg ^= np.int64(x[i] < 0.0)
+                mn = min(mn, v)
+            if neg:
+                s -= 2.0 * mn
+            s *= 2.0
+            if s > best:
+                best = s
+                bo = o
     if bo >= 0:
         kind = 2
     # shape 3: max over (c, k) of sum_{i != k} (-1)^{c_i} x_i - 3 (-1)^{c_k} x_k:
@@ -522,9 +549,6 @@ def _minvec_one(x, pat, hexa, octads, info, out, gm, gg, gd, sm, sg, sd, rr, wor
     for i in range(24):
         rr[i] = x[i]
     bk = -1
-    bw = 0
-    bpi = 0
-    brj = -1
     for k in range(24):
         if tot_abs + 2.0 * ax[k] <= best:
             continue
@@ -533,30 +557,23 @@ def _minvec_one(x, pat, hexa, octads, info, out, gm, gg, gd, sm, sg, sd, rr, wor
         rsum = 0.0
         for i in range(24):
             rsum += rr[i]
-        for s in range(4):
-            for pi in range(2):
-                sm[s, pi] = gm[j, s, pi]
-                sg[s, pi] = gg[j, s, pi]
-                sd[s, pi] = gd[j, s, pi]
+        for q in range(8):
+            sv[q] = gm[8 * j + q]
+            sv[8 + q] = gd[8 * j + q]
+            sv[16 + q] = gg[8 * j + q]
         _golay_tables(rr, pat, j, gm, gg, gd, base)
-        # prune: cost must beat (rsum - best) / 2
-        lim = 0.5 * (rsum - best)
-        cst, w, pi, rj = _golay_search(hexa, gm, gg, gd, lim)
+        # the value beats ``best`` iff the cost is below (rsum - best) / 2
+        cst, w, pi = _golay_search(hoff, gm, gg, gd, 0.5 * (rsum - best))
         if w >= 0:
             val = rsum - 2.0 * cst
             if val > best:
                 best = val
                 bk = k
-                bw = w
-                bpi = pi
-                brj = rj
-                # the chosen codeword depends on column j's tables: keep the word now
-                _golay_word(hexa, pat, gg, w, pi, rj, word)
-        for s in range(4):
-            for pi in range(2):
-                gm[j, s, pi] = sm[s, pi]
-                gg[j, s, pi] = sg[s, pi]
-                gd[j, s, pi] = sd[s, pi]
+                _golay_word(hoff, pat, gg, gd, w, pi, word)
+        for q in range(8):
+            gm[8 * j + q] = sv[q]
+            gd[8 * j + q] = sv[8 + q]
+            gg[8 * j + q] = np.int64(sv[16 + q])
         rr[k] = x[k]
     if bk >= 0:
         kind = 3
@@ -577,7 +594,7 @@ def _minvec_one(x, pat, hexa, octads, info, out, gm, gg, gd, sm, sg, sd, rr, wor
         mk = -1
         mn = _INF
         for k in range(8):
-            i = octads[bo, k]
+            i = octads[8 * bo + k]
             if x[i] < 0.0:
                 neg ^= 1
             if ax[i] < mn:
@@ -585,7 +602,7 @@ def _minvec_one(x, pat, hexa, octads, info, out, gm, gg, gd, sm, sg, sd, rr, wor
                 mk = k
         bits = 0
         for k in range(8):
-            i = octads[bo, k]
+            i = octads[8 * bo + k]
             minus = 1 if x[i] < 0.0 else 0
             if neg and k == mk:
                 minus ^= 1
@@ -595,32 +612,32 @@ def _minvec_one(x, pat, hexa, octads, info, out, gm, gg, gd, sm, sg, sd, rr, wor
         return 1104 + 128 * bo + bits
     cidx = 0
     for t in range(12):
-        cidx |= np.int64(word[info[t]]) << t
+        cidx |= word[info[t]] << t
     for i in range(24):
         out[i] = -1.0 if word[i] else 1.0
     out[bk] = -3.0 * out[bk]
-    _ = bw + bpi + brj
     return 1104 + 97152 + 24 * cidx + bk
 
 
 @pjit
-def nearest_minvec(x, pat, hexa, octads, info, out, idx):
-    """Nearest minimal vectors (largest inner product) for the rows of ``x`` (n, 24)."""
+def nearest_minvec(x, pat, hoff, octads, info, out, idx):
+    """Nearest minimal vectors (largest inner product) for the rows of ``x`` (n, 24).
+
+    ``hoff`` as for :func:`golay_soft`; see :func:`_minvec_one` for the rest.
+    """
     n = x.shape[0]
     nch = (n + CHUNK - 1) // CHUNK
     for ch in prange(nch):
-        gm = np.empty((6, 4, 2))
-        gg = np.empty((6, 4, 2), dtype=np.int64)
-        gd = np.empty((6, 4, 2))
-        sm = np.empty((4, 2))
-        sg = np.empty((4, 2), dtype=np.int64)
-        sd = np.empty((4, 2))
-        rr = np.empty(24)
+        gm = np.zeros(48)
+        gg = np.zeros(48, dtype=np.int64)
+        gd = np.zeros(48)
+        sv = np.zeros(24)
+        rr = np.zeros(24)
         word = np.zeros(24, dtype=np.int64)
-        ax = np.empty(24)
-        base = np.empty(16)
+        ax = np.zeros(24)
+        base = np.zeros(16)
         stop = min(n, (ch + 1) * CHUNK)
         for k in range(ch * CHUNK, stop):
             idx[k] = _minvec_one(
-                x[k], pat, hexa, octads, info, out[k], gm, gg, gd, sm, sg, sd, rr, word, ax, base
+                x[k], pat, hoff, octads, info, out[k], gm, gg, gd, sv, rr, word, ax, base
             )
