@@ -109,7 +109,7 @@ def test_padding_is_ignored():
     idx2 = idx.clone()
     idx2[~mask] = 7  # other padding tokens and targets
     out2 = m(idx2, targets=idx2, mask=mask)
-    assert float(out.loss) == pytest.approx(float(out2.loss), abs=1e-6)
+    assert out.loss.item() == pytest.approx(out2.loss.item(), abs=1e-6)
     assert torch.isfinite(out.logits).all()
     none = m(idx, targets=idx, mask=torch.zeros(2, 12, dtype=torch.bool))
     assert torch.isfinite(none.loss)
