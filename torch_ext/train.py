@@ -630,11 +630,12 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
     mconf = _make_config(cfg, data.vocab_size)
     from .model import LilaTransformer
 
-    raw = LilaTransformer(mconf).to(device)
     block = int(mconf.block_size)
     n_train = data.train.n_tokens
     if n_train < block + 2:
-        raise ValueError(f"the train split has {n_train} tokens, fewer than block_size + 2 = {block + 2}")
+        raise ValueError(f"block_size {block} is too long: the train split has {n_train} tokens, "
+                         f"fewer than block_size + 2")
+    raw = LilaTransformer(mconf).to(device)
     optimizer = torch.optim.AdamW(_param_groups(raw, cfg.weight_decay), lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     gen = torch.Generator().manual_seed(cfg.seed)
