@@ -97,15 +97,16 @@ def _check_scale(scale) -> float:
     return s
 
 
-def _frame(x, name, factor):
+def _frame(x, name, factor, bounded=True):
     """Validated input -> (float64 (n, 24) in the integer frame, batch shape, dtype)."""
     arr = as_real_points(x, name, 24)
     dtype = arr.dtype
     shape = arr.shape[:-1]
     y = np.array(arr, dtype=np.float64, order="C", copy=True).reshape(-1, 24)
     if factor != 1.0:
-        y *= factor
-    if not np.all(np.isfinite(y)) or (y.size and np.abs(y).max() >= _MAX_ABS):
+        with np.errstate(over="ignore"):
+            y *= factor
+    if not np.all(np.isfinite(y)) or (bounded and np.abs(y).max() >= _MAX_ABS):
         raise ValueError(
             f"{name} is too large to decode exactly: entries must be below 2**50 in the "
             "integer frame (after dividing by scale)"
@@ -376,7 +377,7 @@ def nearest_minimal_vector(x, *, coords="unit", workers=None, return_index=False
     ([4.0, -4.0], 278)
     """
     check_coords(coords)
-    y, shape, dtype = _frame(x, "x", 1.0)
+    y, shape, dtype = _frame(x, "x", 1.0, bounded=False)
     t = _tables()
     out = np.empty_like(y)
     idx = np.empty(y.shape[0], dtype=np.int64)
