@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import leechlib
 import torch_ext
 from leechlib._kernels.reference import leech_nearest_ref, nearest_minvec_ref
 from torch_ext import ops
@@ -17,11 +16,10 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 def _leechlib_decoders():
-    fn = getattr(leechlib, "nearest_point", None)
-    mv = getattr(leechlib, "nearest_minimal_vector", None)
-    if fn is None or mv is None:
+    fns = ops._leechlib_decode()
+    if not fns or fns["nearest_point"] is None or fns["nearest_minimal_vector"] is None:
         pytest.skip("leechlib.nearest_point / nearest_minimal_vector not available yet")
-    return fn, mv
+    return fns["nearest_point"], fns["nearest_minimal_vector"]
 
 
 @pytest.fixture(params=["leechlib", "torch"])
