@@ -414,23 +414,26 @@ def _golay_search(hoff, gm, gg, gd, best_in):
         o5 = hoff[6 * w + 5] & 63
         t0 = gm[o0] + gm[o1] + gm[o2] + gm[o3] + gm[o4] + gm[o5]
         t1 = gm[o0 + 1] + gm[o1 + 1] + gm[o2 + 1] + gm[o3 + 1] + gm[o4 + 1] + gm[o5 + 1]
-        p0 = gg[o0] ^ gg[o1] ^ gg[o2] ^ gg[o3] ^ gg[o4] ^ gg[o5]
-        p1 = gg[o0 + 1] ^ gg[o1 + 1] ^ gg[o2 + 1] ^ gg[o3 + 1] ^ gg[o4 + 1] ^ gg[o5 + 1]
-        m0 = min(min(min(gd[o0], gd[o1]), min(gd[o2], gd[o3])), min(gd[o4], gd[o5]))
-        m1 = min(
-            min(min(gd[o0 + 1], gd[o1 + 1]), min(gd[o2 + 1], gd[o3 + 1])),
-            min(gd[o4 + 1], gd[o5 + 1]),
-        )
-        v0 = t0 + (m0 if p0 != 0 else 0.0)
-        v1 = t1 + (m1 if p1 != 1 else 0.0)
-        if v0 < best:
-            best = v0
-            bw = w
-            bpi = 0
-        if v1 < best:
-            best = v1
-            bw = w
-            bpi = 1
+        # the lower bounds t0, t1 rarely beat ``best``: test them before the repair
+        if t0 < best:
+            p0 = gg[o0] ^ gg[o1] ^ gg[o2] ^ gg[o3] ^ gg[o4] ^ gg[o5]
+            if p0 != 0:
+                t0 += min(min(min(gd[o0], gd[o1]), min(gd[o2], gd[o3])), min(gd[o4], gd[o5]))
+            if t0 < best:
+                best = t0
+                bw = w
+                bpi = 0
+        if t1 < best:
+            p1 = gg[o0 + 1] ^ gg[o1 + 1] ^ gg[o2 + 1] ^ gg[o3 + 1] ^ gg[o4 + 1] ^ gg[o5 + 1]
+            if p1 != 1:
+                t1 += min(
+                    min(min(gd[o0 + 1], gd[o1 + 1]), min(gd[o2 + 1], gd[o3 + 1])),
+                    min(gd[o4 + 1], gd[o5 + 1]),
+                )
+            if t1 < best:
+                best = t1
+                bw = w
+                bpi = 1
     return best, bw, bpi
 
 
