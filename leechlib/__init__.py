@@ -9,12 +9,17 @@ __version__ = "0.1.0"
 from .golay import GolayCode, find_isomorphism, hexacode_words
 from .lattice import LeechLattice, shell_count, theta_series
 from .codebook import BallCodebook, ShellCodebook
+from .decode import LeechQuantizer, nearest_minimal_vector, nearest_point, quantize
 
 __all__ = [
     "BallCodebook",
     "ShellCodebook",
     "GolayCode",
     "LeechLattice",
+    "LeechQuantizer",
+    "nearest_minimal_vector",
+    "nearest_point",
+    "quantize",
     "find_isomorphism",
     "hexacode_words",
     "shell_count",
