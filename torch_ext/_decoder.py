@@ -47,9 +47,9 @@ import torch
 
 __all__ = ["leech_nearest_int", "nearest_minvec_int", "minimal_vectors_int", "DEFAULT_CHUNK"]
 
-#: points per chunk of the vectorised decoders (bounds the scratch memory: about
-#: 40 kB of float64 scratch per point in the widest DP step)
-DEFAULT_CHUNK = {"cpu": 4096, "cuda": 1 << 16}
+#: points per chunk of the vectorised decoders (bounds the scratch memory: the widest
+#: DP step holds a few (n, 2, 2, 16, 4, 4) float64 tensors, about 25 kB per point)
+DEFAULT_CHUNK = {"cpu": 1024, "cuda": 1 << 17}
 
 SQRT8 = math.sqrt(8.0)
 
@@ -73,7 +73,13 @@ def _np_tables():
     iu, ju = np.triu_indices(24, k=1)
     pair = np.full((24, 24), -1, dtype=np.int64)
     pair[iu, ju] = np.arange(len(iu))
-    return dict(hexa=hexa, cp=cp, pb=pb, xor=xor, octads=octads, info=info, pair=pair)
+    back = 16 * hexa[:, 3] + 4 * hexa[:, 4] + hexa[:, 5]  # a bijection onto 0..63
+    if sorted(back.tolist()) != list(range(64)):  # pragma: no cover - the hexacode is MDS
+        raise RuntimeError("hexacode symbols 3..5 do not determine the word")
+    eps_pi = (np.arange(2)[None, :] + 2 * np.arange(2)[:, None])  # [eps, pi] -> pi + 2 eps
+    xor_target = (np.arange(4)[None, None, :] ^ eps_pi[:, :, None]).reshape(1, 2, 2, 1, 4)
+    return dict(hexa=hexa, cp=cp, pb=pb, xor=xor, octads=octads, info=info, pair=pair,
+                back=back, xor_target=xor_target)
 
 
 _DEVICE_TABLES: dict = {}
@@ -111,13 +117,28 @@ def minimal_vectors_int(device="cpu") -> torch.Tensor:
     return t
 
 
-def _chunked(fn, y: torch.Tensor, chunk: int | None):
+def _chunked(fn, y: torch.Tensor, chunk: int | None, *, pad: bool = False):
+    """Apply ``fn`` to row chunks of ``y`` and concatenate.
+
+    With ``pad=True`` every call sees a power-of-two number of rows (zero rows are
+    appended and their results dropped), so a ``torch.compile``-d ``fn`` with static
+    shapes compiles once per power of two instead of once per batch size.
+    """
     n = y.shape[0]
     if chunk is None:
         chunk = DEFAULT_CHUNK.get(y.device.type, 4096)
-    if n <= chunk:
-        return fn(y)
-    outs = [fn(y[i : i + chunk]) for i in range(0, n, chunk)]
+    outs = []
+    for i in range(0, n, chunk):
+        part = y[i : i + chunk]
+        m = part.shape[0]
+        if pad:
+            size = min(chunk, 1 << max(m - 1, 1).bit_length())
+            if size > m:
+                part = torch.cat([part, part.new_zeros(size - m, part.shape[1])])
+        res = fn(part)
+        outs.append(tuple(r[:m] for r in res) if isinstance(res, tuple) else res[:m])
+    if len(outs) == 1:
+        return outs[0]
     if isinstance(outs[0], tuple):
         return tuple(torch.cat(parts) for parts in zip(*outs))
     return torch.cat(outs)
@@ -185,18 +206,19 @@ def _leech_nearest_chunk(y: torch.Tensor) -> torch.Tensor:
     # options o = t + 2 rho, arranged (n, eps, pi, 6, s, o)
     c = c.permute(0, 1, 4, 2, 3, 6, 5).reshape(n, 2, 2, 6, 4, 4)
 
-    # DP; states are (parity of top bits) + 2 * (parity of p's)
-    st = c[:, :, :, 0]  # (n, E, P, 4 a, 4 state)
-    st = _xor_combine(st.unsqueeze(-2), c[:, :, :, 1].unsqueeze(-3))  # (n,E,P,a,b,s)
-    st = st.reshape(n, 2, 2, 16, 4)
-    st = _xor_combine(st.unsqueeze(-2), c[:, :, :, 2].unsqueeze(-3))  # (n,E,P,ab,c,s)
-    st = st.reshape(n, 2, 2, 64, 4)
-    for j in range(3, 6):
-        st = _xor_combine(st, c[:, :, :, j][:, :, :, hexa[:, j]])
-    eps_ = torch.arange(2, device=dev).view(2, 1)
-    pi_ = torch.arange(2, device=dev).view(1, 2)
-    target = (pi_ + 2 * eps_).view(1, 2, 2, 1, 1).expand(n, 2, 2, 64, 1)
-    total = st.gather(-1, target).reshape(n, 256)  # index eps*128 + pi*64 + h
+    # DP; states are (parity of top bits) + 2 * (parity of p's).  Meet in the middle:
+    # columns 0-2 forward over the prefixes (a, b, c) = (h0, h1, h2), columns 5-3
+    # backward over (h3, h4, h5) (any three hexacode symbols determine the word), then
+    # one combine per word for the single target state (pi, eps).
+    fwd = _xor_combine(c[:, :, :, 0].unsqueeze(-2), c[:, :, :, 1].unsqueeze(-3))  # (.,a,b,s)
+    fwd = _xor_combine(fwd.reshape(n, 2, 2, 16, 1, 4), c[:, :, :, 2].unsqueeze(-3))
+    fwd = fwd.reshape(n, 2, 2, 64, 4)  # word index 16 h0 + 4 h1 + h2
+    bwd = _xor_combine(c[:, :, :, 5].unsqueeze(-3), c[:, :, :, 4].unsqueeze(-2))  # (.,h4,h5,s)
+    bwd = _xor_combine(bwd.reshape(n, 2, 2, 1, 16, 4), c[:, :, :, 3].unsqueeze(-2))
+    bwd = bwd.reshape(n, 2, 2, 64, 4)[:, :, :, tab["back"]]  # by word, 16 h3 + 4 h4 + h5
+    # total[w] = min_s fwd[w, s] + bwd[w, s ^ target(eps, pi)]
+    bwd = bwd.gather(-1, tab["xor_target"].expand(n, 2, 2, 64, 4))
+    total = (fwd + bwd).amin(dim=-1).reshape(n, 256)  # index eps*128 + pi*64 + h
     best = total.argmin(dim=1)
     eps = best // 128
     pi = (best // 64) % 2

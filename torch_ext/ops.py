@@ -151,17 +151,28 @@ def cpu_backend() -> str:
     return "torch"
 
 
-_COMPILE = {"on": os.environ.get("TORCH_EXT_COMPILE_DECODER", "0") == "1", "fns": {}}
+_COMPILE = {
+    "on": os.environ.get("TORCH_EXT_COMPILE_DECODER", "0") == "1",
+    "backend": "inductor",
+    "fns": {},
+}
 
 
-def set_decoder_compile(enabled: bool) -> None:
-    """Use ``torch.compile`` for the per-chunk function of the pure-torch decoder.
+def set_decoder_compile(enabled: bool, backend: str = "inductor") -> None:
+    """Use ``torch.compile`` for the per-chunk functions of the pure-torch decoders.
 
     Off by default.  On a GPU the compiled decoder fuses the dynamic programme into a
-    few kernels (several times the eager throughput, see
-    ``benchmarks/bench_torch_ops.py``); the first call per device compiles (about a
-    minute).  The environment variable ``TORCH_EXT_COMPILE_DECODER=1`` sets the
-    default.
+    few kernels (the eager one is memory-bound: about 250 kB of intermediates written
+    per point), see ``benchmarks/bench_torch_ops.py``; the first call per device and
+    power-of-two batch size compiles (a minute or more).  Chunks are padded to a
+    power of two so that static shapes recompile rarely.  The environment variable
+    ``TORCH_EXT_COMPILE_DECODER=1`` sets the default.
+
+    Parameters
+    ----------
+    enabled : bool
+    backend : str
+        ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` for tests).
 
     Examples
     --------
@@ -170,7 +181,12 @@ def set_decoder_compile(enabled: bool) -> None:
     """
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    if backend != _COMPILE["backend"]:
+        _COMPILE["fns"].clear()
     _COMPILE["on"] = enabled
+    _COMPILE["backend"] = backend
 
 
 def _chunk_fn(kind: str):
@@ -179,7 +195,7 @@ def _chunk_fn(kind: str):
         return base
     fn = _COMPILE["fns"].get(kind)
     if fn is None:
-        fn = torch.compile(base, dynamic=False)
+        fn = torch.compile(base, dynamic=False, backend=_COMPILE["backend"])
         _COMPILE["fns"][kind] = fn
     return fn
 
@@ -196,7 +212,7 @@ def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     if y.shape[0] == 0:
         v = y
     else:
-        v = _decoder._chunked(_chunk_fn("nearest"), y, None)
+        v = _decoder._chunked(_chunk_fn("nearest"), y, None, pad=_COMPILE["on"])
     factor = scale / (SQRT8 if coords == "unit" else 1.0)
     return (v * factor if factor != 1.0 else v).to(x.dtype).reshape(x.shape)
 
@@ -207,7 +223,7 @@ def _torch_minvec(x: Tensor, coords: str):
     if y.shape[0] == 0:
         idx = torch.zeros(0, dtype=torch.int64, device=x.device)
     else:
-        idx = _decoder._chunked(_chunk_fn("minvec"), y, None)
+        idx = _decoder._chunked(_chunk_fn("minvec"), y, None, pad=_COMPILE["on"])
     table = _decoder.minimal_vectors_int(x.device)
     v = table[idx].to(torch.float64)
     if coords == "unit":

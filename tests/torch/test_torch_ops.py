@@ -331,3 +331,36 @@ def test_cuda_opcheck_and_ste():
     y = torch_ext.quantize_ste(x)
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_compiled_decoder_path_matches_eager(nrng):
+    """The ``set_decoder_compile`` path; aot_eager keeps it quick here (the benchmark
+    times inductor).  Only the nearest-point decoder: tracing costs seconds per graph."""
+    x = torch.from_numpy(nrng.normal(scale=2.0, size=(37, 24)))
+    want = ops.decode_torch(x)
+    ops.set_decoder_compile(True, backend="aot_eager")
+    try:
+        got = ops.decode_torch(x)
+    finally:
+        ops.set_decoder_compile(False)
+    assert torch.equal(got, want)
+    with pytest.raises(TypeError, match="enabled"):
+        ops.set_decoder_compile("yes")
+
+
+def test_chunk_padding_to_powers_of_two(nrng):
+    from torch_ext import _decoder
+
+    seen = []
+
+    def fn(y):
+        seen.append(y.shape[0])
+        return _decoder._nearest_minvec_chunk(y), y.sum(1)
+
+    x = torch.from_numpy(nrng.normal(size=(37, 24)))
+    idx, sums = _decoder._chunked(fn, x, 16, pad=True)
+    assert seen == [16, 16, 8]
+    assert torch.equal(idx, nearest_minvec_int(x)) and torch.allclose(sums, x.sum(1))
+    seen.clear()
+    _decoder._chunked(fn, x[:3], 16, pad=True)
+    assert seen == [4]
