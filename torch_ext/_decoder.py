@@ -69,6 +69,8 @@ def _np_tables():
     pb = ((np.arange(16)[:, None] >> np.arange(4)) & 1).astype(np.int64)  # (16, 4)
     xor = np.arange(4)[:, None] ^ np.arange(4)[None, :]  # (4, 4)
     octads = code.octads().astype(np.int64)  # (759, 8)
+    octad_matrix = np.zeros((24, 759), dtype=np.int8)
+    octad_matrix[octads, np.arange(759)[:, None]] = 1
     info = code.information_set.astype(np.int64)  # (12,)
     iu, ju = np.triu_indices(24, k=1)
     pair = np.full((24, 24), -1, dtype=np.int64)
@@ -78,8 +80,11 @@ def _np_tables():
         raise RuntimeError("hexacode symbols 3..5 do not determine the word")
     eps_pi = (np.arange(2)[None, :] + 2 * np.arange(2)[:, None])  # [eps, pi] -> pi + 2 eps
     xor_target = (np.arange(4)[None, None, :] ^ eps_pi[:, :, None]).reshape(1, 2, 2, 1, 4)
+    # minimal-vector DP: s ^ (pi + 2) for pi = 0, 1
+    xor_bonus_target = (np.arange(4)[None, :] ^ (np.arange(2)[:, None] + 2)).reshape(1, 2, 1, 4)
     return dict(hexa=hexa, cp=cp, pb=pb, xor=xor, octads=octads, info=info, pair=pair,
-                back=back, xor_target=xor_target)
+                back=back, xor_target=xor_target, xor_bonus_target=xor_bonus_target,
+                octad_matrix=octad_matrix)
 
 
 _DEVICE_TABLES: dict = {}
@@ -160,7 +165,7 @@ def _xor_shifts(state: torch.Tensor):
     )
 
 
-def _xor_combine(state: torch.Tensor, opt: torch.Tensor, xor=None) -> torch.Tensor:
+def _xor_combine(state: torch.Tensor, opt: torch.Tensor) -> torch.Tensor:
     """Min-plus step on Z2^2: ``new[..., s] = min_o state[..., s ^ o] + opt[..., o]``.
 
     ``state`` and ``opt`` broadcast against each other (the state's last axis and the
@@ -274,11 +279,17 @@ def leech_nearest_int(y: torch.Tensor, *, chunk: int | None = None) -> torch.Ten
 # ---------------------------------------------------------------------------
 
 
-def _maxplus_combine(state, opt, xor, ok):
-    """Max-plus step: ``new[s] = max_o state[s ^ o] + opt[o]`` over allowed (s, o)."""
-    val = state[..., xor] + opt.unsqueeze(-2)
-    val = val.masked_fill(~ok, -math.inf)
-    return val.amax(dim=-1)
+def _bonus_combine(state: torch.Tensor, opt: torch.Tensor) -> torch.Tensor:
+    """Max-plus step of the minimal-vector DP: ``new[s] = max_o state[s ^ o] + opt[o]``.
+
+    States and options are ``parity + 2 * used`` / ``t + 2 * bonus``; a bonus may not be
+    added to a state that already used it, so options 2, 3 only reach states 2, 3.
+    ``state`` and ``opt`` broadcast against each other.
+    """
+    sh = _xor_shifts(state)
+    low = torch.maximum(sh[0] + opt[..., 0:1], sh[1] + opt[..., 1:2])
+    high = torch.maximum(sh[2][..., 2:] + opt[..., 2:3], sh[3][..., 2:] + opt[..., 3:4])
+    return torch.cat([low[..., :2], torch.maximum(low[..., 2:], high)], dim=-1)
 
 
 def _nearest_minvec_chunk(x: torch.Tensor):
@@ -300,16 +311,17 @@ def _nearest_minvec_chunk(x: torch.Tensor):
     s1 = neg[ar, i1].to(torch.int64) + 2 * neg[ar, j1].to(torch.int64)
     idx1 = 4 * pair[i1, j1] + s1
 
-    # shape 2: ±2 on an octad, even number of minus signs
-    ao = ax[:, octads]  # (n, 759, 8)
-    no = neg[:, octads].to(torch.int64)
-    odd = no.sum(-1) & 1
-    mn, mr = ao.min(dim=-1)
-    score2_all = 2.0 * (ao.sum(-1) - 2.0 * odd.to(dt) * mn)
+    # shape 2: ±2 on an octad, even number of minus signs (sums and sign counts by a
+    # matmul with the 0/1 octad matrix; only the minimum needs the (n, 759, 8) gather)
+    om = tab["octad_matrix"].to(dt)  # (24, 759)
+    osum = ax @ om
+    odd = (neg.to(dt) @ om).to(torch.int64) & 1
+    mn, mr = ax[:, octads].min(dim=-1)
+    score2_all = 2.0 * (osum - 2.0 * odd.to(dt) * mn)
     score2, k2 = score2_all.max(dim=1)
-    minus = no[ar, k2]  # (n, 8)
-    fix = odd[ar, k2].bool()
-    minus[ar, mr[ar, k2]] ^= fix.to(torch.int64)
+    minus = neg[ar.view(n, 1), octads[k2]].to(torch.int64)  # (n, 8)
+    fix = odd[ar, k2]
+    minus[ar, mr[ar, k2]] ^= fix
     bits = (minus[:, :7] << torch.arange(7, device=dev)).sum(1)
     idx2 = 1104 + 128 * k2 + bits
 
@@ -323,13 +335,16 @@ def _nearest_minvec_chunk(x: torch.Tensor):
     v16 = torch.stack([sj, bonus], dim=-1)  # (n, 6, 16, bonus)
     v = v16[:, :, cp]  # (n, 6, s, pi, t, bonus)
     v = v.permute(0, 3, 1, 2, 5, 4).reshape(n, 2, 6, 4, 4)  # (n, pi, 6, s, o = t + 2 bonus)
-    st = v[:, :, 0]  # (n, P, a, state)
-    st = _maxplus_combine(st.unsqueeze(-2), v[:, :, 1].unsqueeze(-3), xor, ok).reshape(n, 2, 16, 4)
-    st = _maxplus_combine(st.unsqueeze(-2), v[:, :, 2].unsqueeze(-3), xor, ok).reshape(n, 2, 64, 4)
-    for j in range(3, 6):
-        st = _maxplus_combine(st, v[:, :, j][:, :, hexa[:, j]], xor, ok)
-    target = (torch.arange(2, device=dev) + 2).view(1, 2, 1, 1).expand(n, 2, 64, 1)
-    total = st.gather(-1, target).reshape(n, 128)  # index pi*64 + h
+    # meet in the middle, as in the decoder: columns 0-2 forward, 5-3 backward; the
+    # combined state must be (pi, used) = (pi, 1), and s ^ s' = pi + 2 excludes two bonuses
+    fwd = _bonus_combine(v[:, :, 0].unsqueeze(-2), v[:, :, 1].unsqueeze(-3))  # (n,P,a,b,s)
+    fwd = _bonus_combine(fwd.reshape(n, 2, 16, 1, 4), v[:, :, 2].unsqueeze(-3))
+    fwd = fwd.reshape(n, 2, 64, 4)
+    bwd = _bonus_combine(v[:, :, 5].unsqueeze(-3), v[:, :, 4].unsqueeze(-2))  # (n,P,h4,h5,s)
+    bwd = _bonus_combine(bwd.reshape(n, 2, 1, 16, 4), v[:, :, 3].unsqueeze(-2))
+    bwd = bwd.reshape(n, 2, 64, 4)[:, :, tab["back"]]
+    bwd = bwd.gather(-1, tab["xor_bonus_target"].expand(n, 2, 64, 4))
+    total = (fwd + bwd).amax(dim=-1).reshape(n, 128)  # index pi*64 + h
     score3, best = total.max(dim=1)
     pi = best // 64
     h = best % 64

@@ -63,7 +63,6 @@ SQRT8 = math.sqrt(8.0)
 MAX_ABS = 2.0**50
 
 _FLOATS = (torch.float32, torch.float64)
-_HALF = (torch.float16, torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------
@@ -97,13 +96,18 @@ def _check_scale(scale) -> float:
     return s
 
 
-def _check_values(y: Tensor, name: str = "x") -> None:
-    """Data checks, run inside the op kernels on real tensors (never traced)."""
+def _check_values(y: Tensor, factor: float = 1.0, name: str = "x") -> None:
+    """Data checks, run inside the op kernels on real tensors (never traced).
+
+    ``factor`` maps ``y`` to the integer model; no temporary of the size of ``y`` is made.
+    """
     if y.numel() == 0:
         return
-    if not bool(torch.isfinite(y).all()):
+    lo, hi = torch.aminmax(y)  # NaN propagates to both
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or inf")
-    if bool((y.abs() >= MAX_ABS).any()):
+    if max(-lo, hi) * factor >= MAX_ABS:
         raise ValueError(
             f"{name} is too large: |{name}|/scale must stay below 2**50 in the integer model"
         )
@@ -200,15 +204,20 @@ def _chunk_fn(kind: str):
     return fn
 
 
+def _factor(coords: str, scale: float) -> float:
+    """Multiplier from the caller's frame to the integer model."""
+    return (SQRT8 if coords == "unit" else 1.0) / scale
+
+
 def _to_int_frame(x: Tensor, coords: str, scale: float) -> Tensor:
-    factor = (SQRT8 if coords == "unit" else 1.0) / scale
+    factor = _factor(coords, scale)
     y = x.reshape(-1, 24).to(torch.float64)
     return y * factor if factor != 1.0 else y
 
 
 def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
+    _check_values(x, _factor(coords, scale))
     y = _to_int_frame(x, coords, scale)
-    _check_values(y)
     if y.shape[0] == 0:
         v = y
     else:
@@ -218,8 +227,8 @@ def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
 
 
 def _torch_minvec(x: Tensor, coords: str):
+    _check_values(x)
     y = x.reshape(-1, 24).to(torch.float64)
-    _check_values(y)
     if y.shape[0] == 0:
         idx = torch.zeros(0, dtype=torch.int64, device=x.device)
     else:
@@ -236,7 +245,7 @@ def _leechlib_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     arr = x.detach().contiguous().reshape(-1, 24)
     if arr.shape[0] == 0:
         return x.detach().clone()
-    _check_values(_to_int_frame(arr, coords, scale))
+    _check_values(arr, _factor(coords, scale))
     workers = max(1, torch.get_num_threads())
     a = arr.numpy()  # shares memory with a contiguous CPU tensor
     if scale == 1.0:
