@@ -100,7 +100,7 @@ def invariant_checks() -> list[_Check]:
         rng = np.random.default_rng(1)
         y = rng.standard_normal((100, 24)) * 4.0
         q = nearest_point(y, coords="int")
-        ref, _ = leech_nearest_ref(y)
+        ref, _, _ = leech_nearest_ref(y)
         d_fast = ((y - q) ** 2).sum(axis=1)
         d_ref = ((y - ref) ** 2).sum(axis=1)
         return bool(np.allclose(d_fast, d_ref, rtol=1e-12, atol=1e-12)) and bool(
