@@ -19,8 +19,10 @@ Nearest point (design note ``design/decoder.md``)
    (column, score ``s``, parity ``pi``) four options ``(t, rho)`` (top bit, ``p``-parity).
 4. Per (``eps``, ``pi``, hexacode word ``h``) a min-plus dynamic programme over the six
    columns on the four states of :math:`\\mathbb Z_2^2` (parity of the top bits, parity
-   of the ``p``'s) whose final state must be ``(pi, eps)``.  The first three columns
-   are shared by the hexacode words with the same prefix (4, then 16, then 64 rows).
+   of the ``p``'s) whose final state must be ``(pi, eps)``.  It meets in the middle:
+   columns 0-2 run forward over the 64 prefixes ``(h0, h1, h2)``, columns 5-3 backward
+   over the 64 suffixes ``(h3, h4, h5)`` (the hexacode is MDS: either triple
+   determines the word), and each word combines the two for its one target state.
 5. ``argmin`` over the 256 (``eps``, ``pi``, ``h``); a second, tiny DP with arg-mins for
    the winner alone rebuilds the point.
 

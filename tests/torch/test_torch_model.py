@@ -323,6 +323,7 @@ def test_load_rejects_bad_checkpoints(tmp_path):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_forward_backward():
     m = _tiny().cuda()

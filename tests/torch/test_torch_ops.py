@@ -12,7 +12,12 @@ from torch_ext import ops
 from torch_ext._decoder import leech_nearest_int, nearest_minvec_int
 
 SQRT8 = math.sqrt(8.0)
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+_NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def CUDA(fn):
+    """Mark a test as needing CUDA (``cuda`` marker) and skip it without a GPU."""
+    return pytest.mark.cuda(_NO_CUDA(fn))
 
 
 def _leechlib_decoders():
