@@ -447,8 +447,13 @@ def main(argv=None) -> int:
         if v is not None and v < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        parser.error(f"--device must be like 'cpu', 'cuda' or 'cuda:1', got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+    try:
         path = resolve_checkpoint(args.ckpt)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         ck = load_checkpoint(path, device=device)
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -239,6 +239,11 @@ class TrainConfig:
             raise ValueError(f"align_directions must be 'minimal' or 'frame', got {self.align_directions!r}")
         if self.kernel is not None and self.kernel not in ("leech", "random", "identity"):
             raise ValueError(f"kernel must be 'leech', 'random' or 'identity', got {self.kernel!r}")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as exc:
+                raise ValueError(f"device must be like 'cpu', 'cuda' or 'cuda:1', got {self.device!r}") from exc
         if self.d_model is not None and self.d_model % 24:
             raise ValueError(f"d_model must be a multiple of 24, got {self.d_model}")
         return self

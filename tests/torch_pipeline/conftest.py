@@ -41,3 +41,15 @@ def tiny_args(corpus_dir, cache_dir, tmp_path):
     """Arguments of a tiny training run (a dict for TrainConfig)."""
     return dict(TINY, data=str(corpus_dir), cache_dir=str(cache_dir), out=str(tmp_path / "run"),
                 steps=6, align_weight=0.0, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: tiny models are fastest that way, and a busy 2-core machine
+    slows down many times over when torch's threads compete with other processes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -67,6 +67,7 @@ def test_eval_missing_or_corrupt_checkpoint_exits_2(tmp_path, capsys):
     (["train", "--lr", "-1"], "lr"),
     (["eval"], "CKPT"),
     (["eval", "x", "--batch-size", "0"], "batch-size"),
+    (["eval", "x", "--device", "gpu0"], "device"),
     (["frobnicate"], "unknown command"),
     ([], "usage"),
 ])

@@ -132,6 +132,7 @@ def test_model_export_loads_with_the_model_class(tiny_args):
     (dict(data="/no/such/dir"), "data"),
     (dict(dropout=1.5), "dropout"),
     (dict(block_size=10**6), "block"),
+    (dict(device="gpu0"), "device"),
 ])
 def test_bad_arguments(tiny_args, override, match):
     with pytest.raises((ValueError, TypeError), match=match):
