@@ -1,0 +1,854 @@
+r"""Leech lattice vector quantizers at a given rate (bits per dimension).
+
+Two quantizers of 24-dimensional blocks, both with exact encoders and codebooks
+indexed without storing them (:class:`~leechlib.ShellCodebook`,
+:class:`~leechlib.BallCodebook`):
+
+:class:`BallQuantizer` (spherical shaping)
+    Codebook ``scale * {v in Lambda24 : ||v||^2 <= max_norm}``; a block is encoded as
+    the index of its nearest codeword.  At 2 bits per dimension the ball of norm 26
+    has 280 974 212 784 721 < 2^48 points.
+:class:`ShapeGainQuantizer` (shape--gain)
+    A direction from one or more shells of :math:`\Lambda_{24}` (the vector ``v``
+    maximising ``<x, v> / ||v||``) and a gain from a scalar codebook of
+    ``gain_levels`` values, so that ``x_hat = g * v / ||v||``.  At 2 bits per
+    dimension: the norm-18 shell (2 975 551 488 000 points, 41.44 bits) and 94 gain
+    levels, 47.99 bits per block (see :class:`ShapeGainQuantizer` for the
+    configurations measured).
+
+Both encoders are exact for their codebook (up to floating-point rounding of
+squared distances): the nearest lattice point (:func:`~leechlib.nearest_point`)
+answers whenever it lies in the codebook, and otherwise an exact constrained
+search (:mod:`leechlib._kernels.constrained`: Lagrangian lower bounds for the 8192
+cosets of :math:`4D_{24}`, best-first, a dynamic programme over the coordinates
+per coset) finds the nearest codeword.
+
+Blocks
+------
+Inputs have shape ``(..., 24)``.  A vector whose length is not a multiple of 24
+is padded first, e.g. for a weight vector ``w``::
+
+    blocks = np.pad(w, (0, -len(w) % 24)).reshape(-1, 24)
+
+(and ``x_hat.ravel()[:len(w)]`` undoes it).  Any other last dimension is a
+``ValueError`` that names the argument.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import numpy as np
+
+from ._jit import num_threads
+from ._validation import as_index
+from .codebook import BallCodebook, ShellCodebook
+from .lattice import shell_count
+
+__all__ = ["BallQuantizer", "ShapeGainQuantizer", "constrained_nearest_point"]
+
+_SQRT8 = math.sqrt(8.0)
+#: the smallest and largest rates supported (bits per dimension)
+MIN_BITS_PER_DIM = math.log2(196561) / 24.0
+MAX_BITS_PER_DIM = 2.5
+#: inputs are rejected when |x / scale| exceeds this (integer frame), where
+#: float64 distances could no longer separate neighbouring codewords
+_MAX_ABS = 2.0**30
+#: largest number of gain levels considered
+_MAX_GAIN_LEVELS = 1 << 16
+
+
+# ---------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------
+
+
+def _check_rate(bits_per_dim) -> float:
+    if isinstance(bits_per_dim, (bool, np.bool_)) or not isinstance(bits_per_dim, numbers.Real):
+        raise TypeError(
+            f"bits_per_dim must be a real number, got {type(bits_per_dim).__name__}"
+        )
+    b = float(bits_per_dim)
+    if not math.isfinite(b):
+        raise ValueError(f"bits_per_dim must be finite, got {bits_per_dim!r}")
+    if b < MIN_BITS_PER_DIM - 1e-12:
+        raise ValueError(
+            f"bits_per_dim={b!r} is too small: the smallest Leech codebook (the 196 560 "
+            f"minimal vectors and the origin) needs {MIN_BITS_PER_DIM:.4f} bits per dimension"
+        )
+    if b > MAX_BITS_PER_DIM + 1e-12:
+        raise ValueError(
+            f"bits_per_dim={b!r} is too large: at most {MAX_BITS_PER_DIM} bits per dimension "
+            "are supported (indices must fit 62-bit integers)"
+        )
+    return b
+
+
+def _check_positive(value, name) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive finite real number, got "
+                        f"{type(value).__name__}")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0.0):
+        raise ValueError(f"{name} must be a positive finite real number, got {value!r}")
+    return v
+
+
+def _as_blocks(x, name="x"):
+    """Validated float64 (n, 24) copy of ``x`` (..., 24) and the batch shape."""
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be array-like, got {type(x).__name__}: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 0 or arr.shape[-1] != 24:
+        raise ValueError(
+            f"{name} must have shape (..., 24), got shape {arr.shape}: split longer vectors "
+            f"into blocks of 24 numbers, padding to a multiple of 24 first, e.g. "
+            f"np.pad(w, (0, -len(w) % 24)).reshape(-1, 24)"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
+    y = np.array(arr, dtype=np.float64, order="C", copy=True).reshape(-1, 24)
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return y, arr.shape[:-1]
+
+
+def _as_codes(codes, name, last=None):
+    arr = codes if isinstance(codes, np.ndarray) else np.asarray(codes)
+    if arr.dtype == object or arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if last is not None and (arr.ndim == 0 or arr.shape[-1] != last):
+        raise ValueError(f"{name} must have shape (..., {last}), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
+    if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds values out of range")
+    return arr.astype(np.int64)
+
+
+def _check_range(arr, size, name):
+    if arr.min() < 0 or arr.max() >= size:
+        bad = int(arr[(arr < 0) | (arr >= size)].ravel()[0])
+        raise ValueError(f"{name} out of range [0, {size}): got {bad}")
+
+
+def _subsample(y, max_points):
+    """At most ``max_points`` rows of ``y``, evenly spaced (deterministic)."""
+    if len(y) <= max_points:
+        return y
+    idx = np.linspace(0, len(y) - 1, max_points).round().astype(np.int64)
+    return y[idx]
+
+
+# ---------------------------------------------------------------------------
+# the exact constrained search
+# ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _group_patterns():
+    from ._kernels.constrained import group_patterns
+    from .golay import column_pattern, hexacode_words
+
+    g = group_patterns(hexacode_words(), column_pattern())
+    g.flags.writeable = False
+    return g
+
+
+@functools.lru_cache(maxsize=16)
+def _class_tables(n_hi: int):
+    from ._kernels.constrained import class_tables
+
+    out = class_tables(n_hi)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _nearest_int(y, workers):
+    from .decode import nearest_point
+
+    return nearest_point(y, coords="int", workers=workers)
+
+
+def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
+    """Run the constrained kernel on rows of ``y`` (integer frame); (points, dist, visited)."""
+    from ._kernels.constrained import constrained_kernel
+
+    n = len(y)
+    if ub_pt is None:
+        ub_pt = np.zeros((n, 24))
+        has_ub = np.zeros(n, dtype=np.bool_)
+    vals, nv, step, vpar = _class_tables(int(n_hi))
+    out = np.zeros((n, 24))
+    dist = np.empty(n)
+    visited = np.empty(n, dtype=np.int64)
+    if n:
+        with num_threads(workers):
+            constrained_kernel(np.ascontiguousarray(y, dtype=np.float64), int(n_lo), int(n_hi),
+                               np.ascontiguousarray(ts, dtype=np.float64),
+                               np.ascontiguousarray(ub_pt, dtype=np.float64),
+                               np.ascontiguousarray(has_ub), _group_patterns(), vals, nv, step,
+                               vpar, out, dist, visited)
+    return out, dist, visited
+
+
+def _ball_points(y, n_hi, workers=None, *, bisection_steps=6, return_stats=False):
+    """Nearest points of norm <= n_hi (integer frame) of the rows of ``y`` (integer frame).
+
+    Fast path: the nearest lattice point, when its norm is <= n_hi.  Overload: the
+    dual scale t of the Lagrangian bound by bisection on the norm of Q(t y) (the
+    feasible Q(t y) give the starting upper bound), then the exact search.
+    """
+    p = _nearest_int(y, workers)
+    over = (p * p).sum(axis=1) > n_hi
+    visited = np.zeros(len(y), dtype=np.int64)
+    if over.any():
+        yo = y[over]
+        m = len(yo)
+        yn2 = (yo * yo).sum(axis=1)
+        yn = np.sqrt(yn2)
+        r = math.sqrt(n_hi)
+        # ||Q(z)|| <= ||z|| + 4 (covering radius 4 in the integer frame): feasible below
+        lo = np.maximum(r - 4.0, 0.0) / yn
+        hi = np.minimum((r + 4.5) / yn, 1.0)
+        ub = np.full(m, np.inf)
+        ub_pt = np.zeros((m, 24))
+        g_best = np.full(m, -np.inf)
+        t_best = np.where(lo > 0, lo, hi)
+
+        def visit(t):
+            q = _nearest_int(yo * t[:, None], workers)
+            nq = (q * q).sum(axis=1)
+            feas = nq <= n_hi
+            d = ((yo - q) ** 2).sum(axis=1)
+            better = feas & (d < ub)
+            ub[better] = d[better]
+            ub_pt[better] = q[better]
+            tt = np.maximum(t, 1e-300)
+            lam = 1.0 / tt - 1.0
+            g = ((q - yo * t[:, None]) ** 2).sum(axis=1) / tt + (1.0 - t) * yn2 - lam * n_hi
+            g = np.where(t > 0, g, -np.inf)
+            up = g > g_best
+            g_best[up] = g[up]
+            t_best[up] = t[up]
+            return feas
+
+        visit(lo)
+        for _ in range(bisection_steps):
+            mid = 0.5 * (lo + hi)
+            feas = visit(mid)
+            lo = np.where(feas, mid, lo)
+            hi = np.where(feas, hi, mid)
+        has_ub = np.isfinite(ub)
+        pts, _, vis = _search(yo, 0, n_hi, t_best[:, None], ub_pt, has_ub, workers)
+        p[over] = pts
+        visited[over] = vis
+    if return_stats:
+        return p, over, visited
+    return p
+
+
+def _shell_points(y, n_int, workers=None, *, return_stats=False):
+    """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``."""
+    p = _nearest_int(y, workers)
+    miss = (p * p).sum(axis=1) != n_int
+    visited = np.zeros(len(y), dtype=np.int64)
+    if miss.any():
+        ym = y[miss]
+        pts, dist, vis = _search(ym, n_int, n_int, np.ones((len(ym), 1)), workers=workers)
+        if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
+            raise RuntimeError("constrained search found no shell point")
+        p[miss] = pts
+        visited[miss] = vis
+    if return_stats:
+        return p, miss, visited
+    return p
+
+
+def constrained_nearest_point(x, *, min_norm=0, max_norm, coords="unit", workers=None,
+                              return_distance=False):
+    r"""Nearest Leech lattice point with squared norm in ``[min_norm, max_norm]`` (exact).
+
+    Parameters
+    ----------
+    x : array_like
+        Points, shape ``(..., 24)``.
+    min_norm, max_norm : int
+        Squared norms in the coordinates ``coords`` (unit: even integers such as 4,
+        6, 26; int: multiples of 16).  ``min_norm = 0`` is a ball,
+        ``min_norm = max_norm`` one shell.
+    coords : {"unit", "int"}, optional
+        :math:`\Lambda_{24}` or :math:`\sqrt8\,\Lambda_{24}`, as in
+        :func:`~leechlib.nearest_point`.
+    workers : int, optional
+        Threads as in scipy (``None``/1: one, -1: all cores).
+    return_distance : bool, optional
+        Also return the squared distances.
+
+    Returns
+    -------
+    points : numpy.ndarray
+        float64, shape ``x.shape``.
+    dist : numpy.ndarray
+        Only if ``return_distance``.
+
+    Raises
+    ------
+    ValueError
+        If no lattice vector has a norm in the range, or for bad arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib.quantizers import constrained_nearest_point
+    >>> x = np.zeros(24); x[0] = 10.0                  # far outside the ball of norm 4
+    >>> p = constrained_nearest_point(x, max_norm=4)
+    >>> float((p * p).sum()), float(np.round(p[0] * np.sqrt(8)))
+    (4.0, 4.0)
+    """
+    from ._validation import check_coords
+
+    check_coords(coords)
+    f = 8 if coords == "unit" else 1
+    lo = as_index(min_norm, "min_norm", 0)
+    hi = as_index(max_norm, "max_norm", 0, 56 * 8 // f)
+    if lo > hi:
+        raise ValueError(f"min_norm must be <= max_norm, got {lo} > {hi}")
+    lo_i, hi_i = lo * f, hi * f
+    if not any(lo_i <= n <= hi_i for n in range(0, hi_i + 1, 16)
+               if n == 0 or shell_count(n // 8)):
+        raise ValueError(f"no lattice vector has a squared norm in [{lo}, {hi}]")
+    y, shape = _as_blocks(x)
+    if coords == "unit":
+        y *= _SQRT8
+    if np.abs(y).max() >= _MAX_ABS:
+        raise ValueError("x is too large: entries must be below 2**30 in the integer frame")
+    if lo_i == 0:
+        p = _ball_points(y, hi_i, workers)
+    elif lo_i == hi_i:
+        p = _shell_points(y, hi_i, workers)
+    else:
+        p = _nearest_int(y, workers)
+        nrm = (p * p).sum(axis=1)
+        bad = (nrm < lo_i) | (nrm > hi_i)
+        if bad.any():
+            ts = np.ones((int(bad.sum()), 1))
+            p[bad] = _search(y[bad], lo_i, hi_i, ts, workers=workers)[0]
+    d = ((y - p) ** 2).sum(axis=1)
+    if coords == "unit":
+        p /= _SQRT8
+        d /= 8.0
+    p = p.reshape(shape + (24,))
+    if return_distance:
+        return p, d.reshape(shape)
+    return p
+
+
+# ---------------------------------------------------------------------------
+# spherical shaping
+# ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _ball_size(max_norm: int) -> int:
+    return 1 + sum(shell_count(n) for n in range(4, max_norm + 1, 2))
+
+
+def _golden(f, lo, hi, iters):
+    g = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = f(a), f(b)
+    for _ in range(iters):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = f(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = f(b)
+    return (a, fa) if fa < fb else (b, fb)
+
+
+class BallQuantizer:
+    r"""Spherically shaped Leech lattice quantizer with an exact encoder.
+
+    The codebook is ``scale * B`` with ``B`` the lattice vectors of
+    :math:`\Lambda_{24}` of squared norm at most ``max_norm``; ``max_norm`` is the
+    largest whose ball fits the rate: ``log2(len(B)) <= 24 * bits_per_dim``.  A block
+    ``x`` is encoded as the index (in :class:`~leechlib.BallCodebook` order) of the
+    codeword nearest to it in Euclidean distance.
+
+    Parameters
+    ----------
+    bits_per_dim : float, optional
+        Requested rate, between 0.7325 (the minimal vectors and the origin) and 2.5.
+    scale : float, optional
+        Scale of the codebook.  ``None`` (the default) until :meth:`fit`.
+    max_norm : int, optional
+        Use this ball instead of the largest that fits (it must fit the rate).
+
+    Attributes
+    ----------
+    max_norm : int
+        Squared norm (unit coordinates) of the outermost shell.
+    size : int
+        Number of codewords.
+    bits_per_dim : float
+        The true rate ``log2(size) / 24`` (at most the request).
+    codebook : BallCodebook
+        Index <-> point map (unit coordinates).
+    scale : float or None
+
+    Notes
+    -----
+    Encoding: ``p = nearest_point(x / scale)``; if ``||p||^2 <= max_norm`` it is the
+    answer (the nearest lattice point is a codeword).  Otherwise (*overload*) the
+    nearest codeword lies on or near the boundary; it is found by an exact
+    constrained search (module :mod:`leechlib._kernels.constrained`) that starts
+    from the feasible points ``nearest_point(t x / scale)``, ``t < 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib import BallQuantizer
+    >>> x = np.random.default_rng(0).standard_normal((2000, 24))
+    >>> q = BallQuantizer(bits_per_dim=2.0).fit(x)
+    >>> q.max_norm, q.size, round(q.bits_per_dim, 5)
+    (26, 280974212784721, 1.99988)
+    >>> codes = q.encode(x[:3])
+    >>> codes.dtype, codes.shape
+    (dtype('int64'), (3,))
+    >>> xh = q.decode(codes)
+    >>> bool(np.allclose(xh, q.quantize(x[:3])))
+    True
+    >>> round(float(np.mean((q.quantize(x) - x) ** 2)), 2)
+    0.08
+    """
+
+    def __init__(self, bits_per_dim=2.0, *, scale=None, max_norm=None):
+        b = _check_rate(bits_per_dim)
+        budget = 24.0 * b
+        if max_norm is None:
+            m = 4
+            while m + 2 <= 56 and math.log2(_ball_size(m + 2)) <= budget + 1e-12:
+                m += 2
+        else:
+            m = as_index(max_norm, "max_norm", 4, 56)
+            if m % 2:
+                raise ValueError(f"max_norm must be even (Leech norms are even), got {m}")
+            if math.log2(_ball_size(m)) > budget + 1e-12:
+                raise ValueError(
+                    f"max_norm={m} needs {math.log2(_ball_size(m)) / 24:.4f} bits per dimension, "
+                    f"more than bits_per_dim={b!r}"
+                )
+        self.max_norm = m
+        self.size = _ball_size(m)
+        self.bits_per_dim = math.log2(self.size) / 24.0
+        self.requested_bits_per_dim = b
+        self.scale = None if scale is None else _check_positive(scale, "scale")
+
+    @functools.cached_property
+    def codebook(self) -> BallCodebook:
+        return BallCodebook(self.max_norm, coords="unit")
+
+    @functools.cached_property
+    def _int_codebook(self) -> BallCodebook:
+        return BallCodebook(self.max_norm, coords="int")
+
+    def __repr__(self) -> str:
+        return (f"BallQuantizer(bits_per_dim={self.bits_per_dim:.4f}, max_norm={self.max_norm}, "
+                f"scale={self.scale!r})")
+
+    def _scale(self) -> float:
+        if self.scale is None:
+            raise RuntimeError("call fit() or pass scale= before encoding or decoding")
+        return self.scale
+
+    def _frame(self, x, scale):
+        y, shape = _as_blocks(x)
+        y *= _SQRT8 / scale
+        if np.abs(y).max() >= _MAX_ABS:
+            raise ValueError("x is too large for its scale: |x / scale| must stay below 2**28")
+        return y, shape
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, x, *, max_points=4000, iters=16, workers=None) -> "BallQuantizer":
+        """Choose the MSE-optimal scale for the blocks ``x`` (..., 24); returns ``self``.
+
+        Golden-section search of the scale (the MSE of the exact encoder on at most
+        ``max_points`` evenly spaced blocks), then one Lloyd step
+        ``scale = sum <x, v> / sum ||v||^2`` (optimal for the codewords found), kept
+        if it does not raise the MSE.
+        """
+        max_points = as_index(max_points, "max_points", 1)
+        iters = as_index(iters, "iters", 1, 200)
+        y, _ = _as_blocks(x)
+        y = _subsample(y, max_points)
+        rms = float(np.sqrt(np.mean(y * y)))
+        if rms == 0.0:
+            raise ValueError("x is all zeros: no scale fits it")
+        if np.abs(y).max() / rms >= _MAX_ABS / 64:
+            raise ValueError("x has entries too large to fit a scale")
+        n_hi = 8 * self.max_norm
+
+        def points(s):
+            return _ball_points(y * (_SQRT8 / s), n_hi, workers) / _SQRT8
+
+        def mse(s):
+            return float(np.mean((points(s) * s - y) ** 2))
+
+        s0 = rms * math.sqrt(24.0 / self.max_norm)
+        s, f = _golden(mse, 0.4 * s0, 2.0 * s0, iters)
+        v = points(s)
+        vv = float((v * v).sum())
+        if vv > 0:
+            s2 = float((v * y).sum()) / vv
+            if s2 > 0 and mse(s2) < f:
+                s = s2
+        self.scale = float(s)
+        return self
+
+    # --------------------------------------------------------------- coding
+    def quantize(self, x, *, workers=None) -> np.ndarray:
+        """The nearest codewords (float64, shape ``x.shape``): ``decode(encode(x))``."""
+        s = self._scale()
+        y, shape = self._frame(x, s)
+        p = _ball_points(y, 8 * self.max_norm, workers)
+        return (p * (s / _SQRT8)).reshape(shape + (24,))
+
+    def encode(self, x, *, workers=None) -> np.ndarray:
+        """Indices (int64, shape ``x.shape[:-1]``) of the nearest codewords.
+
+        Indices are in ``[0, size)``, in :class:`~leechlib.BallCodebook` order.
+        """
+        s = self._scale()
+        y, shape = self._frame(x, s)
+        p = _ball_points(y, 8 * self.max_norm, workers)
+        idx = self._int_codebook.index(p.astype(np.int64))
+        return idx.reshape(shape)
+
+    def decode(self, codes) -> np.ndarray:
+        """Codewords (float64, shape ``codes.shape + (24,)``) of indices in ``[0, size)``."""
+        s = self._scale()
+        c = _as_codes(codes, "codes")
+        _check_range(c, self.size, "codes")
+        return self._int_codebook.point(c).astype(np.float64) * (s / _SQRT8)
+
+
+# ---------------------------------------------------------------------------
+# shape-gain
+# ---------------------------------------------------------------------------
+
+
+def _lloyd_max(c, K, iters=300):
+    """Lloyd-Max levels (ascending, K of them) for the samples ``c`` (1-D)."""
+    c = np.sort(np.asarray(c, dtype=np.float64))
+    if K == 1:
+        return np.array([c.mean()])
+    levels = np.quantile(c, (np.arange(K) + 0.5) / K)
+    levels = np.maximum.accumulate(levels)
+    tol = 1e-12 * max(float(np.abs(c).max()), 1e-300)
+    for _ in range(iters):
+        mids = 0.5 * (levels[1:] + levels[:-1])
+        idx = np.searchsorted(mids, c)
+        sums = np.bincount(idx, weights=c, minlength=K)
+        cnts = np.bincount(idx, minlength=K)
+        new = np.where(cnts > 0, sums / np.maximum(cnts, 1), levels)
+        new = np.sort(new)
+        if np.max(np.abs(new - levels)) <= tol:
+            levels = new
+            break
+        levels = new
+    return levels
+
+
+class ShapeGainQuantizer:
+    r"""Shape--gain Leech lattice quantizer with an exact shape encoder.
+
+    A block ``x`` is coded as a direction ``v / ||v||``, ``v`` a vector of the chosen
+    shells of :math:`\Lambda_{24}` with the largest ``<x, v> / ||v||``, and a gain: the
+    level nearest to that largest projection ``c = <x, v> / ||v||`` among
+    ``gain_levels`` levels; ``x_hat = g * v / ||v||``.  For positive levels this
+    pair is the nearest codeword of the product codebook (``||x - g u||^2 = ||x||^2 -
+    2 g <x, u> + g^2`` decreases in ``<x, u>``), so the encoder is exact.
+
+    Parameters
+    ----------
+    bits_per_dim : float, optional
+        Requested rate (gain levels counted), between 0.7325 and 2.5.
+    shells : int or sequence of int, optional
+        Squared norms (unit coordinates) of the shells forming the shape codebook.
+        Default: chosen for the rate (below).
+    gain_levels : int, optional
+        Number of gain levels.  Default: as many as fit the rate,
+        ``floor(2**(24 * bits_per_dim) / shape_size)`` (at most 65536).
+
+    Attributes
+    ----------
+    shells : tuple of int
+    shape_size : int
+        Number of directions (sum of the shell sizes).
+    gain_levels : int
+    bits_per_dim : float
+        ``log2(shape_size * gain_levels) / 24``, at most the request.
+    gains : numpy.ndarray or None
+        The gain levels (ascending), set by :meth:`fit`.
+
+    Notes
+    -----
+    Default configuration: the single shell ``m`` and ``gain_levels =
+    floor(2**(24 b) / N(m))`` minimising a model of the MSE of an i.i.d. Gaussian
+    source, ``D(m, K) = 24 * s_m + D_gain(K)`` per block, where ``s_m`` is the
+    measured mean of ``sin^2`` of the angle between a random direction and its
+    nearest direction of shell ``m`` (:data:`SHELL_ANGLE_ERROR`) and ``D_gain(K)``
+    the Lloyd--Max distortion of ``K`` levels for the gains ``r sqrt(1 - s_m)``,
+    ``r`` chi-distributed with 24 degrees of freedom.  At 2 bits per dimension it
+    selects the norm-18 shell with 94 gain levels.  Measured on Gaussian data
+    (``benchmarks/bench_quantizers.py``) the candidates at 2 bits per dimension are
+    listed in the user guide; unions of shells measured no better than the best
+    single shell at the same rate.
+
+    The shape index of a vector of shell ``shells[k]`` is its
+    :class:`~leechlib.ShellCodebook` index plus the sizes of the shells before it.
+    Codes are int64 arrays of shape ``(..., 2)``: ``codes[..., 0]`` the shape index
+    in ``[0, shape_size)``, ``codes[..., 1]`` the gain index in
+    ``[0, gain_levels)``; :meth:`pack` makes one integer
+    ``shape * gain_levels + gain`` below ``2**(24 * bits_per_dim)``.
+
+    A zero block has no direction: it gets shape index 0 and the smallest gain.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib import ShapeGainQuantizer
+    >>> x = np.random.default_rng(0).standard_normal((2000, 24))
+    >>> q = ShapeGainQuantizer(bits_per_dim=2.0).fit(x)
+    >>> q.shells, q.gain_levels, round(q.bits_per_dim, 4)
+    ((18,), 94, 1.9997)
+    >>> codes = q.encode(x[:3])
+    >>> codes.shape, codes.dtype
+    ((3, 2), dtype('int64'))
+    >>> bool(np.allclose(q.decode(codes), q.quantize(x[:3])))
+    True
+    >>> int(q.pack(codes).max()) < 2**48
+    True
+    >>> round(float(np.mean((q.quantize(x) - x) ** 2)), 2)
+    0.08
+    """
+
+    def __init__(self, bits_per_dim=2.0, *, shells=None, gain_levels=None):
+        b = _check_rate(bits_per_dim)
+        budget = 24.0 * b
+        if shells is None:
+            if gain_levels is not None:
+                K = as_index(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
+                shells = (_best_shell(budget, K),)
+            else:
+                shells = (_best_shell(budget),)
+        shells = _as_shells(shells)
+        size = sum(shell_count(m) for m in shells)
+        if gain_levels is None:
+            K = min(int(2.0 ** (budget - math.log2(size)) + 1e-9), _MAX_GAIN_LEVELS)
+            K = max(K, 1) if math.log2(size) <= budget + 1e-12 else 0
+        else:
+            K = as_index(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
+        if K < 1 or math.log2(size) + math.log2(K) > budget + 1e-9:
+            raise ValueError(
+                f"shells {shells} with {max(K, 1)} gain levels need "
+                f"{(math.log2(size) + math.log2(max(K, 1))) / 24:.4f} bits per dimension, "
+                f"more than bits_per_dim={b!r}"
+            )
+        self.shells = shells
+        self.shape_size = size
+        self.gain_levels = K
+        self.bits_per_dim = (math.log2(size) + math.log2(K)) / 24.0
+        self.requested_bits_per_dim = b
+        self.gains = None
+        offs, tot = [], 0
+        for m in shells:
+            offs.append(tot)
+            tot += shell_count(m)
+        self._offsets = tuple(offs)
+
+    def __repr__(self) -> str:
+        return (f"ShapeGainQuantizer(bits_per_dim={self.bits_per_dim:.4f}, shells={self.shells}, "
+                f"gain_levels={self.gain_levels})")
+
+    @functools.cached_property
+    def _codebooks(self):
+        return tuple(ShellCodebook(m, coords="int") for m in self.shells)
+
+    # -------------------------------------------------------------- shapes
+    def _shapes(self, y, workers):
+        """Best direction per row: (shell number, int-frame vector, projection c)."""
+        n = len(y)
+        xn = np.sqrt((y * y).sum(axis=1))
+        nz = xn > 0
+        best_c = np.full(n, -np.inf)
+        best_k = np.zeros(n, dtype=np.int64)
+        best_v = np.zeros((n, 24))
+        for k, m in enumerate(self.shells):
+            N = 8 * m
+            v = np.zeros((n, 24))
+            if nz.any():
+                z = y[nz] * (math.sqrt(N) / xn[nz])[:, None]
+                v[nz] = _shell_points(z, N, workers)
+            if not nz.all():
+                v[~nz] = self._codebooks[k].point(np.zeros(int((~nz).sum()), dtype=np.int64))
+            c = (y * v).sum(axis=1) / math.sqrt(N)
+            c[~nz] = 0.0
+            up = c > best_c
+            best_c[up] = c[up]
+            best_k[up] = k
+            best_v[up] = v[up]
+        return best_k, best_v, best_c
+
+    def fit(self, x, *, max_points=20000, workers=None) -> "ShapeGainQuantizer":
+        """Fit the gain levels to the blocks ``x`` (..., 24); returns ``self``.
+
+        The shape encoder does not depend on the gains, so the MSE-optimal levels
+        are the Lloyd--Max quantizer of the projections ``c`` of (at most
+        ``max_points`` evenly spaced) blocks: the MSE is
+        ``||x||^2 - c^2 + (c - g)^2`` per block.
+        """
+        max_points = as_index(max_points, "max_points", 1)
+        y, _ = _as_blocks(x)
+        y = _subsample(y, max_points)
+        if not np.any(y):
+            raise ValueError("x is all zeros: no gain levels fit it")
+        _, _, c = self._shapes(y, workers)
+        self.gains = _lloyd_max(c, self.gain_levels)
+        return self
+
+    def _check_fitted(self):
+        if self.gains is None:
+            raise RuntimeError("call fit() before encoding or decoding")
+
+    def _gain_index(self, c):
+        mids = 0.5 * (self.gains[1:] + self.gains[:-1])
+        return np.searchsorted(mids, c)
+
+    def quantize(self, x, *, workers=None) -> np.ndarray:
+        """The nearest codewords (float64, shape ``x.shape``): ``decode(encode(x))``."""
+        self._check_fitted()
+        y, shape = _as_blocks(x)
+        k, v, c = self._shapes(y, workers)
+        g = self.gains[self._gain_index(c)]
+        norms = np.sqrt(8.0 * np.asarray(self.shells, dtype=np.float64))[k]
+        return (v * (g / norms)[:, None]).reshape(shape + (24,))
+
+    def encode(self, x, *, workers=None) -> np.ndarray:
+        """Codes (int64, shape ``x.shape[:-1] + (2,)``): shape index, gain index."""
+        self._check_fitted()
+        y, shape = _as_blocks(x)
+        k, v, c = self._shapes(y, workers)
+        out = np.empty((len(y), 2), dtype=np.int64)
+        vi = v.astype(np.int64)
+        for j, cb in enumerate(self._codebooks):
+            sel = k == j
+            if sel.any():
+                out[sel, 0] = cb.index(vi[sel]) + self._offsets[j]
+        out[:, 1] = self._gain_index(c)
+        return out.reshape(shape + (2,))
+
+    def decode(self, codes) -> np.ndarray:
+        """Codewords (float64, shape ``codes.shape[:-1] + (24,)``) of ``(..., 2)`` codes."""
+        self._check_fitted()
+        c = _as_codes(codes, "codes", last=2)
+        flat = c.reshape(-1, 2)
+        _check_range(flat[:, 0], self.shape_size, "codes[..., 0]")
+        _check_range(flat[:, 1], self.gain_levels, "codes[..., 1]")
+        offs = np.asarray(self._offsets, dtype=np.int64)
+        k = np.searchsorted(offs, flat[:, 0], side="right") - 1
+        out = np.empty((len(flat), 24))
+        for j, cb in enumerate(self._codebooks):
+            sel = k == j
+            if sel.any():
+                v = cb.point(flat[sel, 0] - offs[j]).astype(np.float64)
+                out[sel] = v * (self.gains[flat[sel, 1]] / math.sqrt(8.0 * self.shells[j]))[:, None]
+        return out.reshape(c.shape[:-1] + (24,))
+
+    def pack(self, codes) -> np.ndarray:
+        """One int64 per block: ``shape * gain_levels + gain`` (below ``2**(24 * bits_per_dim)``)."""
+        c = _as_codes(codes, "codes", last=2)
+        _check_range(c[..., 0], self.shape_size, "codes[..., 0]")
+        _check_range(c[..., 1], self.gain_levels, "codes[..., 1]")
+        return c[..., 0] * self.gain_levels + c[..., 1]
+
+    def unpack(self, packed) -> np.ndarray:
+        """Inverse of :meth:`pack`: ``(..., 2)`` int64 codes."""
+        p = _as_codes(packed, "packed")
+        _check_range(p, self.shape_size * self.gain_levels, "packed")
+        return np.stack([p // self.gain_levels, p % self.gain_levels], axis=-1)
+
+
+def _as_shells(shells) -> tuple:
+    if isinstance(shells, (numbers.Integral, np.integer)) and not isinstance(shells, bool):
+        shells = (shells,)
+    try:
+        lst = list(shells)
+    except TypeError:
+        raise TypeError(f"shells must be an int or a sequence of ints, got "
+                        f"{type(shells).__name__}") from None
+    if not lst:
+        raise ValueError("shells must not be empty")
+    out = []
+    for m in lst:
+        m = as_index(m, "shells", 4, 56)
+        if m % 2:
+            raise ValueError(f"shells must be even norms (4, 6, 8, ...), got {m}")
+        if m in out:
+            raise ValueError(f"shells holds {m} twice")
+        out.append(m)
+    return tuple(out)
+
+
+# Measured mean of sin^2(angle) between a uniformly random direction and the nearest
+# direction of the shell of each norm (exact shell search, 4000 Gaussian directions
+# per shell, benchmarks/bench_quantizers.py --shell-table).  Filled below.
+SHELL_ANGLE_ERROR: dict = {4: 0.396212, 6: 0.273024, 8: 0.206825, 10: 0.168637, 12: 0.14163, 14: 0.121978, 16: 0.108495, 18: 0.096162, 20: 0.087895, 22: 0.080077, 24: 0.072615, 26: 0.067861, 28: 0.063633, 30: 0.059661, 32: 0.055739, 34: 0.052741, 36: 0.049857, 38: 0.047527, 40: 0.045208, 42: 0.042904, 44: 0.04136, 46: 0.039636, 48: 0.03816, 50: 0.036361, 52: 0.035591, 54: 0.033914, 56: 0.032793}
+
+
+def _gain_distortion(K: int, s: float) -> float:
+    """Lloyd-Max MSE of K levels for the gain r * sqrt(1 - s), r ~ chi(24) (per block)."""
+    return _gain_distortion_cached(int(K), round(float(s), 6))
+
+
+@functools.lru_cache(maxsize=None)
+def _gain_distortion_cached(K, s):
+    # r ~ chi(24) by quantiles (deterministic), scaled by the mean cosine
+    from scipy.stats import chi
+
+    u = (np.arange(20000) + 0.5) / 20000
+    c = chi.ppf(u, 24) * math.sqrt(1.0 - s)
+    lv = _lloyd_max(c, K)
+    mids = 0.5 * (lv[1:] + lv[:-1])
+    return float(np.mean((lv[np.searchsorted(mids, c)] - c) ** 2))
+
+
+def _best_shell(budget: float, K: int | None = None) -> int:
+    best, arg = math.inf, None
+    for m, s in SHELL_ANGLE_ERROR.items():
+        size = shell_count(m)
+        if math.log2(size) > budget + 1e-12:
+            continue
+        k = K if K is not None else min(int(2.0 ** (budget - math.log2(size)) + 1e-9),
+                                        _MAX_GAIN_LEVELS)
+        if k < 1 or math.log2(size) + math.log2(k) > budget + 1e-9:
+            continue
+        d = 24.0 * s + _gain_distortion(k, s)
+        if d < best:
+            best, arg = d, m
+    if arg is None:
+        raise ValueError(f"no shell fits {budget / 24:.4f} bits per dimension")
+    return arg
