@@ -222,8 +222,12 @@ def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
         v = y
     else:
         v = _decoder._chunked(_chunk_fn("nearest"), y, None, pad=_COMPILE["on"])
-    factor = scale / (SQRT8 if coords == "unit" else 1.0)
-    return (v * factor if factor != 1.0 else v).to(x.dtype).reshape(x.shape)
+    # back to the caller's frame exactly as leechlib does it (bitwise-equal results)
+    if scale == 1.0:
+        v = v / SQRT8 if coords == "unit" else v
+    else:
+        v = v * (1.0 / _factor(coords, scale))
+    return v.to(x.dtype).reshape(x.shape)
 
 
 def _torch_minvec(x: Tensor, coords: str):

@@ -176,11 +176,19 @@ def test_nearest_point_op_matches_reference(cpu_backend, nrng, leech, dtype, coo
 
 def test_leechlib_and_torch_decoder_agree(nrng, leech):
     fn, mv = _leechlib_decoders()
+    leechlib_quantize = ops._leechlib_decode()["quantize"]
     y = np.concatenate([nrng.normal(scale=3.0, size=(500, 24)), _hard_points(nrng, leech, 60)])
     a = fn(y, coords="int")
     b = leech_nearest_int(torch.from_numpy(y)).numpy()
     da, db = ((y - a) ** 2).sum(1), ((y - b) ** 2).sum(1)
     np.testing.assert_allclose(da, db, rtol=1e-12, atol=1e-9)
+    for coords, scale in (("unit", 1.0), ("int", 1.0), ("unit", 0.37), ("int", 3.0)):
+        x = torch.from_numpy(nrng.normal(size=(200, 24)))
+        q_leech = torch.from_numpy(
+            fn(x.numpy(), coords=coords) if scale == 1.0
+            else leechlib_quantize(x.numpy(), scale=scale, coords=coords)
+        )
+        assert torch.equal(ops.decode_torch(x, coords, scale), q_leech)  # bitwise, float64
     x = nrng.normal(size=(300, 24))
     va, ia = mv(x, coords="int", return_index=True)
     ib = nearest_minvec_int(torch.from_numpy(x)).numpy()
