@@ -80,7 +80,7 @@ def main(argv=None):
 
     ops.set_decoder_compile(False)
     add("pure-torch decoder, eager", "cpu", args.n, _time(torch_decoder, x_cpu, args.repeat),
-        f"{args.threads} thread(s), float64 core")
+        f"{args.threads} thread(s), fp32 search + fp64 fallback")
     if args.minvec:
         add("pure-torch min. vector, eager", "cpu", args.n,
             _time(ops.nearest_minimal_vector_torch, x_cpu, args.repeat), "")

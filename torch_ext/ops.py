@@ -26,7 +26,8 @@ The functions dispatch to the custom ops ``torch.ops.leech.nearest_point``,
 * every other device (CUDA) runs the pure-torch decoder of
   :mod:`torch_ext._decoder`: the structured algorithm (two cosets, four candidates
   per coordinate, sixteen patterns per MOG column, 64 hexacode words × 2 parities,
-  parity repair by a min-plus DP), vectorised over the batch, in float64.
+  parity repair by a min-plus DP), vectorised over the batch: float64 costs, the
+  256-way search in float32 with a certified float64 fallback (exact either way).
   :func:`set_decoder_compile` turns on ``torch.compile`` of its per-chunk function.
 
 Each op has a fake (meta) kernel, so ``torch.compile`` traces through it, and an
@@ -193,8 +194,15 @@ def set_decoder_compile(enabled: bool, backend: str = "inductor") -> None:
     _COMPILE["backend"] = backend
 
 
+_CHUNK_FNS = {
+    "nearest32": _decoder._leech_nearest_chunk32,
+    "nearest": _decoder._leech_nearest_chunk,
+    "minvec": _decoder._nearest_minvec_chunk,
+}
+
+
 def _chunk_fn(kind: str):
-    base = _decoder._leech_nearest_chunk if kind == "nearest" else _decoder._nearest_minvec_chunk
+    base = _CHUNK_FNS[kind]
     if not _COMPILE["on"]:
         return base
     fn = _COMPILE["fns"].get(kind)
@@ -221,7 +229,8 @@ def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     if y.shape[0] == 0:
         v = y
     else:
-        v = _decoder._chunked(_chunk_fn("nearest"), y, None, pad=_COMPILE["on"])
+        fns = (_chunk_fn("nearest32"), _chunk_fn("nearest"))
+        v = _decoder.leech_nearest_int(y, fns=fns, pad=_COMPILE["on"])
     # back to the caller's frame exactly as leechlib does it (bitwise-equal results)
     if scale == 1.0:
         v = v / SQRT8 if coords == "unit" else v
