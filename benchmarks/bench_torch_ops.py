@@ -81,6 +81,9 @@ def main(argv=None):
     ops.set_decoder_compile(False)
     add("pure-torch decoder, eager", "cpu", args.n, _time(torch_decoder, x_cpu, args.repeat),
         f"{args.threads} thread(s), fp32 search + fp64 fallback")
+    if args.minvec and backend == "leechlib":
+        add("op nearest_minimal_vector (leechlib Numba)", "cpu", args.n,
+            _time(torch_ext.nearest_minimal_vector, x_cpu, args.repeat), f"{args.threads} thread(s)")
     if args.minvec:
         add("pure-torch min. vector, eager", "cpu", args.n,
             _time(ops.nearest_minimal_vector_torch, x_cpu, args.repeat), "")
