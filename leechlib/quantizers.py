@@ -12,9 +12,9 @@ indexed without storing them (:class:`~leechlib.ShellCodebook`,
     A direction from one or more shells of :math:`\Lambda_{24}` (the vector ``v``
     maximising ``<x, v> / ||v||``) and a gain from a scalar codebook of
     ``gain_levels`` values, so that ``x_hat = g * v / ||v||``.  At 2 bits per
-    dimension: the norm-18 shell (2 975 551 488 000 points, 41.44 bits) and 94 gain
-    levels, 47.99 bits per block (see :class:`ShapeGainQuantizer` for the
-    configurations measured).
+    dimension: the norm-24 shell (70 486 236 999 360 points, 46.00 bits) and 3 gain
+    levels, 47.58 bits per block (see :class:`ShapeGainQuantizer` and the user
+    guide for the configurations measured).
 
 Both encoders are exact for their codebook (up to floating-point rounding of
 squared distances): the nearest lattice point (:func:`~leechlib.nearest_point`)
@@ -201,7 +201,7 @@ def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
     return out, dist, visited
 
 
-def _ball_points(y, n_hi, workers=None, *, bisection_steps=6, return_stats=False):
+def _ball_points(y, n_hi, workers=None, *, bisection_steps=3, return_stats=False):
     """Nearest points of norm <= n_hi (integer frame) of the rows of ``y`` (integer frame).
 
     Fast path: the nearest lattice point, when its norm is <= n_hi.  Overload: the
@@ -420,7 +420,7 @@ class BallQuantizer:
     Examples
     --------
     >>> import numpy as np
-    >>> from leechlib import BallQuantizer
+    >>> from leechlib.quantizers import BallQuantizer
     >>> x = np.random.default_rng(0).standard_normal((2000, 24))
     >>> q = BallQuantizer(bits_per_dim=2.0).fit(x)
     >>> q.max_norm, q.size, round(q.bits_per_dim, 5)
@@ -613,10 +613,11 @@ class ShapeGainQuantizer:
     nearest direction of shell ``m`` (:data:`SHELL_ANGLE_ERROR`) and ``D_gain(K)``
     the Lloyd--Max distortion of ``K`` levels for the gains ``r sqrt(1 - s_m)``,
     ``r`` chi-distributed with 24 degrees of freedom.  At 2 bits per dimension it
-    selects the norm-18 shell with 94 gain levels.  Measured on Gaussian data
-    (``benchmarks/bench_quantizers.py``) the candidates at 2 bits per dimension are
-    listed in the user guide; unions of shells measured no better than the best
-    single shell at the same rate.
+    selects the norm-24 shell with 3 gain levels (1.9828 bits per dimension).  The
+    configurations measured on Gaussian data at 2 bits per dimension
+    (``benchmarks/bench_quantizers.py --sweep``) are listed in the user guide:
+    unions of shells were no better than this single shell within the
+    measurement error, and cost one exact shell search per shell.
 
     The shape index of a vector of shell ``shells[k]`` is its
     :class:`~leechlib.ShellCodebook` index plus the sizes of the shells before it.
@@ -630,11 +631,11 @@ class ShapeGainQuantizer:
     Examples
     --------
     >>> import numpy as np
-    >>> from leechlib import ShapeGainQuantizer
+    >>> from leechlib.quantizers import ShapeGainQuantizer
     >>> x = np.random.default_rng(0).standard_normal((2000, 24))
     >>> q = ShapeGainQuantizer(bits_per_dim=2.0).fit(x)
     >>> q.shells, q.gain_levels, round(q.bits_per_dim, 4)
-    ((18,), 94, 1.9997)
+    ((24,), 3, 1.9828)
     >>> codes = q.encode(x[:3])
     >>> codes.shape, codes.dtype
     ((3, 2), dtype('int64'))
@@ -813,24 +814,61 @@ def _as_shells(shells) -> tuple:
     return tuple(out)
 
 
-# Measured mean of sin^2(angle) between a uniformly random direction and the nearest
-# direction of the shell of each norm (exact shell search, 4000 Gaussian directions
-# per shell, benchmarks/bench_quantizers.py --shell-table).  Filled below.
-SHELL_ANGLE_ERROR: dict = {4: 0.396212, 6: 0.273024, 8: 0.206825, 10: 0.168637, 12: 0.14163, 14: 0.121978, 16: 0.108495, 18: 0.096162, 20: 0.087895, 22: 0.080077, 24: 0.072615, 26: 0.067861, 28: 0.063633, 30: 0.059661, 32: 0.055739, 34: 0.052741, 36: 0.049857, 38: 0.047527, 40: 0.045208, 42: 0.042904, 44: 0.04136, 46: 0.039636, 48: 0.03816, 50: 0.036361, 52: 0.035591, 54: 0.033914, 56: 0.032793}
+#: Mean of sin^2 of the angle between a uniformly random direction and the nearest
+#: direction of the shell of each norm (unit coordinates): exact shell search on 4000
+#: random directions per shell, standard errors 0.00006-0.0006
+#: (``benchmarks/bench_quantizers.py --shell-table``).
+SHELL_ANGLE_ERROR: dict = {
+    4: 0.396040,
+    6: 0.271653,
+    8: 0.207476,
+    10: 0.167869,
+    12: 0.141590,
+    14: 0.122428,
+    16: 0.107795,
+    18: 0.096396,
+    20: 0.087405,
+    22: 0.079736,
+    24: 0.073419,
+    26: 0.068157,
+    28: 0.063489,
+    30: 0.059337,
+    32: 0.056046,
+    34: 0.052881,
+    36: 0.049797,
+    38: 0.047473,
+    40: 0.045217,
+    42: 0.043248,
+    44: 0.041065,
+    46: 0.039619,
+    48: 0.037952,
+    50: 0.036468,
+    52: 0.035239,
+    54: 0.033997,
+    56: 0.032742,
+}
 
 
 def _gain_distortion(K: int, s: float) -> float:
     """Lloyd-Max MSE of K levels for the gain r * sqrt(1 - s), r ~ chi(24) (per block)."""
-    return _gain_distortion_cached(int(K), round(float(s), 6))
+    return (1.0 - s) * _chi_gain_distortion(int(K))
 
 
 @functools.lru_cache(maxsize=None)
-def _gain_distortion_cached(K, s):
-    # r ~ chi(24) by quantiles (deterministic), scaled by the mean cosine
+def _chi_gain_distortion(K: int) -> float:
+    """Lloyd-Max MSE of K levels for r ~ chi(24).
+
+    Up to 32 levels: Lloyd's iteration on 4000 quantiles of the distribution;
+    beyond: the Panter-Dite approximation ``(int p^(1/3))^3 / (12 K^2)``.
+    """
     from scipy.stats import chi
 
-    u = (np.arange(20000) + 0.5) / 20000
-    c = chi.ppf(u, 24) * math.sqrt(1.0 - s)
+    if K > 32:
+        r = np.linspace(1e-6, 12.0, 24001)
+        f = chi.pdf(r, 24) ** (1.0 / 3.0)
+        integral = float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(r)))
+        return integral**3 / (12.0 * K * K)
+    c = chi.ppf((np.arange(4000) + 0.5) / 4000, 24)
     lv = _lloyd_max(c, K)
     mids = 0.5 * (lv[1:] + lv[:-1])
     return float(np.mean((lv[np.searchsorted(mids, c)] - c) ** 2))
