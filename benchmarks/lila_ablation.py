@@ -19,11 +19,13 @@ Configurations
 --------------
 ``--config cpu``  a 2-layer, d_model 48, context 64 model, 600 steps of 16 windows,
     byte tokenizer, Shakespeare with a 5 % validation split (one play, 126 k
-    characters); 2 processes of 1 thread.  About 10 minutes on a 2-core machine.
-    The alignment loss uses the ``"frame"`` directions (max ``|cos|`` with the 24
-    orthonormal axes, the form of the published LILA auxiliary loss): the exact
-    ``"minimal"`` one (196 560 Leech directions) costs about 1 ms per 24-block on
-    these CPUs, i.e. >2 s per step here.
+    characters); 2 processes of 1 thread.  About 9 minutes on a 2-core machine.
+    The alignment loss uses the ``"frame"`` directions (``|cos|`` of each 24-block of
+    the last hidden state with its nearest coordinate axis, the form of the published
+    LILA auxiliary loss), weight 0.01.  ``--align-directions minimal`` uses the model's
+    default, the nearest of the 196 560 Leech minimal vectors: exact, but about 0.1 s
+    per step for the 2048 blocks of a batch on one of these cores, which makes the
+    configuration take 20-40 minutes on a shared 2-core machine.
 ``--config gpu``  the ``lila-20m`` / ``lila-20m-learned`` shapes (d_model 384, 12
     layers, context 512, ~20 M parameters), BPE 2048 on Shakespeare (10 % split),
     300 steps of 16 windows, ``"minimal"`` alignment directions, bf16 autocast, one
@@ -200,8 +202,12 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the steps (smoke runs)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes")
     p.add_argument("--cache-dir", default=None, help="token cache root")
+    p.add_argument("--align-directions", choices=["minimal", "frame"], default=None,
+                   help="directions of the alignment loss (default: the configuration's)")
     args = p.parse_args(argv)
     conf = CONFIGS[args.config]
+    if args.align_directions:
+        conf["align_directions"] = args.align_directions
     seeds = args.seeds or conf["seeds"]
     jobs_n = args.jobs or conf["jobs"]
     if seeds < 1 or jobs_n < 1 or (args.steps is not None and args.steps < 1):

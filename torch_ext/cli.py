@@ -103,9 +103,14 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
     try:
         # The final evaluation reads ~0.7 M validation tokens; on CPU it costs about a
         # quarter of the training throughput's time per token, so keep ~30 % for it.
+        # one thread on small machines: torch's threads slow down many times over when
+        # they compete with other processes for two cores
+        import os
+
+        threads = 1 if (os.cpu_count() or 1) <= 2 else None
         cfg = TrainConfig(preset="lila-tiny", data="shakespeare", steps=100_000, warmup=30, lr=2e-3,
                           seed=seed, out=str(run_dir), time_budget=max(1.0, 0.7 * seconds),
-                          eval_batch_size=32, save_every=10**9)
+                          eval_batch_size=64, save_every=10**9, num_threads=threads)
         res = train(cfg, callback=callback)
         from .train import load_checkpoint
 

