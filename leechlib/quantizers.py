@@ -534,15 +534,18 @@ class BallQuantizer:
         s = self._scale()
         y, shape = self._frame(x, s)
         p = _ball_points(y, 8 * self.max_norm, workers)
-        idx = self._int_codebook.index(p.astype(np.int64))
+        with num_threads(workers):
+            idx = self._int_codebook.index(p.astype(np.int64))
         return idx.reshape(shape)
 
-    def decode(self, codes) -> np.ndarray:
+    def decode(self, codes, *, workers=None) -> np.ndarray:
         """Codewords (float64, shape ``codes.shape + (24,)``) of indices in ``[0, size)``."""
         s = self._scale()
         c = _as_codes(codes, "codes")
         _check_range(c, self.size, "codes")
-        return self._int_codebook.point(c).astype(np.float64) * (s / _SQRT8)
+        with num_threads(workers):
+            pts = self._int_codebook.point(c)
+        return pts.astype(np.float64) * (s / _SQRT8)
 
 
 # ---------------------------------------------------------------------------
@@ -705,7 +708,8 @@ class ShapeGainQuantizer:
                 z = y[nz] * (math.sqrt(N) / xn[nz])[:, None]
                 v[nz] = _shell_points(z, N, workers)
             if not nz.all():
-                v[~nz] = self._codebooks[k].point(np.zeros(int((~nz).sum()), dtype=np.int64))
+                with num_threads(workers):
+                    v[~nz] = self._codebooks[k].point(np.zeros(int((~nz).sum()), dtype=np.int64))
             c = (y * v).sum(axis=1) / math.sqrt(N)
             c[~nz] = 0.0
             up = c > best_c
@@ -755,14 +759,15 @@ class ShapeGainQuantizer:
         k, v, c = self._shapes(y, workers)
         out = np.empty((len(y), 2), dtype=np.int64)
         vi = v.astype(np.int64)
-        for j, cb in enumerate(self._codebooks):
-            sel = k == j
-            if sel.any():
-                out[sel, 0] = cb.index(vi[sel]) + self._offsets[j]
+        with num_threads(workers):
+            for j, cb in enumerate(self._codebooks):
+                sel = k == j
+                if sel.any():
+                    out[sel, 0] = cb.index(vi[sel]) + self._offsets[j]
         out[:, 1] = self._gain_index(c)
         return out.reshape(shape + (2,))
 
-    def decode(self, codes) -> np.ndarray:
+    def decode(self, codes, *, workers=None) -> np.ndarray:
         """Codewords (float64, shape ``codes.shape[:-1] + (24,)``) of ``(..., 2)`` codes."""
         self._check_fitted()
         c = _as_codes(codes, "codes", last=2)
@@ -775,7 +780,8 @@ class ShapeGainQuantizer:
         for j, cb in enumerate(self._codebooks):
             sel = k == j
             if sel.any():
-                v = cb.point(flat[sel, 0] - offs[j]).astype(np.float64)
+                with num_threads(workers):
+                    v = cb.point(flat[sel, 0] - offs[j]).astype(np.float64)
                 out[sel] = v * (self.gains[flat[sel, 1]] / math.sqrt(8.0 * self.shells[j]))[:, None]
         return out.reshape(c.shape[:-1] + (24,))
 

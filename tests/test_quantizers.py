@@ -511,3 +511,28 @@ def test_unfitted_and_degenerate():
         BallQuantizer(2.0, scale=1e-12).encode(np.ones(24))
     with pytest.raises(ValueError, match="max_points"):
         BallQuantizer(2.0).fit(np.ones((4, 24)), max_points=0)
+
+
+_NOJIT = r"""
+import numpy as np
+from leechlib.quantizers import _ball_points, _shell_points
+y = np.random.default_rng(0).standard_normal((2, 24)) * 3
+print(repr(_ball_points(y.copy(), 32).tolist()), repr(_shell_points(y[:1].copy(), 48).tolist()))
+"""
+
+
+def test_kernels_agree_without_jit():
+    """NUMBA_DISABLE_JIT=1 runs the same code as plain Python: same points."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = []
+    for flag in ("1", "0"):
+        env = dict(os.environ, NUMBA_DISABLE_JIT=flag)
+        res = subprocess.run([sys.executable, "-c", _NOJIT], capture_output=True, text=True,
+                             cwd=root, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        outs.append(res.stdout)
+    assert outs[0] == outs[1]
