@@ -121,9 +121,10 @@ class TrainConfig:
     device : str, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (default: CUDA if available).
     time_budget : float, optional
-        Seconds of training: the time of steps 3 to 12 is measured and ``steps``
-        lowered to fit (the schedule follows the lowered value); the run also ends
-        when the budget is spent.  Not reproducible.
+        Seconds of training: the mean step time after the first two steps is
+        measured after 10, 20, 40, 80... steps and the run's length re-planned to
+        fit (at most ``steps``; the schedule follows); the run also ends when the
+        budget is spent.  Not reproducible.
     attention, kernel, kernel_seed, align_weight, align_directions, d_model, n_layer, n_head, block_size, dropout, shared_qk
         ``LilaConfig`` overrides (``None``: the preset's value).
     """
@@ -793,10 +794,10 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
                 fit = None
                 if t_train >= cfg.time_budget:  # out of time (also before calibrating)
                     fit = step
-                elif done_here == _WARM_STEPS + _CALIBRATION_STEPS:
-                    per_step = (t_train - t_warm) / _CALIBRATION_STEPS
-                    fit = step + int((cfg.time_budget - t_train) / per_step)
-                if fit is not None and fit < total_steps:
+                elif _is_calibration_step(done_here - _WARM_STEPS):
+                    per_step = (t_train - t_warm) / (done_here - _WARM_STEPS)
+                    fit = min(cfg.steps, step + int((cfg.time_budget - t_train) / per_step))
+                if fit is not None and fit != total_steps:
                     total_steps = max(step, fit)
                     end_step = total_steps if cfg.stop_at is None else min(cfg.stop_at, total_steps)
             if dist_info.main:
@@ -834,8 +835,16 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
 
 #: steps excluded from the throughput (first-call overheads), when the run is long enough
 _WARM_STEPS = 2
-#: steps after the warm-up ones that measure the step time for ``time_budget``
+#: steps after the warm-up ones that first measure the step time for ``time_budget``
 _CALIBRATION_STEPS = 10
+
+
+def _is_calibration_step(n: int) -> bool:
+    """``time_budget`` re-plans after 10, 20, 40, 80... steps past the warm-up."""
+    if n < _CALIBRATION_STEPS or n % _CALIBRATION_STEPS:
+        return False
+    k = n // _CALIBRATION_STEPS
+    return k & (k - 1) == 0
 
 
 def _throughput(tokens_per_step: int, done: int, t_train: float, t_warm: float | None) -> float:
