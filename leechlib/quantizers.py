@@ -154,13 +154,14 @@ def _subsample(y, max_points):
 
 
 @functools.lru_cache(maxsize=None)
-def _group_patterns():
-    from ._kernels.constrained import group_patterns
+def _mog_tables():
     from .golay import column_pattern, hexacode_words
 
-    g = group_patterns(hexacode_words(), column_pattern())
-    g.flags.writeable = False
-    return g
+    hexa = np.ascontiguousarray(hexacode_words(), dtype=np.int64).ravel()
+    pat = np.ascontiguousarray(column_pattern(), dtype=np.int64).ravel()
+    hexa.flags.writeable = False
+    pat.flags.writeable = False
+    return hexa, pat
 
 
 @functools.lru_cache(maxsize=16)
@@ -196,7 +197,7 @@ def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
             constrained_kernel(np.ascontiguousarray(y, dtype=np.float64), int(n_lo), int(n_hi),
                                np.ascontiguousarray(ts, dtype=np.float64),
                                np.ascontiguousarray(ub_pt, dtype=np.float64),
-                               np.ascontiguousarray(has_ub), _group_patterns(), vals, nv, step,
+                               np.ascontiguousarray(has_ub), *_mog_tables(), vals, nv, step,
                                vpar, out, dist, visited)
     return out, dist, visited
 
@@ -264,7 +265,10 @@ def _shell_points(y, n_int, workers=None, *, return_stats=False):
     visited = np.zeros(len(y), dtype=np.int64)
     if miss.any():
         ym = y[miss]
-        pts, dist, vis = _search(ym, n_int, n_int, np.ones((len(ym), 1)), workers=workers)
+        # two-sided Lagrangian bounds (t = 0.93 and 1.07, i.e. lambda of both signs,
+        # both valid for an equality constraint): half the cosets visited of t = 1
+        ts = np.tile(np.array([0.93, 1.07]), (len(ym), 1))
+        pts, dist, vis = _search(ym, n_int, n_int, ts, workers=workers)
         if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
             raise RuntimeError("constrained search found no shell point")
         p[miss] = pts
@@ -696,8 +700,12 @@ class ShapeGainQuantizer:
     def _shapes(self, y, workers):
         """Best direction per row: (shell number, int-frame vector, projection c)."""
         n = len(y)
-        xn = np.sqrt((y * y).sum(axis=1))
-        nz = xn > 0
+        # directions u = y / ||y||, computed without under/overflow
+        amax = np.abs(y).max(axis=1)
+        nz = amax > 0
+        u = np.zeros_like(y)
+        u[nz] = y[nz] / amax[nz, None]
+        u[nz] /= np.sqrt((u[nz] * u[nz]).sum(axis=1))[:, None]
         best_c = np.full(n, -np.inf)
         best_k = np.zeros(n, dtype=np.int64)
         best_v = np.zeros((n, 24))
@@ -705,7 +713,7 @@ class ShapeGainQuantizer:
             N = 8 * m
             v = np.zeros((n, 24))
             if nz.any():
-                z = y[nz] * (math.sqrt(N) / xn[nz])[:, None]
+                z = u[nz] * math.sqrt(N)
                 v[nz] = _shell_points(z, N, workers)
             if not nz.all():
                 with num_threads(workers):

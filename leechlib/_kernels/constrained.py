@@ -80,7 +80,7 @@ from numba import prange
 
 from .._jit import jit, pjit
 
-__all__ = ["class_tables", "group_patterns", "constrained_kernel", "constrained_reference"]
+__all__ = ["class_tables", "constrained_kernel", "constrained_reference"]
 
 _INF = np.inf
 
@@ -156,22 +156,38 @@ def _column_tables(y, t, vals, nv, vpar, m, col, cpar):
     ``(t y_i - v)^2`` over the class values (pattern P: bit r is u at row r);
     ``cpar[eps, 16 j + P]``: the parity of the sum of k at those minima;
     ``col[eps, 1, 16 j + P]``: the cheapest change of that parity (inf if none).
+    ``m`` (24, 4, 3) scratch: per (i, c) the least cost, its parity, the parity
+    change penalty.  Consecutive values of a class alternate the parity of k, so
+    the best value of the other parity is a neighbour of the nearest one.
     """
     for i in range(24):
         z = t * y[i]
         for c in range(4):
-            m0 = _INF
-            m1 = _INF
-            for k in range(nv[c]):
-                d = z - vals[c, k]
+            n = nv[c]
+            if n == 0:
+                m[i, c, 0] = _INF
+                m[i, c, 1] = 0.0
+                m[i, c, 2] = _INF
+                continue
+            k0 = int(np.floor((z - vals[c, 0]) * 0.25 + 0.5))
+            if k0 < 0:
+                k0 = 0
+            elif k0 > n - 1:
+                k0 = n - 1
+            d = z - vals[c, k0]
+            d0 = d * d
+            d1 = _INF
+            if k0 > 0:
+                d = z - vals[c, k0 - 1]
+                d1 = d * d
+            if k0 < n - 1:
+                d = z - vals[c, k0 + 1]
                 d = d * d
-                if vpar[c, k] == 0:
-                    if d < m0:
-                        m0 = d
-                elif d < m1:
-                    m1 = d
-            m[i, c, 0] = m0
-            m[i, c, 1] = m1
+                if d < d1:
+                    d1 = d
+            m[i, c, 0] = d0
+            m[i, c, 1] = vpar[c, k0]
+            m[i, c, 2] = d1 - d0 if d1 < _INF else _INF
     for eps in range(2):
         for j in range(6):
             for pat in range(16):
@@ -181,15 +197,9 @@ def _column_tables(y, t, vals, nv, vpar, m, col, cpar):
                 for r in range(4):
                     i = 4 * j + r
                     c = eps + 2 * ((pat >> r) & 1)
-                    m0 = m[i, c, 0]
-                    m1 = m[i, c, 1]
-                    if m1 < m0:
-                        s += m1
-                        par ^= 1
-                        f = m0 - m1
-                    else:
-                        s += m0
-                        f = m1 - m0 if m1 < _INF else _INF
+                    s += m[i, c, 0]
+                    par ^= int(m[i, c, 1])
+                    f = m[i, c, 2]
                     if f < fl:
                         fl = f
                 col[eps, 0, 16 * j + pat] = s
@@ -330,12 +340,17 @@ def _heap_pop(hk, hv, n):
 
 
 @jit
-def _solve_one(y, n_lo, n_hi, ts, ub_pt, has_ub, gpat, vals, nv, step, vpar, out):
+def _solve_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, vals, nv, step, vpar, out):
     """Constrained nearest point of one point; returns (distance, cosets visited).
 
-    Cosets are indexed ``g * 64 + tops`` with the group ``g = (eps * 64 + h) * 2 + pi``
-    (hexacode word h, Golay parity pi) and ``tops`` the six top bits (popcount = pi).
-    ``gpat[((h * 2 + pi) * 6 + j) * 2 + t]`` is the pattern of column j.
+    Cosets are (eps, hexacode word h, Golay parity pi, top bits) and are numbered
+    ``g * 64 + tops`` with the group ``g = (eps * 64 + h) * 2 + pi``; the pattern of
+    column j is ``pat[(hexa[6 h + j] * 2 + pi) * 2 + (bit j of tops)]`` and
+    ``popcount(tops) = pi``.  One heap holds groups (value ``-1 - g``, key: the
+    group bound, the sum over columns of the cheaper top bit, parities ignored) and
+    cosets (value ``g * 64 + tops``, key: the coset bound); popping a group pushes
+    its cosets, popping a coset runs its DP.  Every key is a lower bound of the
+    distances it stands for, so stopping at the first key ``>= best`` is exact.
     """
     K = vals.shape[1]
     T = ts.shape[0]
@@ -348,9 +363,10 @@ def _solve_one(y, n_lo, n_hi, ts, ub_pt, has_ub, gpat, vals, nv, step, vpar, out
         ynorm += y[i] * y[i]
     slack = 1e-9 * (1.0 + ynorm + n_hi)
     # Lagrangian column tables for each t
-    m = np.empty((24, 4, 2))
+    m = np.empty((24, 4, 3))
     col = np.empty((T, 2, 2, 96))
     cpar = np.empty((T, 2, 96), dtype=np.int64)
+    cmin = np.empty((T, 2, 6, 4, 2))
     amul = np.empty(T)
     acon = np.empty(T)
     for r in range(T):
@@ -360,27 +376,13 @@ def _solve_one(y, n_lo, n_hi, ts, ub_pt, has_ub, gpat, vals, nv, step, vpar, out
         amul[r] = 1.0 / t
         acon[r] = (1.0 - t) * ynorm - lam * n_ref
         _column_tables(y, t, vals, nv, vpar, m, col[r], cpar[r])
-    # group bounds: per column the cheaper of its two top bits, parities ignored
-    glb = np.empty(256)
-    for g in range(256):
-        eps = g // 128
-        hp = g % 128
-        if eps == 1 and n_hi < 24:
-            glb[g] = _INF
-            continue
-        val = -_INF
-        for r in range(T):
-            s = 0.0
+        for eps in range(2):
             for j in range(6):
-                o = 16 * j
-                e0 = col[r, eps, 0, o + gpat[(hp * 6 + j) * 2]]
-                e1 = col[r, eps, 0, o + gpat[(hp * 6 + j) * 2 + 1]]
-                s += e0 if e0 < e1 else e1
-            v = amul[r] * s + acon[r]
-            if v > val:
-                val = v
-        glb[g] = val
-    gorder = np.argsort(glb, kind="mergesort")
+                for sym in range(4):
+                    for pi in range(2):
+                        e0 = col[r, eps, 0, 16 * j + pat[(sym * 2 + pi) * 2]]
+                        e1 = col[r, eps, 0, 16 * j + pat[(sym * 2 + pi) * 2 + 1]]
+                        cmin[r, eps, j, sym, pi] = e0 if e0 < e1 else e1
     best = _INF
     if has_ub:
         d = 0.0
@@ -389,28 +391,47 @@ def _solve_one(y, n_lo, n_hi, ts, ub_pt, has_ub, gpat, vals, nv, step, vpar, out
             d += e * e
             out[i] = ub_pt[i]
         best = d
+    hk = np.empty(8192 + 256)
+    hv = np.empty(8192 + 256, dtype=np.int64)
+    nh = 0
+    n_eps = 2 if n_hi >= 24 else 1
+    for g in range(128 * n_eps):
+        eps = g // 128
+        h = (g % 128) // 2
+        pi = g % 2
+        val = -_INF
+        for r in range(T):
+            sg = 0.0
+            for j in range(6):
+                sg += cmin[r, eps, j, hexa[6 * h + j], pi]
+            v = amul[r] * sg + acon[r]
+            if v > val:
+                val = v
+        if val < best + slack:
+            nh = _heap_push(hk, hv, nh, val, -1 - g)
     S = n_hi // 4 + 1
     buf = np.empty((2, S + 1, 2))
     choice = np.zeros((24, S + 1, 2), dtype=np.int64)
     suf = np.empty(25)
     vout = np.empty(24, dtype=np.int64)
-    hk = np.empty(8192)
-    hv = np.empty(8192, dtype=np.int64)
-    nh = 0
-    gi = 0
+    colpat = np.empty(12, dtype=np.int64)
     visited = 0
-    while True:
-        nextg = glb[gorder[gi]] if gi < 256 else _INF
-        top = hk[0] if nh > 0 else _INF
-        if (nextg if nextg < top else top) >= best + slack:
+    while nh > 0:
+        key = hk[0]
+        item = hv[0]
+        if key >= best + slack:
             break
-        if nextg <= top:
-            # expand group gorder[gi]: push its cosets whose bound may beat best
-            g = gorder[gi]
-            gi += 1
+        nh = _heap_pop(hk, hv, nh)
+        if item < 0:
+            # expand a group: push its cosets whose bound may beat best
+            g = -1 - item
             eps = g // 128
-            hp = g % 128
-            pi = hp % 2
+            h = (g % 128) // 2
+            pi = g % 2
+            for j in range(6):
+                base = (hexa[6 * h + j] * 2 + pi) * 2
+                colpat[2 * j] = 16 * j + pat[base]
+                colpat[2 * j + 1] = 16 * j + pat[base + 1]
             for tops in range(64):
                 pc = 0
                 for j in range(6):
@@ -419,46 +440,44 @@ def _solve_one(y, n_lo, n_hi, ts, ub_pt, has_ub, gpat, vals, nv, step, vpar, out
                     continue
                 val = -_INF
                 for r in range(T):
-                    s = 0.0
+                    sc = 0.0
                     par = eps
                     fl = _INF
                     for j in range(6):
-                        o = 16 * j + gpat[(hp * 6 + j) * 2 + ((tops >> j) & 1)]
-                        s += col[r, eps, 0, o]
+                        o = colpat[2 * j + ((tops >> j) & 1)]
+                        sc += col[r, eps, 0, o]
                         par ^= cpar[r, eps, o]
                         f = col[r, eps, 1, o]
                         if f < fl:
                             fl = f
                     if par != 0:
-                        s += fl
-                    v = amul[r] * s + acon[r]
+                        sc += fl
+                    v = amul[r] * sc + acon[r]
                     if v > val:
                         val = v
                 if val < best + slack:
                     nh = _heap_push(hk, hv, nh, val, g * 64 + tops)
             continue
-        cid = hv[0]
-        hk_val = hk[0]
-        nh = _heap_pop(hk, hv, nh)
         visited += 1
-        g = cid // 64
-        tops = cid % 64
+        g = item // 64
+        tops = item % 64
         eps = g // 128
-        hp = g % 128
+        h = (g % 128) // 2
+        pi = g % 2
         w = 0
         for j in range(6):
-            w |= gpat[(hp * 6 + j) * 2 + ((tops >> j) & 1)] << (4 * j)
+            w |= pat[(hexa[6 * h + j] * 2 + pi) * 2 + ((tops >> j) & 1)] << (4 * j)
         if best < _INF:
             d = _coset_dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, cst, order, mincost,
                           best + slack, buf, choice, suf, vout)
         else:
             # no upper bound yet: an unpruned DP is slow, so try the thresholds
-            # bound + 2, + 8, + 32 first (a DP below a threshold is exact among the
+            # bound + 16, + 64 first (a DP below a threshold is exact among the
             # points below it), then none
-            delta = 2.0
+            delta = 16.0
             d = _INF
             while True:
-                thr = hk_val + delta if delta < 100.0 else _INF
+                thr = key + delta if delta < 100.0 else _INF
                 d = _coset_dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, cst, order,
                               mincost, thr, buf, choice, suf, vout)
                 if d < _INF or thr == _INF:
@@ -472,44 +491,22 @@ def _solve_one(y, n_lo, n_hi, ts, ub_pt, has_ub, gpat, vals, nv, step, vpar, out
 
 
 @pjit
-def constrained_kernel(y, n_lo, n_hi, ts, ub_pt, has_ub, gpat, vals, nv, step, vpar, out, dist,
-                       visited):
+def constrained_kernel(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, vals, nv, step, vpar, out,
+                       dist, visited):
     """Rows of ``y`` (n, 24): constrained nearest points into ``out``, distances, cosets visited.
 
     ``ts`` (n, T): the values of t of the Lagrangian bounds (T >= 1; t = 1 is the
     unconstrained bound).  ``ub_pt`` (n, 24) with ``has_ub`` (n,) bool: a feasible
-    starting point per row, if any.  ``gpat``: flat (64 * 2 * 6 * 2) column patterns
-    of (hexacode word, parity, column, top bit), see :func:`group_patterns`.  A row
-    with no feasible point gets ``dist = inf``.
+    starting point per row, if any.  ``hexa``: the 64 hexacode words, flat (64 * 6);
+    ``pat``: the MOG column patterns ``pattern[score, parity, top]``, flat (16).  A
+    row with no feasible point gets ``dist = inf``.
     """
     n = y.shape[0]
     for r in prange(n):
-        d, v = _solve_one(y[r], n_lo, n_hi, ts[r], ub_pt[r], has_ub[r], gpat, vals, nv, step,
-                          vpar, out[r])
+        d, v = _solve_one(y[r], n_lo, n_hi, ts[r], ub_pt[r], has_ub[r], hexa, pat, vals, nv,
+                          step, vpar, out[r])
         dist[r] = d
         visited[r] = v
-
-
-def group_patterns(hexa, pattern):
-    """Flat table ``gpat[((h * 2 + pi) * 6 + j) * 2 + t] = pattern[hexa[h, j], pi, t]``.
-
-    ``hexa``: (64, 6) hexacode words; ``pattern``: the (4, 2, 2) MOG column patterns of
-    (score, parity, top bit).  Codewords are (h, pi, tops) with popcount(tops) = pi.
-    """
-    hexa = np.asarray(hexa, dtype=np.int64)
-    pattern = np.asarray(pattern, dtype=np.int64)
-    out = np.empty((64, 2, 6, 2), dtype=np.int64)
-    for h in range(64):
-        for pi in range(2):
-            for j in range(6):
-                for t in range(2):
-                    out[h, pi, j, t] = pattern[hexa[h, j], pi, t]
-    return out.ravel()
-
-
-# ---------------------------------------------------------------------------
-# numpy reference: the same DP over all 8192 cosets, vectorised over cosets
-# ---------------------------------------------------------------------------
 
 
 def constrained_reference(y, n_lo, n_hi, codewords):
