@@ -257,7 +257,7 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr_ratio: float = 0
     Examples
     --------
     >>> [round(lr_at(s, 10, 2, 1.0, 0.0), 3) for s in (0, 1, 2, 6, 9)]
-    [0.5, 1.0, 1.0, 0.345, 0.024]
+    [0.5, 1.0, 1.0, 0.5, 0.038]
     """
     if step < warmup:
         return lr * (step + 1) / warmup
