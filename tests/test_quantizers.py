@@ -536,3 +536,10 @@ def test_kernels_agree_without_jit():
         assert res.returncode == 0, res.stderr
         outs.append(res.stdout)
     assert outs[0] == outs[1]
+
+
+def test_shape_gain_shapes_are_scale_invariant(sg_q, gauss):
+    x = gauss[1][:20]
+    want = sg_q.encode(x)[:, 0]
+    for s in (1e-300, 1e-5, 1e5, 1e300):
+        assert np.array_equal(sg_q.encode(x * s)[:, 0], want)

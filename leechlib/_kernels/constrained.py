@@ -38,17 +38,25 @@ Search (``constrained_kernel``), for one point
    satisfies) is a lower bound ``LB_c(t)`` of the coset's constrained optimum.  The
    unconstrained minimum over a coset is per-coordinate nearest values of the class
    plus, if the parity of ``sum(k)`` is wrong, the cheapest single change of parity
-   (changing three or more is never cheaper: penalties are >= 0).  It is computed
-   for all 8192 cosets at once through the MOG columns: per (eps, column, 4-bit
-   pattern) the sum, parity and cheapest parity change, then six table lookups per
-   coset.  ``t = 1`` is the plain unconstrained distance; the wrapper passes the
-   values of ``t`` where the dual ``min_c LB_c(t)`` is largest, and the bound used
-   is the maximum over them.
-2. *Upper bound*: a feasible candidate from the wrapper (e.g. the nearest lattice
-   point of ``t y`` for a few ``t`` when it satisfies the constraint), or none.
-3. *Best first*: cosets are visited in increasing lower bound; the search stops at
-   the first coset whose bound is ``>= best`` (all later ones are no better).
-4. *Coset DP*: exact over the coordinates; a partial state is dropped when its cost
+   (changing three or more is never cheaper: penalties are >= 0).  Through the
+   MOG (a codeword is a hexacode word h, a parity pi and six top bits of parity
+   pi; see ``design/decoder.md``) it is six lookups in column tables: per (eps,
+   column, 4-bit pattern) the sum, parity and cheapest parity change.  The wrapper
+   passes one or more values of ``t``; the bound used is the maximum over them
+   (for a ball the ``t`` where the dual ``min_c LB_c(t)`` is largest, found by
+   bisection; for a shell ``t = 0.93`` and ``1.07``, multipliers of both signs).
+2. *Group bound*: the 32 cosets (eps, h, pi, *) share a bound, the sum over the
+   columns of the cheaper of the two top bits (parities ignored), <= every
+   coset bound of the group.
+3. *Upper bound*: a feasible candidate from the wrapper (for a ball the nearest
+   lattice points of ``t y``, ``t < 1``, that fall in the ball), or none.
+4. *Best first*: one heap holds the 256 groups and the cosets of the groups
+   expanded so far, keyed by their bounds.  Popping a group pushes its cosets;
+   popping a coset runs its DP; the search stops when the smallest key is
+   ``>= best`` (everything left is no better).  Without a starting point the
+   first DPs use the thresholds ``key + 16``, ``key + 64`` and then none (a DP
+   below a threshold is exact among the points below it).
+5. *Coset DP*: exact over the coordinates; a partial state is dropped when its cost
    plus the sum of the smallest per-coordinate costs of the remaining coordinates
    (a lower bound of any completion) is ``>= best``: it cannot lead to a strictly
    better point.  Per coordinate, candidate values are visited in increasing cost
