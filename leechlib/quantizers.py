@@ -122,7 +122,14 @@ def _as_blocks(x, name="x"):
 
 
 def _as_codes(codes, name, last=None):
-    arr = codes if isinstance(codes, np.ndarray) else np.asarray(codes)
+    if isinstance(codes, np.ndarray):
+        arr = codes
+    else:
+        try:
+            arr = np.asarray(codes)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be an integer array, got {type(codes).__name__}: "
+                            f"{exc}") from None
     if arr.dtype == object or arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
     if last is not None and (arr.ndim == 0 or arr.shape[-1] != last):
@@ -482,7 +489,7 @@ class BallQuantizer:
         y, shape = _as_blocks(x)
         y *= _SQRT8 / scale
         if np.abs(y).max() >= _MAX_ABS:
-            raise ValueError("x is too large for its scale: |x / scale| must stay below 2**28")
+            raise ValueError("x is too large for the scale: |x| / scale must stay below 3.7e8")
         return y, shape
 
     # ------------------------------------------------------------------ fit
