@@ -267,7 +267,7 @@ def test_ball_round_trip_and_codes(ball_q, gauss):
 
 
 def test_ball_is_the_nearest_codeword(ball_q, gauss):
-    """Ball of norm 26: never farther than the radial fallback, and overload is exact."""
+    """Ball of norm 26, heavy overload: no feasible candidate of the shrink heuristic is nearer."""
     x = gauss[1][:400] * 1.3  # heavy overload
     xh = ball_q.quantize(x)
     d = ((x - xh) ** 2).sum(axis=1)
