@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from ._jit import num_threads
 from ._validation import as_index, check_coords
 from .lattice import SQRT8, _code, shell_count
 
@@ -206,35 +207,37 @@ class ShellCodebook:
             return z.astype(np.int8 if np.abs(z).max(initial=0) <= 127 else np.int16)
         return z / SQRT8
 
-    def point(self, indices) -> np.ndarray:
+    def point(self, indices, *, workers=None) -> np.ndarray:
         """Points of the given indices, shape ``indices.shape + (24,)``.
 
-        Raises ``ValueError`` for an index outside ``[0, size)``.
+        Raises ``ValueError`` for an index outside ``[0, size)``.  ``workers`` as in
+        scipy (``None``: one thread, ``-1``: all cores).
         """
         from ._kernels.shells import unrank_kernel
 
         idx = _as_indices(indices, self.size)
-        flat = idx.ravel()
+        flat = np.ascontiguousarray(idx.ravel())
         out = np.zeros((flat.size, 24), dtype=np.int64)
         if flat.size:
             starts, eps, cls, per_u, _, _ = self._blocks
             t = self._t
-            unrank_kernel(flat, self._N, t.T, t.vals, t.vpar, t.nvals, starts, eps, cls,
-                          per_u, t.class_words, out)
+            with num_threads(workers):
+                unrank_kernel(flat, self._N, t.T, t.vals, t.vpar, t.nvals, starts, eps, cls,
+                              per_u, t.class_words, out)
         return self._out(out.reshape(idx.shape + (24,)))
 
-    def index(self, points) -> np.ndarray:
+    def index(self, points, *, workers=None) -> np.ndarray:
         """Indices of lattice points of this shell, shape ``points.shape[:-1]``.
 
         Raises ``ValueError`` if a point is not a vector of this shell.
         """
         z = _as_points(points, self.coords)
-        r = self._rank_int(z.reshape(-1, 24))
+        r = self._rank_int(z.reshape(-1, 24), workers)
         if r.size and r.min() < 0:
             raise ValueError(f"points are not all vectors of the norm-{self.norm} shell")
         return r.reshape(z.shape[:-1])
 
-    def _rank_int(self, z: np.ndarray) -> np.ndarray:
+    def _rank_int(self, z: np.ndarray, workers=None) -> np.ndarray:
         from ._kernels.shells import rank_kernel
 
         out = np.full(z.shape[0], -1, dtype=np.int64)
@@ -245,8 +248,9 @@ class ShellCodebook:
             starts, _, _, per_u, lookup, _ = self._blocks
             t = self._t
             zz = np.ascontiguousarray(z, dtype=np.int64)
-            rank_kernel(zz, self._N, t.T, t.vals, t.vpar, t.nvals, starts, lookup, per_u,
-                        t.info_set, t.class_of_msg, t.pos_in_class, out)
+            with num_threads(workers):
+                rank_kernel(zz, self._N, t.T, t.vals, t.vpar, t.nvals, starts, lookup, per_u,
+                            t.info_set, t.class_of_msg, t.pos_in_class, out)
             out[~member] = -1
         return out
 
@@ -306,8 +310,11 @@ class BallCodebook:
         return (f"BallCodebook(max_norm={self.max_norm}, coords={self.coords!r}, "
                 f"size={self.size}, bits={self.bits})")
 
-    def point(self, indices) -> np.ndarray:
-        """Points of the given indices, shape ``indices.shape + (24,)``."""
+    def point(self, indices, *, workers=None) -> np.ndarray:
+        """Points of the given indices, shape ``indices.shape + (24,)``.
+
+        ``workers`` as in scipy (``None``: one thread, ``-1``: all cores).
+        """
         idx = _as_indices(indices, self.size)
         flat = idx.ravel()
         out = np.zeros((flat.size, 24), dtype=np.int64)
@@ -317,13 +324,13 @@ class BallCodebook:
             sel = which == k
             if n == 0 or not sel.any():
                 continue
-            out[sel] = self._shells[n].point(flat[sel] - offs[k]).astype(np.int64)
+            out[sel] = self._shells[n].point(flat[sel] - offs[k], workers=workers).astype(np.int64)
         out = out.reshape(idx.shape + (24,))
         if self.coords == "int":
             return out.astype(np.int8)
         return out / SQRT8
 
-    def index(self, points) -> np.ndarray:
+    def index(self, points, *, workers=None) -> np.ndarray:
         """Indices of lattice points of norm at most ``max_norm`` (``ValueError`` otherwise)."""
         z = _as_points(points, self.coords)
         flat = z.reshape(-1, 24)
@@ -334,7 +341,7 @@ class BallCodebook:
             sel = norms == 8 * n
             if n == 0 or not sel.any():
                 continue
-            out[sel] = self._shells[n]._rank_int(flat[sel])
+            out[sel] = self._shells[n]._rank_int(flat[sel], workers)
             out[sel] = np.where(out[sel] >= 0, out[sel] + self.shell_offsets[k], -1)
         if out.size and out.min() < 0:
             raise ValueError(f"points are not all lattice vectors of norm <= {self.max_norm}")

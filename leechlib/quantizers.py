@@ -545,8 +545,7 @@ class BallQuantizer:
         s = self._scale()
         y, shape = self._frame(x, s)
         p = _ball_points(y, 8 * self.max_norm, workers)
-        with num_threads(workers):
-            idx = self._int_codebook.index(p.astype(np.int64))
+        idx = self._int_codebook.index(p.astype(np.int64), workers=workers)
         return idx.reshape(shape)
 
     def decode(self, codes, *, workers=None) -> np.ndarray:
@@ -554,8 +553,7 @@ class BallQuantizer:
         s = self._scale()
         c = _as_codes(codes, "codes")
         _check_range(c, self.size, "codes")
-        with num_threads(workers):
-            pts = self._int_codebook.point(c)
+        pts = self._int_codebook.point(c, workers=workers)
         return pts.astype(np.float64) * (s / _SQRT8)
 
 
@@ -723,8 +721,9 @@ class ShapeGainQuantizer:
                 z = u[nz] * math.sqrt(N)
                 v[nz] = _shell_points(z, N, workers)
             if not nz.all():
-                with num_threads(workers):
-                    v[~nz] = self._codebooks[k].point(np.zeros(int((~nz).sum()), dtype=np.int64))
+                v[~nz] = self._codebooks[k].point(
+                    np.zeros(int((~nz).sum()), dtype=np.int64), workers=workers
+                )
             c = (y * v).sum(axis=1) / math.sqrt(N)
             c[~nz] = 0.0
             up = c > best_c
@@ -774,11 +773,10 @@ class ShapeGainQuantizer:
         k, v, c = self._shapes(y, workers)
         out = np.empty((len(y), 2), dtype=np.int64)
         vi = v.astype(np.int64)
-        with num_threads(workers):
-            for j, cb in enumerate(self._codebooks):
-                sel = k == j
-                if sel.any():
-                    out[sel, 0] = cb.index(vi[sel]) + self._offsets[j]
+        for j, cb in enumerate(self._codebooks):
+            sel = k == j
+            if sel.any():
+                out[sel, 0] = cb.index(vi[sel], workers=workers) + self._offsets[j]
         out[:, 1] = self._gain_index(c)
         return out.reshape(shape + (2,))
 
@@ -795,8 +793,7 @@ class ShapeGainQuantizer:
         for j, cb in enumerate(self._codebooks):
             sel = k == j
             if sel.any():
-                with num_threads(workers):
-                    v = cb.point(flat[sel, 0] - offs[j]).astype(np.float64)
+                v = cb.point(flat[sel, 0] - offs[j], workers=workers).astype(np.float64)
                 out[sel] = v * (self.gains[flat[sel, 1]] / math.sqrt(8.0 * self.shells[j]))[:, None]
         return out.reshape(c.shape[:-1] + (24,))
 
