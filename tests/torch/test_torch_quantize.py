@@ -1,0 +1,439 @@
+"""torch_ext.quantize: LeechQuantizedLinear, quantize_model, bit counts, save/load, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torch_ext.quantize import (
+    METHODS,
+    LeechQuantizedLinear,
+    _ball_points_torch,
+    _e8_table,
+    _shell_union_points_torch,
+    load_quantized,
+    model_bits_report,
+    quantize_model,
+    save_quantized,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAST = dict(max_points=64)
+
+
+def _linear(in_f, out_f, seed=0, bias=True):
+    torch.manual_seed(seed)
+    lin = nn.Linear(in_f, out_f, bias=bias)
+    with torch.no_grad():  # Gaussian weights with rows of different sizes
+        lin.weight.copy_(torch.randn(out_f, in_f) * torch.linspace(0.02, 0.2, out_f)[:, None])
+    return lin
+
+
+def _reference(layer, W):
+    """codes and weights of the leechlib quantizer applied to the padded, scaled blocks."""
+    L, sp = layer.layout, layer.spec
+    P = np.zeros((layer.out_features, L.padded))
+    P[:, : layer.in_features] = W.detach().double().numpy()
+    S = L.expand(layer.scales.double().numpy())  # (out, nblocks)
+    Sx = np.where(S > 0, S, 1.0)
+    x = (P.reshape(layer.out_features, L.nblocks, sp.block) / Sx[:, :, None]).reshape(-1, sp.block)
+    q = layer.quantizer
+    if layer.method == "leech-shape-gain":
+        codes = q.pack(q.encode(x))
+        U = q.decode(q.unpack(layer.codes().reshape(-1).numpy()))
+    else:
+        codes = q.encode(x)
+        U = q.decode(layer.codes().reshape(-1).numpy())
+    What = (U.reshape(layer.out_features, L.nblocks, sp.block) * S[:, :, None]).reshape(
+        layer.out_features, L.padded)[:, : layer.in_features]
+    return codes.reshape(layer.out_features, L.nblocks), What
+
+
+# --------------------------------------------------------------------------- torch decoders
+
+
+def test_torch_unrank_equals_leechlib_ball_and_shell(nrng):
+    from leechlib import BallCodebook, ShellCodebook
+
+    cb = BallCodebook(26, coords="int")
+    edges = [0, cb.size - 1] + [o + d for o in cb.shell_offsets[1:] for d in (-1, 0, 1)]
+    idx = np.concatenate([edges, nrng.integers(0, cb.size, 3000)]).astype(np.int64)
+    got = _ball_points_torch(torch.from_numpy(idx), 26).numpy()
+    np.testing.assert_array_equal(got, cb.point(idx).astype(np.int64))
+    sc = ShellCodebook(24, coords="int")
+    idx = np.concatenate([[0, sc.size - 1], nrng.integers(0, sc.size, 2000)]).astype(np.int64)
+    pts, norms = _shell_union_points_torch(torch.from_numpy(idx), (24,))
+    np.testing.assert_array_equal(pts.numpy(), sc.point(idx).astype(np.int64))
+    assert bool((norms == 24).all())
+
+
+def test_torch_unrank_union_of_shells(nrng):
+    from leechlib import ShellCodebook
+
+    a, b = ShellCodebook(8, coords="int"), ShellCodebook(6, coords="int")
+    idx = np.array([0, a.size - 1, a.size, a.size + b.size - 1, 12345, a.size + 777])
+    pts, norms = _shell_union_points_torch(torch.from_numpy(idx), (8, 6))
+    ref = np.concatenate([a.point(idx[[0, 1, 4]]), b.point(idx[[2, 3, 5]] - a.size)])
+    np.testing.assert_array_equal(pts.numpy()[[0, 1, 4, 2, 3, 5]], ref)
+    assert norms.tolist() == [8, 8, 6, 6, 8, 6]
+
+
+def test_e8_table_is_the_baseline_codebook():
+    from leechlib.baselines import E8Quantizer
+
+    np.testing.assert_array_equal(_e8_table(10, "cpu", torch.float64).numpy(), E8Quantizer().codebook)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("method", ["leech-shape-gain", "leech-ball", "e8"])
+@pytest.mark.parametrize("group", ["row", "tensor", 48])
+def test_dequantized_equals_leechlib_decode_encode(method, group):
+    lin = _linear(72 if group != 48 else 100, 6)
+    q = LeechQuantizedLinear.from_linear(lin, method, 2, group=group, scale_iters=0, **FAST)
+    codes, What = _reference(q, lin.weight)
+    np.testing.assert_array_equal(q.codes().numpy(), codes)  # codes = encode(W / scale)
+    np.testing.assert_allclose(q.dequantize().numpy(), What.astype(np.float32), rtol=1e-6, atol=0)
+    assert q.dequantize(torch.float64).dtype == torch.float64
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_scale_refit_lowers_the_error_and_keeps_decode(method):
+    lin = _linear(96, 8, seed=1)
+    q0 = LeechQuantizedLinear.from_linear(lin, method, 2, scale_iters=0, **FAST)
+    q1 = LeechQuantizedLinear.from_linear(lin, method, 2, scale_iters=2, **FAST)
+    assert q1.stats["mse"] <= q0.stats["mse"] * (1 + 1e-9)
+    mse = float(((q1.dequantize().double() - lin.weight.detach().double()) ** 2).mean())
+    assert mse == pytest.approx(q1.stats["mse"], rel=1e-5)
+    if method != "rtn":  # weights are scale * decode(code) whatever the scales
+        np.testing.assert_allclose(q1.dequantize().numpy(), _reference(q1, lin.weight)[1],
+                                   rtol=1e-6, atol=1e-12)
+
+
+def test_rtn_levels_and_mse_scale():
+    lin = _linear(40, 3, bias=False)
+    q = LeechQuantizedLinear.from_linear(lin, "rtn", 2, scale_iters=0)
+    w, c = q.dequantize().double(), q.codes()
+    s = q.scales.double()
+    np.testing.assert_allclose(w.numpy(), (s * (c.double() - 1.5)).numpy(), rtol=1e-6)
+    # each row's step is the best of the 96-point grid: better than absmax / 1.5
+    W = lin.weight.detach().double()
+    for r in range(3):
+        step = float(W[r].abs().max()) / 1.5
+        k = torch.clamp(torch.floor(W[r] / step + 2), 0, 3)
+        e_absmax = float(((W[r] - step * (k - 1.5)) ** 2).sum())
+        assert float(((W[r] - w[r]) ** 2).sum()) <= e_absmax
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_forward_is_linear_with_the_dequantized_weight(method):
+    lin = _linear(50, 7)
+    q = LeechQuantizedLinear.from_linear(lin, method, 2, **FAST)
+    x = torch.randn(3, 5, 50)
+    w = q.dequantize()
+    assert torch.equal(q(x), F.linear(x, w, q.bias))
+    assert torch.equal(q(x), q(x))  # the cached weight
+    q.cache = False
+    assert torch.equal(q(x), F.linear(x, w, q.bias))
+    xd = x.double()
+    assert torch.equal(q(xd), F.linear(xd, q.dequantize(torch.float64), q.bias.double()))
+    assert q.bias is not lin.bias and torch.equal(q.bias, lin.bias)
+
+
+def test_cache_follows_buffer_changes():
+    q = LeechQuantizedLinear.from_linear(_linear(24, 2), "leech-ball", **FAST)
+    x = torch.randn(1, 24)
+    y = q(x)
+    with torch.no_grad():
+        q.scales.mul_(2)
+    assert torch.allclose(q(x) - q.bias, 2 * (y - q.bias))
+
+
+def test_padding_when_in_features_is_not_a_multiple_of_24():
+    lin = _linear(50, 4)
+    q = LeechQuantizedLinear.from_linear(lin, "leech-shape-gain", **FAST)
+    L = q.layout
+    assert (L.padded, L.nblocks) == (72, 3)
+    assert q.codes().shape == (4, 3) and q.packed.shape == (4, 18)  # 3 x 48 bits
+    assert q.dequantize().shape == (4, 50)
+    # the decoded pad values are dropped, and the pad is coded as zeros
+    codes, What = _reference(q, lin.weight)
+    assert What.shape == (4, 50)
+
+
+def test_bits_report_by_hand():
+    # leech-ball, 50 inputs: 3 blocks of 48 bits per row = 18 bytes, one float16 scale
+    q = LeechQuantizedLinear.from_linear(_linear(50, 4), "leech-ball", **FAST)
+    r = q.bits_report()
+    assert (r["code_bits"], r["scale_bits"], r["gain_bits"]) == (4 * 144, 4 * 16, 0)
+    assert r["bits_per_weight"] == pytest.approx((4 * 144 + 64) / 200)
+    # shape-gain adds its 3 float32 gains
+    q = LeechQuantizedLinear.from_linear(_linear(48, 2), "leech-shape-gain", **FAST)
+    assert q.bits_report()["gain_bits"] == 96
+    assert q.bits_report()["bits_per_weight"] == pytest.approx((2 * 96 + 2 * 16 + 96) / 96)
+    # e8, 20 inputs padded to 24: 3 codes x 16 bits = 6 bytes a row
+    q = LeechQuantizedLinear.from_linear(_linear(20, 3), "e8", **FAST)
+    assert q.packed.shape == (3, 6)
+    assert q.bits_report()["bits_per_weight"] == pytest.approx((3 * 48 + 3 * 16) / 60)
+    # rtn, 30 inputs: 60 bits -> 8 bytes a row; groups of 16: 2 scales a row
+    q = LeechQuantizedLinear.from_linear(_linear(30, 5), "rtn", group=16)
+    assert q.packed.shape == (5, 8) and q.scales.shape == (5, 2)
+    assert q.bits_report()["bits_per_weight"] == pytest.approx((5 * 64 + 10 * 16) / 150)
+    # one scale for the whole layer
+    q = LeechQuantizedLinear.from_linear(_linear(48, 5), "leech-ball", group="tensor", **FAST)
+    assert q.scales.shape == (1, 1)
+    assert q.bits_report()["bits_per_weight"] == pytest.approx((5 * 96 + 16) / 240)
+
+
+def test_zero_rows_and_tiny_scales():
+    lin = _linear(48, 3)
+    with torch.no_grad():
+        lin.weight[1] = 0
+    q = LeechQuantizedLinear.from_linear(lin, "leech-shape-gain", **FAST)
+    assert float(q.scales[1, 0]) == 0.0 and bool((q.dequantize()[1] == 0).all())
+    with torch.no_grad():
+        lin.weight.mul_(1e-9)  # below float16: the scales stay float32
+    q = LeechQuantizedLinear.from_linear(lin, "leech-ball", **FAST)
+    assert q.scales.dtype == torch.float32 and q.bits_report()["scale_bits"] == 3 * 32
+    rel = (q.dequantize() - lin.weight.detach()).pow(2).sum() / lin.weight.detach().pow(2).sum()
+    assert float(rel) < 0.2
+    zero = nn.Linear(24, 2)
+    with torch.no_grad():
+        zero.weight.zero_()
+    assert bool((LeechQuantizedLinear.from_linear(zero, "leech-ball", **FAST).dequantize() == 0).all())
+
+
+def test_extra_repr_and_config():
+    q = LeechQuantizedLinear.from_linear(_linear(24, 2, bias=False), "e8", **FAST)
+    assert "method='e8'" in repr(q) and "bias=False" in repr(q) and "bits_per_weight=2.667" in repr(q)
+    cfg = q.config
+    assert json.loads(json.dumps(cfg)) == cfg
+    assert cfg["params"] == {"max_norm": 10} and cfg["code_bits"] == 16
+    empty = LeechQuantizedLinear.from_config(cfg)
+    assert empty.packed.shape == q.packed.shape and empty.bias is None
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.fixture
+def tiny():
+    from torch_ext import LilaConfig, LilaTransformer
+
+    torch.manual_seed(0)
+    return LilaTransformer(LilaConfig.preset("lila-tiny"))
+
+
+def test_quantize_model_lila_tiny_runs_and_shrinks(tiny):
+    idx = torch.randint(0, 256, (2, 16))
+    dense = model_bits_report(tiny)
+    assert dense.quantized_weights == 0 and dense.total_bits == dense.dense_bits
+    infos = []
+    quantize_model(tiny, 2, "leech-shape-gain", callback=lambda n, i: infos.append((n, i)), **FAST)
+    kinds = {n: type(m).__name__ for n, m in tiny.named_modules()}
+    assert kinds["h.0.mlp.c_fc"] == kinds["h.1.attn.out_proj"] == "LeechQuantizedLinear"
+    assert not any(type(m) is nn.Linear for m in tiny.modules())
+    assert [n for n, _ in infos] == [n for n, m in tiny.named_modules()
+                                     if isinstance(m, LeechQuantizedLinear)]
+    out = tiny(idx, targets=idx)
+    assert bool(torch.isfinite(out.loss))
+    r = model_bits_report(tiny)
+    assert r.quantized_weights == 2 * (2 * 48 * 48 + 2 * 4 * 48 * 48)
+    # 48 bits a block; scales: 16 bits per row of 48 or 192 inputs; 3 float32 gains a layer
+    rows48 = 2 * (48 + 48 + 4 * 48)
+    rows192 = 2 * 48
+    expect = r.quantized_weights * 2 + 16 * (rows48 + rows192) + 8 * 96
+    assert r.quantized_bits == expect
+    assert r.total_bits < 0.45 * r.dense_bits  # embeddings stay float32
+    assert r.total_params == r.quantized_weights + sum(p.numel() for p in tiny.parameters())
+    assert "| **whole model**" in r.to_markdown()
+
+
+def test_quantize_model_skip_and_generic_modules():
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("body", nn.Linear(24, 24))
+    net.add_module("lm_head", nn.Linear(24, 10))
+    quantize_model(net, method="rtn")
+    assert isinstance(net.body, LeechQuantizedLinear) and type(net.lm_head) is nn.Linear
+    quantize_model(net, method="rtn", skip=())
+    assert isinstance(net.lm_head, LeechQuantizedLinear)
+    r = model_bits_report(net)
+    assert r.other_params == 24 + 10  # the biases
+
+
+def test_calibrated_scales_lower_the_weighted_error(tiny):
+    data = torch.randint(0, 256, (4, 32))
+    from torch_ext.quantize import _hessians, _targets
+
+    H = _hessians(tiny, _targets(tiny, ()), data)
+    name = "h.0.mlp.c_fc"
+    lin = tiny.get_submodule(name)
+    q0 = LeechQuantizedLinear.from_linear(lin, "leech-ball", scale_iters=0, hessian=H[name], **FAST)
+    q1 = LeechQuantizedLinear.from_linear(lin, "leech-ball", scale_iters=2, hessian=H[name], **FAST)
+
+    def werr(q):
+        e = (q.dequantize().double() - lin.weight.double())
+        return float(torch.einsum("ri,ij,rj->", e, H[name], e))
+
+    assert werr(q1) <= werr(q0) * (1 + 1e-9)
+    quantize_model(tiny, method="leech-ball", data=[data[:2], data[2:]], **FAST)
+    assert bool(torch.isfinite(tiny(data).logits).all())
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_lila(tiny, tmp_path):
+    quantize_model(tiny, method="leech-ball", **FAST)
+    path = tmp_path / "q.safetensors"
+    save_quantized(tiny, path)
+    back = load_quantized(path)
+    idx = torch.randint(0, 256, (2, 20))
+    with torch.no_grad():
+        assert torch.equal(back(idx).logits, tiny(idx).logits)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("h.0.mlp.c_fc.packed").dtype == torch.uint8
+    assert set(json.loads(meta["quantized_layers"])) == {
+        n for n, m in tiny.named_modules() if isinstance(m, LeechQuantizedLinear)}
+
+
+def test_save_load_generic_model_needs_a_skeleton(tmp_path):
+    torch.manual_seed(0)
+    net = quantize_model(nn.Sequential(nn.Linear(30, 8), nn.ReLU(), nn.Linear(8, 3)),
+                         method="leech-shape-gain", **FAST)
+    path = tmp_path / "net.safetensors"
+    save_quantized(net, path)
+    with pytest.raises(ValueError, match="pass model="):
+        load_quantized(path)
+    back = load_quantized(path, model=nn.Sequential(nn.Linear(30, 8), nn.ReLU(), nn.Linear(8, 3)))
+    x = torch.randn(4, 30)
+    assert torch.equal(back(x), net(x))
+    with pytest.raises(ValueError, match="is 9x30 in the model"):
+        load_quantized(path, model=nn.Sequential(nn.Linear(30, 9), nn.ReLU(), nn.Linear(9, 3)))
+
+
+def test_dequantization_does_not_need_numba(tiny, tmp_path):
+    quantize_model(tiny, method="leech-shape-gain", **FAST)
+    path = tmp_path / "q.safetensors"
+    save_quantized(tiny, path)
+    idx = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        ref = tiny(idx).logits
+    torch.save({"idx": idx, "ref": ref}, tmp_path / "ref.pt")
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import torch\n"
+        "from torch_ext.quantize import load_quantized\n"
+        f"m = load_quantized({str(path)!r})\n"
+        f"d = torch.load({str(tmp_path / 'ref.pt')!r})\n"
+        "with torch.no_grad(): out = m(d['idx']).logits\n"
+        "assert torch.equal(out, d['ref'])\n"
+        "assert 'numba' not in sys.modules or sys.modules['numba'] is None\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_dequantize_and_forward(method):
+    q = LeechQuantizedLinear.from_linear(_linear(50, 6), method, **FAST)
+    w = q.dequantize()
+    qc = q.to("cuda")
+    torch.testing.assert_close(qc.dequantize().cpu(), w, rtol=1e-6, atol=0)
+    x = torch.randn(3, 50)
+    torch.testing.assert_close(qc(x.cuda()).cpu(), F.linear(x, w, q.bias.cpu()), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_nan_or_inf_weights_name_the_layer(tiny):
+    with torch.no_grad():
+        tiny.h[1].mlp.c_proj.weight[0, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"layer 'h\.1\.mlp\.c_proj'.*NaN or inf"):
+        quantize_model(tiny, method="rtn")
+    assert not any(isinstance(m, LeechQuantizedLinear) for m in tiny.modules())  # untouched
+    lin = nn.Linear(24, 2)
+    with torch.no_grad():
+        lin.weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="'enc'.*NaN or inf"):
+        LeechQuantizedLinear.from_linear(lin, "leech-ball", name="enc")
+
+
+def test_codes_beyond_the_codebook(tmp_path):
+    q = LeechQuantizedLinear.from_linear(_linear(24, 2), "leech-ball", **FAST)
+    q.name = "dec"
+    with torch.no_grad():
+        q.packed[1].fill_(255)  # 2**48 - 1 > 280 974 212 784 721 codewords
+    with pytest.raises(ValueError, match=r"'dec'.*beyond the codebook"):
+        q.dequantize()
+    with pytest.raises(ValueError, match="beyond the codebook"):
+        q(torch.randn(1, 24))
+    net = nn.Sequential(nn.Linear(16, 2))
+    quantize_model(net, method="e8", **FAST)
+    path = tmp_path / "bad.safetensors"
+    with torch.no_grad():
+        net[0].packed[0, :2] = 255  # code 65535 > 56 881
+    save_quantized(net, path)
+    with pytest.raises(ValueError, match=r"'0'.*beyond the codebook"):
+        load_quantized(path, model=nn.Sequential(nn.Linear(16, 2)))
+
+
+def test_bad_arguments():
+    lin = _linear(24, 2)
+    with pytest.raises(ValueError, match="unknown quantization method 'gptq'"):
+        quantize_model(nn.Sequential(lin), method="gptq")
+    with pytest.raises(ValueError, match="unknown quantization method"):
+        LeechQuantizedLinear.from_linear(lin, "leech")
+    with pytest.raises(ValueError, match="multiple of the block length 24"):
+        LeechQuantizedLinear.from_linear(lin, "leech-ball", group=16)
+    with pytest.raises(ValueError, match="group must be"):
+        LeechQuantizedLinear.from_linear(lin, "rtn", group="col")
+    with pytest.raises(ValueError, match="bits must be >= 1 and <= 8"):
+        LeechQuantizedLinear.from_linear(lin, "rtn", bits=9)
+    with pytest.raises(ValueError, match="too small for the E8 ball"):
+        LeechQuantizedLinear.from_linear(lin, "e8", bits=0.5)
+    with pytest.raises(ValueError, match="bits_per_dim"):
+        LeechQuantizedLinear.from_linear(lin, "leech-ball", bits=3)
+    with pytest.raises(TypeError, match="torch.nn.Linear"):
+        LeechQuantizedLinear.from_linear(nn.Conv1d(2, 2, 1), "rtn")
+    with pytest.raises(ValueError, match="hessian must be"):
+        LeechQuantizedLinear.from_linear(lin, "rtn", hessian=torch.eye(3))
+
+
+def test_load_rejects_foreign_and_tampered_files(tmp_path, tiny):
+    from safetensors.torch import load_file, save_file
+
+    p = tmp_path / "plain.safetensors"
+    tiny.save(p)
+    with pytest.raises(ValueError, match="not a quantized checkpoint"):
+        load_quantized(p)
+    quantize_model(tiny, method="rtn")
+    q = tmp_path / "q.safetensors"
+    save_quantized(tiny, q)
+    from safetensors import safe_open
+
+    with safe_open(str(q), framework="pt") as f:
+        meta = f.metadata()
+    t = load_file(str(q))
+    t["h.0.attn.v_proj.scales"][0, 0] = float("inf")
+    save_file(t, str(tmp_path / "inf.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="'h.0.attn.v_proj.scales' contains NaN or inf"):
+        load_quantized(tmp_path / "inf.safetensors")
+    with pytest.raises(FileNotFoundError):
+        load_quantized(tmp_path / "missing.safetensors")
