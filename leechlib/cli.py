@@ -270,7 +270,13 @@ def _demo_lila(args):
         return
     yield ""
     yield f"== LILA: training lila-tiny on the embedded Shakespeare corpus for ~{args.seconds} s =="
-    res = demo(seconds=args.seconds)
+    from torch_ext.train import _Progress
+
+    progress = _Progress(enabled=True)  # a progress bar on stderr
+    try:
+        res = demo(seconds=args.seconds, callback=progress)
+    finally:
+        progress.close()
     yield f"validation bits per character: {res['bpc']:.4f} over {res['n_chars']:,} characters"
     yield f"parameters: {res['params_trainable']:,} trainable, {res['params_frozen']:,} frozen"
     yield "sample:"
