@@ -94,6 +94,12 @@ def _file_kb(model, path: Path) -> float:
     return path.stat().st_size / 1000.0
 
 
+def _fmt_rel(v) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.4f}" if v >= 1e-3 else f"{v:.1e}"
+
+
 def table(rows: list[dict], info: dict) -> str:
     head = ("| weights | bits/weight (quantized layers) | bits/param (whole model) | weight MSE "
             "| MSE / mean w² | validation BPC | Δ BPC vs fp32 | quantization time (s) | file (kB) |")
@@ -101,11 +107,39 @@ def table(rows: list[dict], info: dict) -> str:
     base = rows[0]["bpc"]
     for r in rows:
         mse = "—" if r["weight_mse"] is None else f"{r['weight_mse']:.3e}"
-        rel = "—" if r["rel_mse"] is None else f"{r['rel_mse']:.4f}"
+        rel = _fmt_rel(r["rel_mse"])
         tq = "—" if r["seconds"] is None else f"{r['seconds']:.1f}"
         out.append(f"| {r['label']} | {r['bits_per_weight']:.3f} | {r['bits_per_param']:.3f} | {mse} | "
                    f"{rel} | {r['bpc']:.4f} | {r['bpc'] - base:+.4f} | {tq} | {r['file_kb']:.0f} |")
     return "\n".join(out) + "\n\n" + info["note"] + "\n"
+
+
+def rst_table(rows: list[dict], note: str) -> str:
+    """The same table as an rst ``list-table`` (for the user guide)."""
+    base = rows[0]["bpc"]
+    out = [".. list-table::", "   :header-rows: 1", "",
+           "   * - weights", "     - bits/weight (quantized layers)", "     - bits/param (whole model)",
+           "     - MSE / mean w²", "     - validation BPC", "     - Δ BPC", "     - quantization (s)",
+           "     - file (kB)"]
+    for r in rows:
+        rel = _fmt_rel(r["rel_mse"])
+        tq = "—" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        out += [f"   * - {r['label']}", f"     - {r['bits_per_weight']:.3f}",
+                f"     - {r['bits_per_param']:.3f}", f"     - {rel}", f"     - {r['bpc']:.4f}",
+                f"     - {r['bpc'] - base:+.4f}", f"     - {tq}", f"     - {r['file_kb']:.0f}"]
+    return "\n".join(out) + "\n\n" + note + "\n"
+
+
+def update_doc(doc: Path, rows: list[dict], note: str) -> bool:
+    """Replace the text between ``.. results-begin`` and ``.. results-end`` of ``doc``."""
+    text = doc.read_text()
+    b, e = ".. results-begin", ".. results-end"
+    if b not in text or e not in text:
+        return False
+    head, rest = text.split(b, 1)
+    _, tail = rest.split(e, 1)
+    doc.write_text(f"{head}{b}\n\n{rst_table(rows, note)}\n{e}{tail}")
+    return True
 
 
 def main(argv=None) -> int:
@@ -119,7 +153,16 @@ def main(argv=None) -> int:
                    help="blocks per codebook fit (default: leechlib's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--update-doc", default=None, help="rst file whose results block to replace")
+    p.add_argument("--render", default=None, metavar="RESULTS_JSON",
+                   help="only print the tables of a previous run (and --update-doc)")
     args = p.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        print(table(saved["rows"], {"note": saved["note"]}))
+        if args.update_doc and not update_doc(Path(args.update_doc), saved["rows"], saved["note"]):
+            print(f"{args.update_doc}: no results block", file=sys.stderr)
+            return 1
+        return 0
 
     import torch
 
@@ -219,28 +262,21 @@ def main(argv=None) -> int:
             f"embeddings (LM head tied), LayerNorms and frozen kernels are not quantized. "
             f"Trained {ck.step} steps on Shakespeare (byte tokenizer); BPC over the whole "
             f"validation split ({n_chars:,} characters). 2-bit rows: one float16 scale per output row "
-            f"(scale_iters=1), `workers=-1`; times on a shared 2-core CPU.")
+            f"(``scale_iters=1``), ``workers=-1``; times on a shared 2-core CPU.")
     md = table(rows, {"note": note})
     (out / "results.md").write_text(md)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "train": train_info,
+    (out / "results.json").write_text(json.dumps({"rows": rows, "note": note, "train": train_info,
                                                   "checkpoint": str(ckpt_path), "n_chars": n_chars,
                                                   "params": n_params, "linear_weights": n_lin},
                                                  indent=1, default=str))
     print()
     print(md)
     if args.update_doc:
-        doc = Path(args.update_doc)
-        text = doc.read_text()
-        b, e = ".. results-begin", ".. results-end"
-        if b not in text or e not in text:
-            print(f"{doc} has no '{b}' / '{e}' lines: not updated", file=sys.stderr)
+        if update_doc(Path(args.update_doc), rows, note):
+            print(f"updated {args.update_doc}")
         else:
-            head, rest = text.split(b, 1)
-            _, tail = rest.split(e, 1)
-            body = "\n".join("   " + l if l else "" for l in md.splitlines())
-            text = f"{head}{b}\n\n.. code-block:: text\n\n{body}\n\n{e}{tail}"
-            doc.write_text(text)
-            print(f"updated {doc}")
+            print(f"{args.update_doc} has no '.. results-begin' / '.. results-end' lines: not updated",
+                  file=sys.stderr)
     print(f"total {time.perf_counter() - t_all:.0f} s; wrote {out / 'results.md'}, {out / 'results.json'}")
     return 0
 

@@ -269,22 +269,24 @@ def test_quantize_model_skip_and_generic_modules():
     assert r.other_params == 24 + 10  # the biases
 
 
-def test_calibrated_scales_lower_the_weighted_error(tiny):
+@pytest.mark.parametrize("group", ["row", "tensor", 24])
+def test_calibrated_scales_lower_the_weighted_error(tiny, group):
     data = torch.randint(0, 256, (4, 32))
     from torch_ext.quantize import _hessians, _targets
 
     H = _hessians(tiny, _targets(tiny, ()), data)
     name = "h.0.mlp.c_fc"
     lin = tiny.get_submodule(name)
-    q0 = LeechQuantizedLinear.from_linear(lin, "leech-ball", scale_iters=0, hessian=H[name], **FAST)
-    q1 = LeechQuantizedLinear.from_linear(lin, "leech-ball", scale_iters=2, hessian=H[name], **FAST)
+    kw = dict(group=group, hessian=H[name], **FAST)
+    q0 = LeechQuantizedLinear.from_linear(lin, "leech-ball", scale_iters=0, **kw)
+    q1 = LeechQuantizedLinear.from_linear(lin, "leech-ball", scale_iters=2, **kw)
 
     def werr(q):
-        e = (q.dequantize().double() - lin.weight.double())
+        e = q.dequantize().double() - lin.weight.detach().double()
         return float(torch.einsum("ri,ij,rj->", e, H[name], e))
 
     assert werr(q1) <= werr(q0) * (1 + 1e-9)
-    quantize_model(tiny, method="leech-ball", data=[data[:2], data[2:]], **FAST)
+    quantize_model(tiny, method="leech-ball", data=[data[:2], (data[2:],)], **FAST)
     assert bool(torch.isfinite(tiny(data).logits).all())
 
 
