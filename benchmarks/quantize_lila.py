@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", default=None, help="checkpoint file or run directory to reuse")
     p.add_argument("--out", default="runs/quantize-lila", help="output folder")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--no-calibrated", action="store_true", help="skip the calibrated shape-gain row")
     p.add_argument("--max-points", type=int, default=None,
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     if args.ckpt is None:
-        cfg = dict(TRAIN, out=str(out / "run"), num_threads=args.threads)
+        cfg = dict(TRAIN, out=str(out / "run"), num_threads=args.threads, seed=args.seed)
         if args.steps is not None:
             cfg["steps"] = args.steps
             cfg["warmup"] = min(cfg["warmup"], max(1, args.steps // 10))

@@ -50,8 +50,9 @@ Scales are fitted for the mean squared error of the weights:
 
 1. start from the RMS of each scale group (``s0``); the codebook is fitted once per
    layer to the normalised blocks ``w / s0`` (the ball and :math:`E_8` scale by
-   golden-section search, the shape--gain levels by Lloyd--Max; ``max_points``
-   blocks at most), and the scale becomes ``s0 * codebook scale``;
+   golden-section search, the shape--gain levels by Lloyd--Max; on at most
+   ``max_points`` evenly spaced blocks, by default 4000 for the ball, 20000 for
+   shape--gain, 2000 for E8), and the scale becomes ``s0 * codebook scale``;
 2. encode ``w / scale`` (exact nearest codeword);
 3. ``scale_iters`` times: refit each scale by least squares for the codes found,
    ``s = <w, u> / <u, u>`` (``u`` the decoded normalised blocks), keep it where it
@@ -810,7 +811,7 @@ class LeechQuantizedLinear(nn.Module):
     >>> lin = nn.Linear(50, 3)                         # 50 = 2 blocks of 24 + 2: padded
     >>> q = LeechQuantizedLinear.from_linear(lin, "leech-ball", max_points=64)
     >>> q
-    LeechQuantizedLinear(in_features=50, out_features=3, bias=True, method='leech-ball', bits=2.0, group='row', bits_per_weight=3.2)
+    LeechQuantizedLinear(in_features=50, out_features=3, bias=True, method='leech-ball', bits=2, group='row', bits_per_weight=3.2)
     >>> q.packed.shape, q.packed.dtype, q.codes().shape   # 3 blocks x 48 bits = 18 bytes
     (torch.Size([3, 18]), torch.uint8, torch.Size([3, 3]))
     >>> w = q.dequantize()
@@ -822,7 +823,7 @@ class LeechQuantizedLinear(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 method: str = "leech-shape-gain", bits=2.0, group="row",
+                 method: str = "leech-shape-gain", bits=2, group="row",
                  scale_dtype: torch.dtype = torch.float16, params: dict | None = None,
                  cache: bool = True, name: str = "", device=None):
         super().__init__()
@@ -855,7 +856,7 @@ class LeechQuantizedLinear(nn.Module):
 
     # ------------------------------------------------------------ building
     @classmethod
-    def from_linear(cls, linear: nn.Linear, method: str = "leech-shape-gain", bits=2.0, *,
+    def from_linear(cls, linear: nn.Linear, method: str = "leech-shape-gain", bits=2, *,
                     group="row", scale_iters: int = 1, scale_dtype: torch.dtype = torch.float16,
                     max_points: int | None = None, workers: int | None = -1,
                     hessian: Tensor | None = None, cache: bool = True,
