@@ -118,7 +118,7 @@ class _Tables:
         )
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
 def _tables(max_int_norm: int) -> _Tables:
     return _Tables(max_int_norm)
 
@@ -189,7 +189,9 @@ class ShellCodebook:
         self.norm = as_index(norm, "norm", 0, 64)
         self.coords = check_coords(coords)
         self._N = 8 * self.norm
-        self._t = _tables(max(self._N, 8))
+        # one shared table serves every shell up to the 2-bit ball (norm 26, int 208):
+        # a table for a larger norm contains those of all smaller ones
+        self._t = _tables(max(self._N, 8 * 26))
         self._blocks = self._t.blocks(self._N) if self.norm % 2 == 0 else None
         self.size = int(self._blocks[-1]) if self._blocks else 0
         if self.size != shell_count(self.norm):  # pragma: no cover - an invariant

@@ -22,6 +22,15 @@ from .kernel import LeechKernel
 from .losses import AlignmentLoss
 from .model import LilaConfig, LilaOutput, LilaTransformer, ParamCount
 from .ops import nearest_minimal_vector, nearest_point, quantize_ste
+from .quantize import (
+    METHODS,
+    BitsReport,
+    LeechQuantizedLinear,
+    load_quantized,
+    model_bits_report,
+    quantize_model,
+    save_quantized,
+)
 
 __all__ = [
     "nearest_point",
@@ -34,4 +43,11 @@ __all__ = [
     "LilaOutput",
     "LilaTransformer",
     "ParamCount",
+    "quantize_model",
+    "LeechQuantizedLinear",
+    "model_bits_report",
+    "save_quantized",
+    "load_quantized",
+    "BitsReport",
+    "METHODS",
 ]
