@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from ._optimize import golden_min
 from ._validation import as_index, as_real_points
 
 __all__ = ["ScalarQuantizer", "E8Quantizer", "e8_nearest_point", "e8_ball"]
@@ -80,20 +81,8 @@ class ScalarQuantizer:
             lv = step * base
             return float(np.mean((lv[self._nearest(v, lv)] - v) ** 2))
 
-        lo, hi = 1e-3 * sd, 4.0 * sd
-        g = (math.sqrt(5) - 1) / 2
-        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-        fa, fb = mse(a), mse(b)
-        for _ in range(60):
-            if fa < fb:
-                hi, b, fb = b, a, fa
-                a = hi - g * (hi - lo)
-                fa = mse(a)
-            else:
-                lo, a, fa = a, b, fb
-                b = lo + g * (hi - lo)
-                fb = mse(b)
-        levels = ((lo + hi) / 2) * base
+        step, _ = golden_min(mse, 1e-3 * sd, 4.0 * sd, 60)
+        levels = step * base
         if self.kind == "lloyd-max":
             for _ in range(200):
                 idx = self._nearest(v, levels)
@@ -253,20 +242,8 @@ class E8Quantizer:
             self.scale = float(s)
             return float(np.mean((self.decode(self.encode(v)) - v) ** 2))
 
-        lo, hi = 0.3 * rms, 2.0 * rms
-        g = (math.sqrt(5) - 1) / 2
-        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-        fa, fb = mse(a), mse(b)
-        for _ in range(iters):
-            if fa < fb:
-                hi, b, fb = b, a, fa
-                a = hi - g * (hi - lo)
-                fa = mse(a)
-            else:
-                lo, a, fa = a, b, fb
-                b = lo + g * (hi - lo)
-                fb = mse(b)
-        self.scale = float((lo + hi) / 2)
+        s, _ = golden_min(mse, 0.3 * rms, 2.0 * rms, iters)
+        self.scale = float(s)
         return self
 
     def encode(self, x) -> np.ndarray:

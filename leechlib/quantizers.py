@@ -43,6 +43,7 @@ import numbers
 import numpy as np
 
 from ._jit import num_threads
+from ._optimize import golden_min
 from ._validation import as_index
 from .codebook import BallCodebook, ShellCodebook
 from .lattice import shell_count
@@ -374,20 +375,7 @@ def _ball_size(max_norm: int) -> int:
     return 1 + sum(shell_count(n) for n in range(4, max_norm + 1, 2))
 
 
-def _golden(f, lo, hi, iters):
-    g = (math.sqrt(5.0) - 1.0) / 2.0
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = f(a), f(b)
-    for _ in range(iters):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = f(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = f(b)
-    return (a, fa) if fa < fb else (b, fb)
+
 
 
 class BallQuantizer:
@@ -519,7 +507,7 @@ class BallQuantizer:
             return float(np.mean((points(s) * s - y) ** 2))
 
         s0 = rms * math.sqrt(24.0 / self.max_norm)
-        s, f = _golden(mse, 0.4 * s0, 2.0 * s0, iters)
+        s, f = golden_min(mse, 0.4 * s0, 2.0 * s0, iters)
         v = points(s)
         vv = float((v * v).sum())
         if vv > 0:

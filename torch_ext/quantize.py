@@ -110,7 +110,7 @@ import math
 import numbers
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
