@@ -351,7 +351,7 @@ def main(argv=None):
     print(f"Gaussian source, {n_test} test blocks of 24 (fit on {n_train} others), "
           f"one thread, seed {args.seed}\n")
     print(fmt_main(rows, args.bits))
-    print(f"\nfit times (s): " + ", ".join(f"{r['name']} {r['fit']:.1f}" for r in rows))
+    print("\nfit times (s): " + ", ".join(f"{r['name']} {r['fit']:.1f}" for r in rows))
     sections = {"MAIN": fmt_main(rows, args.bits, fmt="rst")}
     if args.sweep:
         srows = run_sweep(args.bits, n_train, n_test // 2, args.seed)

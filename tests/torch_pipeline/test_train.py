@@ -1,6 +1,5 @@
 """Training: resume == uninterrupted, --stop-at, atomic checkpoints, argument checks."""
 
-import os
 from pathlib import Path
 
 import pytest
