@@ -125,6 +125,20 @@ def _repair(dd, lane, h, delta):
 
 
 @jit
+def _candidate_repair(w, lane, g, dd, hexa, hoff, h):
+    """Repair cost (>= 0) of candidate (hexacode word ``w``, lane = 2 eps + pi)."""
+    dv = lane
+    for jj in range(6):
+        dv ^= g[(hoff[6 * w + jj] & 127) + lane]
+    if dv == 0:
+        return 0.0
+    for jj in range(6):
+        h[jj] = hexa[6 * w + jj]
+    rc, _, _, _, _ = _repair(dd, lane, h, dv)
+    return rc
+
+
+@jit
 def _leech_one(y, out, pat, hexa, hoff, fs, js):
     """Nearest point of sqrt(8)*Lambda24 to ``y`` (24 floats); writes ``out``.
 
@@ -151,7 +165,6 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
     hq = js[100:104]
     rho = js[104:120]
     g = js[120:216]
-    D = js[216:472]
     h = js[472:478]
     # 1. reduce modulo 8Z^24: r = y - 8n in [-4, 4) (exact)
     for i in range(24):
@@ -216,13 +229,12 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
                     dd[4 * mi + 1] = df + diff * po
                     dd[4 * mi + 2] = pen[Pt]
                     dd[4 * mi + 3] = df + (1.0 - diff) * po
-    # 4a. lower bounds T (sum of the column minima) and deficits D of all 256
-    #     (word w, lane = 2 eps + pi) at 4w + lane.  hoff[6w + j] = 16j + 4 h_j(w);
-    #     the masks let LLVM drop negative-index checks.
-    b0 = _INF
-    b1 = _INF
-    b2 = _INF
-    b3 = _INF
+    # 4a. lower bounds T (sum of the column minima) of all 256 (word w, lane =
+    #     2 eps + pi) at 4w + lane.  hoff[6w + j] = 16j + 4 h_j(w); the masks let
+    #     LLVM drop negative-index checks.  Deficits are only computed for the
+    #     candidates that survive the bound (4b), not for all 256.
+    tmin = _INF
+    kmin = 0
     for w in range(64):
         o0 = hoff[6 * w] & 127
         o1 = hoff[6 * w + 1] & 127
@@ -230,28 +242,17 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
         o3 = hoff[6 * w + 3] & 127
         o4 = hoff[6 * w + 4] & 127
         o5 = hoff[6 * w + 5] & 127
-        t0 = m[o0] + m[o1] + m[o2] + m[o3] + m[o4] + m[o5]
-        t1 = m[o0 + 1] + m[o1 + 1] + m[o2 + 1] + m[o3 + 1] + m[o4 + 1] + m[o5 + 1]
-        t2 = m[o0 + 2] + m[o1 + 2] + m[o2 + 2] + m[o3 + 2] + m[o4 + 2] + m[o5 + 2]
-        t3 = m[o0 + 3] + m[o1 + 3] + m[o2 + 3] + m[o3 + 3] + m[o4 + 3] + m[o5 + 3]
-        d0 = g[o0] ^ g[o1] ^ g[o2] ^ g[o3] ^ g[o4] ^ g[o5]
-        d1 = g[o0 + 1] ^ g[o1 + 1] ^ g[o2 + 1] ^ g[o3 + 1] ^ g[o4 + 1] ^ g[o5 + 1] ^ 1
-        d2 = g[o0 + 2] ^ g[o1 + 2] ^ g[o2 + 2] ^ g[o3 + 2] ^ g[o4 + 2] ^ g[o5 + 2] ^ 2
-        d3 = g[o0 + 3] ^ g[o1 + 3] ^ g[o2 + 3] ^ g[o3 + 3] ^ g[o4 + 3] ^ g[o5 + 3] ^ 3
         k = (4 * w) & 255
-        T[k] = t0
-        T[k + 1] = t1
-        T[k + 2] = t2
-        T[k + 3] = t3
-        D[k] = d0
-        D[k + 1] = d1
-        D[k + 2] = d2
-        D[k + 3] = d3
-        b0 = min(b0, t0 if d0 == 0 else _INF)
-        b1 = min(b1, t1 if d1 == 0 else _INF)
-        b2 = min(b2, t2 if d2 == 0 else _INF)
-        b3 = min(b3, t3 if d3 == 0 else _INF)
-    best = min(min(b0, b1), min(b2, b3))
+        for ln in range(4):
+            tv = m[o0 + ln] + m[o1 + ln] + m[o2 + ln] + m[o3 + ln] + m[o4 + ln] + m[o5 + ln]
+            T[k + ln] = tv
+            if tv < tmin:
+                tmin = tv
+                kmin = k + ln
+    # An upper bound: the exact cost of the candidate with the least lower bound.
+    # (Any achieved cost works: 4b returns the first minimiser in enumeration
+    # order whatever bound it starts from, see the acceptance rule below.)
+    best = T[kmin] + _candidate_repair(kmin >> 2, kmin & 3, g, dd, hexa, hoff, h)
     # 4b. exact search in enumeration order (eps, w, pi), pruned by the lower bound
     be = -1
     bw = 0
@@ -265,12 +266,7 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
                 tv = T[k + pi]
                 if tv > best:
                     continue
-                dv = D[k + pi]
-                if dv != 0:
-                    for jj in range(6):
-                        h[jj] = hexa[6 * w + jj]
-                    rc, _, _, _, _ = _repair(dd, 2 * e + pi, h, dv)
-                    tv = tv + rc
+                tv = tv + _candidate_repair(w, 2 * e + pi, g, dd, hexa, hoff, h)
                 if tv < best or (tv == best and be < 0):
                     best = tv
                     be = e
