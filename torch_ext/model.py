@@ -253,6 +253,27 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def read_safetensors(path, *, what: str = "checkpoint") -> tuple[dict, dict]:
+    """Metadata and tensors of a safetensors file (on the CPU).
+
+    Raises ``FileNotFoundError`` if there is no file and ``ValueError`` if it is not
+    a readable safetensors file; ``what`` names the file in the messages.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path} is not a readable safetensors {what}: {exc}") from None
+    return meta, tensors
+
+
 class LilaTransformer(nn.Module):
     """Decoder-only transformer with frozen Leech-kernel attention.
 
@@ -423,18 +444,8 @@ class LilaTransformer(nn.Module):
     @classmethod
     def load(cls, path, map_location="cpu") -> "LilaTransformer":
         """Rebuild a model saved by :meth:`save` (``ValueError`` if corrupt or mismatched)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import safe_open
-
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        try:
-            with safe_open(path, framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
+        meta, tensors = read_safetensors(path, what="checkpoint")
         if meta.get("checkpoint") != CHECKPOINT_FORMAT or "lila_config" not in meta:
             raise ValueError(f"{path} is not a LilaTransformer checkpoint (no LILA metadata)")
         try:

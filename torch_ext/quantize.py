@@ -1375,18 +1375,10 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
         Not a quantized checkpoint, a mismatch with ``model``, codes beyond the
         codebook, or non-finite values (messages name the layer or tensor).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
+    from .model import read_safetensors
 
     p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"no quantized checkpoint at {p}")
-    try:
-        with safe_open(p, framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{p} is not a readable safetensors file: {exc}") from None
+    meta, tensors = read_safetensors(p, what="quantized checkpoint")
     if meta.get("checkpoint") != QUANTIZED_FORMAT or "quantized_layers" not in meta:
         raise ValueError(f"{p} is not a quantized checkpoint (format {meta.get('checkpoint')!r})")
     try:
