@@ -21,22 +21,11 @@ import numpy as np
 
 from ._jit import num_threads
 from ._validation import as_index, check_coords
-from .lattice import SQRT8, _code, shell_count
+from .lattice import SQRT8, _class_values, _code, shell_count
 
 __all__ = ["ShellCodebook", "BallCodebook"]
 
 _CLASSES = (0, 8, 12, 16, 24)
-
-
-def _class_values(eps: int, c: int, max_norm: int):
-    off = eps + 2 * c
-    bound = math.isqrt(max_norm) + 8
-    out = []
-    for y in range(-bound, bound + 1):
-        x = off + 4 * y
-        if x * x <= max_norm:
-            out.append((x, y & 1))
-    return sorted(out)
 
 
 class _Tables:
@@ -125,11 +114,7 @@ def _tables(max_int_norm: int) -> _Tables:
 
 def _as_indices(indices, size: int, name: str = "indices") -> np.ndarray:
     arr = np.asarray(indices)
-    if arr.dtype == object or arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(
-            arr == np.floor(arr)
-        ):
-            raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
     if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name} out of range [0, {size})")

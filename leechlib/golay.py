@@ -522,7 +522,8 @@ class GolayCode:
         [0, 1, 2, 3]
         """
         if not hasattr(self, "_sextets"):
-            oct_masks = _pack(_unpack(self.codeword_ints())[self.weight_enumerator_mask(8)])
+            ints = self.codeword_ints()
+            oct_masks = ints[_popcount(ints) == 8]
             out = []
             for rest in itertools.combinations(range(1, 24), 3):
                 t0 = (0,) + rest
@@ -540,10 +541,6 @@ class GolayCode:
                 out.append(sorted(tetrads))
             self._sextets = _readonly(np.array(out, dtype=np.int8))
         return self._sextets
-
-    def weight_enumerator_mask(self, weight: int) -> np.ndarray:
-        """Boolean mask over :meth:`codewords` selecting the words of ``weight``."""
-        return self.codewords().sum(axis=1) == weight
 
     # -------------------------------------------------------------- automorphisms
     def is_automorphism(self, perm) -> bool:
@@ -592,10 +589,7 @@ class GolayCode:
         >>> GolayCode().automorphism_group_order()
         244823040
         """
-        from sympy.combinatorics import Permutation, PermutationGroup
-
-        gens = [Permutation([int(v) for v in g]) for g in self.m24_generators()]
-        return int(PermutationGroup(gens).order())
+        return int(_m24_group().order())
 
     def random_automorphism(self, *, rng=None) -> np.ndarray:
         """A uniformly random element of M24, as a permutation array.
@@ -607,7 +601,7 @@ class GolayCode:
         >>> code.is_automorphism(code.random_automorphism(rng=1))
         True
         """
-        from sympy.combinatorics import Permutation, PermutationGroup
+        from sympy.combinatorics import Permutation
 
         gen = as_rng(rng)
         group = _m24_group()
@@ -618,7 +612,6 @@ class GolayCode:
         for transversal in group.basic_transversals:
             keys = sorted(transversal)
             perm = transversal[keys[int(gen.integers(len(keys)))]] * perm
-        _ = PermutationGroup  # keep the import visible to readers
         return np.array(perm.array_form, dtype=np.intp)
 
 
@@ -644,10 +637,10 @@ def quadratic_residue_code() -> np.ndarray:
     """The Golay code as the extended quadratic-residue code of length 24.
 
     Coordinates are the projective line over GF(23): coordinate 0 is ∞ and
-    coordinate ``1 + k`` is ``k``.  The code is spanned by the translates of
-    ``{∞} ∪ N`` … precisely: by the all-ones word and the 23 translates of the word
-    supported on ``{0} ∪ N``, where N is the set of non-residues, with the parity
-    bit at ∞ (a standard construction, independent of the MOG).
+    coordinate ``1 + k`` is ``k``.  The code is spanned by the all-ones word and the
+    23 translates of the word supported on ``{0} ∪ N`` (N the non-residues mod 23),
+    each extended by its parity bit at ∞: a standard construction, independent of
+    the MOG.
 
     Returns
     -------

@@ -32,9 +32,9 @@ from typing import Iterator
 import numpy as np
 
 from ._validation import as_index, as_rng, check_coords
-from .golay import GolayCode, _popcount, _unpack
+from .golay import GolayCode
 
-__all__ = ["LeechLattice", "theta_series", "shell_count"]
+__all__ = ["LeechLattice", "theta_series", "shell_count", "MINIMAL_SHAPES", "SQRT8"]
 
 SQRT8 = math.sqrt(8.0)
 
@@ -115,6 +115,22 @@ def theta_series(n: int) -> list[int]:
     return out
 
 
+def _class_values(eps: int, u_bit: int, max_norm: int) -> list[tuple[int, int]]:
+    """Values of one coordinate class, ``x = eps + 2*u_bit + 4*y`` with ``x*x <= max_norm``.
+
+    Returns ``(x, y mod 2)`` pairs, ascending in ``x`` (Python ints).  Shared by the
+    structural counts, the shell enumeration and the codebooks.
+    """
+    off = eps + 2 * u_bit
+    bound = math.isqrt(max_norm) + 8
+    out = []
+    for y in range(-bound, bound + 1):
+        x = off + 4 * y
+        if x * x <= max_norm:
+            out.append((x, y & 1))
+    return out
+
+
 def _coordinate_series(eps: int, u_bit: int, max_norm: int):
     """Per-coordinate generating polynomials in q^(x^2), split by parity of y.
 
@@ -122,14 +138,10 @@ def _coordinate_series(eps: int, u_bit: int, max_norm: int):
     the residue class eps + 2*u_bit (mod 4) of each square, split by y mod 2 where
     x = eps + 2*u_bit + 4*y.
     """
-    off = eps + 2 * u_bit
     even = [0] * (max_norm + 1)
     odd = [0] * (max_norm + 1)
-    bound = math.isqrt(max_norm) + 8
-    for y in range(-bound, bound + 1):
-        x = off + 4 * y
-        if x * x <= max_norm:
-            (odd if y % 2 else even)[x * x] += 1
+    for x, p in _class_values(eps, u_bit, max_norm):
+        (odd if p else even)[x * x] += 1
     return even, odd
 
 
@@ -227,21 +239,10 @@ def _vectors_of_norm(values: np.ndarray, n: int, norm: int) -> dict:
     return parts
 
 
-def _class_values(eps: int, u_bit: int, norm: int) -> np.ndarray:
-    off = eps + 2 * u_bit
-    bound = math.isqrt(norm) + 8
-    vals = []
-    for y in range(-bound, bound + 1):
-        x = off + 4 * y
-        if x * x <= norm:
-            vals.append((x, y % 2))
-    return np.array(vals, dtype=np.int64)
-
-
 def _templates(eps: int, w: int, norm: int):
     """Pairs (support part, complement part) of norm `norm` in coset half eps."""
-    sup = _vectors_of_norm(_class_values(eps, 1, norm), w, norm)
-    com = _vectors_of_norm(_class_values(eps, 0, norm), 24 - w, norm)
+    sup = _vectors_of_norm(np.array(_class_values(eps, 1, norm)), w, norm)
+    com = _vectors_of_norm(np.array(_class_values(eps, 0, norm)), 24 - w, norm)
     out = []
     for na, (va, pa) in sup.items():
         nb = norm - na
@@ -692,6 +693,3 @@ class LeechLattice:
             a = np.rint(a * 8.0) / 8.0  # exact: entries are multiples of 1/8
         return a
 
-
-__all__ += ["MINIMAL_SHAPES", "SQRT8"]
-_ = _popcount, _unpack  # re-exported helpers used by sibling modules

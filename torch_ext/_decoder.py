@@ -191,6 +191,23 @@ def _xor_combine(state: torch.Tensor, opt: torch.Tensor) -> torch.Tensor:
 _GAMMA32 = 12.0 * 2.0**-24
 
 
+def _backtrack(args: list, s: torch.Tensor) -> torch.Tensor:
+    """Per-column options (n, 6) of a Z2^2 dynamic programme over the six columns.
+
+    ``args[j - 1]`` (n, 4) holds, for column j = 1..5, the option chosen for each
+    running XOR state; ``s`` (n,) is the required final state.  Column 0 takes
+    whatever state is left.
+    """
+    n = s.shape[0]
+    opts = [None] * 6
+    for j in range(5, 0, -1):
+        o = args[j - 1].gather(1, s.view(n, 1)).squeeze(1)
+        opts[j] = o
+        s = s ^ o
+    opts[0] = s
+    return torch.stack(opts, dim=1)
+
+
 def _leech_nearest_chunk(y: torch.Tensor) -> torch.Tensor:
     """Nearest points (float64 DP throughout)."""
     return _leech_nearest_impl(y, False)[0]
@@ -278,13 +295,7 @@ def _leech_nearest_impl(y: torch.Tensor, fast: bool):
         st = vals
         args.append(arg)
     s = pi + 2 * eps
-    opts = [None] * 6
-    for j in range(5, 0, -1):
-        o = args[j - 1].gather(1, s.view(n, 1)).squeeze(1)
-        opts[j] = o
-        s = s ^ o
-    opts[0] = s
-    opt = torch.stack(opts, dim=1)  # (n, 6)
+    opt = _backtrack(args, s)  # (n, 6)
     t_bits = opt & 1
     rho_want = opt >> 1
     pat = cp[hw, pi.view(n, 1), t_bits]  # (n, 6)
@@ -410,13 +421,7 @@ def _nearest_minvec_chunk(x: torch.Tensor):
         st, arg = cand.max(dim=-1)
         args.append(arg)
     s = pi + 2
-    opts = [None] * 6
-    for j in range(5, 0, -1):
-        o = args[j - 1].gather(1, s.view(n, 1)).squeeze(1)
-        opts[j] = o
-        s = s ^ o
-    opts[0] = s
-    opt = torch.stack(opts, dim=1)  # (n, 6)
+    opt = _backtrack(args, s)  # (n, 6)
     t_bits = opt & 1
     bonus_col = (opt >> 1).argmax(dim=1)  # the column holding the -3
     pat = cp[hw, pi.view(n, 1), t_bits]  # (n, 6)

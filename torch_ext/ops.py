@@ -294,16 +294,19 @@ def _nearest_point_op(x: Tensor, coords: str, scale: float) -> Tensor:
     return _torch_nearest(x, coords, scale)
 
 
-@_nearest_point_op.register_kernel("cpu")
-def _(x, coords, scale):
+def _cpu_nearest(x, coords, scale):
+    """CPU kernel of both decoding ops: leechlib's Numba decoder unless disabled."""
     if cpu_backend() == "leechlib":
         return _leechlib_nearest(x, coords, scale)
     return _torch_nearest(x, coords, scale)
 
 
-@_nearest_point_op.register_fake
-def _(x, coords, scale):
+def _fake_nearest(x, coords, scale):
     return torch.empty_like(x)
+
+
+_nearest_point_op.register_kernel("cpu")(_cpu_nearest)
+_nearest_point_op.register_fake(_fake_nearest)
 
 
 def _setup_none(ctx, inputs, output):
@@ -323,16 +326,8 @@ def _quantize_ste_op(x: Tensor, coords: str, scale: float) -> Tensor:
     return _torch_nearest(x, coords, scale)
 
 
-@_quantize_ste_op.register_kernel("cpu")
-def _(x, coords, scale):
-    if cpu_backend() == "leechlib":
-        return _leechlib_nearest(x, coords, scale)
-    return _torch_nearest(x, coords, scale)
-
-
-@_quantize_ste_op.register_fake
-def _(x, coords, scale):
-    return torch.empty_like(x)
+_quantize_ste_op.register_kernel("cpu")(_cpu_nearest)
+_quantize_ste_op.register_fake(_fake_nearest)
 
 
 def _identity_backward(ctx, grad):
