@@ -139,6 +139,36 @@ def _candidate_repair(w, lane, g, dd, hexa, hoff, h):
 
 
 @jit
+def _option(m, g, dd, mi, B0, r0, e0, B1, r1, e1):
+    """Table entry ``mi`` from the two column options t = 0 (cost B0, p-parity r0,
+    switch penalty e0) and t = 1 (B1, r1, e1): minimum, arg-min option g = t + 2 rho
+    (t = 0 on ties) and the increments of the options g ^ a, a = 0..3.  Branch-free
+    (selects): the comparison is data-dependent and would mispredict half the time."""
+    ts = B1 < B0
+    m[mi] = min(B0, B1)
+    g[mi] = (1 + 2 * r1) if ts else (2 * r0)
+    df = abs(B1 - B0)
+    eo = e0 if ts else e1
+    same = r0 == r1
+    dd[4 * mi] = 0.0
+    dd[4 * mi + 1] = df + (0.0 if same else eo)
+    dd[4 * mi + 2] = e1 if ts else e0
+    dd[4 * mi + 3] = df + (eo if same else 0.0)
+
+
+@jit
+def _column_options(m, g, dd, mi, c0, q0, p0, c1, q1, p1, cx, qx, px, cy, qy, py):
+    """Entries ``mi`` (pi = 0) and ``mi + 1`` (pi = 1) of one column and score.
+
+    Row 0 costs (c0, q0, p0) with bit 0 and (c1, q1, p1) with bit 1; rows 1..3 cost
+    (cx, qx, px) as X_s and (cy, qy, py) as Y_s.  pi = 0 pairs t = 0 with X_s and
+    t = 1 with Y_s; pi = 1 the other way round.
+    """
+    _option(m, g, dd, mi, c0 + cx, q0 ^ qx, min(p0, px), c1 + cy, q1 ^ qy, min(p1, py))
+    _option(m, g, dd, mi + 1, c0 + cy, q0 ^ qy, min(p0, py), c1 + cx, q1 ^ qx, min(p1, px))
+
+
+@jit
 def _leech_one(y, out, pat, hexa, hoff, fs, js):
     """Nearest point of sqrt(8)*Lambda24 to ``y`` (24 floats); writes ``out``.
 
@@ -151,19 +181,10 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
     rr = fs[0:24]  # y reduced mod 8
     cA = fs[24:120]  # cA[24a + i]: best cost for residue a = eps + 2b (mod 4)
     pA = fs[120:216]  # penalty to switch p
-    lc = fs[216:220]  # rows 0, 1 of a column: cost, p-parity, least penalty
-    lp = fs[220:224]
-    hc = fs[224:228]  # rows 2, 3
-    hp = fs[228:232]
-    base = fs[232:248]  # per column pattern P
-    pen = fs[248:264]
     m = fs[264:360]  # m[16j + 4s + 2e + pi]
     dd = fs[360:744]  # dd[4*(m index) + a]
     T = fs[748:1004]  # T[4w + 2e + pi]
     qA = js[0:96]  # best p
-    lq = js[96:100]
-    hq = js[100:104]
-    rho = js[104:120]
     g = js[120:216]
     h = js[472:478]
     # 1. reduce modulo 8Z^24: r = y - 8n in [-4, 4) (exact)
@@ -190,45 +211,70 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
             pA[k] = abs(s2 - o2)
     # 3. column tables per coset.  Per (column j, score s, lane = 2 eps + pi) at
     #    mi = 16j + 4s + lane: the minimum m, its option g (t + 2 rho) and the
-    #    increments dd[4 mi + a] of the options g ^ a.
+    #    increments dd[4 mi + a] of the options g ^ a.  Column patterns (rows
+    #    labelled 0..3, score = XOR of the labels of the set rows): rows 1..3 form
+    #    X_s (even, {}, {2,3}, {1,3}, {1,2} for s = 0..3) or its complement Y_s
+    #    (odd); pi = 0 pairs t = 0 with X_s and t = 1 with Y_s, pi = 1 pairs t = 0
+    #    with Y_s and t = 1 with X_s (``column_pattern``; a test checks the match).
+    #    Everything is kept in scalars (cost c, p-parity q, switch penalty p per
+    #    row r and bit b) so that LLVM keeps it in registers.
     for e in range(2):
         for j in range(6):
-            i0 = 4 * j
-            for x in range(4):
-                k0 = 24 * (e + 2 * (x & 1)) + i0
-                k1 = 24 * (e + (x & 2)) + i0 + 1
-                lc[x] = cA[k0] + cA[k1]
-                lq[x] = qA[k0] ^ qA[k1]
-                lp[x] = min(pA[k0], pA[k1])
-                hc[x] = cA[k0 + 2] + cA[k1 + 2]
-                hq[x] = qA[k0 + 2] ^ qA[k1 + 2]
-                hp[x] = min(pA[k0 + 2], pA[k1 + 2])
-            for hi in range(4):
-                for lo in range(4):
-                    base[4 * hi + lo] = lc[lo] + hc[hi]
-                    rho[4 * hi + lo] = lq[lo] ^ hq[hi]
-                    pen[4 * hi + lo] = min(lp[lo], hp[hi])
-            for s in range(4):
-                for pi in range(2):
-                    P0 = pat[4 * s + 2 * pi]
-                    P1 = pat[4 * s + 2 * pi + 1]
-                    B0 = base[P0]
-                    B1 = base[P1]
-                    # branch-free: the cheaper top bit (0 on ties) and the other one
-                    ts = np.int64(B1 < B0)
-                    Pt = P0 ^ (ts * (P0 ^ P1))
-                    Po = P0 ^ P1 ^ Pt
-                    rs = rho[Pt]
-                    po = pen[Po]
-                    df = abs(B1 - B0)
-                    diff = float(rs ^ rho[Po])
-                    mi = 16 * j + 4 * s + 2 * e + pi
-                    m[mi] = min(B0, B1)
-                    g[mi] = ts + 2 * rs
-                    dd[4 * mi] = 0.0
-                    dd[4 * mi + 1] = df + diff * po
-                    dd[4 * mi + 2] = pen[Pt]
-                    dd[4 * mi + 3] = df + (1.0 - diff) * po
+            k0 = 24 * e + 4 * j
+            k1 = k0 + 48
+            c00 = cA[k0]
+            c01 = cA[k1]
+            c10 = cA[k0 + 1]
+            c11 = cA[k1 + 1]
+            c20 = cA[k0 + 2]
+            c21 = cA[k1 + 2]
+            c30 = cA[k0 + 3]
+            c31 = cA[k1 + 3]
+            q00 = qA[k0]
+            q01 = qA[k1]
+            q10 = qA[k0 + 1]
+            q11 = qA[k1 + 1]
+            q20 = qA[k0 + 2]
+            q21 = qA[k1 + 2]
+            q30 = qA[k0 + 3]
+            q31 = qA[k1 + 3]
+            p00 = pA[k0]
+            p01 = pA[k1]
+            p10 = pA[k0 + 1]
+            p11 = pA[k1 + 1]
+            p20 = pA[k0 + 2]
+            p21 = pA[k1 + 2]
+            p30 = pA[k0 + 3]
+            p31 = pA[k1 + 3]
+            mb = 16 * j + 2 * e
+            # s = 0: X = {}, Y = {1, 2, 3}
+            _column_options(
+                m, g, dd, mb,
+                c00, q00, p00, c01, q01, p01,
+                c10 + c20 + c30, q10 ^ q20 ^ q30, min(p10, min(p20, p30)),
+                c11 + c21 + c31, q11 ^ q21 ^ q31, min(p11, min(p21, p31)),
+            )
+            # s = 1: X = {2, 3}, Y = {1}
+            _column_options(
+                m, g, dd, mb + 4,
+                c00, q00, p00, c01, q01, p01,
+                c10 + c21 + c31, q10 ^ q21 ^ q31, min(p10, min(p21, p31)),
+                c11 + c20 + c30, q11 ^ q20 ^ q30, min(p11, min(p20, p30)),
+            )
+            # s = 2: X = {1, 3}, Y = {2}
+            _column_options(
+                m, g, dd, mb + 8,
+                c00, q00, p00, c01, q01, p01,
+                c11 + c20 + c31, q11 ^ q20 ^ q31, min(p11, min(p20, p31)),
+                c10 + c21 + c30, q10 ^ q21 ^ q30, min(p10, min(p21, p30)),
+            )
+            # s = 3: X = {1, 2}, Y = {3}
+            _column_options(
+                m, g, dd, mb + 12,
+                c00, q00, p00, c01, q01, p01,
+                c11 + c21 + c30, q11 ^ q21 ^ q30, min(p11, min(p21, p30)),
+                c10 + c20 + c31, q10 ^ q20 ^ q31, min(p10, min(p20, p31)),
+            )
     # 4a. lower bounds T (sum of the column minima) of all 256 (word w, lane =
     #     2 eps + pi) at 4w + lane.  hoff[6w + j] = 16j + 4 h_j(w); the masks let
     #     LLVM drop negative-index checks.  Deficits are only computed for the
