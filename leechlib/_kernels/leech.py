@@ -51,11 +51,12 @@ _INF = np.inf
 
 
 @jit
-def _repair(dd, lane, h, delta):
+def _repair(dd, lane, hoff, w, delta):
     """Cheapest change of the per-column options that adds ``delta`` (non-zero) in Z2^2.
 
     Column j may move from its best option g_j to g_j ^ a (a in Z2^2 minus 0) at cost
-    ``dd[64*j + 16*h[j] + 4*lane + a] >= 0`` (lane = 2 eps + pi), and the moves must add up to delta.  Claim:
+    ``dd[64*j + 16*h_j + 4*lane + a] >= 0`` (lane = 2 eps + pi, h = hexacode word w,
+    ``hoff[6w + j] = 16j + 4 h_j``), and the moves must add up to delta.  Claim:
     an optimal set of moves uses one column (a = delta) or two (a ^ a' = delta).
     Proof: take any multiset of non-zero elements of Z2^2 summing to delta != 0.
     If it contains delta, that element alone sums to delta.  Otherwise all its
@@ -81,7 +82,7 @@ def _repair(dd, lane, h, delta):
     c2 = _INF
     c2j = -1
     for j in range(6):
-        o = 64 * j + 16 * h[j] + 4 * lane
+        o = 4 * ((hoff[6 * w + j] & 127) + lane)
         v = dd[o + delta]
         if v < s_best:
             s_best = v
@@ -125,16 +126,14 @@ def _repair(dd, lane, h, delta):
 
 
 @jit
-def _candidate_repair(w, lane, g, dd, hexa, hoff, h):
+def _candidate_repair(w, lane, g, dd, hoff):
     """Repair cost (>= 0) of candidate (hexacode word ``w``, lane = 2 eps + pi)."""
     dv = lane
     for jj in range(6):
         dv ^= g[(hoff[6 * w + jj] & 127) + lane]
     if dv == 0:
         return 0.0
-    for jj in range(6):
-        h[jj] = hexa[6 * w + jj]
-    rc, _, _, _, _ = _repair(dd, lane, h, dv)
+    rc, _, _, _, _ = _repair(dd, lane, hoff, w, dv)
     return rc
 
 
@@ -181,12 +180,14 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
     rr = fs[0:24]  # y reduced mod 8
     cA = fs[24:120]  # cA[24a + i]: best cost for residue a = eps + 2b (mod 4)
     pA = fs[120:216]  # penalty to switch p
-    m = fs[264:360]  # m[16j + 4s + 2e + pi]
-    dd = fs[360:744]  # dd[4*(m index) + a]
-    T = fs[748:1004]  # T[4w + 2e + pi]
+    zB = fs[216:312]  # the nearest point of 8Z + a + 4p with the best p
+    zO = fs[312:408]  # ... with the other p
+    m = fs[408:504]  # m[16j + 4s + 2e + pi]
+    dd = fs[504:888]  # dd[4*(m index) + a]
+    T = fs[888:1144]  # T[4w + 2e + pi]
+    Tw = fs[1144:1208]  # min over the four lanes of word w
     qA = js[0:96]  # best p
-    g = js[120:216]
-    h = js[472:478]
+    g = js[96:192]  # g[m index]
     # 1. reduce modulo 8Z^24: r = y - 8n in [-4, 4) (exact)
     for i in range(24):
         v = y[i]
@@ -194,21 +195,28 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
         out[i] = n8
         rr[i] = v - n8
     # 2. per residue a = eps + 2b (mod 4) and coordinate: |distance| s to 8Z + a;
-    #    8Z + a + 4 is at 4 - s.  Best p, its cost and the penalty to switch p.
-    #    Flat index 24*a + i.
+    #    8Z + a + 4 is at 4 - s.  Best p, its cost, the penalty to switch p and
+    #    both points (zB with the best p, zO with the other).  Flat index 24*a + i.
+    #    (At distance exactly 4 from 8Z + a the candidate is a itself.)
     for a in range(4):
         for i in range(24):
-            t = rr[i] - a
-            if t < -4.0:
-                t += 8.0
+            ri = rr[i]
+            t = ri - a
+            wrap = t < -4.0
+            t = t + 8.0 if wrap else t
+            z0 = a - 8.0 if wrap else float(a)
+            z4 = z0 + 4.0 if t >= 0.0 else z0 - 4.0
             s = abs(t)
             o = 4.0 - s
             s2 = s * s
             o2 = o * o
             k = 24 * a + i
+            p = o < s
             cA[k] = min(s2, o2)
-            qA[k] = np.int64(o < s)
+            qA[k] = np.int64(p)
             pA[k] = abs(s2 - o2)
+            zB[k] = z4 if p else z0
+            zO[k] = z0 if p else z4
     # 3. column tables per coset.  Per (column j, score s, lane = 2 eps + pi) at
     #    mi = 16j + 4s + lane: the minimum m, its option g (t + 2 rho) and the
     #    increments dd[4 mi + a] of the options g ^ a.  Column patterns (rows
@@ -279,8 +287,14 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
     #     2 eps + pi) at 4w + lane.  hoff[6w + j] = 16j + 4 h_j(w); the masks let
     #     LLVM drop negative-index checks.  Deficits are only computed for the
     #     candidates that survive the bound (4b), not for all 256.
-    tmin = _INF
-    kmin = 0
+    t0 = _INF
+    t1 = _INF
+    t2 = _INF
+    t3 = _INF
+    w0 = 0
+    w1 = 0
+    w2 = 0
+    w3 = 0
     for w in range(64):
         o0 = hoff[6 * w] & 127
         o1 = hoff[6 * w + 1] & 127
@@ -289,99 +303,111 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
         o4 = hoff[6 * w + 4] & 127
         o5 = hoff[6 * w + 5] & 127
         k = (4 * w) & 255
-        for ln in range(4):
-            tv = m[o0 + ln] + m[o1 + ln] + m[o2 + ln] + m[o3 + ln] + m[o4 + ln] + m[o5 + ln]
-            T[k + ln] = tv
-            if tv < tmin:
-                tmin = tv
-                kmin = k + ln
+        v0 = m[o0] + m[o1] + m[o2] + m[o3] + m[o4] + m[o5]
+        v1 = m[o0 + 1] + m[o1 + 1] + m[o2 + 1] + m[o3 + 1] + m[o4 + 1] + m[o5 + 1]
+        v2 = m[o0 + 2] + m[o1 + 2] + m[o2 + 2] + m[o3 + 2] + m[o4 + 2] + m[o5 + 2]
+        v3 = m[o0 + 3] + m[o1 + 3] + m[o2 + 3] + m[o3 + 3] + m[o4 + 3] + m[o5 + 3]
+        T[k] = v0
+        T[k + 1] = v1
+        T[k + 2] = v2
+        T[k + 3] = v3
+        Tw[w & 63] = min(min(v0, v1), min(v2, v3))
+        # branch-free running minimum and arg-min per lane
+        w0 = w if v0 < t0 else w0
+        w1 = w if v1 < t1 else w1
+        w2 = w if v2 < t2 else w2
+        w3 = w if v3 < t3 else w3
+        t0 = min(t0, v0)
+        t1 = min(t1, v1)
+        t2 = min(t2, v2)
+        t3 = min(t3, v3)
+    kmin = 4 * w0
+    tmin = t0
+    if t1 < tmin:
+        kmin = 4 * w1 + 1
+        tmin = t1
+    if t2 < tmin:
+        kmin = 4 * w2 + 2
+        tmin = t2
+    if t3 < tmin:
+        kmin = 4 * w3 + 3
     # An upper bound: the exact cost of the candidate with the least lower bound.
     # (Any achieved cost works: 4b returns the first minimiser in enumeration
     # order whatever bound it starts from, see the acceptance rule below.)
-    best = T[kmin] + _candidate_repair(kmin >> 2, kmin & 3, g, dd, hexa, hoff, h)
-    # 4b. exact search in enumeration order (eps, w, pi), pruned by the lower bound
+    best = T[kmin] + _candidate_repair(kmin >> 2, kmin & 3, g, dd, hoff)
+    # 4b. exact search, pruned by the lower bounds.  Words are visited in order,
+    #     each word's lanes (eps, pi) after it; the winner is the least (cost,
+    #     enumeration index 128 eps + 2 w + pi), i.e. the first minimiser in the
+    #     enumeration order (eps, w, pi) of the tie-breaking rule.
     be = -1
     bw = 0
     bpi = 0
-    for e in range(2):
-        for w in range(64):
-            k = 4 * w + 2 * e
-            if min(T[k], T[k + 1]) > best:
+    bord = 256
+    for w in range(64):
+        if Tw[w] > best:
+            continue
+        for lane in range(4):
+            tv = T[4 * w + lane]
+            if tv > best:
                 continue
-            for pi in range(2):
-                tv = T[k + pi]
-                if tv > best:
-                    continue
-                tv = tv + _candidate_repair(w, 2 * e + pi, g, dd, hexa, hoff, h)
-                if tv < best or (tv == best and be < 0):
-                    best = tv
-                    be = e
-                    bw = w
-                    bpi = pi
+            tv = tv + _candidate_repair(w, lane, g, dd, hoff)
+            e = lane >> 1
+            pi = lane & 1
+            od = 128 * e + 2 * w + pi
+            if tv < best or (tv == best and od < bord):
+                best = tv
+                be = e
+                bw = w
+                bpi = pi
+                bord = od
     # 5. rebuild the point
     e = be
     w = bw
     pi = bpi
     lane = 2 * e + pi
-    for jj in range(6):
-        h[jj] = hexa[6 * w + jj]
     delta = lane
     for j in range(6):
-        delta ^= g[16 * j + 4 * h[j] + lane]
+        delta ^= g[(hoff[6 * w + j] & 127) + lane]
     j1 = -1
     j2 = -1
     a1 = 0
     a2 = 0
     if delta != 0:
-        _, j1, a1, j2, a2 = _repair(dd, lane, h, delta)
+        _, j1, a1, j2, a2 = _repair(dd, lane, hoff, w, delta)
     dist = 0.0
     for j in range(6):
-        s = h[j]
+        s = hexa[6 * w + j]
         q = g[16 * j + 4 * s + lane]
-        if j == j1:
-            q ^= a1
-        if j == j2:
-            q ^= a2
+        q ^= a1 if j == j1 else 0
+        q ^= a2 if j == j2 else 0
         P = pat[4 * s + 2 * pi + (q & 1)]
         rh = q >> 1
         i0 = 4 * j
+        # each row's best p; if their parity is not rh, the first row of least
+        # penalty switches p
         par = 0
-        sw = -1
+        sw = 0
         pn = _INF
         for r in range(4):
             k = 24 * (e + 2 * ((P >> r) & 1)) + i0 + r
             par ^= qA[k]
-            if pA[k] < pn:
-                pn = pA[k]
-                sw = r
+            pk = pA[k]
+            sw = r if pk < pn else sw
+            pn = min(pn, pk)
+        sw = sw if par != rh else 4
         for r in range(4):
-            i = i0 + r
-            av = e + 2 * ((P >> r) & 1)
-            p = qA[24 * av + i]
-            if par != rh and r == sw:
-                p ^= 1
-            ri = rr[i]
-            # nearest point of 8Z + av, then of 8Z + av + 4 if p = 1
-            t = ri - av
-            z = float(av)
-            if t < -4.0:
-                z -= 8.0
-                t += 8.0
-            if p:
-                if t >= 0.0:
-                    z += 4.0
-                else:
-                    z -= 4.0
-            d = ri - z
+            k = 24 * (e + 2 * ((P >> r) & 1)) + i0 + r
+            z = zO[k] if r == sw else zB[k]
+            d = rr[i0 + r] - z
             dist += d * d
-            out[i] += z
+            out[i0 + r] += z
     return dist
 
 
 @jit
 def _leech_scratch():
     """Scratch buffers of :func:`_leech_one` (allocated once per chunk of points)."""
-    return np.zeros(1004), np.zeros(478, dtype=np.int64)
+    return np.zeros(1208), np.zeros(192, dtype=np.int64)
 
 
 @pjit
