@@ -127,14 +127,50 @@ def _repair(dd, lane, hoff, w, delta):
 
 @jit
 def _candidate_repair(w, lane, g, dd, hoff):
-    """Repair cost (>= 0) of candidate (hexacode word ``w``, lane = 2 eps + pi)."""
-    dv = lane
-    for jj in range(6):
-        dv ^= g[(hoff[6 * w + jj] & 127) + lane]
+    """Repair cost (>= 0) of candidate (hexacode word ``w``, lane = 2 eps + pi).
+
+    The cost of :func:`_repair` (the same sums, so the same floating-point value),
+    branch-free: the single-column repair is a minimum over the columns, the
+    two-column one a minimum over j of the move x1 in column j plus the least move
+    x2 in any other column (prefix and suffix minima).
+    """
+    o0 = 4 * ((hoff[6 * w] & 127) + lane)
+    o1 = 4 * ((hoff[6 * w + 1] & 127) + lane)
+    o2 = 4 * ((hoff[6 * w + 2] & 127) + lane)
+    o3 = 4 * ((hoff[6 * w + 3] & 127) + lane)
+    o4 = 4 * ((hoff[6 * w + 4] & 127) + lane)
+    o5 = 4 * ((hoff[6 * w + 5] & 127) + lane)
+    dv = lane ^ g[o0 >> 2] ^ g[o1 >> 2] ^ g[o2 >> 2] ^ g[o3 >> 2] ^ g[o4 >> 2] ^ g[o5 >> 2]
     if dv == 0:
         return 0.0
-    rc, _, _, _, _ = _repair(dd, lane, hoff, w, dv)
-    return rc
+    x1 = 2 if dv == 1 else 1
+    x2 = x1 ^ dv
+    single = min(
+        min(min(dd[o0 + dv], dd[o1 + dv]), min(dd[o2 + dv], dd[o3 + dv])),
+        min(dd[o4 + dv], dd[o5 + dv]),
+    )
+    c0 = dd[o0 + x2]
+    c1 = dd[o1 + x2]
+    c2 = dd[o2 + x2]
+    c3 = dd[o3 + x2]
+    c4 = dd[o4 + x2]
+    c5 = dd[o5 + x2]
+    p1 = min(c0, c1)
+    p2 = min(p1, c2)
+    p3 = min(p2, c3)
+    p4 = min(p3, c4)
+    s4 = min(c4, c5)
+    s3 = min(c3, s4)
+    s2 = min(c2, s3)
+    s1 = min(c1, s2)
+    pair = min(
+        min(dd[o0 + x1] + s1, dd[o1 + x1] + min(c0, s2)),
+        min(
+            min(dd[o2 + x1] + min(p1, s3), dd[o3 + x1] + min(p2, s4)),
+            min(dd[o4 + x1] + min(p3, c5), dd[o5 + x1] + p4),
+        ),
+    )
+    return min(single, pair)
 
 
 @jit
