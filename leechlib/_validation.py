@@ -72,13 +72,15 @@ def as_binary(x, name: str, length: int, *, allow_empty: bool = False) -> np.nda
 
 
 def as_real_points(
-    x, name: str = "x", dim: int = 24, *, allow_empty: bool = False
+    x, name: str = "x", dim: int = 24, *, allow_empty: bool = False, check_finite: bool = True
 ) -> np.ndarray:
     """Validate real points of shape ``(..., dim)``.
 
     float32 and float64 are kept; other real dtypes (ints, bools, float16) are
     converted to float64.  Complex, object and string arrays are a ``TypeError``;
     NaN or inf values, a wrong last dimension or an empty batch a ``ValueError``.
+    ``check_finite=False`` skips the NaN/inf scan for callers whose kernel checks
+    every entry itself (and then raises the same error).
     """
     arr = _as_array(x, name)
     if arr.dtype.kind not in "biuf":
@@ -89,7 +91,7 @@ def as_real_points(
         raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
+    if check_finite and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     return arr
 

@@ -97,32 +97,40 @@ def _check_scale(scale) -> float:
     return s
 
 
-def _frame(x, name, factor, bounded=True):
-    """Validated input -> (float64 (n, 24) in the integer frame, batch shape, dtype)."""
+def _frame(x, name):
+    """Validated input -> (float64 (n, 24) C-contiguous copy, batch shape, dtype)."""
     arr = as_real_points(x, name, 24)
+    y = np.array(arr, dtype=np.float64, order="C", copy=True).reshape(-1, 24)
+    return y, arr.shape[:-1], arr.dtype
+
+
+def _decode(x, name, factor, mul, div, dmul, ddiv, workers):
+    """Validated, fused decode of ``x`` (see :func:`leechlib._kernels.leech.leech_nearest`).
+
+    Returns float64 points ``z * mul / div`` of shape ``(n, 24)``, squared distances
+    ``d * dmul / ddiv`` of shape ``(n,)`` (``z``, ``d`` in the integer frame, where the
+    input is ``x * factor``), the batch shape and the input dtype.  The kernel
+    scales, checks and decodes in one pass over the input.
+    """
+    arr = as_real_points(x, name, 24, check_finite=False)
     dtype = arr.dtype
     shape = arr.shape[:-1]
-    y = np.array(arr, dtype=np.float64, order="C", copy=True).reshape(-1, 24)
-    if factor != 1.0:
-        with np.errstate(over="ignore"):
-            y *= factor
-    if not np.all(np.isfinite(y)) or (bounded and np.abs(y).max() >= _MAX_ABS):
+    a = np.ascontiguousarray(arr).reshape(-1, 24)
+    t = _tables()
+    out = np.empty(a.shape)
+    dist = np.empty(a.shape[0])
+    with num_threads(workers):
+        bad = _kernels().leech_nearest(
+            a, factor, mul, div, dmul, ddiv, t["pat"], t["hexa"], t["hoff_leech"], out, dist
+        )
+    if bad:
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or inf")
         raise ValueError(
             f"{name} is too large to decode exactly: entries must be below 2**50 in the "
             "integer frame (after dividing by scale)"
         )
-    return y, shape, dtype
-
-
-def _decode_int(y, workers):
-    """Nearest points (float64, integer-valued) and squared distances, integer frame."""
-    t = _tables()
-    k = _kernels()
-    out = np.empty_like(y)
-    dist = np.empty(y.shape[0])
-    with num_threads(workers):
-        k.leech_nearest(y, t["pat"], t["hexa"], t["hoff_leech"], out, dist)
-    return out, dist
+    return out, dist, shape, dtype
 
 
 def nearest_point(x, *, coords="unit", workers=None, return_distance=False):
@@ -176,11 +184,10 @@ def nearest_point(x, *, coords="unit", workers=None, return_distance=False):
     ((24,), True)
     """
     check_coords(coords)
-    y, shape, dtype = _frame(x, "x", _SQRT8 if coords == "unit" else 1.0)
-    out, dist = _decode_int(y, workers)
     if coords == "unit":
-        out /= _SQRT8
-        dist /= 8.0
+        out, dist, shape, dtype = _decode(x, "x", _SQRT8, 1.0, _SQRT8, 1.0, 8.0, workers)
+    else:
+        out, dist, shape, dtype = _decode(x, "x", 1.0, 1.0, 1.0, 1.0, 1.0, workers)
     pts = out.reshape(shape + (24,)).astype(dtype, copy=False)
     if return_distance:
         return pts, dist.reshape(shape).astype(dtype, copy=False)
@@ -223,10 +230,8 @@ def quantize(x, *, scale=1.0, coords="unit", workers=None, return_distance=False
     s = _check_scale(scale)
     check_coords(coords)
     factor = (_SQRT8 if coords == "unit" else 1.0) / s
-    y, shape, dtype = _frame(x, "x", factor)
-    out, dist = _decode_int(y, workers)
-    out *= 1.0 / factor
-    dist *= (1.0 / factor) ** 2
+    inv = 1.0 / factor
+    out, dist, shape, dtype = _decode(x, "x", factor, inv, 1.0, inv**2, 1.0, workers)
     q = out.reshape(shape + (24,)).astype(dtype, copy=False)
     if return_distance:
         return q, dist.reshape(shape).astype(dtype, copy=False)
@@ -297,8 +302,7 @@ class LeechQuantizer:
         code of the batch (int8 whenever the points lie within about ``16 * scale``
         of the origin in unit coordinates).
         """
-        y, shape, _ = _frame(x, "x", self._factor)
-        out, _ = _decode_int(y, workers)
+        out, _, shape, _ = _decode(x, "x", self._factor, 1.0, 1.0, 1.0, 1.0, workers)
         z = out.astype(np.int64)
         hi = int(np.abs(z).max())
         for dt in (np.int8, np.int16, np.int32):
@@ -377,7 +381,7 @@ def nearest_minimal_vector(x, *, coords="unit", workers=None, return_index=False
     ([4.0, -4.0], 278)
     """
     check_coords(coords)
-    y, shape, dtype = _frame(x, "x", 1.0, bounded=False)
+    y, shape, dtype = _frame(x, "x")
     t = _tables()
     out = np.empty_like(y)
     idx = np.empty(y.shape[0], dtype=np.int64)

@@ -386,6 +386,41 @@ def test_bad_inputs(func):
         func(good, workers=0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("workers", [1, -1])
+def test_one_bad_row_in_a_large_batch(dtype, workers):
+    # the kernel checks every entry itself (one pass): a single bad entry deep in
+    # the batch, in any chunk, must still give the right error
+    x = np.random.default_rng(5).normal(size=(1000, 24)).astype(dtype)
+    for row, value, msg in [
+        (777, np.nan, "x contains NaN or inf"),
+        (999, -np.inf, "x contains NaN or inf"),
+        (130, 1e30, "x is too large"),
+    ]:
+        y = x.copy()
+        y[row, 23] = value
+        with pytest.raises(ValueError, match=msg):
+            nearest_point(y, workers=workers)
+        with pytest.raises(ValueError, match=msg):
+            quantize(y, scale=0.5, workers=workers)
+    # finite float32 input that overflows only after scaling
+    with pytest.raises(ValueError, match="x is too large"):
+        quantize(np.full((3, 24), 3e38, dtype=np.float32), scale=1e-3)
+
+
+def test_kernel_column_patterns_match_golay_module():
+    # _leech_one hard-codes the MOG column patterns: rows 1..3 form X_s (even) or
+    # its complement Y_s; pi = 0 pairs t = 0 with X_s, pi = 1 pairs t = 0 with Y_s
+    from leechlib.golay import column_pattern
+
+    X = {0: 0b0000, 1: 0b1100, 2: 0b1010, 3: 0b0110}  # {}, {2,3}, {1,3}, {1,2}
+    pat = column_pattern()
+    for s_, xs in X.items():
+        ys = xs ^ 0b1110
+        assert pat[s_, 0, 0] == xs and pat[s_, 0, 1] == (ys | 1)
+        assert pat[s_, 1, 0] == ys and pat[s_, 1, 1] == (xs | 1)
+
+
 @pytest.mark.parametrize("func", [nearest_point, quantize, nearest_minimal_vector])
 def test_bad_coords(func):
     with pytest.raises(ValueError, match="coords"):

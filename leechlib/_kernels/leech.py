@@ -447,18 +447,43 @@ def _leech_scratch():
 
 
 @pjit
-def leech_nearest(y, pat, hexa, hoff, out, dist):
-    """Nearest points of sqrt(8)*Lambda24 to the rows of ``y`` (n, 24) float64.
+def leech_nearest(x, factor, mul, div, dmul, ddiv, pat, hexa, hoff, out, dist):
+    """Nearest points of the Leech lattice to the rows of ``x`` (n, 24), fused I/O.
 
-    ``pat`` and ``hexa`` are the raveled int64 tables (see :func:`_leech_one`).
+    Row k is taken to the integer frame as ``y = float64(x[k]) * factor``, decoded in
+    sqrt(8)*Lambda24 (:func:`_leech_one`), and written back as ``out[k] = z * mul / div``
+    and ``dist[k] = d * dmul / ddiv`` (``z`` the nearest point and ``d`` the squared
+    distance in the integer frame; ``out`` and ``dist`` may be float32: one rounding
+    from float64).  ``pat``, ``hexa`` and ``hoff`` are the raveled int64 tables (see
+    :func:`_leech_one`).  Rows with an entry of ``y`` that is not finite or not
+    below ``MAX_ABS`` in absolute value are not decoded (``dist`` is NaN there);
+    the number of such rows is returned.
     """
-    n = y.shape[0]
+    n = x.shape[0]
     nch = (n + CHUNK - 1) // CHUNK
+    bad = 0
     for ch in prange(nch):
         fs, js = _leech_scratch()
+        yb = np.empty(24)
+        ob = np.empty(24)
+        nb = 0
         stop = min(n, (ch + 1) * CHUNK)
         for k in range(ch * CHUNK, stop):
-            dist[k] = _leech_one(y[k], out[k], pat, hexa, hoff, fs, js)
+            ok = True
+            for i in range(24):
+                v = np.float64(x[k, i]) * factor
+                yb[i] = v
+                ok = ok and abs(v) < MAX_ABS  # False for NaN and inf
+            if not ok:
+                nb += 1
+                dist[k] = np.nan
+                continue
+            d = _leech_one(yb, ob, pat, hexa, hoff, fs, js)
+            for i in range(24):
+                out[k, i] = ob[i] * mul / div
+            dist[k] = d * dmul / ddiv
+        bad += nb
+    return bad
 
 
 # ---------------------------------------------------------------------------
