@@ -115,9 +115,9 @@ def main(argv=None):
     t1 = [np.inf] * len(cases)
     tall = [np.inf] * len(cases)
     for best, w in ((t1, 1), (tall, -1)):
-        for _ in range(reps):
+        for rnd in range(reps):
             for c, (_, n, fn, _) in enumerate(cases):
-                if n >= 10**6 and _ >= 3:
+                if n >= 10**6 and rnd >= 3:
                     continue
                 t = time.perf_counter()
                 fn(w)
