@@ -8,8 +8,8 @@ batch: there is no Python loop over points, only over the six MOG columns.
 
 Nearest point (design note ``design/decoder.md``)
 --------------------------------------------------
-1. Translate by :math:`8\\mathbb Z^{24}` (a sublattice): ``r = y - 8*round(y/8)`` is
-   exact in floating point and lies in ``[-4, 4]``.
+1. Translate by :math:`8\\mathbb Z^{24}` (a sublattice): ``r = y - 8*floor(y/8 + 1/2)``
+   is exact in floating point and lies in ``[-4, 4)``, as in leechlib.
 2. :math:`\\sqrt8\\Lambda_{24} = E \\cup O` with ``x_i = eps + 2 b_i + 4 y_i``, ``b`` a
    Golay word and ``sum(y) = eps (mod 2)``.  Per coordinate the eight residues
    ``a = eps + 2b + 4p`` (``p = y_i mod 2``) give eight candidate values (the point of
@@ -23,13 +23,20 @@ Nearest point (design note ``design/decoder.md``)
    columns 0-2 run forward over the 64 prefixes ``(h0, h1, h2)``, columns 5-3 backward
    over the 64 suffixes ``(h3, h4, h5)`` (the hexacode is MDS: either triple
    determines the word), and each word combines the two for its one target state.
-5. ``argmin`` over the 256 (``eps``, ``pi``, ``h``); a second, tiny DP with arg-mins for
-   the winner alone rebuilds the point.
+5. ``argmin`` over the 256 (``eps``, ``h``, ``pi``) in leechlib's enumeration order;
+   the winner is rebuilt by leechlib's rule (cheaper top bit per column, then the
+   parity repair by one or two columns), not by a backtrack of the DP.
 
 Costs are computed in float64 and the algorithm is exact maximum-likelihood decoding
-(the same distances as a brute force over the 8192 cosets of :math:`4D_{24}`); ties are
-broken by the first minimiser (``torch.argmin`` semantics on every device).  By default
-(:func:`leech_nearest_int` with ``dp32=True``) the 256-way search of step 4 runs in
+(the same distances as a brute force over the 8192 cosets of :math:`4D_{24}`).  Ties are
+broken by leechlib's documented rule (:mod:`leechlib.decode`), so wherever the
+arithmetic is exact (e.g. integer or half-integer inputs in the integer frame, deep
+holes) the answer is bitwise leechlib's.  When the input must be rounded on the way
+to the integer frame (unit coordinates, a scale), two lattice points whose distances
+differ only by rounding (about 1e-15 relative) may be ordered differently by the two
+implementations, which sum in different orders; both are nearest up to rounding.
+
+By default (:func:`leech_nearest_int` with ``dp32=True``) the 256-way search of step 4 runs in
 float32, which halves its memory traffic: every float32 total is within a relative
 ``12 * 2**-24`` of the exact one, so a winner whose runner-up is further than that is
 certainly optimal, and the few points without that certificate (about 1 in 10^5 random
@@ -39,10 +46,12 @@ winner is float64 in both cases, so both settings give the same points.
 Nearest minimal vector
 ----------------------
 The largest inner product with the 196 560 minimal vectors, shape by shape (integer
-model): ``(±4², 0²²)`` from the two largest ``|x_i|``; ``(±2⁸, 0¹⁶)`` per octad (759) with
-the even-sign repair; ``(∓3, ±1²³)`` scores ``S_c - 4 min_k (-1)^{c_k} x_k``, which is a
-max-plus DP over the MOG columns per (``pi``, ``h``) with a "bonus used" flag: the -3
-sits in exactly one column.
+model), with leechlib's tie-breaking: ``(±4², 0²²)`` on the two largest ``|x_i|`` (first
+indices); ``(±2⁸, 0¹⁶)`` per octad (759, first best octad) with the even-sign repair;
+``(∓3, ±1²³)``: for each of the 24 positions k of the -3 a soft (maximum-likelihood)
+Golay decode of x with x_k replaced by -3 x_k, vectorised over k (only column k // 4
+changes), the first k of the best value winning.  Shapes are compared in the order
+1, 2, 3 (first maximum).
 """
 
 from __future__ import annotations
@@ -53,11 +62,21 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["leech_nearest_int", "nearest_minvec_int", "minimal_vectors_int", "DEFAULT_CHUNK"]
+__all__ = [
+    "leech_nearest_int",
+    "nearest_minvec_int",
+    "minimal_vectors_int",
+    "DEFAULT_CHUNK",
+    "DEFAULT_CHUNK_MINVEC",
+]
 
-#: points per chunk of the vectorised decoders (bounds the scratch memory: the widest
-#: DP step holds a few (n, 2, 2, 16, 4, 4) float64 tensors, about 25 kB per point)
+#: points per chunk of the vectorised nearest-point decoder (bounds the scratch memory:
+#: the widest DP step holds a few (n, 2, 2, 16, 4, 4) float64 tensors, about 25 kB per
+#: point)
 DEFAULT_CHUNK = {"cpu": 1024, "cuda": 1 << 17}
+#: the same for the nearest minimal vector (24 soft Golay decodes per point hold a few
+#: (n, 24, 64, 2) tensors, about 200 kB per point)
+DEFAULT_CHUNK_MINVEC = {"cpu": 256, "cuda": 1 << 13}
 
 SQRT8 = math.sqrt(8.0)
 
@@ -75,7 +94,6 @@ def _np_tables():
     hexa = hexacode_words().astype(np.int64)  # (64, 6)
     cp = column_pattern().astype(np.int64)  # (4 s, 2 pi, 2 t) -> pattern
     pb = ((np.arange(16)[:, None] >> np.arange(4)) & 1).astype(np.int64)  # (16, 4)
-    xor = np.arange(4)[:, None] ^ np.arange(4)[None, :]  # (4, 4)
     octads = code.octads().astype(np.int64)  # (759, 8)
     octad_matrix = np.zeros((24, 759), dtype=np.int8)
     octad_matrix[octads, np.arange(759)[:, None]] = 1
@@ -88,10 +106,8 @@ def _np_tables():
         raise RuntimeError("hexacode symbols 3..5 do not determine the word")
     eps_pi = (np.arange(2)[None, :] + 2 * np.arange(2)[:, None])  # [eps, pi] -> pi + 2 eps
     xor_target = (np.arange(4)[None, None, :] ^ eps_pi[:, :, None]).reshape(1, 2, 2, 1, 4)
-    # minimal-vector DP: s ^ (pi + 2) for pi = 0, 1
-    xor_bonus_target = (np.arange(4)[None, :] ^ (np.arange(2)[:, None] + 2)).reshape(1, 2, 1, 4)
-    return dict(hexa=hexa, cp=cp, pb=pb, xor=xor, octads=octads, info=info, pair=pair,
-                back=back, xor_target=xor_target, xor_bonus_target=xor_bonus_target,
+    return dict(hexa=hexa, cp=cp, pb=pb, octads=octads, info=info, pair=pair,
+                back=back, xor_target=xor_target,
                 octad_matrix=octad_matrix)
 
 
@@ -103,12 +119,6 @@ def _tables(device: torch.device) -> dict:
     tab = _DEVICE_TABLES.get(key)
     if tab is None:
         tab = {k: torch.as_tensor(v, device=device) for k, v in _np_tables().items()}
-        # max-plus DP of the minimal-vector search: option o = t + 2*bonus may not
-        # add a bonus to a state that already used it (new state s, old s ^ o)
-        o = torch.arange(4)
-        s = torch.arange(4)
-        allowed = ~(((o[None, :] >> 1) == 1) & ((s[:, None] >> 1) == 0))
-        tab["bonus_ok"] = allowed.to(device)
         _DEVICE_TABLES[key] = tab
     return tab
 
@@ -191,23 +201,6 @@ def _xor_combine(state: torch.Tensor, opt: torch.Tensor) -> torch.Tensor:
 _GAMMA32 = 12.0 * 2.0**-24
 
 
-def _backtrack(args: list, s: torch.Tensor) -> torch.Tensor:
-    """Per-column options (n, 6) of a Z2^2 dynamic programme over the six columns.
-
-    ``args[j - 1]`` (n, 4) holds, for column j = 1..5, the option chosen for each
-    running XOR state; ``s`` (n,) is the required final state.  Column 0 takes
-    whatever state is left.
-    """
-    n = s.shape[0]
-    opts = [None] * 6
-    for j in range(5, 0, -1):
-        o = args[j - 1].gather(1, s.view(n, 1)).squeeze(1)
-        opts[j] = o
-        s = s ^ o
-    opts[0] = s
-    return torch.stack(opts, dim=1)
-
-
 def _leech_nearest_chunk(y: torch.Tensor) -> torch.Tensor:
     """Nearest points (float64 DP throughout)."""
     return _leech_nearest_impl(y, False)[0]
@@ -227,15 +220,23 @@ def _leech_nearest_chunk32(y: torch.Tensor):
 
 def _leech_nearest_impl(y: torch.Tensor, fast: bool):
     tab = _tables(y.device)
-    hexa, cp, pb, xor = tab["hexa"], tab["cp"], tab["pb"], tab["xor"]
+    hexa, cp, pb = tab["hexa"], tab["cp"], tab["pb"]
     n = y.shape[0]
     dt = y.dtype
     dev = y.device
 
-    base = torch.round(y / 8.0)
-    r = y - 8.0 * base  # exact, in [-4, 4]
-    res = torch.arange(8, device=dev, dtype=dt)  # residue a = eps + 2b + 4p
-    cand = res + 8.0 * torch.round((r.unsqueeze(-1) - res) / 8.0)  # (n, 24, 8)
+    # 1-2. exactly leechlib's arithmetic and conventions: r = y - 8 floor(y/8 + 1/2) in
+    # [-4, 4); for a = eps + 2b the candidate of 8Z + a is a itself at distance
+    # exactly 4, and that of 8Z + a + 4 is z0 + 4 when r - z0 >= 0, else z0 - 4
+    base = torch.floor(y * 0.125 + 0.5)
+    r = y - 8.0 * base  # exact
+    a4 = torch.arange(4, device=dev, dtype=dt)
+    t = r.unsqueeze(-1) - a4  # (n, 24, 4)
+    wrap = t < -4.0
+    t = torch.where(wrap, t + 8.0, t)
+    z0 = torch.where(wrap, a4 - 8.0, a4)
+    z4 = torch.where(t >= 0.0, z0 + 4.0, z0 - 4.0)
+    cand = torch.cat([z0, z4], dim=-1)  # (n, 24, 8), residue a = eps + 2b + 4p
     d = (r.unsqueeze(-1) - cand).square()
     d = d.view(n, 24, 2, 2, 2)  # [p][b][eps]
     d0, d1 = d[:, :, 0], d[:, :, 1]  # (n, 24, b, eps)
@@ -271,7 +272,9 @@ def _leech_nearest_impl(y: torch.Tensor, fast: bool):
     bwd = bwd.reshape(n, 2, 2, 64, 4)[:, :, :, tab["back"]]  # by word, 16 h3 + 4 h4 + h5
     # total[w] = min_s fwd[w, s] + bwd[w, s ^ target(eps, pi)]
     bwd = bwd.gather(-1, tab["xor_target"].expand(n, 2, 2, 64, 4))
-    total = (fwd + bwd).amin(dim=-1).reshape(n, 256)  # index eps*128 + pi*64 + h
+    # index eps*128 + 2h + pi: leechlib's enumeration order, so that the first minimum
+    # is leechlib's winner on exact ties
+    total = (fwd + bwd).amin(dim=-1).transpose(2, 3).reshape(n, 256)
     if fast:
         two, top2 = total.topk(2, dim=1, largest=False)
         best = top2[:, 0]
@@ -280,22 +283,65 @@ def _leech_nearest_impl(y: torch.Tensor, fast: bool):
         best = total.argmin(dim=1)
         unsure = None
     eps = best // 128
-    pi = (best // 64) % 2
-    h = best % 64
+    h = (best // 2) % 64
+    pi = best % 2
 
-    # rebuild: DP with arg-mins for the winner only
+    # 5. rebuild the winner by leechlib's rule (so exact ties agree): per column the
+    #    cheaper top bit t (0 on ties) with its natural p-parity; then the parity
+    #    deficit in Z2^2 is repaired by one column (first of least cost) or, if
+    #    strictly cheaper, two (see ``leechlib._kernels.leech._repair``)
     ar = torch.arange(n, device=dev)
     hw = hexa[h]  # (n, 6)
-    csel = c[ar, eps, pi]  # (n, 6, 4 s, 4 o)
-    cs = csel.gather(2, hw.view(n, 6, 1, 1).expand(n, 6, 1, 4)).squeeze(2)  # (n, 6, 4)
-    st = cs[:, 0]
-    args = []
-    for j in range(1, 6):
-        vals, arg = (st[:, xor] + cs[:, j].unsqueeze(1)).min(dim=-1)
-        st = vals
-        args.append(arg)
-    s = pi + 2 * eps
-    opt = _backtrack(args, s)  # (n, 6)
+    c0w = cost0[ar, eps]  # (n, 6, 16)
+    r0w = rho0[ar, eps]
+    pnw = mdelta[ar, eps]
+    P0 = cp[hw, pi.view(n, 1), 0]  # (n, 6)
+    P1 = cp[hw, pi.view(n, 1), 1]
+
+    def at(tab6, P):
+        return tab6.gather(2, P.unsqueeze(-1)).squeeze(-1)
+
+    B0, B1 = at(c0w, P0), at(c0w, P1)
+    R0, R1 = at(r0w, P0), at(r0w, P1)
+    E0, E1 = at(pnw, P0), at(pnw, P1)
+    ts = B1 < B0
+    g = ts.to(torch.int64) + 2 * torch.where(ts, R1, R0)
+    df = (B1 - B0).abs()
+    eo = torch.where(ts, E0, E1)
+    zero = torch.zeros_like(df)
+    same = R0 == R1
+    dd = torch.stack([zero, df + torch.where(same, zero, eo), torch.where(ts, E1, E0),
+                      df + torch.where(same, eo, zero)], dim=-1)  # (n, 6, 4)
+    lane = pi + 2 * eps
+    deficit = lane ^ g[:, 0] ^ g[:, 1] ^ g[:, 2] ^ g[:, 3] ^ g[:, 4] ^ g[:, 5]
+    dv = deficit.clamp(min=1)  # rows without a deficit are masked below
+    x1 = torch.where(dv == 1, 2, 1)
+    x2 = x1 ^ dv
+
+    def cols(a):
+        return dd.gather(2, a.view(n, 1, 1).expand(n, 6, 1)).squeeze(-1)  # (n, 6)
+
+    sv, sj = cols(dv).min(dim=1)  # first minimum: the first column of least cost
+    bv = cols(x1)
+    cv = cols(x2)
+    b1, b1j = bv.min(dim=1)
+    c1, c1j = cv.min(dim=1)
+    inf = torch.full_like(bv, math.inf)
+    b2, b2j = torch.where(torch.arange(6, device=dev) == b1j.view(n, 1), inf, bv).min(dim=1)
+    c2, c2j = torch.where(torch.arange(6, device=dev) == c1j.view(n, 1), inf, cv).min(dim=1)
+    u = b1 + c2
+    w = b2 + c1
+    distinct = b1j != c1j
+    pc = torch.where(distinct, b1 + c1, torch.minimum(u, w))
+    pj1 = torch.where(distinct | (u <= w), b1j, b2j)
+    pj2 = torch.where(distinct, c1j, torch.where(u <= w, c2j, c1j))
+    single = sv <= pc
+    moves = torch.zeros(n, 6, dtype=torch.int64, device=dev)
+    has = deficit != 0
+    moves[ar, sj] ^= torch.where(has & single, dv, 0)
+    moves[ar, pj1] ^= torch.where(has & ~single, x1, 0)
+    moves[ar, pj2] ^= torch.where(has & ~single, x2, 0)
+    opt = g ^ moves  # (n, 6)
     t_bits = opt & 1
     rho_want = opt >> 1
     pat = cp[hw, pi.view(n, 1), t_bits]  # (n, 6)
@@ -305,7 +351,7 @@ def _leech_nearest_impl(y: torch.Tensor, fast: bool):
     idx = (b * 2 + e24).unsqueeze(-1)  # flat (b, eps) index
     p = pbest.reshape(n, 24, 4).gather(2, idx).squeeze(-1)  # (n, 24)
     dl = delta.reshape(n, 24, 4).gather(2, idx).squeeze(-1).view(n, 6, 4)
-    flip_row = dl.argmin(dim=-1)  # (n, 6)
+    flip_row = dl.argmin(dim=-1)  # (n, 6): the first row of least penalty
     need = (p.view(n, 6, 4).sum(-1) & 1) != rho_want  # (n, 6)
     flip = torch.zeros(n, 6, 4, dtype=torch.int64, device=dev)
     flip.scatter_(2, flip_row.unsqueeze(-1), need.to(torch.int64).unsqueeze(-1))
@@ -342,22 +388,9 @@ def leech_nearest_int(
 # ---------------------------------------------------------------------------
 
 
-def _bonus_combine(state: torch.Tensor, opt: torch.Tensor) -> torch.Tensor:
-    """Max-plus step of the minimal-vector DP: ``new[s] = max_o state[s ^ o] + opt[o]``.
-
-    States and options are ``parity + 2 * used`` / ``t + 2 * bonus``; a bonus may not be
-    added to a state that already used it, so options 2, 3 only reach states 2, 3.
-    ``state`` and ``opt`` broadcast against each other.
-    """
-    sh = _xor_shifts(state)
-    low = torch.maximum(sh[0] + opt[..., 0:1], sh[1] + opt[..., 1:2])
-    high = torch.maximum(sh[2][..., 2:] + opt[..., 2:3], sh[3][..., 2:] + opt[..., 3:4])
-    return torch.cat([low[..., :2], torch.maximum(low[..., 2:], high)], dim=-1)
-
-
 def _nearest_minvec_chunk(x: torch.Tensor):
     tab = _tables(x.device)
-    hexa, cp, pb, xor, ok = tab["hexa"], tab["cp"], tab["pb"], tab["xor"], tab["bonus_ok"]
+    hexa, cp, pb = tab["hexa"], tab["cp"], tab["pb"]
     octads, info, pair = tab["octads"], tab["info"], tab["pair"]
     n = x.shape[0]
     dt = x.dtype
@@ -367,10 +400,12 @@ def _nearest_minvec_chunk(x: torch.Tensor):
     neg = x < 0
 
     # shape 1: (±4, ±4) on the two largest |x_i|
-    top, ti = ax.topk(2, dim=1)
-    score1 = 4.0 * top.sum(1)
-    i1 = torch.minimum(ti[:, 0], ti[:, 1])
-    j1 = torch.maximum(ti[:, 0], ti[:, 1])
+    # leechlib's rule: the first largest |x_i|, then the first largest of the others
+    m1, t1 = ax.max(dim=1)
+    m2, t2 = ax.scatter(1, t1.view(n, 1), -1.0).max(dim=1)
+    score1 = 4.0 * (m1 + m2)
+    i1 = torch.minimum(t1, t2)
+    j1 = torch.maximum(t1, t2)
     s1 = neg[ar, i1].to(torch.int64) + 2 * neg[ar, j1].to(torch.int64)
     idx1 = 4 * pair[i1, j1] + s1
 
@@ -388,46 +423,61 @@ def _nearest_minvec_chunk(x: torch.Tensor):
     bits = (minus[:, :7] << torch.arange(7, device=dev)).sum(1)
     idx2 = 1104 + 128 * k2 + bits
 
-    # shape 3: signs (-1)^c, -3 at one coordinate k: S_c + max_k (-4 (-1)^{c_k} x_k)
-    u = 1 - 2 * pb.to(dt)  # (16, 4) signs of each column pattern
+    # shape 3: signs (-1)^c with -3 at one coordinate k.  As in leechlib: for each k a
+    # soft (maximum-likelihood) Golay decode of x with x_k replaced by -3 x_k, whose
+    # value is sum(x') - 2 min_c sum_{c_i = 1} x'_i; the first k of the largest value
+    # wins, and its codeword is the first minimiser in leechlib's (w, pi) order, each
+    # column taking its cheaper top bit (0 on ties) and, on a parity mismatch, the
+    # first column of least gap flipping it.  Only column k // 4 changes with k.
+    pbf = pb.to(dt)  # (16, 4)
     xc = x.view(n, 6, 4)
-    sj = xc @ u.T  # (n, 6, 16): sum over the column
-    prod = xc.unsqueeze(2) * u  # (n, 6, 16, 4)
-    mj, mrow = prod.min(dim=-1)  # (n, 6, 16)
-    bonus = sj - 4.0 * mj
-    v16 = torch.stack([sj, bonus], dim=-1)  # (n, 6, 16, bonus)
-    v = v16[:, :, cp]  # (n, 6, s, pi, t, bonus)
-    v = v.permute(0, 3, 1, 2, 5, 4).reshape(n, 2, 6, 4, 4)  # (n, pi, 6, s, o = t + 2 bonus)
-    # meet in the middle, as in the decoder: columns 0-2 forward, 5-3 backward; the
-    # combined state must be (pi, used) = (pi, 1), and s ^ s' = pi + 2 excludes two bonuses
-    fwd = _bonus_combine(v[:, :, 0].unsqueeze(-2), v[:, :, 1].unsqueeze(-3))  # (n,P,a,b,s)
-    fwd = _bonus_combine(fwd.reshape(n, 2, 16, 1, 4), v[:, :, 2].unsqueeze(-3))
-    fwd = fwd.reshape(n, 2, 64, 4)
-    bwd = _bonus_combine(v[:, :, 5].unsqueeze(-3), v[:, :, 4].unsqueeze(-2))  # (n,P,h4,h5,s)
-    bwd = _bonus_combine(bwd.reshape(n, 2, 1, 16, 4), v[:, :, 3].unsqueeze(-2))
-    bwd = bwd.reshape(n, 2, 64, 4)[:, :, tab["back"]]
-    bwd = bwd.gather(-1, tab["xor_bonus_target"].expand(n, 2, 64, 4))
-    total = (fwd + bwd).amax(dim=-1).reshape(n, 128)  # index pi*64 + h
-    score3, best = total.max(dim=1)
-    pi = best // 64
-    h = best % 64
-    hw = hexa[h]
-    vsel = v[ar, pi]  # (n, 6, s, o)
-    vs = vsel.gather(2, hw.view(n, 6, 1, 1).expand(n, 6, 1, 4)).squeeze(2)  # (n, 6, 4)
-    st = vs[:, 0]
-    args = []
-    for j in range(1, 6):
-        cand = (st[:, xor] + vs[:, j].unsqueeze(1)).masked_fill(~ok, -math.inf)
-        st, arg = cand.max(dim=-1)
-        args.append(arg)
-    s = pi + 2
-    opt = _backtrack(args, s)  # (n, 6)
-    t_bits = opt & 1
-    bonus_col = (opt >> 1).argmax(dim=1)  # the column holding the -3
-    pat = cp[hw, pi.view(n, 1), t_bits]  # (n, 6)
+    c16 = xc @ pbf.T  # (n, 6, 16): cost of each column pattern, sum of its set rows
+    kk = torch.arange(24, device=dev)
+    jk = kk // 4
+    c16k = c16[:, jk] - 4.0 * x.unsqueeze(-1) * pbf[:, kk % 4].T  # (n, 24, 16)
+
+    def golay_tables(c):  # (..., 16) -> min, top bit, gap, each (..., 4 s, 2 pi)
+        c0 = c[..., cp[:, :, 0]]
+        c1 = c[..., cp[:, :, 1]]
+        return torch.minimum(c0, c1), (c1 < c0).to(torch.int64), (c1 - c0).abs()
+
+    gm, gg, gd = golay_tables(c16)  # (n, 6, 4, 2)
+    gmk, ggk, gdk = golay_tables(c16k)  # (n, 24, 4, 2)
+    cols = torch.arange(6, device=dev)
+    # per column j and word w (symbol hexa[w, j]): (n, 6, 64, 2)
+    GM = gm[:, cols.view(6, 1), hexa.T]
+    GG = gg[:, cols.view(6, 1), hexa.T]
+    GD = gd[:, cols.view(6, 1), hexa.T]
+    S = GM.sum(1)  # (n, 64, 2)
+    G = GG.sum(1)
+    inf = torch.full_like(GD[:, :1], math.inf)
+    pre = torch.cat([inf, GD[:, :-1]], 1).cummin(1).values  # min over columns < j
+    suf = torch.cat([GD[:, 1:], inf], 1).flip(1).cummin(1).values.flip(1)  # > j
+    DEX = torch.minimum(pre, suf)  # min gap over the columns other than j
+    hk = hexa.T[jk]  # (24, 64): the symbol of column k // 4 in each word
+    GMK = gmk[:, kk.view(24, 1), hk]  # (n, 24, 64, 2)
+    GGK = ggk[:, kk.view(24, 1), hk]
+    GDK = gdk[:, kk.view(24, 1), hk]
+    Sk = S.unsqueeze(1) - GM[:, jk] + GMK
+    mism = ((G.unsqueeze(1) - GG[:, jk] + GGK) & 1) != torch.arange(2, device=dev)
+    cost = Sk + torch.where(mism, torch.minimum(DEX[:, jk], GDK), torch.zeros_like(Sk))
+    cbest, wp = cost.reshape(n, 24, 128).min(dim=-1)  # index 2 w + pi: leechlib's order
+    val = (x.sum(1, keepdim=True) - 4.0 * x) - 2.0 * cbest  # (n, 24)
+    score3, k3 = val.max(dim=1)  # first k of the largest value
+    wpk = wp[ar, k3]
+    w3 = wpk // 2
+    pi3 = wpk % 2
+    j3 = k3 // 4
+    hw = hexa[w3]  # (n, 6)
+    tb = GG[ar, :, w3, pi3]  # (n, 6) top bits of the unmodified columns
+    gp = GD[ar, :, w3, pi3]
+    tb[ar, j3] = GGK[ar, k3, w3, pi3]
+    gp[ar, j3] = GDK[ar, k3, w3, pi3]
+    rj = gp.argmin(dim=1)  # the first column of least gap
+    flip = (tb.sum(1) & 1) != pi3
+    tb[ar, rj] ^= flip.to(torch.int64)
+    pat = cp[hw, pi3.view(n, 1), tb]  # (n, 6)
     cbits = ((pat.unsqueeze(-1) >> torch.arange(4, device=dev)) & 1).reshape(n, 24)
-    krow = mrow[ar, bonus_col, pat[ar, bonus_col]]
-    k3 = 4 * bonus_col + krow
     msg = (cbits[:, info] << torch.arange(12, device=dev)).sum(1)
     idx3 = 98256 + 24 * msg + k3
 
@@ -441,4 +491,6 @@ def nearest_minvec_int(x: torch.Tensor, *, chunk: int | None = None):
     """Index (leechlib order) of the minimal vector with the largest inner product with each row."""
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64, device=x.device)
+    if chunk is None:
+        chunk = DEFAULT_CHUNK_MINVEC.get(x.device.type, 256)
     return _chunked(_nearest_minvec_chunk, x, chunk)

@@ -245,7 +245,8 @@ def _torch_minvec(x: Tensor, coords: str):
     if y.shape[0] == 0:
         idx = torch.zeros(0, dtype=torch.int64, device=x.device)
     else:
-        idx = _decoder._chunked(_chunk_fn("minvec"), y, None, pad=_COMPILE["on"])
+        chunk = _decoder.DEFAULT_CHUNK_MINVEC.get(y.device.type, 256)
+        idx = _decoder._chunked(_chunk_fn("minvec"), y, chunk, pad=_COMPILE["on"])
     table = _decoder.minimal_vectors_int(x.device)
     v = table[idx].to(torch.float64)
     if coords == "unit":

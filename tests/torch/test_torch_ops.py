@@ -398,3 +398,34 @@ def test_float32_search_with_float64_fallback(nrng, leech):
     _check_against_reference(y.numpy(), fast.numpy())
     r = torch.from_numpy(nrng.normal(scale=2.0, size=(2000, 24)))
     assert _leech_nearest_chunk32(r)[1].sum() <= 5  # random points rarely need it (~1e-5)
+
+
+# ---------------------------------------------------------------------------
+# ties: where the arithmetic is exact, the pure-torch decoders (the CUDA path) and
+# leechlib's Numba kernels (the CPU path) give bitwise the same answer
+
+
+@pytest.mark.parametrize("dp32", [True, False])
+def test_torch_decoder_breaks_exact_ties_like_leechlib(nrng, dp32):
+    fn, _ = _leechlib_decoders()
+    for lo, hi, div in [(-9, 10, 1), (-2, 3, 1), (-3, 4, 2), (-3, 4, 4)]:
+        y = nrng.integers(lo, hi, size=(3000, 24)).astype(np.float64) / div
+        want = fn(y, coords="int")
+        got = leech_nearest_int(torch.from_numpy(y), dp32=dp32).numpy()
+        assert np.array_equal(got, want), (lo, hi, div)
+    # the 48 nearest points of a deep hole, translated by lattice vectors and 8Z^24
+    h = np.zeros((200, 24))
+    h[:, 0] = 4.0
+    h += 8.0 * nrng.integers(-3, 4, size=h.shape)
+    assert np.array_equal(leech_nearest_int(torch.from_numpy(h), dp32=dp32).numpy(),
+                          fn(h, coords="int"))
+
+
+def test_torch_minvec_breaks_exact_ties_like_leechlib(nrng):
+    _, mv = _leechlib_decoders()
+    for lo, hi in [(-2, 3), (-1, 2), (0, 2), (-5, 6)]:
+        x = nrng.integers(lo, hi, size=(3000, 24)).astype(np.float64)
+        x[(x == 0).all(1), 0] = 1.0
+        _, want = mv(x, coords="int", return_index=True)
+        got = nearest_minvec_int(torch.from_numpy(x), chunk=97).numpy()
+        assert np.array_equal(got, want), (lo, hi)

@@ -1,0 +1,170 @@
+"""One prepared GPU session: CUDA correctness checks and decode throughput, in one run.
+
+The project's GPU machine is lent for minutes at a time and has torch, numba and
+numpy but no pytest or hypothesis, so this script checks the CUDA paths with plain
+asserts against leechlib's CPU decoder (the reference) and then measures throughput.
+Every stage is timed and isolated (a failure is reported and the next stage runs);
+a time budget skips what would not fit.
+
+Usage (on the GPU machine, from the repository root)::
+
+    python benchmarks/gpu_check.py --out "$OUT" --budget 420
+
+It prints a markdown report and writes ``gpu_check.md`` and ``gpu_check.json`` to
+``--out``.  Without a GPU it only reports that (and exits 0), so it can be tried on
+any machine; ``--cpu-dry-run`` runs the first two stages on the CPU with the
+pure-torch decoder (the code path CUDA uses) to check the script itself.
+
+Stages
+------
+1. ``decoder``: ``torch_ext.nearest_point`` on CUDA (the pure-torch exact decoder)
+   against ``leechlib.nearest_point`` on the same float32/float64 inputs: Gaussian
+   points at scales 0.1, 1, 10, 1e4, integer points, deep holes with noise; must be
+   bitwise equal.  Also ``nearest_minimal_vector`` indices and ``quantize_ste``
+   gradients.
+2. ``model``: ``lila-tiny`` forward and backward under bf16 autocast on CUDA, and a
+   2-bit quantized copy's forward.
+3. ``throughput``: ``benchmarks/bench_torch_ops.py --cuda-n 4194304 --compile --minvec``
+   (points/s of every path, eager and compiled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+import traceback
+from contextlib import redirect_stdout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def stage_decoder(dev):
+    import leechlib
+    import torch_ext
+
+    rng = np.random.default_rng(0)
+    lines = []
+    cases = [(f"gauss x{s:g}", rng.standard_normal((20000, 24)) * s) for s in (0.1, 1.0, 10.0, 1e4)]
+    cases.append(("integers", rng.integers(-9, 10, (20000, 24)).astype(np.float64)))
+    hole = np.zeros((20000, 24))
+    hole[:, 0] = 4.0 / np.sqrt(8.0)
+    cases.append(("deep holes + 1e-6 noise", hole + 1e-6 * rng.standard_normal(hole.shape)))
+    for label, x in cases:
+        for dt in (np.float32, np.float64):
+            xd = x.astype(dt)
+            ref = leechlib.nearest_point(xd)
+            got = torch_ext.nearest_point(torch.from_numpy(xd).to(dev)).cpu().numpy()
+            bad = int((got != ref).any(axis=1).sum())
+            lines.append(f"nearest_point {label} {np.dtype(dt).name}: {bad} of {len(x)} rows differ")
+            if bad:
+                raise AssertionError(lines[-1])
+    x = rng.standard_normal((20000, 24)).astype(np.float32)
+    ref_v, ref_i = leechlib.nearest_minimal_vector(x, return_index=True)
+    got_v, got_i = torch_ext.nearest_minimal_vector(torch.from_numpy(x).to(dev), return_index=True)
+    bad = int((got_i.cpu().numpy() != ref_i).sum())
+    lines.append(f"nearest_minimal_vector: {bad} of {len(x)} indices differ")
+    if bad:
+        raise AssertionError(lines[-1])
+    xt = torch.randn(64, 24, device=dev, requires_grad=True)
+    q = torch_ext.quantize_ste(xt, scale=0.5)
+    q.sum().backward()
+    if not torch.equal(xt.grad, torch.ones_like(xt)):
+        raise AssertionError("quantize_ste: gradient is not the identity")
+    lines.append("quantize_ste: straight-through gradient is the identity")
+    return lines
+
+
+def stage_model(dev):
+    from torch_ext.model import LilaConfig, LilaTransformer
+    from torch_ext.quantize import quantize_model
+
+    torch.manual_seed(0)
+    cfg = LilaConfig.preset("lila-tiny")
+    m = LilaTransformer(cfg).to(dev)
+    idx = torch.randint(0, cfg.vocab_size, (4, cfg.block_size), device=dev)
+    with torch.autocast(dev.type, dtype=torch.bfloat16):
+        out = m(idx, targets=idx)
+    out.loss.backward()
+    lines = [f"lila-tiny bf16 forward/backward: loss {out.loss.item():.4f}"]
+    if not torch.isfinite(out.loss):
+        raise AssertionError("non-finite loss")
+    qm = quantize_model(m.cpu(), method="leech-shape-gain").to(dev)
+    with torch.no_grad():
+        lq = qm(idx, targets=idx).loss.item()
+    lines.append(f"2-bit leech-shape-gain copy on CUDA: loss {lq:.4f}")
+    return lines
+
+
+def stage_throughput(dev):
+    import bench_torch_ops
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        bench_torch_ops.main(["--cuda-n", str(1 << 22), "--compile", "--minvec", "--repeat", "3"])
+    return buf.getvalue().splitlines()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for the report")
+    p.add_argument("--budget", type=float, default=420.0, help="seconds for all stages")
+    p.add_argument("--cpu-dry-run", action="store_true",
+                   help="run the checks on the CPU with the pure-torch decoder (tests the script)")
+    args = p.parse_args(argv)
+    if args.cpu_dry_run:
+        os.environ["TORCH_EXT_CPU_BACKEND"] = "torch"
+    t0 = time.perf_counter()
+    report = {"torch": torch.__version__, "cuda": torch.cuda.is_available(), "stages": {}}
+    lines = [f"# GPU check\n\ntorch {torch.__version__}"]
+    if not (torch.cuda.is_available() or args.cpu_dry_run):
+        lines.append("no CUDA device: nothing to check")
+    else:
+        dev = torch.device("cpu" if args.cpu_dry_run else "cuda")
+        report["device"] = "cpu (dry run)" if args.cpu_dry_run else torch.cuda.get_device_name(dev)
+        lines.append(f"device: {report['device']}")
+        # estimated seconds per stage, to skip what would not fit the budget
+        for name, fn, need in (
+            ("decoder", stage_decoder, 60),
+            ("model", stage_model, 90),
+            ("throughput", stage_throughput, 240),
+        ):
+            left = args.budget - (time.perf_counter() - t0)
+            if args.cpu_dry_run and name == "throughput":
+                continue
+            if left < need:
+                report["stages"][name] = {"status": "skipped", "why": f"{left:.0f} s left"}
+                lines.append(f"\n## {name}: skipped ({left:.0f} s left of the budget)")
+                continue
+            ts = time.perf_counter()
+            try:
+                out = fn(dev)
+                status = "ok"
+            except Exception:  # report and go on: one run must bring back everything
+                out = traceback.format_exc().splitlines()
+                status = "FAILED"
+            dt = time.perf_counter() - ts
+            report["stages"][name] = {"status": status, "seconds": round(dt, 1), "lines": out}
+            lines.append(f"\n## {name}: {status} ({dt:.1f} s)\n")
+            lines.extend(out)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gpu_check.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    failed = any(s.get("status") == "FAILED" for s in report["stages"].values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
