@@ -18,10 +18,11 @@ pure-torch decoder (the code path CUDA uses) to check the script itself.
 Stages
 ------
 1. ``decoder``: ``torch_ext.nearest_point`` on CUDA (the pure-torch exact decoder)
-   against ``leechlib.nearest_point`` on the same float32/float64 inputs: Gaussian
-   points at scales 0.1, 1, 10, 1e4, integer points, deep holes with noise; must be
-   bitwise equal.  Also ``nearest_minimal_vector`` indices and ``quantize_ste``
-   gradients.
+   against ``leechlib.nearest_point``: bitwise on integer, half-integer and deep-hole
+   inputs in the integer frame (exact ties, broken by the same rule); equal squared
+   distances on Gaussian float32/float64 inputs at scales 0.1, 1, 10, 1e4 (the count
+   of bitwise-different rows is reported).  Also ``nearest_minimal_vector`` indices
+   (integer inputs, bitwise) and ``quantize_ste`` gradients.
 2. ``model``: ``lila-tiny`` forward and backward under bf16 autocast on CUDA, and a
    2-bit quantized copy's forward.
 3. ``throughput``: ``benchmarks/bench_torch_ops.py --cuda-n 4194304 --compile --minvec``
@@ -53,20 +54,46 @@ def stage_decoder(dev):
 
     rng = np.random.default_rng(0)
     lines = []
-    cases = [(f"gauss x{s:g}", rng.standard_normal((20000, 24)) * s) for s in (0.1, 1.0, 10.0, 1e4)]
-    cases.append(("integers", rng.integers(-9, 10, (20000, 24)).astype(np.float64)))
+    # exact arithmetic (integer frame, integer or half-integer points, deep holes):
+    # ties are broken by the same rule, so the points must be bitwise equal
+    exact = [("integers", rng.integers(-9, 10, (20000, 24)).astype(np.float64)),
+             ("half-integers", rng.integers(-9, 10, (20000, 24)) / 2.0)]
     hole = np.zeros((20000, 24))
-    hole[:, 0] = 4.0 / np.sqrt(8.0)
-    cases.append(("deep holes + 1e-6 noise", hole + 1e-6 * rng.standard_normal(hole.shape)))
-    for label, x in cases:
+    hole[:, 0] = 4.0
+    exact.append(("deep holes + 8Z^24", hole + 8.0 * rng.integers(-3, 4, hole.shape)))
+    for label, x in exact:
+        ref = leechlib.nearest_point(x, coords="int")
+        got = torch_ext.nearest_point(torch.from_numpy(x).to(dev), coords="int").cpu().numpy()
+        bad = int((got != ref).any(axis=1).sum())
+        lines.append(f"nearest_point {label} (int coords): {bad} of {len(x)} rows differ")
+        if bad:
+            raise AssertionError(lines[-1])
+    # rounded to the integer frame: equal distances (to rounding); report exact equality
+    for sc in (0.1, 1.0, 10.0, 1e4):
+        x = rng.standard_normal((20000, 24)) * sc
         for dt in (np.float32, np.float64):
             xd = x.astype(dt)
             ref = leechlib.nearest_point(xd)
             got = torch_ext.nearest_point(torch.from_numpy(xd).to(dev)).cpu().numpy()
+            x64 = xd.astype(np.float64)
+            dref = ((x64 - ref.astype(np.float64)) ** 2).sum(1)
+            dgot = ((x64 - got.astype(np.float64)) ** 2).sum(1)
             bad = int((got != ref).any(axis=1).sum())
-            lines.append(f"nearest_point {label} {np.dtype(dt).name}: {bad} of {len(x)} rows differ")
-            if bad:
+            err = float(np.max(np.abs(dgot - dref) / np.maximum(dref, 1e-300)))
+            lines.append(f"nearest_point gauss x{sc:g} {np.dtype(dt).name}: {bad} of {len(x)} "
+                         f"rows differ, max relative distance difference {err:.1e}")
+            tol = 1e-5 if dt == np.float32 else 1e-12
+            if err > tol:
                 raise AssertionError(lines[-1])
+    xi = rng.integers(-2, 3, (20000, 24)).astype(np.float64)
+    xi[(xi == 0).all(1), 0] = 1.0
+    _, ref_i = leechlib.nearest_minimal_vector(xi, coords="int", return_index=True)
+    _, got_i = torch_ext.nearest_minimal_vector(torch.from_numpy(xi).to(dev), coords="int",
+                                               return_index=True)
+    bad = int((got_i.cpu().numpy() != ref_i).sum())
+    lines.append(f"nearest_minimal_vector integers (exact ties): {bad} of {len(xi)} indices differ")
+    if bad:
+        raise AssertionError(lines[-1])
     x = rng.standard_normal((20000, 24)).astype(np.float32)
     ref_v, ref_i = leechlib.nearest_minimal_vector(x, return_index=True)
     got_v, got_i = torch_ext.nearest_minimal_vector(torch.from_numpy(x).to(dev), return_index=True)
@@ -100,7 +127,7 @@ def stage_model(dev):
     qm = quantize_model(m.cpu(), method="leech-shape-gain").to(dev)
     with torch.no_grad():
         lq = qm(idx, targets=idx).loss.item()
-    lines.append(f"2-bit leech-shape-gain copy on CUDA: loss {lq:.4f}")
+    lines.append(f"2-bit leech-shape-gain copy on {dev.type}: loss {lq:.4f}")
     return lines
 
 
