@@ -204,6 +204,15 @@ def _column_options(m, g, dd, mi, c0, q0, p0, c1, q1, p1, cx, qx, px, cy, qy, py
 
 
 @jit
+def _column_rows(t, k0):
+    """The eight entries of one column in a per-(residue, coordinate) table: rows 0..3
+    with bit b = 0 (residue eps, flat index ``k0 + r``) and b = 1 (residue eps + 2,
+    ``k0 + 48 + r``), ordered (r0b0, r0b1, r1b0, r1b1, ...)."""
+    k1 = k0 + 48
+    return t[k0], t[k1], t[k0 + 1], t[k1 + 1], t[k0 + 2], t[k1 + 2], t[k0 + 3], t[k1 + 3]
+
+
+@jit
 def _leech_one(y, out, pat, hexa, hoff, fs, js):
     """Nearest point of sqrt(8)*Lambda24 to ``y`` (24 floats); writes ``out``.
 
@@ -265,31 +274,9 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
     for e in range(2):
         for j in range(6):
             k0 = 24 * e + 4 * j
-            k1 = k0 + 48
-            c00 = cA[k0]
-            c01 = cA[k1]
-            c10 = cA[k0 + 1]
-            c11 = cA[k1 + 1]
-            c20 = cA[k0 + 2]
-            c21 = cA[k1 + 2]
-            c30 = cA[k0 + 3]
-            c31 = cA[k1 + 3]
-            q00 = qA[k0]
-            q01 = qA[k1]
-            q10 = qA[k0 + 1]
-            q11 = qA[k1 + 1]
-            q20 = qA[k0 + 2]
-            q21 = qA[k1 + 2]
-            q30 = qA[k0 + 3]
-            q31 = qA[k1 + 3]
-            p00 = pA[k0]
-            p01 = pA[k1]
-            p10 = pA[k0 + 1]
-            p11 = pA[k1 + 1]
-            p20 = pA[k0 + 2]
-            p21 = pA[k1 + 2]
-            p30 = pA[k0 + 3]
-            p31 = pA[k1 + 3]
+            c00, c01, c10, c11, c20, c21, c30, c31 = _column_rows(cA, k0)
+            q00, q01, q10, q11, q20, q21, q30, q31 = _column_rows(qA, k0)
+            p00, p01, p10, p11, p20, p21, p30, p31 = _column_rows(pA, k0)
             mb = 16 * j + 2 * e
             # s = 0: X = {}, Y = {1, 2, 3}
             _column_options(
