@@ -32,6 +32,8 @@ columns in index order; the p switch at the first row of least penalty; and per
 coordinate the candidate of 8Z + a at distance exactly 4 is ``a`` itself.
 """
 
+import math
+
 import numpy as np
 from numba import prange
 
@@ -236,7 +238,7 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
     # 1. reduce modulo 8Z^24: r = y - 8n in [-4, 4) (exact)
     for i in range(24):
         v = y[i]
-        n8 = np.floor(v * 0.125 + 0.5) * 8.0
+        n8 = math.floor(v * 0.125 + 0.5) * 8.0  # exact (|v| < 2**50); math.floor also compiles for CUDA
         out[i] = n8
         rr[i] = v - n8
     # 2. per residue a = eps + 2b (mod 4) and coordinate: |distance| s to 8Z + a;

@@ -1,0 +1,156 @@
+"""The exact Leech decoder on CUDA GPUs (Numba CUDA), from the same source as the CPU kernel.
+
+The functions of :mod:`leechlib._kernels.leech` (``_leech_one`` and its helpers) are
+plain numeric Python.  This module executes that module's source a second time with
+the jit policy replaced by ``numba.cuda.jit(device=True)``, so the GPU runs the very
+same algorithm and tie-breaking as the CPU, one thread per point, with the scratch
+tables in thread-local arrays.  Nothing here is imported by ``import leechlib``; the
+module needs ``numba.cuda`` (the ``numba-cuda`` package with a CUDA driver, or the
+CUDA simulator ``NUMBA_ENABLE_CUDASIM=1``, which the test suite uses on machines
+without a GPU).
+
+Floating point: NVVM contracts ``a*b + c`` into fused multiply-adds, so where the
+input is rounded on its way to the integer frame, two lattice points whose distances
+differ by rounding only (about 1e-15 relative) may be ordered differently than on the
+CPU.  Where the arithmetic is exact (integer and half-integer points in the integer
+frame, deep holes) the answer is bitwise the CPU's.
+
+Use :func:`nearest_int` with arrays that expose ``__cuda_array_interface__`` (Numba
+device arrays, CuPy arrays, torch CUDA tensors through ``numba.cuda.as_cuda_array``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import types
+
+import numpy as np
+
+__all__ = ["available", "kernels", "nearest_int", "THREADS_PER_BLOCK"]
+
+#: threads per block of the decoding kernel (each thread holds about 11.6 kB of
+#: local scratch, so occupancy is bounded by local memory, not by this number)
+THREADS_PER_BLOCK = 128
+
+
+def available() -> bool:
+    """True when ``numba.cuda`` can run kernels here (a GPU, or the simulator)."""
+    try:
+        from numba import cuda
+    except Exception:  # pragma: no cover - numba.cuda missing or broken
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # pragma: no cover - driver errors
+        return False
+
+
+def _device_jit(fn=None, **kwargs):
+    from numba import cuda
+
+    def wrap(f):
+        return cuda.jit(device=True)(f)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _unused_parallel(fn=None, **kwargs):
+    """The CPU batch loops of the kernel module are not compiled for the GPU."""
+    return fn if fn is not None else (lambda f: f)
+
+
+_KERNEL_SRC = """
+import math
+from numba import cuda, float64, int64
+
+
+@cuda.jit
+def nearest_kernel(x, factor, mul, div, dmul, ddiv, pat, hexa, hoff, out, dist, bad):
+    k = cuda.grid(1)
+    if k >= x.shape[0]:
+        return
+    fs = cuda.local.array(1208, float64)
+    js = cuda.local.array(192, int64)
+    yb = cuda.local.array(24, float64)
+    ob = cuda.local.array(24, float64)
+    ok = True
+    for i in range(24):
+        v = float64(x[k, i]) * factor
+        yb[i] = v
+        if not abs(v) < MAX_ABS:  # also NaN and inf
+            ok = False
+    if not ok:
+        bad[k] = 1
+        dist[k] = math.nan
+        return
+    bad[k] = 0
+    d = _leech_one(yb, ob, pat, hexa, hoff, fs, js)
+    for i in range(24):
+        out[k, i] = ob[i] * mul / div
+    dist[k] = d * dmul / ddiv
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def kernels() -> types.SimpleNamespace:
+    """The device functions (from the CPU kernel's source) and the CUDA decoding kernel."""
+    from . import leech
+
+    with open(leech.__file__) as f:
+        src = f.read()
+    marker = "from leechlib._jit import jit, pjit\n"
+    if marker not in src:  # pragma: no cover - guards a refactor of leech.py
+        raise RuntimeError("leechlib._kernels.leech no longer imports its jit policy as expected")
+    src = src.replace(marker, "")
+    ns: dict = {
+        "__name__": "leechlib._kernels._leech_cuda",
+        "jit": _device_jit,
+        "pjit": _unused_parallel,
+    }
+    exec(compile(src, leech.__file__, "exec"), ns)
+    # the kernel lives in the same namespace as the device functions it calls, with
+    # ``cuda`` a global there (the CUDA simulator swaps that global for its own module)
+    exec(compile(_KERNEL_SRC, __file__, "exec"), ns)
+    return types.SimpleNamespace(leech_one=ns["_leech_one"], nearest_kernel=ns["nearest_kernel"])
+
+
+_TABLES: dict = {}
+
+
+def _device_tables():
+    from numba import cuda
+
+    key = os.getpid()
+    t = _TABLES.get(key)
+    if t is None:
+        from ..decode import _tables
+
+        host = _tables()
+        t = {name: cuda.to_device(np.ascontiguousarray(host[name]))
+             for name in ("pat", "hexa", "hoff_leech")}
+        _TABLES[key] = t
+    return t
+
+
+def nearest_int(x, out, dist, bad, *, factor=1.0, mul=1.0, div=1.0, dmul=1.0, ddiv=1.0,
+                stream=0):
+    """Launch the decoder on device arrays: ``x`` (n, 24) float32/float64 in, ``out``
+    (n, 24) float64, ``dist`` (n,) float64 and ``bad`` (n,) int8 out.
+
+    Row k is decoded as ``y = x[k] * factor`` in the integer frame and written as
+    ``out[k] = z * mul / div``, ``dist[k] = d * dmul / ddiv`` (as the CPU wrapper
+    :func:`leechlib._kernels.leech.leech_nearest` does); ``bad[k] = 1`` where ``y``
+    has an entry that is not finite or not below ``2**50`` in absolute value.  The
+    caller checks ``bad`` and synchronises ``stream``.
+    """
+    n = x.shape[0]
+    if n == 0:
+        return
+    t = _device_tables()
+    kern = kernels().nearest_kernel
+    blocks = (n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
+    kern[blocks, THREADS_PER_BLOCK, stream](
+        x, float(factor), float(mul), float(div), float(dmul), float(ddiv),
+        t["pat"], t["hexa"], t["hoff_leech"], out, dist, bad,
+    )
