@@ -8,6 +8,8 @@ Paths
   ``--compile`` also ``torch.compile``-d);
 * ``torch cuda``: the same decoder on the GPU (eager and, with ``--compile``,
   compiled), when CUDA is available;
+* ``op ... Numba CUDA``: leechlib's kernel compiled for the GPU by Numba CUDA (what
+  ``torch_ext.nearest_point`` uses on CUDA when ``numba.cuda`` works);
 * the same for the nearest minimal vector (``--minvec``).
 
 Usage::
@@ -98,6 +100,12 @@ def main(argv=None):
         name = torch.cuda.get_device_name(dev)
         for n in sorted({min(args.cuda_n, 1 << 16), args.cuda_n}):
             xc = (torch.randn(n, 24, device=dev) * 1.5).to(dtype)
+            if ops.cuda_backend() == "numba":
+                add("op nearest_point (leechlib kernel, Numba CUDA)", name, n,
+                    _time(torch_ext.nearest_point, xc, args.repeat), "one thread per point")
+            else:
+                add("op nearest_point (leechlib kernel, Numba CUDA)", name, n, None,
+                    "numba.cuda cannot run kernels here")
             ops.set_decoder_compile(False)
             add("pure-torch decoder, eager", name, n, _time(torch_decoder, xc, args.repeat),
                 f"chunk {_decoder.DEFAULT_CHUNK['cuda']}")

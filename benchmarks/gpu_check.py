@@ -17,8 +17,9 @@ pure-torch decoder (the code path CUDA uses) to check the script itself.
 
 Stages
 ------
-1. ``decoder``: ``torch_ext.nearest_point`` on CUDA (the pure-torch exact decoder)
-   against ``leechlib.nearest_point``: bitwise on integer, half-integer and deep-hole
+1. ``decoder``: ``torch_ext.nearest_point`` on CUDA (leechlib's kernel compiled by
+   Numba CUDA when ``numba.cuda`` works, else the pure-torch decoder; the pure-torch
+   decoder is also checked on its own) against ``leechlib.nearest_point``: bitwise on integer, half-integer and deep-hole
    inputs in the integer frame (exact ties, broken by the same rule); equal squared
    distances on Gaussian float32/float64 inputs at scales 0.1, 1, 10, 1e4 (the count
    of bitwise-different rows is reported).  Also ``nearest_minimal_vector`` indices
@@ -61,13 +62,20 @@ def stage_decoder(dev):
     hole = np.zeros((20000, 24))
     hole[:, 0] = 4.0
     exact.append(("deep holes + 8Z^24", hole + 8.0 * rng.integers(-3, 4, hole.shape)))
+    from torch_ext import ops
+
+    backend = ops.cuda_backend() if dev.type == "cuda" else "cpu"
+    lines.append(f"torch_ext.nearest_point backend on {dev.type}: {backend}")
     for label, x in exact:
         ref = leechlib.nearest_point(x, coords="int")
-        got = torch_ext.nearest_point(torch.from_numpy(x).to(dev), coords="int").cpu().numpy()
-        bad = int((got != ref).any(axis=1).sum())
-        lines.append(f"nearest_point {label} (int coords): {bad} of {len(x)} rows differ")
-        if bad:
-            raise AssertionError(lines[-1])
+        xd = torch.from_numpy(x).to(dev)
+        for path, fn in (("op", lambda t: torch_ext.nearest_point(t, coords="int")),
+                         ("pure torch", lambda t: ops.decode_torch(t, "int", 1.0))):
+            got = fn(xd).cpu().numpy()
+            bad = int((got != ref).any(axis=1).sum())
+            lines.append(f"nearest_point {label} (int coords, {path}): {bad} of {len(x)} rows differ")
+            if bad:
+                raise AssertionError(lines[-1])
     # rounded to the integer frame: equal distances (to rounding); report exact equality
     for sc in (0.1, 1.0, 10.0, 1e4):
         x = rng.standard_normal((20000, 24)) * sc

@@ -23,8 +23,12 @@ The functions dispatch to the custom ops ``torch.ops.leech.nearest_point``,
 * CPU tensors go to leechlib's Numba kernels through numpy (no copy for contiguous
   float32/float64 input) when ``leechlib.nearest_point`` is available, and otherwise
   to the pure-torch decoder (:func:`cpu_backend` says which);
-* every other device (CUDA) runs the pure-torch decoder of
-  :mod:`torch_ext._decoder`: the structured algorithm (two cosets, four candidates
+* CUDA tensors go to leechlib's decoder compiled for the GPU by Numba CUDA
+  (:mod:`leechlib._kernels.cuda`: the CPU kernel's own source, one thread per point)
+  when ``numba.cuda`` works here, and otherwise to the pure-torch decoder
+  (:func:`cuda_backend` says which; ``TORCH_EXT_CUDA_BACKEND=torch`` or ``numba``
+  forces one).  The nearest minimal vector always uses the pure-torch decoder on CUDA;
+* the pure-torch decoder of :mod:`torch_ext._decoder` (any device) is the structured algorithm (two cosets, four candidates
   per coordinate, sixteen patterns per MOG column, 64 hexacode words × 2 parities,
   parity repair by a min-plus DP), vectorised over the batch: float64 costs, the
   256-way search in float32 with a certified float64 fallback (exact either way).
@@ -39,6 +43,7 @@ and the result cast back; float64 input is decoded in float64.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -55,6 +60,7 @@ __all__ = [
     "decode_torch",
     "nearest_minimal_vector_torch",
     "cpu_backend",
+    "cuda_backend",
     "set_decoder_compile",
 ]
 
@@ -156,6 +162,40 @@ def cpu_backend() -> str:
     return "torch"
 
 
+@functools.lru_cache(maxsize=None)
+def _numba_cuda_ok() -> bool:
+    try:
+        from leechlib._kernels import cuda as lc
+    except ImportError:  # pragma: no cover - leechlib ships with torch_ext
+        return False
+    return lc.available()
+
+
+def cuda_backend() -> str:
+    """Which implementation decodes CUDA tensors: ``"numba"`` or ``"torch"``.
+
+    ``"numba"``: leechlib's decoder compiled for the GPU by Numba CUDA, when
+    ``numba.cuda`` can run kernels here; ``"torch"``: the pure-torch decoder.  The
+    environment variable ``TORCH_EXT_CUDA_BACKEND`` (``torch`` or ``numba``)
+    overrides the choice; ``numba`` where Numba CUDA does not work is an error.
+
+    Examples
+    --------
+    >>> from torch_ext.ops import cuda_backend
+    >>> cuda_backend() in ("numba", "torch")
+    True
+    """
+    want = os.environ.get("TORCH_EXT_CUDA_BACKEND", "auto")
+    if want not in ("auto", "numba", "torch"):
+        raise ValueError(f"TORCH_EXT_CUDA_BACKEND must be 'numba', 'torch' or unset, got {want!r}")
+    if want == "torch":
+        return "torch"
+    ok = _numba_cuda_ok()
+    if want == "numba" and not ok:
+        raise RuntimeError("TORCH_EXT_CUDA_BACKEND=numba but numba.cuda cannot run kernels here")
+    return "numba" if ok else "torch"
+
+
 _COMPILE = {
     "on": os.environ.get("TORCH_EXT_COMPILE_DECODER", "0") == "1",
     "backend": "inductor",
@@ -239,6 +279,48 @@ def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     return v.to(x.dtype).reshape(x.shape)
 
 
+def _numba_cuda_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
+    """Nearest points of a CUDA tensor by leechlib's kernel compiled with Numba CUDA.
+
+    The output frame is computed exactly as leechlib does (``z / sqrt8`` for unit
+    coordinates, ``z * (1 / factor)`` with a scale), so results match the CPU path.
+    """
+    from numba import cuda as ncuda
+
+    from leechlib._kernels import cuda as lc
+
+    factor = _factor(coords, scale)
+    _check_values(x, factor)
+    y = x.detach().reshape(-1, 24)
+    if y.dtype not in _FLOATS:
+        y = y.to(torch.float32)
+    y = y.contiguous()
+    n = y.shape[0]
+    out = torch.empty((n, 24), dtype=torch.float64, device=x.device)
+    if n == 0:
+        return out.to(x.dtype).reshape(x.shape)
+    dist = torch.empty(n, dtype=torch.float64, device=x.device)
+    bad = torch.empty(n, dtype=torch.int8, device=x.device)
+    if scale == 1.0:
+        mul, div = (1.0, SQRT8) if coords == "unit" else (1.0, 1.0)
+    else:
+        mul, div = 1.0 / factor, 1.0
+    with torch.cuda.device(x.device):
+        stream = ncuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
+        with ncuda.gpus[x.device.index if x.device.index is not None else 0]:
+            lc.nearest_int(ncuda.as_cuda_array(y), ncuda.as_cuda_array(out),
+                           ncuda.as_cuda_array(dist), ncuda.as_cuda_array(bad),
+                           factor=factor, mul=mul, div=div, stream=stream)
+    return out.to(x.dtype).reshape(x.shape)
+
+
+def _device_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
+    """Kernel of both decoding ops on non-CPU devices."""
+    if x.is_cuda and cuda_backend() == "numba":
+        return _numba_cuda_nearest(x, coords, scale)
+    return _torch_nearest(x, coords, scale)
+
+
 def _torch_minvec(x: Tensor, coords: str):
     _check_values(x)
     y = x.reshape(-1, 24).to(torch.float64)
@@ -291,8 +373,8 @@ def _leechlib_minvec(x: Tensor, coords: str):
 
 @torch.library.custom_op("leech::nearest_point", mutates_args=())
 def _nearest_point_op(x: Tensor, coords: str, scale: float) -> Tensor:
-    """Nearest lattice point (default implementation: the pure-torch decoder)."""
-    return _torch_nearest(x, coords, scale)
+    """Nearest lattice point (default implementation: CUDA via Numba, else pure torch)."""
+    return _device_nearest(x, coords, scale)
 
 
 def _cpu_nearest(x, coords, scale):
@@ -324,7 +406,7 @@ _nearest_point_op.register_autograd(_zero_backward, setup_context=_setup_none)
 @torch.library.custom_op("leech::quantize_ste", mutates_args=())
 def _quantize_ste_op(x: Tensor, coords: str, scale: float) -> Tensor:
     """Nearest lattice point; the gradient is passed straight through."""
-    return _torch_nearest(x, coords, scale)
+    return _device_nearest(x, coords, scale)
 
 
 _quantize_ste_op.register_kernel("cpu")(_cpu_nearest)

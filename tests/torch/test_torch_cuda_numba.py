@@ -1,0 +1,85 @@
+"""torch_ext's Numba CUDA path (``ops._numba_cuda_nearest``) without a GPU.
+
+In a subprocess with Numba's CUDA simulator, the torch/CUDA plumbing (streams, device
+selection, ``as_cuda_array``) is replaced by CPU stand-ins, so that the rest of the
+path -- checks, output frame, dtypes, shapes -- runs for real and is compared bitwise
+with the CPU op.  The real plumbing runs in ``benchmarks/gpu_check.py`` on a GPU.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_SCRIPT = r"""
+import contextlib, json, sys, types
+sys.path.insert(0, ROOT)
+import numpy as np
+import torch
+from numba import cuda as ncuda
+import torch_ext
+from torch_ext import ops
+
+# CPU stand-ins for the CUDA plumbing
+ncuda.as_cuda_array = lambda t: t.numpy()
+ncuda.external_stream = lambda ptr: 0
+ncuda.gpus = {0: contextlib.nullcontext()}
+torch.cuda.device = lambda dev: contextlib.nullcontext()
+torch.cuda.current_stream = lambda dev=None: types.SimpleNamespace(cuda_stream=0)
+
+res = {"backend": ops.cuda_backend()}
+g = torch.Generator().manual_seed(3)
+cases = []
+for dtype in (torch.float32, torch.float64):
+    x = torch.randn(2, 30, 24, generator=g).to(dtype)
+    for coords, scale in (("unit", 1.0), ("int", 1.0), ("unit", 0.37), ("int", 3.0)):
+        got = ops._numba_cuda_nearest(x, coords, scale)
+        want = torch_ext.nearest_point(x, coords=coords, scale=scale)  # CPU op: leechlib
+        cases.append([str(dtype), coords, scale, got.dtype == x.dtype,
+                      tuple(got.shape) == tuple(x.shape), bool(torch.equal(got, want))])
+res["cases"] = cases
+errs = []
+for bad in (torch.full((3, 24), float("nan")), torch.full((2, 24), 1e30)):
+    try:
+        ops._numba_cuda_nearest(bad, "unit", 1.0)
+        errs.append("no error")
+    except ValueError as e:
+        errs.append(str(e))
+res["errors"] = errs
+res["empty"] = tuple(ops._numba_cuda_nearest(torch.zeros(0, 24), "unit", 1.0).shape)
+print(json.dumps(res))
+"""
+
+
+@pytest.mark.slow
+def test_numba_cuda_path_matches_cpu_op_in_the_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", TORCH_EXT_CUDA_BACKEND="auto")
+    out = subprocess.run([sys.executable, "-c", "ROOT = %r\n" % ROOT + _SCRIPT], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["backend"] == "numba"  # the simulator counts as a working numba.cuda
+    assert len(res["cases"]) == 8
+    for dtype, coords, scale, same_dtype, same_shape, equal in res["cases"]:
+        assert same_dtype and same_shape and equal, (dtype, coords, scale)
+    assert "NaN or inf" in res["errors"][0]
+    assert "too large" in res["errors"][1]
+    assert res["empty"] == [0, 24]
+
+
+def test_cuda_backend_env_override(monkeypatch):
+    from torch_ext import ops
+
+    monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "torch")
+    assert ops.cuda_backend() == "torch"
+    monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "cupy")
+    with pytest.raises(ValueError, match="TORCH_EXT_CUDA_BACKEND"):
+        ops.cuda_backend()
+    monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "numba")
+    if not ops._numba_cuda_ok():
+        with pytest.raises(RuntimeError, match="numba"):
+            ops.cuda_backend()
