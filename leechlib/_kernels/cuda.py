@@ -17,6 +17,8 @@ frame, deep holes) the answer is bitwise the CPU's.
 
 Use :func:`nearest_int` with arrays that expose ``__cuda_array_interface__`` (Numba
 device arrays, CuPy arrays, torch CUDA tensors through ``numba.cuda.as_cuda_array``).
+The kernel compiles on first use (a few seconds; CUDA code is not cached on disk) and
+the lookup tables are copied once per process and device.
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ _TABLES: dict = {}
 def _device_tables():
     from numba import cuda
 
-    key = os.getpid()
+    # one copy per process and GPU (launches run on the current device)
+    key = (os.getpid(), cuda.get_current_device().id)
     t = _TABLES.get(key)
     if t is None:
         from ..decode import _tables
