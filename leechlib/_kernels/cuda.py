@@ -124,7 +124,11 @@ def _device_tables():
     from numba import cuda
 
     # one copy per process and GPU (launches run on the current device)
-    key = (os.getpid(), cuda.get_current_device().id)
+    try:
+        dev_id = cuda.get_current_device().id
+    except AttributeError:  # the CUDA simulator has a single fake device
+        dev_id = 0
+    key = (os.getpid(), dev_id)
     t = _TABLES.get(key)
     if t is None:
         from ..decode import _tables
