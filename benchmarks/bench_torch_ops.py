@@ -115,6 +115,10 @@ def main(argv=None):
                     _time(torch_decoder, xc, args.repeat), "inductor Triton")
                 ops.set_decoder_compile(False)
             if args.minvec:
+                if ops.cuda_backend() == "numba":
+                    add("op nearest_minimal_vector (leechlib kernel, Numba CUDA)", name, n,
+                        _time(torch_ext.nearest_minimal_vector, xc, args.repeat),
+                        "one thread per point")
                 add("pure-torch min. vector, eager", name, n,
                     _time(ops.nearest_minimal_vector_torch, xc, args.repeat), "")
     else:

@@ -96,12 +96,16 @@ def stage_decoder(dev):
     xi = rng.integers(-2, 3, (20000, 24)).astype(np.float64)
     xi[(xi == 0).all(1), 0] = 1.0
     _, ref_i = leechlib.nearest_minimal_vector(xi, coords="int", return_index=True)
-    _, got_i = torch_ext.nearest_minimal_vector(torch.from_numpy(xi).to(dev), coords="int",
-                                               return_index=True)
-    bad = int((got_i.cpu().numpy() != ref_i).sum())
-    lines.append(f"nearest_minimal_vector integers (exact ties): {bad} of {len(xi)} indices differ")
-    if bad:
-        raise AssertionError(lines[-1])
+    xid = torch.from_numpy(xi).to(dev)
+    for path, fn in (("op", lambda t: torch_ext.nearest_minimal_vector(t, coords="int",
+                                                                       return_index=True)),
+                     ("pure torch", lambda t: ops.nearest_minimal_vector_torch(t, coords="int"))):
+        got_i = fn(xid)[1].cpu().numpy()
+        bad = int((got_i != ref_i).sum())
+        lines.append(f"nearest_minimal_vector integers (exact ties, {path}): {bad} of "
+                     f"{len(xi)} indices differ")
+        if bad:
+            raise AssertionError(lines[-1])
     x = rng.standard_normal((20000, 24)).astype(np.float32)
     ref_v, ref_i = leechlib.nearest_minimal_vector(x, return_index=True)
     got_v, got_i = torch_ext.nearest_minimal_vector(torch.from_numpy(x).to(dev), return_index=True)

@@ -1,4 +1,4 @@
-"""The CUDA decoder (``leechlib._kernels.cuda``) against the CPU kernel.
+"""The CUDA decoders (``leechlib._kernels.cuda``) against the CPU kernels.
 
 Without a GPU it runs in Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, which must
 be set before ``numba.cuda`` is imported, hence a subprocess): the simulator executes
@@ -67,6 +67,16 @@ res["bad"] = b.tolist()
 res["bad_dist_nan"] = [bool(np.isnan(v)) for v in d]
 q = leechlib.nearest_point(x[[0, 2, 5]])
 res["good_rows"] = int((p[[0, 2, 5]] != q).any(1).sum())
+# nearest minimal vector, Gaussian and integer (tied) inputs
+x = np.concatenate([rng.standard_normal((N, 24)), rng.integers(-2, 3, (N, 24)).astype(float)])
+x[(x == 0).all(1), 0] = 1.0
+dx = cuda.to_device(x)
+vo = cuda.device_array((len(x), 24), dtype=np.float64)
+io = cuda.device_array(len(x), dtype=np.int64)
+lc.minvec_int(dx, vo, io)
+cuda.synchronize()
+v, i = leechlib.nearest_minimal_vector(x, coords="int", return_index=True)
+res["minvec"] = [int((io.copy_to_host() != i).sum()), int((vo.copy_to_host() != v).any(1).sum())]
 print(json.dumps(res))
 """
 
@@ -91,6 +101,7 @@ def _check(res):
     assert res["bad"] == [0, 1, 0, 1, 1, 0]
     assert res["bad_dist_nan"] == [False, True, False, True, True, False]
     assert res["good_rows"] == 0
+    assert res["minvec"] == [0, 0]
 
 
 @pytest.mark.slow

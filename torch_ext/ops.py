@@ -27,7 +27,7 @@ The functions dispatch to the custom ops ``torch.ops.leech.nearest_point``,
   (:mod:`leechlib._kernels.cuda`: the CPU kernel's own source, one thread per point)
   when ``numba.cuda`` works here, and otherwise to the pure-torch decoder
   (:func:`cuda_backend` says which; ``TORCH_EXT_CUDA_BACKEND=torch`` or ``numba``
-  forces one).  The nearest minimal vector always uses the pure-torch decoder on CUDA;
+  forces one); the same for the nearest minimal vector;
 * the pure-torch decoder of :mod:`torch_ext._decoder` (any device) is the structured algorithm (two cosets, four candidates
   per coordinate, sixteen patterns per MOG column, 64 hexacode words × 2 parities,
   parity repair by a min-plus DP), vectorised over the batch: float64 costs, the
@@ -321,6 +321,40 @@ def _device_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     return _torch_nearest(x, coords, scale)
 
 
+def _numba_cuda_minvec(x: Tensor, coords: str):
+    """Nearest minimal vectors of a CUDA tensor by leechlib's kernel (Numba CUDA)."""
+    from numba import cuda as ncuda
+
+    from leechlib._kernels import cuda as lc
+
+    _check_values(x)
+    y = x.detach().reshape(-1, 24)
+    if y.dtype not in _FLOATS:
+        y = y.to(torch.float32)
+    y = y.contiguous()
+    n = y.shape[0]
+    idx = torch.zeros(n, dtype=torch.int64, device=x.device)
+    if n:
+        vint = torch.empty((n, 24), dtype=torch.float64, device=x.device)
+        with torch.cuda.device(x.device):
+            stream = ncuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
+            with ncuda.gpus[x.device.index if x.device.index is not None else 0]:
+                lc.minvec_int(ncuda.as_cuda_array(y), ncuda.as_cuda_array(vint),
+                              ncuda.as_cuda_array(idx), stream=stream)
+    table = _decoder.minimal_vectors_int(x.device)
+    v = table[idx].to(torch.float64)
+    if coords == "unit":
+        v = v / SQRT8
+    return v.to(x.dtype).reshape(x.shape), idx.reshape(x.shape[:-1])
+
+
+def _device_minvec(x: Tensor, coords: str):
+    """Kernel of the minimal-vector op on non-CPU devices."""
+    if x.is_cuda and cuda_backend() == "numba":
+        return _numba_cuda_minvec(x, coords)
+    return _torch_minvec(x, coords)
+
+
 def _torch_minvec(x: Tensor, coords: str):
     _check_values(x)
     y = x.reshape(-1, 24).to(torch.float64)
@@ -422,8 +456,8 @@ _quantize_ste_op.register_autograd(_identity_backward, setup_context=_setup_none
 
 @torch.library.custom_op("leech::nearest_minimal_vector", mutates_args=())
 def _nearest_minvec_op(x: Tensor, coords: str) -> tuple[Tensor, Tensor]:
-    """Nearest minimal vector and its index (default: pure torch)."""
-    return _torch_minvec(x, coords)
+    """Nearest minimal vector and its index (default: CUDA via Numba, else pure torch)."""
+    return _device_minvec(x, coords)
 
 
 @_nearest_minvec_op.register_kernel("cpu")

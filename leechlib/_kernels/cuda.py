@@ -1,7 +1,7 @@
-"""The exact Leech decoder on CUDA GPUs (Numba CUDA), from the same source as the CPU kernel.
+"""The exact Leech decoders on CUDA GPUs (Numba CUDA), from the same source as the CPU kernels.
 
-The functions of :mod:`leechlib._kernels.leech` (``_leech_one`` and its helpers) are
-plain numeric Python.  This module executes that module's source a second time with
+The functions of :mod:`leechlib._kernels.leech` (``_leech_one``, ``_minvec_one`` and
+their helpers) are plain numeric Python.  This module executes that module's source a second time with
 the jit policy replaced by ``numba.cuda.jit(device=True)``, so the GPU runs the very
 same algorithm and tie-breaking as the CPU, one thread per point, with the scratch
 tables in thread-local arrays.  Nothing here is imported by ``import leechlib``; the
@@ -29,7 +29,7 @@ import types
 
 import numpy as np
 
-__all__ = ["available", "kernels", "nearest_int", "THREADS_PER_BLOCK"]
+__all__ = ["available", "kernels", "nearest_int", "minvec_int", "THREADS_PER_BLOCK"]
 
 #: threads per block of the decoding kernel (each thread holds about 11.6 kB of
 #: local scratch, so occupancy is bounded by local memory, not by this number)
@@ -91,6 +91,28 @@ def nearest_kernel(x, factor, mul, div, dmul, ddiv, pat, hexa, hoff, out, dist, 
     for i in range(24):
         out[k, i] = ob[i] * mul / div
     dist[k] = d * dmul / ddiv
+
+
+@cuda.jit
+def minvec_kernel(x, pat, hoff, octads, info, out, idx):
+    k = cuda.grid(1)
+    if k >= x.shape[0]:
+        return
+    xb = cuda.local.array(24, float64)
+    ob = cuda.local.array(24, float64)
+    gm = cuda.local.array(48, float64)
+    gg = cuda.local.array(48, int64)
+    gd = cuda.local.array(48, float64)
+    sv = cuda.local.array(24, float64)
+    rr = cuda.local.array(24, float64)
+    word = cuda.local.array(24, int64)
+    ax = cuda.local.array(24, float64)
+    base = cuda.local.array(16, float64)
+    for i in range(24):
+        xb[i] = float64(x[k, i])
+    idx[k] = _minvec_one(xb, pat, hoff, octads, info, ob, gm, gg, gd, sv, rr, word, ax, base)
+    for i in range(24):
+        out[k, i] = ob[i]
 """
 
 
@@ -114,7 +136,8 @@ def kernels() -> types.SimpleNamespace:
     # the kernel lives in the same namespace as the device functions it calls, with
     # ``cuda`` a global there (the CUDA simulator swaps that global for its own module)
     exec(compile(_KERNEL_SRC, __file__, "exec"), ns)
-    return types.SimpleNamespace(leech_one=ns["_leech_one"], nearest_kernel=ns["nearest_kernel"])
+    return types.SimpleNamespace(leech_one=ns["_leech_one"], nearest_kernel=ns["nearest_kernel"],
+                                 minvec_kernel=ns["minvec_kernel"])
 
 
 _TABLES: dict = {}
@@ -135,7 +158,7 @@ def _device_tables():
 
         host = _tables()
         t = {name: cuda.to_device(np.ascontiguousarray(host[name]))
-             for name in ("pat", "hexa", "hoff_leech")}
+             for name in ("pat", "hexa", "hoff_leech", "hoff_golay", "octads", "info")}
         _TABLES[key] = t
     return t
 
@@ -160,4 +183,21 @@ def nearest_int(x, out, dist, bad, *, factor=1.0, mul=1.0, div=1.0, dmul=1.0, dd
     kern[blocks, THREADS_PER_BLOCK, stream](
         x, float(factor), float(mul), float(div), float(dmul), float(ddiv),
         t["pat"], t["hexa"], t["hoff_leech"], out, dist, bad,
+    )
+
+
+def minvec_int(x, out, idx, *, stream=0):
+    """Launch the nearest-minimal-vector search on device arrays: ``x`` (n, 24)
+    float32/float64 (integer frame; finite, checked by the caller) in, ``out`` (n, 24)
+    float64 (the vector, integer frame) and ``idx`` (n,) int64 (its index in
+    :meth:`leechlib.LeechLattice.minimal_vectors` order) out; as the CPU kernel
+    :func:`leechlib._kernels.leech.nearest_minvec`, ties included."""
+    n = x.shape[0]
+    if n == 0:
+        return
+    t = _device_tables()
+    kern = kernels().minvec_kernel
+    blocks = (n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
+    kern[blocks, THREADS_PER_BLOCK, stream](
+        x, t["pat"], t["hoff_golay"], t["octads"], t["info"], out, idx
     )

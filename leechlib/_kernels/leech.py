@@ -636,13 +636,22 @@ def _minvec_one(x, pat, hoff, octads, info, out, gm, gg, gd, sv, rr, word, ax, b
     kind = 1
     # shape 2: octads, 2 * (sum |x| - 2 min |x| if an odd number of x_i < 0);
     # at most 2 * (sum of the 8 largest |x_i|) -- skip the loop when that cannot win
+    # (the 8 largest by insertion into rr[0:8], descending -- no sort, so that the
+    # same source compiles for CUDA -- and summed in ascending order)
     bo = -1
+    for q in range(8):
+        rr[q] = -1.0
     for i in range(24):
-        rr[i] = ax[i]
-    rr.sort()
+        v = ax[i]
+        if v > rr[7]:
+            q = 7
+            while q > 0 and rr[q - 1] < v:
+                rr[q] = rr[q - 1]
+                q -= 1
+            rr[q] = v
     top8 = 0.0
-    for i in range(16, 24):
-        top8 += rr[i]
+    for q in range(7, -1, -1):
+        top8 += rr[q]
     if 2.0 * top8 > best:
         for o in range(octads.shape[0] // 8):
             s = 0.0

@@ -1,4 +1,5 @@
-"""torch_ext's Numba CUDA path (``ops._numba_cuda_nearest``) without a GPU.
+"""torch_ext's Numba CUDA paths (``ops._numba_cuda_nearest``, ``ops._numba_cuda_minvec``)
+without a GPU.
 
 In a subprocess with Numba's CUDA simulator, the torch/CUDA plumbing (streams, device
 selection, ``as_cuda_array``) is replaced by CPU stand-ins, so that the rest of the
@@ -42,6 +43,18 @@ for dtype in (torch.float32, torch.float64):
         cases.append([str(dtype), coords, scale, got.dtype == x.dtype,
                       tuple(got.shape) == tuple(x.shape), bool(torch.equal(got, want))])
 res["cases"] = cases
+mv = []
+for dtype in (torch.float32, torch.float64):
+    xs = [torch.randn(50, 24, generator=g), torch.randint(-2, 3, (50, 24), generator=g).double()]
+    for x in xs:
+        x = x.to(dtype)
+        x[(x == 0).all(1), 0] = 1.0
+        for coords in ("unit", "int"):
+            v, i = ops._numba_cuda_minvec(x, coords)
+            w, j = torch_ext.nearest_minimal_vector(x, coords=coords, return_index=True)
+            mv.append([str(dtype), coords, bool(torch.equal(i, j)), bool(torch.equal(v, w)),
+                       v.dtype == x.dtype])
+res["minvec"] = mv
 errs = []
 for bad in (torch.full((3, 24), float("nan")), torch.full((2, 24), 1e30)):
     try:
@@ -56,7 +69,7 @@ print(json.dumps(res))
 
 
 @pytest.mark.slow
-def test_numba_cuda_path_matches_cpu_op_in_the_simulator():
+def test_numba_cuda_paths_match_cpu_ops_in_the_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", TORCH_EXT_CUDA_BACKEND="auto")
     out = subprocess.run([sys.executable, "-c", "ROOT = %r\n" % ROOT + _SCRIPT], env=env,
                          capture_output=True, text=True, timeout=900)
@@ -69,6 +82,9 @@ def test_numba_cuda_path_matches_cpu_op_in_the_simulator():
     assert "NaN or inf" in res["errors"][0]
     assert "too large" in res["errors"][1]
     assert res["empty"] == [0, 24]
+    assert len(res["minvec"]) == 8
+    for dtype, coords, same_idx, same_vec, same_dtype in res["minvec"]:
+        assert same_idx and same_vec and same_dtype, (dtype, coords)
 
 
 def test_cuda_backend_env_override(monkeypatch):
