@@ -47,6 +47,7 @@ import functools
 import math
 import numbers
 import os
+import warnings
 
 import torch
 from torch import Tensor
@@ -162,8 +163,14 @@ def cpu_backend() -> str:
     return "torch"
 
 
+#: errors of the Numba CUDA decoders that switched this process to pure torch
+_NUMBA_CUDA_FAILED: list = []
+
+
 @functools.lru_cache(maxsize=None)
 def _numba_cuda_ok() -> bool:
+    if _NUMBA_CUDA_FAILED:
+        return False
     try:
         from leechlib._kernels import cuda as lc
     except ImportError:  # pragma: no cover - leechlib ships with torch_ext
@@ -177,7 +184,10 @@ def cuda_backend() -> str:
     ``"numba"``: leechlib's decoder compiled for the GPU by Numba CUDA, when
     ``numba.cuda`` can run kernels here; ``"torch"``: the pure-torch decoder.  The
     environment variable ``TORCH_EXT_CUDA_BACKEND`` (``torch`` or ``numba``)
-    overrides the choice; ``numba`` where Numba CUDA does not work is an error.
+    overrides the choice; ``numba`` where Numba CUDA does not work is an error.  If
+    the Numba kernels fail at run time (compiler or driver), the ops warn once
+    (``RuntimeWarning``) and use the pure-torch decoder for the rest of the process,
+    unless ``numba`` was forced.
 
     Examples
     --------
@@ -314,10 +324,31 @@ def _numba_cuda_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     return out.to(x.dtype).reshape(x.shape)
 
 
+def _numba_cuda_or_fallback(numba_fn, torch_fn, *args):
+    """Run ``numba_fn``; if Numba CUDA itself fails (not our input checks), warn once,
+    use the pure-torch decoders from then on (unless the backend was forced) and
+    run ``torch_fn``."""
+    try:
+        return numba_fn(*args)
+    except (ValueError, TypeError):
+        raise
+    except Exception as exc:  # numba compile/driver errors: keep decoding, say why
+        if os.environ.get("TORCH_EXT_CUDA_BACKEND", "auto") == "numba":
+            raise
+        _numba_cuda_ok.cache_clear()
+        _NUMBA_CUDA_FAILED.append(repr(exc))
+        warnings.warn(
+            "torch_ext: the Numba CUDA decoder failed "
+            f"({type(exc).__name__}: {exc}); using the pure-torch decoder from now on",
+            RuntimeWarning, stacklevel=3,
+        )
+        return torch_fn(*args)
+
+
 def _device_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     """Kernel of both decoding ops on non-CPU devices."""
     if x.is_cuda and cuda_backend() == "numba":
-        return _numba_cuda_nearest(x, coords, scale)
+        return _numba_cuda_or_fallback(_numba_cuda_nearest, _torch_nearest, x, coords, scale)
     return _torch_nearest(x, coords, scale)
 
 
@@ -351,7 +382,7 @@ def _numba_cuda_minvec(x: Tensor, coords: str):
 def _device_minvec(x: Tensor, coords: str):
     """Kernel of the minimal-vector op on non-CPU devices."""
     if x.is_cuda and cuda_backend() == "numba":
-        return _numba_cuda_minvec(x, coords)
+        return _numba_cuda_or_fallback(_numba_cuda_minvec, _torch_minvec, x, coords)
     return _torch_minvec(x, coords)
 
 

@@ -99,3 +99,34 @@ def test_cuda_backend_env_override(monkeypatch):
     if not ops._numba_cuda_ok():
         with pytest.raises(RuntimeError, match="numba"):
             ops.cuda_backend()
+
+
+def test_numba_cuda_failure_falls_back_to_pure_torch_with_a_warning(monkeypatch):
+    import torch
+
+    from torch_ext import ops
+
+    def broken(*args):
+        raise RuntimeError("NVVM exploded")
+
+    def bad_input(*args):
+        raise ValueError("x contains NaN or inf")
+
+    x = torch.randn(5, 24, dtype=torch.float64)
+    monkeypatch.setattr(ops, "_NUMBA_CUDA_FAILED", [])
+    monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "auto")
+    try:
+        with pytest.warns(RuntimeWarning, match="NVVM exploded"):
+            got = ops._numba_cuda_or_fallback(broken, ops._torch_nearest, x, "unit", 1.0)
+        assert torch.equal(got, ops._torch_nearest(x, "unit", 1.0))
+        assert ops._NUMBA_CUDA_FAILED and not ops._numba_cuda_ok()
+        assert ops.cuda_backend() == "torch"
+        # input errors are the caller's, not a reason to switch
+        with pytest.raises(ValueError, match="NaN"):
+            ops._numba_cuda_or_fallback(bad_input, ops._torch_nearest, x, "unit", 1.0)
+        # a forced backend re-raises
+        monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "numba")
+        with pytest.raises(RuntimeError, match="NVVM"):
+            ops._numba_cuda_or_fallback(broken, ops._torch_nearest, x, "unit", 1.0)
+    finally:
+        ops._numba_cuda_ok.cache_clear()
