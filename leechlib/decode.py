@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 _SQRT8 = float(np.sqrt(8.0))
-_MAX_ABS = 2.0**50
 
 
 @functools.lru_cache(maxsize=None)

@@ -72,8 +72,8 @@ def nearest_kernel(x, factor, mul, div, dmul, ddiv, pat, hexa, hoff, out, dist, 
     k = cuda.grid(1)
     if k >= x.shape[0]:
         return
-    fs = cuda.local.array(1208, float64)
-    js = cuda.local.array(192, int64)
+    fs = cuda.local.array(SCRATCH_F, float64)
+    js = cuda.local.array(SCRATCH_I, int64)
     yb = cuda.local.array(24, float64)
     ob = cuda.local.array(24, float64)
     ok = True

@@ -43,6 +43,10 @@ from leechlib._jit import jit, pjit
 CHUNK = 128
 #: inputs with |y_i| (integer frame) at or above this bound are rejected by the wrappers
 MAX_ABS = 2.0**50
+#: sizes of the float64 and int64 scratch buffers of :func:`_leech_one` (the end of
+#: its last table slice); the CPU batch loop and the CUDA kernel allocate these
+SCRATCH_F = 1208
+SCRATCH_I = 192
 
 _INF = np.inf
 
@@ -232,9 +236,9 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
     m = fs[408:504]  # m[16j + 4s + 2e + pi]
     dd = fs[504:888]  # dd[4*(m index) + a]
     T = fs[888:1144]  # T[4w + 2e + pi]
-    Tw = fs[1144:1208]  # min over the four lanes of word w
+    Tw = fs[1144:SCRATCH_F]  # min over the four lanes of word w
     qA = js[0:96]  # best p
-    g = js[96:192]  # g[m index]
+    g = js[96:SCRATCH_I]  # g[m index]
     # 1. reduce modulo 8Z^24: r = y - 8n in [-4, 4) (exact)
     for i in range(24):
         v = y[i]
@@ -432,7 +436,7 @@ def _leech_one(y, out, pat, hexa, hoff, fs, js):
 @jit
 def _leech_scratch():
     """Scratch buffers of :func:`_leech_one` (allocated once per chunk of points)."""
-    return np.zeros(1208), np.zeros(192, dtype=np.int64)
+    return np.zeros(SCRATCH_F), np.zeros(SCRATCH_I, dtype=np.int64)
 
 
 @pjit
