@@ -281,46 +281,52 @@ def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     else:
         fns = (_chunk_fn("nearest32"), _chunk_fn("nearest"))
         v = _decoder.leech_nearest_int(y, fns=fns, pad=_COMPILE["on"])
-    # back to the caller's frame exactly as leechlib does it (bitwise-equal results)
+    mul, div = _out_frame(coords, scale)  # back to the caller's frame, as leechlib
+    return (v * mul / div).to(x.dtype).reshape(x.shape)
+
+
+def _out_frame(coords: str, scale: float) -> tuple[float, float]:
+    """``(mul, div)`` taking integer-model points ``z`` to the caller's frame as
+    ``z * mul / div``, with leechlib's arithmetic (bitwise-equal results): ``z / sqrt8``
+    (unit coordinates), ``z`` (integer model), ``z * (1 / factor)`` (with a scale)."""
     if scale == 1.0:
-        v = v / SQRT8 if coords == "unit" else v
-    else:
-        v = v * (1.0 / _factor(coords, scale))
-    return v.to(x.dtype).reshape(x.shape)
+        return (1.0, SQRT8) if coords == "unit" else (1.0, 1.0)
+    return 1.0 / _factor(coords, scale), 1.0
+
+
+def _kernel_rows(x: Tensor) -> Tensor:
+    """``x`` as contiguous (n, 24) float32/float64 rows for leechlib's CUDA kernels."""
+    y = x.detach().reshape(-1, 24)
+    if y.dtype not in _FLOATS:
+        y = y.to(torch.float32)
+    return y.contiguous()
+
+
+def _numba_cuda_launch(launch, x: Tensor, *arrays: Tensor, **kwargs) -> None:
+    """Call ``launch`` (a :mod:`leechlib._kernels.cuda` launcher) on ``arrays`` on
+    ``x``'s device and torch's current stream there."""
+    from numba import cuda as ncuda
+
+    with torch.cuda.device(x.device):
+        stream = ncuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
+        with ncuda.gpus[x.device.index if x.device.index is not None else 0]:
+            launch(*(ncuda.as_cuda_array(a) for a in arrays), stream=stream, **kwargs)
 
 
 def _numba_cuda_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
-    """Nearest points of a CUDA tensor by leechlib's kernel compiled with Numba CUDA.
-
-    The output frame is computed exactly as leechlib does (``z / sqrt8`` for unit
-    coordinates, ``z * (1 / factor)`` with a scale), so results match the CPU path.
-    """
-    from numba import cuda as ncuda
-
+    """Nearest points of a CUDA tensor by leechlib's kernel compiled with Numba CUDA."""
     from leechlib._kernels import cuda as lc
 
     factor = _factor(coords, scale)
     _check_values(x, factor)
-    y = x.detach().reshape(-1, 24)
-    if y.dtype not in _FLOATS:
-        y = y.to(torch.float32)
-    y = y.contiguous()
+    y = _kernel_rows(x)
     n = y.shape[0]
     out = torch.empty((n, 24), dtype=torch.float64, device=x.device)
-    if n == 0:
-        return out.to(x.dtype).reshape(x.shape)
-    dist = torch.empty(n, dtype=torch.float64, device=x.device)
-    bad = torch.empty(n, dtype=torch.int8, device=x.device)
-    if scale == 1.0:
-        mul, div = (1.0, SQRT8) if coords == "unit" else (1.0, 1.0)
-    else:
-        mul, div = 1.0 / factor, 1.0
-    with torch.cuda.device(x.device):
-        stream = ncuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
-        with ncuda.gpus[x.device.index if x.device.index is not None else 0]:
-            lc.nearest_int(ncuda.as_cuda_array(y), ncuda.as_cuda_array(out),
-                           ncuda.as_cuda_array(dist), ncuda.as_cuda_array(bad),
-                           factor=factor, mul=mul, div=div, stream=stream)
+    if n:
+        dist = torch.empty(n, dtype=torch.float64, device=x.device)
+        bad = torch.empty(n, dtype=torch.int8, device=x.device)
+        mul, div = _out_frame(coords, scale)
+        _numba_cuda_launch(lc.nearest_int, x, y, out, dist, bad, factor=factor, mul=mul, div=div)
     return out.to(x.dtype).reshape(x.shape)
 
 
@@ -354,26 +360,15 @@ def _device_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
 
 def _numba_cuda_minvec(x: Tensor, coords: str):
     """Nearest minimal vectors of a CUDA tensor by leechlib's kernel (Numba CUDA)."""
-    from numba import cuda as ncuda
-
     from leechlib._kernels import cuda as lc
 
     _check_values(x)
-    y = x.detach().reshape(-1, 24)
-    if y.dtype not in _FLOATS:
-        y = y.to(torch.float32)
-    y = y.contiguous()
+    y = _kernel_rows(x)
     n = y.shape[0]
     idx = torch.zeros(n, dtype=torch.int64, device=x.device)
+    v = torch.zeros((n, 24), dtype=torch.float64, device=x.device)  # integer model
     if n:
-        vint = torch.empty((n, 24), dtype=torch.float64, device=x.device)
-        with torch.cuda.device(x.device):
-            stream = ncuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
-            with ncuda.gpus[x.device.index if x.device.index is not None else 0]:
-                lc.minvec_int(ncuda.as_cuda_array(y), ncuda.as_cuda_array(vint),
-                              ncuda.as_cuda_array(idx), stream=stream)
-    table = _decoder.minimal_vectors_int(x.device)
-    v = table[idx].to(torch.float64)
+        _numba_cuda_launch(lc.minvec_int, x, y, v, idx)
     if coords == "unit":
         v = v / SQRT8
     return v.to(x.dtype).reshape(x.shape), idx.reshape(x.shape[:-1])
