@@ -43,11 +43,11 @@ sys.path.insert(0, ROOT)
 
 from leechlib import shell_count  # noqa: E402
 from leechlib.baselines import E8Quantizer, ScalarQuantizer, e8_nearest_point  # noqa: E402
+from leechlib._optimize import golden_min  # noqa: E402
 from leechlib.decode import nearest_point  # noqa: E402
 from leechlib.quantizers import (  # noqa: E402
     BallQuantizer,
     ShapeGainQuantizer,
-    _golden,
     _lloyd_max,
     _shell_points,
 )
@@ -100,6 +100,28 @@ def approx_ball_points(y, n_hi, steps=10):
     return p
 
 
+def measure(fit, xtr, xte, xt, n_time, width=24):
+    """Fit a quantizer and measure it on the test and timing sets.
+
+    ``fit(x)`` returns a fitted quantizer with ``encode``/``decode`` on blocks of
+    ``width`` numbers (8 for E8).  Returns the quantizer, the fit time (s), MSE per
+    dimension and its standard error, and encode/decode µs per block of 24 numbers.
+    Where the quantizer has ``quantize``, its codes are checked to decode to it.
+    """
+    t0 = time.perf_counter()
+    q = fit(xtr.reshape(-1, width))
+    fit_s = time.perf_counter() - t0
+    xh = q.decode(q.encode(xte.reshape(-1, width))).reshape(-1, 24)
+    m, se = mse_stats(xte, xh)
+    xw = xt.reshape(-1, width)
+    codes = q.encode(xw)
+    if hasattr(q, "quantize"):
+        assert np.array_equal(q.decode(codes), q.quantize(xw))
+    enc = best_time(lambda: q.encode(xw)) / n_time * 1e6
+    dec = best_time(lambda: q.decode(codes)) / n_time * 1e6
+    return q, fit_s, m, se, enc, dec
+
+
 def run_main(bits, n_train, n_test, n_time, seed):
     rng = np.random.default_rng(seed)
     xtr = rng.standard_normal((n_train, 24))
@@ -108,15 +130,7 @@ def run_main(bits, n_train, n_test, n_time, seed):
     rows = []
 
     # Leech ball
-    t0 = time.perf_counter()
-    qb = BallQuantizer(bits).fit(xtr)
-    fit_s = time.perf_counter() - t0
-    xh = qb.quantize(xte)
-    m, se = mse_stats(xte, xh)
-    codes = qb.encode(xt)
-    assert np.array_equal(qb.decode(codes), qb.quantize(xt))
-    enc = best_time(lambda: qb.encode(xt)) / n_time * 1e6
-    dec = best_time(lambda: qb.decode(codes)) / n_time * 1e6
+    qb, fit_s, m, se, enc, dec = measure(BallQuantizer(bits).fit, xtr, xte, xt, n_time)
     p = nearest_point(xte / qb.scale)
     over = float(((p * p).sum(axis=1) > qb.max_norm + 1e-9).mean())
     rows.append(dict(name="Leech ball (spherical shaping)", bits=qb.bits_per_dim, mse=m, se=se,
@@ -132,7 +146,7 @@ def run_main(bits, n_train, n_test, n_time, seed):
                               * (sc / math.sqrt(8)) - xs) ** 2))
 
     t0 = time.perf_counter()
-    sc, _ = _golden(approx_mse, 0.5 * qb.scale, 1.5 * qb.scale, 14)
+    sc, _ = golden_min(approx_mse, 0.5 * qb.scale, 1.5 * qb.scale, 14)
     fit_s = time.perf_counter() - t0
     xh = approx_ball_points(xte * (math.sqrt(8) / sc), n_hi) * (sc / math.sqrt(8))
     m, se = mse_stats(xte, xh)
@@ -144,32 +158,15 @@ def run_main(bits, n_train, n_test, n_time, seed):
                      config=f"overload: Q(t x) with the largest feasible t; scale {sc:.4f}"))
 
     # Leech shape-gain
-    t0 = time.perf_counter()
-    qs = ShapeGainQuantizer(bits).fit(xtr)
-    fit_s = time.perf_counter() - t0
-    xh = qs.quantize(xte)
-    m, se = mse_stats(xte, xh)
-    codes = qs.encode(xt)
-    assert np.array_equal(qs.decode(codes), qs.quantize(xt))
-    enc = best_time(lambda: qs.encode(xt)) / n_time * 1e6
-    dec = best_time(lambda: qs.decode(codes)) / n_time * 1e6
+    qs, fit_s, m, se, enc, dec = measure(ShapeGainQuantizer(bits).fit, xtr, xte, xt, n_time)
     rows.append(dict(name="Leech shape-gain", bits=qs.bits_per_dim, mse=m, se=se, enc=enc,
                      dec=dec, over=None, fit=fit_s,
                      config=f"shell{'s' if len(qs.shells) > 1 else ''} "
                             f"{'+'.join(map(str, qs.shells))}, {qs.gain_levels} gain levels"))
 
     # E8 ball
-    t0 = time.perf_counter()
-    qe = E8Quantizer().fit(xtr.reshape(-1, 8))
-    fit_s = time.perf_counter() - t0
-    x8 = xte.reshape(-1, 8)
-    xh = qe.decode(qe.encode(x8)).reshape(-1, 24)
-    m, se = mse_stats(xte, xh)
-    xt8 = xt.reshape(-1, 8)
-    codes = qe.encode(xt8)
-    enc = best_time(lambda: qe.encode(xt8)) / n_time * 1e6
-    dec = best_time(lambda: qe.decode(codes)) / n_time * 1e6
-    pe = e8_nearest_point(x8 / qe.scale)
+    qe, fit_s, m, se, enc, dec = measure(E8Quantizer().fit, xtr, xte, xt, n_time, width=8)
+    pe = e8_nearest_point(xte.reshape(-1, 8) / qe.scale)
     over = float(((pe * pe).sum(axis=1) > qe.max_norm + 1e-9).mean())
     rows.append(dict(name="E8 ball", bits=qe.bits_per_dim, mse=m, se=se, enc=enc, dec=dec,
                      over=over, fit=fit_s,
@@ -178,14 +175,8 @@ def run_main(bits, n_train, n_test, n_time, seed):
     # scalar
     b_int = int(round(bits))
     for kind, name in (("lloyd-max", "Lloyd-Max scalar"), ("uniform", "uniform scalar")):
-        t0 = time.perf_counter()
-        qq = ScalarQuantizer(b_int, kind=kind).fit(xtr)
-        fit_s = time.perf_counter() - t0
-        xh = qq.decode(qq.encode(xte))
-        m, se = mse_stats(xte, xh)
-        codes = qq.encode(xt)
-        enc = best_time(lambda: qq.encode(xt)) / n_time * 1e6
-        dec = best_time(lambda: qq.decode(codes)) / n_time * 1e6
+        qq, fit_s, m, se, enc, dec = measure(ScalarQuantizer(b_int, kind=kind).fit, xtr, xte,
+                                             xt, n_time)
         rows.append(dict(name=name, bits=qq.bits_per_dim, mse=m, se=se, enc=enc, dec=dec,
                          over=None, fit=fit_s, config=f"{2 ** b_int} levels"))
     return rows
