@@ -302,20 +302,31 @@ def _coset_dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, cst, order, mincost, 
 
 
 @jit
+def _heap_before(hk, hv, i, j):
+    """Entry i orders before entry j: smaller key, then smaller value."""
+    return hk[i] < hk[j] or (hk[i] == hk[j] and hv[i] < hv[j])
+
+
+@jit
+def _heap_swap(hk, hv, i, j):
+    tk = hk[i]
+    tv = hv[i]
+    hk[i] = hk[j]
+    hv[i] = hv[j]
+    hk[j] = tk
+    hv[j] = tv
+
+
+@jit
 def _heap_push(hk, hv, n, key, val):
     i = n
     hk[i] = key
     hv[i] = val
     while i > 0:
         par = (i - 1) // 2
-        if hk[par] < hk[i] or (hk[par] == hk[i] and hv[par] < hv[i]):
+        if _heap_before(hk, hv, par, i):
             break
-        tk = hk[par]
-        tv = hv[par]
-        hk[par] = hk[i]
-        hv[par] = hv[i]
-        hk[i] = tk
-        hv[i] = tv
+        _heap_swap(hk, hv, par, i)
         i = par
     return n + 1
 
@@ -333,16 +344,11 @@ def _heap_pop(hk, hv, n):
             break
         sm = lft
         rgt = lft + 1
-        if rgt < n and (hk[rgt] < hk[lft] or (hk[rgt] == hk[lft] and hv[rgt] < hv[lft])):
+        if rgt < n and _heap_before(hk, hv, rgt, lft):
             sm = rgt
-        if hk[i] < hk[sm] or (hk[i] == hk[sm] and hv[i] < hv[sm]):
+        if _heap_before(hk, hv, i, sm):
             break
-        tk = hk[sm]
-        tv = hv[sm]
-        hk[sm] = hk[i]
-        hv[sm] = hv[i]
-        hk[i] = tk
-        hv[i] = tv
+        _heap_swap(hk, hv, sm, i)
         i = sm
     return n
 
