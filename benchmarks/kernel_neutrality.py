@@ -19,6 +19,9 @@ from torch_ext import FrozenKernelAttention
 
 
 def pair(kernel_a, kernel_b, *, seed_a=0, seed_b=0, shared=True, d=48, h=2):
+    """Two attentions that differ only in their frozen kernel (same v/out weights).
+
+    ``tests/torch/test_torch_kernel_attention.py`` uses this same function."""
     torch.manual_seed(0)
     a = FrozenKernelAttention(d, h, 32, kernel=kernel_a, kernel_seed=seed_a, shared_qk=shared)
     b = FrozenKernelAttention(d, h, 32, kernel=kernel_b, kernel_seed=seed_b, shared_qk=shared)

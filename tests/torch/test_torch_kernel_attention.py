@@ -2,6 +2,8 @@
 score-neutral (the kernel changes the attention; a rotation inside the heads does not)."""
 
 import copy
+import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -81,13 +83,17 @@ def test_kernel_errors(args, exc, words):
 # ---------------------------------------------------------------------------
 
 
-def _pair(kernel_a, kernel_b, *, seed_a=0, seed_b=0, shared=True, d=48, h=2):
-    """Two attentions that differ only in their frozen kernel (same v/out weights)."""
-    torch.manual_seed(0)
-    a = FrozenKernelAttention(d, h, 32, kernel=kernel_a, kernel_seed=seed_a, shared_qk=shared)
-    b = FrozenKernelAttention(d, h, 32, kernel=kernel_b, kernel_seed=seed_b, shared_qk=shared)
-    b.load_state_dict(a.state_dict())
-    return a.eval(), b.eval()
+def _load_neutrality_benchmark():
+    """``benchmarks/kernel_neutrality.py``: its ``pair`` is the set-up these tests assert."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "kernel_neutrality.py")
+    spec = importlib.util.spec_from_file_location("kernel_neutrality", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+#: two attentions that differ only in their frozen kernel (same v/out weights)
+_pair = _load_neutrality_benchmark().pair
 
 
 def test_attention_shapes_and_parameters():
