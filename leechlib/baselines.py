@@ -265,6 +265,23 @@ class E8Quantizer:
             out[over] = res
         return out.reshape(v.shape[:-1])
 
+    def prepare(self) -> "E8Quantizer":
+        """Build the point → index table now rather than on first use.
+
+        Returns
+        -------
+        E8Quantizer
+            ``self``.
+
+        Examples
+        --------
+        >>> from leechlib.baselines import E8Quantizer
+        >>> len(E8Quantizer(4).prepare().codebook)
+        2401
+        """
+        self._lookup(self.codebook[:1])
+        return self
+
     def _lookup(self, pts: np.ndarray) -> np.ndarray:
         if not hasattr(self, "_keys"):
             keys = np.rint(self.codebook * 2).astype(np.int64)

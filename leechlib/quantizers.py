@@ -464,6 +464,23 @@ class BallQuantizer:
     def _int_codebook(self) -> BallCodebook:
         return BallCodebook(self.max_norm, coords="int")
 
+    def prepare(self) -> "BallQuantizer":
+        """Build the index tables of the codebook now rather than on first use.
+
+        Returns
+        -------
+        BallQuantizer
+            ``self``.
+
+        Examples
+        --------
+        >>> from leechlib import BallQuantizer
+        >>> BallQuantizer(max_norm=6).prepare().size
+        16969681
+        """
+        self._int_codebook  # noqa: B018 - a cached property
+        return self
+
     def __repr__(self) -> str:
         return (f"BallQuantizer(bits_per_dim={self.bits_per_dim:.4f}, max_norm={self.max_norm}, "
                 f"scale={self.scale!r})")
@@ -684,6 +701,23 @@ class ShapeGainQuantizer:
     def __repr__(self) -> str:
         return (f"ShapeGainQuantizer(bits_per_dim={self.bits_per_dim:.4f}, shells={self.shells}, "
                 f"gain_levels={self.gain_levels})")
+
+    def prepare(self) -> "ShapeGainQuantizer":
+        """Build the index tables of the shells now rather than on first use.
+
+        Returns
+        -------
+        ShapeGainQuantizer
+            ``self``.
+
+        Examples
+        --------
+        >>> from leechlib import ShapeGainQuantizer
+        >>> ShapeGainQuantizer(shells=(4,)).prepare().shells
+        (4,)
+        """
+        self._codebooks  # noqa: B018 - a cached property
+        return self
 
     @functools.cached_property
     def _codebooks(self):
