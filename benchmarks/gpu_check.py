@@ -26,8 +26,15 @@ Stages
    (integer inputs, bitwise) and ``quantize_ste`` gradients.
 2. ``model``: ``lila-tiny`` forward and backward under bf16 autocast on CUDA, and a
    2-bit quantized copy's forward.
-3. ``throughput``: ``benchmarks/bench_torch_ops.py --cuda-n 4194304 --compile --minvec``
-   (points/s of every path, eager and compiled).
+3. ``pytest``: the test suite's CUDA tests (``pytest -m cuda``), in a subprocess.
+4. ``throughput``: ``benchmarks/bench_torch_ops.py --cuda-n 4194304 --compile --minvec``
+   (points/s of every path, eager and compiled), and beside it the naive brute force
+   over the 8192 cosets (``benchmarks/bruteforce_torch.py``) on the same device, which
+   also checks the decoder's distances against it.
+5. ``dequant``: 2-bit dequantization throughput of ``LeechQuantizedLinear`` on the
+   GPU (blocks/s and weights/s) for every method.
+6. ``ablation``: ``benchmarks/lila_ablation.py --config gpu`` (one seed) in a
+   subprocess, with whatever time is left (``--ablation-steps``).
 """
 
 from __future__ import annotations
@@ -152,10 +159,87 @@ def stage_throughput(dev):
     return buf.getvalue().splitlines()
 
 
+def stage_pytest(dev):
+    import subprocess
+
+    if dev.type != "cuda":
+        return ["skipped on the CPU"]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+                        "tests"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    if r.returncode != 0:
+        raise AssertionError("\n".join(lines[-60:]))
+    return lines[-5:]
+
+
+def stage_bruteforce(dev):
+    import bruteforce_torch
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = bruteforce_torch.main(["--n", str(1 << 16 if dev.type == "cuda" else 256),
+                                    "--device", dev.type])
+    lines = buf.getvalue().splitlines()
+    if rc:
+        raise AssertionError("\n".join(lines))
+    return lines
+
+
+def stage_dequant(dev):
+    from torch_ext.quantize import LeechQuantizedLinear
+
+    torch.manual_seed(0)
+    big = (1024, 3072) if dev.type == "cuda" else (96, 192)
+    lines = ["| method | layer | bits/weight | encode s (CPU) | blocks/s | weights/s |",
+             "|---|---|---:|---:|---:|---:|"]
+    for method in ("leech-shape-gain", "leech-ball", "e8", "rtn"):
+        # the E8 encoder is far slower than the others: a smaller layer
+        out_f, in_f = (big[0] // 4, big[1] // 3) if method == "e8" else big
+        lin = torch.nn.Linear(in_f, out_f, bias=False)
+        t0 = time.perf_counter()
+        q = LeechQuantizedLinear.from_linear(lin, method=method, bits=2)
+        t_enc = time.perf_counter() - t0
+        q = q.to(dev)
+        block = {"e8": 8, "rtn": 1}.get(method, 24)
+        n_blocks = out_f * ((in_f + block - 1) // block)
+        q.dequantize()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            q.dequantize()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        bits = q.bits_report()["bits_per_weight"]
+        lines.append(f"| {method} | {out_f}x{in_f} | {bits:.3f} | {t_enc:.1f} | {n_blocks / best:,.0f} | {out_f * in_f / best:,.0f} |")
+    return lines
+
+
+def stage_ablation(dev, seconds, out, steps):
+    import subprocess
+
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "lila_ablation.py"), "--config",
+           "gpu" if dev.type == "cuda" else "cpu", "--seeds", "1", "--steps", str(steps),
+           "--out", os.path.join(out, "ablation")]
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(30.0, seconds))
+        text = r.stdout + r.stderr
+    except subprocess.TimeoutExpired as exc:
+        text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        text += f"\n(timed out after {seconds:.0f} s; partial results in ablation/partial.jsonl)"
+    return ["$ " + " ".join(cmd[1:])] + text.strip().splitlines()[-40:]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for the report")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for all stages")
+    p.add_argument("--ablation-steps", type=int, default=300, help="steps per ablation run")
+    p.add_argument("--stages", default="decoder,pytest,throughput,bruteforce,dequant,model,ablation",
+                   help="comma-separated stages to run, in this order")
     p.add_argument("--cpu-dry-run", action="store_true",
                    help="run the checks on the CPU with the pure-torch decoder (tests the script)")
     args = p.parse_args(argv)
@@ -171,14 +255,25 @@ def main(argv=None):
         report["device"] = "cpu (dry run)" if args.cpu_dry_run else torch.cuda.get_device_name(dev)
         lines.append(f"device: {report['device']}")
         # estimated seconds per stage, to skip what would not fit the budget
-        for name, fn, need in (
-            ("decoder", stage_decoder, 60),
-            ("model", stage_model, 90),
-            ("throughput", stage_throughput, 240),
-        ):
+        stages = {
+            "decoder": (stage_decoder, 60),
+            "pytest": (stage_pytest, 60),
+            "throughput": (stage_throughput, 120),
+            "bruteforce": (stage_bruteforce, 20),
+            "dequant": (stage_dequant, 40),
+            "model": (stage_model, 40),
+            "ablation": (None, 60),
+        }
+        for name in args.stages.split(","):
+            if name not in stages:
+                p.error(f"--stages: unknown stage {name!r}; choose from {', '.join(stages)}")
+        for name in args.stages.split(","):
+            fn, need = stages[name]
             left = args.budget - (time.perf_counter() - t0)
-            if args.cpu_dry_run and name == "throughput":
+            if args.cpu_dry_run and name in ("throughput", "ablation"):
                 continue
+            if name == "ablation":
+                fn = (lambda d, _left=left: stage_ablation(d, _left - 10, args.out, args.ablation_steps))
             if left < need:
                 report["stages"][name] = {"status": "skipped", "why": f"{left:.0f} s left"}
                 lines.append(f"\n## {name}: skipped ({left:.0f} s left of the budget)")

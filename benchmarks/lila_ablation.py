@@ -243,6 +243,8 @@ def main(argv=None) -> int:
         for f in cf.as_completed(futs):
             r = f.result()
             results.append(r)
+            with open(out / "partial.jsonl", "a") as fh:  # survives a run that is cut short
+                fh.write(json.dumps({k: v for k, v in r.items() if k != "history"}) + "\n")
             print(f"[{len(results):2d}/{len(jobs)} {time.perf_counter() - t0:6.0f}s] {r['arm']:8s} "
                   f"align={'yes' if r['align'] else 'no ':3s} seed {r['seed']}: val {r['val_bpc']:.4f} bpc, "
                   f"{r['tokens_per_s']:,.0f} tok/s, {r['seconds']:.0f}s", flush=True)
