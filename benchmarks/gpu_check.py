@@ -150,12 +150,13 @@ def stage_model(dev):
     return lines
 
 
-def stage_throughput(dev):
+def stage_throughput(dev, compile_=True):
     import bench_torch_ops
 
     buf = io.StringIO()
     with redirect_stdout(buf):
-        bench_torch_ops.main(["--cuda-n", str(1 << 22), "--compile", "--minvec", "--repeat", "3"])
+        bench_torch_ops.main(["--cuda-n", str(1 << 22), "--minvec", "--repeat", "3"]
+                             + (["--compile"] if compile_ else []))
     return buf.getvalue().splitlines()
 
 
@@ -237,6 +238,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for the report")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for all stages")
+    p.add_argument("--no-compile", action="store_true",
+                   help="throughput without the torch.compile-d decoders (saves minutes)")
     p.add_argument("--ablation-steps", type=int, default=300, help="steps per ablation run")
     p.add_argument("--stages", default="decoder,pytest,throughput,bruteforce,dequant,model,ablation",
                    help="comma-separated stages to run, in this order")
@@ -272,6 +275,8 @@ def main(argv=None):
             left = args.budget - (time.perf_counter() - t0)
             if args.cpu_dry_run and name in ("throughput", "ablation"):
                 continue
+            if name == "throughput" and args.no_compile:
+                fn = (lambda d: stage_throughput(d, compile_=False))
             if name == "ablation":
                 fn = (lambda d, _left=left: stage_ablation(d, _left - 10, args.out, args.ablation_steps))
             if left < need:

@@ -123,3 +123,14 @@ def _have_gpu():
 @pytest.mark.skipif(not _have_gpu(), reason="needs a CUDA device")
 def test_cuda_kernel_on_the_gpu():  # pragma: no cover - needs a GPU
     _check(_run({"NUMBA_ENABLE_CUDASIM": "0"}, 20000))
+
+
+def test_numpy_compat_restores_row_stack(monkeypatch):
+    # numba-cuda registers np.row_stack when it first compiles; NumPy 2.5 removed it
+    import numpy as np
+
+    from leechlib._kernels import cuda
+
+    monkeypatch.delattr(np, "row_stack", raising=False)
+    cuda._numpy_compat()
+    assert np.row_stack is np.vstack

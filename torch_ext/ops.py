@@ -282,7 +282,19 @@ def _torch_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
         fns = (_chunk_fn("nearest32"), _chunk_fn("nearest"))
         v = _decoder.leech_nearest_int(y, fns=fns, pad=_COMPILE["on"])
     mul, div = _out_frame(coords, scale)  # back to the caller's frame, as leechlib
-    return (v * mul / div).to(x.dtype).reshape(x.shape)
+    return _true_div(v * mul, div).to(x.dtype).reshape(x.shape)
+
+
+def _true_div(v: Tensor, d: float) -> Tensor:
+    """``v / d`` correctly rounded on every device, as numpy computes it.
+
+    On CUDA, torch divides by a Python (CPU) scalar as ``v * (1 / d)``, which can be
+    one unit in the last place off the quotient; dividing by a 0-d tensor on ``v``'s
+    device is a true division everywhere.
+    """
+    if d == 1.0:
+        return v
+    return v / torch.tensor(d, dtype=v.dtype, device=v.device)
 
 
 def _out_frame(coords: str, scale: float) -> tuple[float, float]:
@@ -370,7 +382,7 @@ def _numba_cuda_minvec(x: Tensor, coords: str):
     if n:
         _numba_cuda_launch(lc.minvec_int, x, y, v, idx)
     if coords == "unit":
-        v = v / SQRT8
+        v = _true_div(v, SQRT8)
     return v.to(x.dtype).reshape(x.shape), idx.reshape(x.shape[:-1])
 
 
@@ -392,7 +404,7 @@ def _torch_minvec(x: Tensor, coords: str):
     table = _decoder.minimal_vectors_int(x.device)
     v = table[idx].to(torch.float64)
     if coords == "unit":
-        v = v / SQRT8
+        v = _true_div(v, SQRT8)
     return v.to(x.dtype).reshape(x.shape), idx.reshape(x.shape[:-1])
 
 

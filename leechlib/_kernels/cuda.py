@@ -36,8 +36,22 @@ __all__ = ["available", "kernels", "nearest_int", "minvec_int", "THREADS_PER_BLO
 THREADS_PER_BLOCK = 128
 
 
+def _numpy_compat() -> None:
+    """Let ``numba-cuda`` compile under NumPy >= 2.5.
+
+    Some ``numba-cuda`` releases register an overload for ``np.row_stack`` when their
+    typing registries load (at the first kernel compilation); NumPy 2.5 removed that
+    name, a deprecated alias of ``np.vstack`` since NumPy 2.0, and the compilation then
+    fails with ``AttributeError``.  Restoring the alias (only when it is missing)
+    changes nothing for NumPy's own users: it is the same function.
+    """
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
 def available() -> bool:
     """True when ``numba.cuda`` can run kernels here (a GPU, or the simulator)."""
+    _numpy_compat()
     try:
         from numba import cuda
     except Exception:  # pragma: no cover - numba.cuda missing or broken
@@ -119,6 +133,7 @@ def minvec_kernel(x, pat, hoff, octads, info, out, idx):
 @functools.lru_cache(maxsize=None)
 def kernels() -> types.SimpleNamespace:
     """The device functions (from the CPU kernel's source) and the CUDA decoding kernel."""
+    _numpy_compat()
     from . import leech
 
     with open(leech.__file__) as f:
