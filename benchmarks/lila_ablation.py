@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     (out / "ablation.md").write_text(md)
     (out / "results.json").write_text(json.dumps({"config": args.config, "conf": conf, "results": results},
                                                  indent=1))
-    plot(results, out / "curves.png", f"LILA ablation ({args.config} config, {seeds} seeds)")
+    plot(results, out / "curves.png", f"LILA ablation ({args.config} config, {seeds} seed{'s' if seeds > 1 else ''})")
     print()
     print(md)
     print(f"wrote {out / 'ablation.md'}, {out / 'curves.png'}, {out / 'results.json'}")
