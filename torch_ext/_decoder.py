@@ -6,8 +6,8 @@ not available.  Both work in the integer model :math:`\\sqrt8\\Lambda_{24}` in M
 coordinates (coordinate ``4*column + row``) on float64 tensors, vectorised over the
 batch: there is no Python loop over points, only over the six MOG columns.
 
-Nearest point (design note ``design/decoder.md``)
---------------------------------------------------
+Nearest point (the algorithm of ``docs/decoding.rst``, vectorised)
+-------------------------------------------------------------------
 1. Translate by :math:`8\\mathbb Z^{24}` (a sublattice): ``r = y - 8*floor(y/8 + 1/2)``
    is exact in floating point and lies in ``[-4, 4)``, as in leechlib.
 2. :math:`\\sqrt8\\Lambda_{24} = E \\cup O` with ``x_i = eps + 2 b_i + 4 y_i``, ``b`` a
@@ -56,11 +56,13 @@ changes), the first k of the best value winning.  Shapes are compared in the ord
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import torch
+
+from leechlib import LeechLattice
+from leechlib.kernels import mog_tables
 
 __all__ = [
     "leech_nearest_int",
@@ -78,26 +80,22 @@ DEFAULT_CHUNK = {"cpu": 1024, "cuda": 1 << 17}
 #: (n, 24, 64, 2) tensors, about 200 kB per point)
 DEFAULT_CHUNK_MINVEC = {"cpu": 256, "cuda": 1 << 13}
 
-SQRT8 = math.sqrt(8.0)
-
 
 # ---------------------------------------------------------------------------
-# Tables (built once with numpy from leechlib, cached per device)
+# Tables (from leechlib's MOG tables, built once per device)
 # ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def _np_tables():
-    from leechlib.golay import GolayCode, column_pattern, hexacode_words
-
-    code = GolayCode()
-    hexa = hexacode_words().astype(np.int64)  # (64, 6)
-    cp = column_pattern().astype(np.int64)  # (4 s, 2 pi, 2 t) -> pattern
+def _np_tables() -> dict:
+    """The decoders' tables as numpy arrays, from :func:`leechlib.kernels.mog_tables`."""
+    mog = mog_tables()
+    hexa = mog["hexa"].astype(np.int64)  # (64, 6)
+    cp = mog["column_pattern"].astype(np.int64)  # (4 s, 2 pi, 2 t) -> pattern
     pb = ((np.arange(16)[:, None] >> np.arange(4)) & 1).astype(np.int64)  # (16, 4)
-    octads = code.octads().astype(np.int64)  # (759, 8)
+    octads = mog["octads"].astype(np.int64)  # (759, 8)
     octad_matrix = np.zeros((24, 759), dtype=np.int8)
     octad_matrix[octads, np.arange(759)[:, None]] = 1
-    info = code.information_set.astype(np.int64)  # (12,)
+    info = mog["information_set"].astype(np.int64)  # (12,)
     iu, ju = np.triu_indices(24, k=1)
     pair = np.full((24, 24), -1, dtype=np.int64)
     pair[iu, ju] = np.arange(len(iu))
@@ -111,32 +109,27 @@ def _np_tables():
                 octad_matrix=octad_matrix)
 
 
-_DEVICE_TABLES: dict = {}
+#: the one cache: per device (``str(torch.device)``), the tables as tensors there, and
+#: the minimal vectors (key ``"minvec"``) once :func:`minimal_vectors_int` asked for them
+_PER_DEVICE: dict = {}
 
 
-def _tables(device: torch.device) -> dict:
-    key = str(device)
-    tab = _DEVICE_TABLES.get(key)
+def _tables(device) -> dict:
+    key = str(torch.device(device))
+    tab = _PER_DEVICE.get(key)
     if tab is None:
         tab = {k: torch.as_tensor(v, device=device) for k, v in _np_tables().items()}
-        _DEVICE_TABLES[key] = tab
+        _PER_DEVICE[key] = tab
     return tab
-
-
-@functools.lru_cache(maxsize=None)
-def _np_minimal_vectors_int() -> np.ndarray:
-    from leechlib import LeechLattice
-
-    return np.array(LeechLattice().minimal_vectors(coords="int"), dtype=np.int8, copy=True)
 
 
 def minimal_vectors_int(device="cpu") -> torch.Tensor:
     """The 196 560 minimal vectors (integer model, int8) on ``device``, leechlib's order."""
-    key = ("minvec", str(device))
-    t = _DEVICE_TABLES.get(key)
+    tab = _tables(device)
+    t = tab.get("minvec")
     if t is None:
-        t = torch.as_tensor(_np_minimal_vectors_int()).to(device)
-        _DEVICE_TABLES[key] = t
+        mv = np.array(LeechLattice().minimal_vectors(coords="int"), dtype=np.int8, copy=True)
+        t = tab["minvec"] = torch.as_tensor(mv).to(device)
     return t
 
 

@@ -21,10 +21,11 @@ The functions dispatch to the custom ops ``torch.ops.leech.nearest_point``,
 ``torch.ops.leech.quantize_ste`` and ``torch.ops.leech.nearest_minimal_vector``:
 
 * CPU tensors go to leechlib's Numba kernels through numpy (no copy for contiguous
-  float32/float64 input) when ``leechlib.nearest_point`` is available, and otherwise
-  to the pure-torch decoder (:func:`cpu_backend` says which);
+  float32/float64 input), unless ``TORCH_EXT_CPU_BACKEND=torch`` selects the
+  pure-torch decoder (:func:`cpu_backend` says which);
 * CUDA tensors go to leechlib's decoder compiled for the GPU by Numba CUDA
-  (:mod:`leechlib._kernels.cuda`: the CPU kernel's own source, one thread per point)
+  (launched through :mod:`leechlib.kernels`: the CPU kernel's own source, one thread
+  per point)
   when ``numba.cuda`` works here, and otherwise to the pure-torch decoder
   (:func:`cuda_backend` says which; ``TORCH_EXT_CUDA_BACKEND=torch`` or ``numba``
   forces one); the same for the nearest minimal vector;
@@ -52,7 +53,11 @@ import warnings
 import torch
 from torch import Tensor
 
+import leechlib
+from leechlib import kernels as _kernels
+
 from . import _decoder
+from ._constants import SQRT8
 
 __all__ = [
     "nearest_point",
@@ -65,7 +70,6 @@ __all__ = [
     "set_decoder_compile",
 ]
 
-SQRT8 = math.sqrt(8.0)
 #: inputs with |coordinate| (integer model, after dividing by ``scale``) at or above
 #: this bound are rejected: float64 no longer resolves the lattice there
 MAX_ABS = 2.0**50
@@ -126,28 +130,11 @@ def _check_values(y: Tensor, factor: float = 1.0, name: str = "x") -> None:
 # ---------------------------------------------------------------------------
 
 
-def _leechlib_decode():
-    """leechlib's public decoders, or None while they are not available."""
-    try:
-        import leechlib
-    except ImportError:  # pragma: no cover - torch_ext ships with leechlib
-        return None
-    fns = {}
-    for name in ("nearest_point", "quantize", "nearest_minimal_vector"):
-        fn = getattr(leechlib, name, None)
-        if fn is None:
-            try:
-                from leechlib import decode as _dec  # noqa: F401
-
-                fn = getattr(_dec, name, None)
-            except ImportError:
-                fn = None
-        fns[name] = fn
-    return fns
-
-
 def cpu_backend() -> str:
     """Which implementation the CPU kernels use: ``"leechlib"`` (Numba) or ``"torch"``.
+
+    leechlib's Numba kernels unless the environment variable
+    ``TORCH_EXT_CPU_BACKEND=torch`` selects the pure-torch decoder.
 
     Examples
     --------
@@ -157,10 +144,7 @@ def cpu_backend() -> str:
     """
     if os.environ.get("TORCH_EXT_CPU_BACKEND", "") == "torch":
         return "torch"
-    fns = _leechlib_decode()
-    if fns and fns["nearest_point"] is not None and fns["nearest_minimal_vector"] is not None:
-        return "leechlib"
-    return "torch"
+    return "leechlib"
 
 
 #: errors of the Numba CUDA decoders that switched this process to pure torch
@@ -171,11 +155,7 @@ _NUMBA_CUDA_FAILED: list = []
 def _numba_cuda_ok() -> bool:
     if _NUMBA_CUDA_FAILED:
         return False
-    try:
-        from leechlib._kernels import cuda as lc
-    except ImportError:  # pragma: no cover - leechlib ships with torch_ext
-        return False
-    return lc.available()
+    return _kernels.cuda_available()
 
 
 def cuda_backend() -> str:
@@ -315,7 +295,7 @@ def _kernel_rows(x: Tensor) -> Tensor:
 
 
 def _numba_cuda_launch(launch, x: Tensor, *arrays: Tensor, **kwargs) -> None:
-    """Call ``launch`` (a :mod:`leechlib._kernels.cuda` launcher) on ``arrays`` on
+    """Call ``launch`` (a :mod:`leechlib.kernels` CUDA launcher) on ``arrays`` on
     ``x``'s device and torch's current stream there."""
     from numba import cuda as ncuda
 
@@ -327,8 +307,6 @@ def _numba_cuda_launch(launch, x: Tensor, *arrays: Tensor, **kwargs) -> None:
 
 def _numba_cuda_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     """Nearest points of a CUDA tensor by leechlib's kernel compiled with Numba CUDA."""
-    from leechlib._kernels import cuda as lc
-
     factor = _factor(coords, scale)
     _check_values(x, factor)
     y = _kernel_rows(x)
@@ -338,7 +316,7 @@ def _numba_cuda_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
         dist = torch.empty(n, dtype=torch.float64, device=x.device)
         bad = torch.empty(n, dtype=torch.int8, device=x.device)
         mul, div = _out_frame(coords, scale)
-        _numba_cuda_launch(lc.nearest_int, x, y, out, dist, bad, factor=factor, mul=mul, div=div)
+        _numba_cuda_launch(_kernels.cuda_nearest_int, x, y, out, dist, bad, factor=factor, mul=mul, div=div)
     return out.to(x.dtype).reshape(x.shape)
 
 
@@ -372,15 +350,13 @@ def _device_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
 
 def _numba_cuda_minvec(x: Tensor, coords: str):
     """Nearest minimal vectors of a CUDA tensor by leechlib's kernel (Numba CUDA)."""
-    from leechlib._kernels import cuda as lc
-
     _check_values(x)
     y = _kernel_rows(x)
     n = y.shape[0]
     idx = torch.zeros(n, dtype=torch.int64, device=x.device)
     v = torch.zeros((n, 24), dtype=torch.float64, device=x.device)  # integer model
     if n:
-        _numba_cuda_launch(lc.minvec_int, x, y, v, idx)
+        _numba_cuda_launch(_kernels.cuda_minvec_int, x, y, v, idx)
     if coords == "unit":
         v = _true_div(v, SQRT8)
     return v.to(x.dtype).reshape(x.shape), idx.reshape(x.shape[:-1])
@@ -409,7 +385,6 @@ def _torch_minvec(x: Tensor, coords: str):
 
 
 def _leechlib_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
-    fns = _leechlib_decode()
     arr = x.detach().contiguous().reshape(-1, 24)
     if arr.shape[0] == 0:
         return x.detach().clone()
@@ -417,20 +392,19 @@ def _leechlib_nearest(x: Tensor, coords: str, scale: float) -> Tensor:
     workers = max(1, torch.get_num_threads())
     a = arr.numpy()  # shares memory with a contiguous CPU tensor
     if scale == 1.0:
-        out = fns["nearest_point"](a, coords=coords, workers=workers)
+        out = leechlib.nearest_point(a, coords=coords, workers=workers)
     else:
-        out = fns["quantize"](a, scale=scale, coords=coords, workers=workers)
+        out = leechlib.quantize(a, scale=scale, coords=coords, workers=workers)
     return torch.from_numpy(out).to(x.dtype).reshape(x.shape)
 
 
 def _leechlib_minvec(x: Tensor, coords: str):
-    fns = _leechlib_decode()
     arr = x.detach().contiguous().reshape(-1, 24)
     if arr.shape[0] == 0:
         return x.detach().clone(), torch.zeros(x.shape[:-1], dtype=torch.int64)
     _check_values(arr)
     workers = max(1, torch.get_num_threads())
-    v, idx = fns["nearest_minimal_vector"](
+    v, idx = leechlib.nearest_minimal_vector(
         arr.numpy(), coords=coords, workers=workers, return_index=True
     )
     v = torch.from_numpy(v).to(x.dtype).reshape(x.shape)

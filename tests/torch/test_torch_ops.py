@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import leechlib
 import torch_ext
 from leechlib._kernels.reference import leech_nearest_ref, nearest_minvec_ref
 from torch_ext import ops
@@ -21,17 +22,13 @@ def CUDA(fn):
 
 
 def _leechlib_decoders():
-    fns = ops._leechlib_decode()
-    if not fns or fns["nearest_point"] is None or fns["nearest_minimal_vector"] is None:
-        pytest.skip("leechlib.nearest_point / nearest_minimal_vector not available yet")
-    return fns["nearest_point"], fns["nearest_minimal_vector"]
+    return leechlib.nearest_point, leechlib.nearest_minimal_vector
 
 
 @pytest.fixture(params=["leechlib", "torch"])
 def cpu_backend(request, monkeypatch):
     """Run a test with each CPU backend of the custom ops."""
     if request.param == "leechlib":
-        _leechlib_decoders()
         monkeypatch.delenv("TORCH_EXT_CPU_BACKEND", raising=False)
         assert ops.cpu_backend() == "leechlib"
     else:
@@ -176,7 +173,7 @@ def test_nearest_point_op_matches_reference(cpu_backend, nrng, leech, dtype, coo
 
 def test_leechlib_and_torch_decoder_agree(nrng, leech):
     fn, mv = _leechlib_decoders()
-    leechlib_quantize = ops._leechlib_decode()["quantize"]
+    leechlib_quantize = leechlib.quantize
     y = np.concatenate([nrng.normal(scale=3.0, size=(500, 24)), _hard_points(nrng, leech, 60)])
     a = fn(y, coords="int")
     b = leech_nearest_int(torch.from_numpy(y)).numpy()
@@ -440,3 +437,20 @@ def test_cuda_output_frame_is_true_division():
     v = torch.randn(100_000, dtype=torch.float64) * 1e4
     got = _true_div(v.cuda(), SQRT8).cpu()
     assert torch.equal(got, torch.from_numpy(v.numpy() / SQRT8))
+
+
+def test_decoder_tables_come_from_leechlib_and_are_cached_per_device():
+    from leechlib.kernels import mog_tables
+    from torch_ext import _decoder
+
+    tab = _decoder._tables("cpu")
+    assert _decoder._tables(torch.device("cpu")) is tab  # one entry per device
+    mog = mog_tables()
+    assert np.array_equal(tab["hexa"].numpy(), mog["hexa"])
+    assert np.array_equal(tab["cp"].numpy(), mog["column_pattern"])
+    assert np.array_equal(tab["octads"].numpy(), mog["octads"])
+    assert np.array_equal(tab["info"].numpy(), mog["information_set"])
+    mv = _decoder.minimal_vectors_int("cpu")
+    assert _decoder.minimal_vectors_int(torch.device("cpu")) is mv and tab["minvec"] is mv
+    assert mv.shape == (196560, 24) and mv.dtype == torch.int8
+    assert all(k == str(torch.device(k)) for k in _decoder._PER_DEVICE)  # normalised keys
