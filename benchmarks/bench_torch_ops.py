@@ -75,10 +75,10 @@ def main(argv=None):
         add("op nearest_point (leechlib Numba)", "cpu", args.n,
             _time(torch_ext.nearest_point, x_cpu, args.repeat), f"{args.threads} thread(s)")
     else:
-        add("op nearest_point (leechlib Numba)", "cpu", args.n, None, "leechlib decoders not available")
+        add("op nearest_point (leechlib Numba)", "cpu", args.n, None, "TORCH_EXT_CPU_BACKEND=torch")
 
     def torch_decoder(x):
-        return ops.decode_torch(x)
+        return ops.nearest_point_torch(x)
 
     ops.set_decoder_compile(False)
     add("pure-torch decoder, eager", "cpu", args.n, _time(torch_decoder, x_cpu, args.repeat),

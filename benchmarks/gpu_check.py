@@ -77,7 +77,7 @@ def stage_decoder(dev):
         ref = leechlib.nearest_point(x, coords="int")
         xd = torch.from_numpy(x).to(dev)
         for path, fn in (("op", lambda t: torch_ext.nearest_point(t, coords="int")),
-                         ("pure torch", lambda t: ops.decode_torch(t, "int", 1.0))):
+                         ("pure torch", lambda t: ops.nearest_point_torch(t, coords="int"))):
             got = fn(xd).cpu().numpy()
             bad = int((got != ref).any(axis=1).sum())
             lines.append(f"nearest_point {label} (int coords, {path}): {bad} of {len(x)} rows differ")

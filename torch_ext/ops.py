@@ -12,8 +12,13 @@ Public functions
     The minimal vector (norm 4 in unit coordinates; one of 196 560) with the largest
     inner product with each row, and its index in
     :meth:`leechlib.LeechLattice.minimal_vectors` order.
-:func:`decode_torch`, :func:`nearest_minimal_vector_torch`
-    The pure-torch decoders, usable on any device (the CUDA path of the ops).
+:func:`nearest_point_torch`, :func:`nearest_minimal_vector_torch`
+    The pure-torch decoders, usable on any device (the fallback path of the ops);
+    :func:`decode_torch` is the deprecated old name of the first.
+
+The arguments after ``x`` are keyword-only and named and ordered as leechlib's
+(:func:`leechlib.quantize`, :func:`leechlib.nearest_minimal_vector`).  Positional
+use (the old order) still works for one release, with a ``DeprecationWarning``.
 
 Backends
 --------
@@ -58,13 +63,15 @@ from leechlib import kernels as _kernels
 
 from . import _decoder
 from ._constants import SQRT8
+from ._deprecation import keywords_after_x
 
 __all__ = [
     "nearest_point",
     "quantize_ste",
     "nearest_minimal_vector",
-    "decode_torch",
+    "nearest_point_torch",
     "nearest_minimal_vector_torch",
+    "decode_torch",
     "cpu_backend",
     "cuda_backend",
     "set_decoder_compile",
@@ -508,18 +515,21 @@ def _run(op, x: Tensor, *args):
     return out
 
 
-def nearest_point(x: Tensor, coords: str = "unit", scale: float = 1.0) -> Tensor:
+@keywords_after_x("coords", "scale")
+def nearest_point(x: Tensor, *, scale: float = 1.0, coords: str = "unit") -> Tensor:
     r"""Exact nearest point of the (scaled) Leech lattice to each row of ``x``.
+
+    The arguments are those of :func:`leechlib.quantize` (keyword-only after ``x``).
 
     Parameters
     ----------
     x : torch.Tensor
         ``(..., 24)`` floating-point tensor (MOG coordinates), on any device.
+    scale : float
+        Decode in ``scale`` times the lattice: ``scale * Q(x / scale)``.
     coords : {"unit", "int"}
         ``"unit"``: the lattice is :math:`\Lambda_{24}` (minimal norm 4);
         ``"int"``: :math:`\sqrt8\Lambda_{24}\subset\mathbb Z^{24}` (minimal norm 32).
-    scale : float
-        Decode in ``scale`` times the lattice: ``scale * Q(x / scale)``.
 
     Returns
     -------
@@ -536,6 +546,12 @@ def nearest_point(x: Tensor, coords: str = "unit", scale: float = 1.0) -> Tensor
     ValueError
         Wrong last dimension, unknown ``coords``, non-positive ``scale``, NaN/inf
         input or coordinates beyond ``2**50`` (integer model).
+
+    Warns
+    -----
+    DeprecationWarning
+        ``coords`` or ``scale`` passed by position (the old order ``x, coords,
+        scale``); this still works until the next release.
 
     Examples
     --------
@@ -556,11 +572,32 @@ def nearest_point(x: Tensor, coords: str = "unit", scale: float = 1.0) -> Tensor
     return _run(torch.ops.leech.nearest_point, x, coords, s).to(x.dtype)
 
 
-def quantize_ste(x: Tensor, scale: float = 1.0, coords: str = "unit") -> Tensor:
-    """Lattice quantisation with a straight-through gradient.
+@keywords_after_x("scale", "coords")
+def quantize_ste(x: Tensor, *, scale: float = 1.0, coords: str = "unit") -> Tensor:
+    r"""Lattice quantisation with a straight-through gradient.
 
     The forward is :func:`nearest_point` (``scale * Q(x / scale)``); the backward
     passes the incoming gradient unchanged, i.e. ``x + (Q(x) - x).detach()``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(..., 24)`` floating-point tensor, on any device.
+    scale : float
+        Quantize to ``scale`` times the lattice.
+    coords : {"unit", "int"}
+        :math:`\Lambda_{24}` or :math:`\sqrt8\Lambda_{24}`, as in :func:`nearest_point`.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape and dtype as ``x``; its gradient is the identity.
+
+    Warns
+    -----
+    DeprecationWarning
+        ``scale`` or ``coords`` passed by position; this still works until the next
+        release.
 
     Examples
     --------
@@ -578,11 +615,13 @@ def quantize_ste(x: Tensor, scale: float = 1.0, coords: str = "unit") -> Tensor:
     return _run(torch.ops.leech.quantize_ste, x, coords, s).to(x.dtype)
 
 
-def nearest_minimal_vector(x: Tensor, coords: str = "unit", return_index: bool = False):
+@keywords_after_x("coords", "return_index")
+def nearest_minimal_vector(x: Tensor, *, coords: str = "unit", return_index: bool = False):
     """The minimal vector with the largest inner product with each row of ``x``.
 
     Since the set of minimal vectors is symmetric (``-v`` is one whenever ``v`` is), this
-    is also the minimal vector of largest ``|cos|`` with ``x``.
+    is also the minimal vector of largest ``|cos|`` with ``x``.  The arguments are
+    those of :func:`leechlib.nearest_minimal_vector` (keyword-only after ``x``).
 
     Parameters
     ----------
@@ -600,6 +639,12 @@ def nearest_minimal_vector(x: Tensor, coords: str = "unit", return_index: bool =
     torch.Tensor or (torch.Tensor, torch.Tensor)
         Vectors of the shape and dtype of ``x`` (and the indices).  Ties (e.g. ``x = 0``)
         are broken by the implementation; the inner product is always the maximum.
+
+    Warns
+    -----
+    DeprecationWarning
+        ``coords`` or ``return_index`` passed by position; this still works until the
+        next release.
 
     Examples
     --------
@@ -619,17 +664,17 @@ def nearest_minimal_vector(x: Tensor, coords: str = "unit", return_index: bool =
     return (v, idx) if return_index else v
 
 
-def decode_torch(x: Tensor, coords: str = "unit", scale: float = 1.0) -> Tensor:
+def nearest_point_torch(x: Tensor, *, scale: float = 1.0, coords: str = "unit") -> Tensor:
     """The pure-torch exact decoder on any device (no custom op, no leechlib kernels).
 
-    Same contract as :func:`nearest_point`; this is what the op runs on CUDA.
+    Same contract as :func:`nearest_point`; the pure-torch backend of the ops.
 
     Examples
     --------
     >>> import torch
-    >>> from torch_ext.ops import decode_torch
+    >>> from torch_ext.ops import nearest_point_torch
     >>> x = torch.randn(4, 24, dtype=torch.float64)
-    >>> bool((decode_torch(x) == torch.ops.leech.nearest_point(x, "unit", 1.0)).all())
+    >>> bool((nearest_point_torch(x) == torch.ops.leech.nearest_point(x, "unit", 1.0)).all())
     True
     """
     _check_x(x)
@@ -639,7 +684,35 @@ def decode_torch(x: Tensor, coords: str = "unit", scale: float = 1.0) -> Tensor:
     return _torch_nearest(x.detach().to(core), coords, s).to(x.dtype)
 
 
-def nearest_minimal_vector_torch(x: Tensor, coords: str = "unit"):
+def decode_torch(x: Tensor, coords: str = "unit", scale: float = 1.0) -> Tensor:
+    """Deprecated alias of :func:`nearest_point_torch` (old argument order).
+
+    Warns ``DeprecationWarning`` on every call; it will be removed in the next release.
+
+    Examples
+    --------
+    >>> import torch, warnings
+    >>> from torch_ext.ops import decode_torch, nearest_point_torch
+    >>> x = torch.randn(4, 24, dtype=torch.float64)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     q = decode_torch(x, "int", 2.0)
+    >>> bool((q == nearest_point_torch(x, scale=2.0, coords="int")).all())
+    True
+    >>> caught[0].category.__name__
+    'DeprecationWarning'
+    """
+    warnings.warn(
+        "torch_ext.ops.decode_torch is deprecated and will be removed in the next release; "
+        "use torch_ext.ops.nearest_point_torch(x, scale=..., coords=...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return nearest_point_torch(x, scale=scale, coords=coords)
+
+
+@keywords_after_x("coords")
+def nearest_minimal_vector_torch(x: Tensor, *, coords: str = "unit"):
     """Pure-torch :func:`nearest_minimal_vector` (vectors and indices), any device.
 
     Examples

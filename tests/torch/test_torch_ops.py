@@ -185,7 +185,7 @@ def test_leechlib_and_torch_decoder_agree(nrng, leech):
             fn(x.numpy(), coords=coords) if scale == 1.0
             else leechlib_quantize(x.numpy(), scale=scale, coords=coords)
         )
-        assert torch.equal(ops.decode_torch(x, coords, scale), q_leech)  # bitwise, float64
+        assert torch.equal(ops.nearest_point_torch(x, scale=scale, coords=coords), q_leech)  # bitwise
     x = nrng.normal(size=(300, 24))
     va, ia = mv(x, coords="int", return_index=True)
     ib = nearest_minvec_int(torch.from_numpy(x)).numpy()
@@ -313,6 +313,101 @@ def test_errors_name_the_argument(cpu_backend, call, exc, words):
 
 
 # ---------------------------------------------------------------------------
+# signatures: leechlib's names and order, keyword-only after x; the old positional
+# order still works for one release, with a DeprecationWarning
+# ---------------------------------------------------------------------------
+
+
+def _keyword_only(fn):
+    import inspect
+
+    params = list(inspect.signature(fn).parameters.values())
+    assert params[0].name == "x" and params[0].kind is params[0].POSITIONAL_OR_KEYWORD
+    return [(p.name, p.default) for p in params[1:] if p.kind is p.KEYWORD_ONLY], len(params) - 1
+
+
+NUMPY_ONLY = ("workers", "return_distance")  # leechlib's arguments that torch has no use for
+
+
+@pytest.mark.parametrize(
+    "torch_fn, leechlib_fn",
+    [
+        (torch_ext.nearest_point, leechlib.quantize),
+        (torch_ext.quantize_ste, leechlib.quantize),
+        (torch_ext.nearest_minimal_vector, leechlib.nearest_minimal_vector),
+        (ops.nearest_point_torch, leechlib.quantize),
+    ],
+)
+def test_signatures_mirror_leechlib(torch_fn, leechlib_fn):
+    got, n_after_x = _keyword_only(torch_fn)
+    want, _ = _keyword_only(leechlib_fn)
+    assert len(got) == n_after_x  # every argument after x is keyword-only
+    assert got == [(n, d) for n, d in want if n not in NUMPY_ONLY]
+
+
+def test_minimal_vector_twin_signature():
+    got, n_after_x = _keyword_only(ops.nearest_minimal_vector_torch)
+    assert got == [("coords", "unit")] and n_after_x == 1
+
+
+@pytest.mark.parametrize(
+    "old, new, keywords",
+    [
+        (lambda x: torch_ext.nearest_point(x, "int"),
+         lambda x: torch_ext.nearest_point(x, coords="int"), "coords='int'"),
+        (lambda x: torch_ext.nearest_point(x, "int", 2.5),
+         lambda x: torch_ext.nearest_point(x, scale=2.5, coords="int"), "coords='int', scale=2.5"),
+        (lambda x: torch_ext.quantize_ste(x, 0.5),
+         lambda x: torch_ext.quantize_ste(x, scale=0.5), "scale=0.5"),
+        (lambda x: torch_ext.quantize_ste(x, 3.0, "int"),
+         lambda x: torch_ext.quantize_ste(x, scale=3.0, coords="int"), "scale=3.0, coords='int'"),
+        (lambda x: torch_ext.nearest_minimal_vector(x, "int", True),
+         lambda x: torch_ext.nearest_minimal_vector(x, coords="int", return_index=True),
+         "coords='int', return_index=True"),
+        (lambda x: ops.nearest_minimal_vector_torch(x, "int"),
+         lambda x: ops.nearest_minimal_vector_torch(x, coords="int"), "coords='int'"),
+    ],
+)
+def test_positional_arguments_after_x_are_deprecated(nrng, old, new, keywords):
+    x = torch.from_numpy(nrng.normal(scale=2.0, size=(6, 24)))
+    with pytest.warns(DeprecationWarning, match=__import__("re").escape(keywords)) as rec:
+        got = old(x)
+    assert rec[0].filename == __file__  # attributed to the caller
+    want = new(x)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert torch.equal(g, w)
+
+
+def test_keyword_calls_do_not_warn(recwarn):
+    x = torch.randn(3, 24)
+    torch_ext.nearest_point(x, scale=2.0, coords="int")
+    torch_ext.quantize_ste(x, coords="unit", scale=0.5)
+    torch_ext.nearest_minimal_vector(x, return_index=True, coords="int")
+    ops.nearest_point_torch(x, scale=0.5)
+    ops.nearest_minimal_vector_torch(x, coords="int")
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+def test_positional_misuse_is_a_type_error():
+    x = torch.randn(2, 24)
+    with pytest.raises(TypeError, match="positional"):
+        torch_ext.nearest_point(x, "unit", 1.0, 3)
+    with pytest.raises(TypeError, match="multiple values for argument 'coords'"):
+        torch_ext.nearest_point(x, "int", coords="unit")
+    with pytest.raises(TypeError, match="positional"):
+        ops.nearest_point_torch(x, 1.0)
+
+
+def test_decode_torch_is_a_deprecated_alias(nrng):
+    x = torch.from_numpy(nrng.normal(size=(5, 24)))
+    with pytest.warns(DeprecationWarning, match="nearest_point_torch"):
+        got = ops.decode_torch(x, "int", 3.0)
+    assert torch.equal(got, ops.nearest_point_torch(x, scale=3.0, coords="int"))
+    with pytest.warns(DeprecationWarning, match="nearest_point_torch"):
+        assert torch.equal(ops.decode_torch(x), ops.nearest_point_torch(x))
+
+
+# ---------------------------------------------------------------------------
 # CUDA (skipped without a GPU)
 # ---------------------------------------------------------------------------
 
@@ -347,10 +442,10 @@ def test_compiled_decoder_path_matches_eager(nrng):
     """The ``set_decoder_compile`` path; aot_eager keeps it quick here (the benchmark
     times inductor).  Only the nearest-point decoder: tracing costs seconds per graph."""
     x = torch.from_numpy(nrng.normal(scale=2.0, size=(37, 24)))
-    want = ops.decode_torch(x)
+    want = ops.nearest_point_torch(x)
     ops.set_decoder_compile(True, backend="aot_eager")
     try:
-        got = ops.decode_torch(x)
+        got = ops.nearest_point_torch(x)
     finally:
         ops.set_decoder_compile(False)
     assert torch.equal(got, want)
