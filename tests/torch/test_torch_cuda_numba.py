@@ -1,4 +1,4 @@
-"""torch_ext's Numba CUDA paths (``ops._numba_cuda_nearest``, ``ops._numba_cuda_minvec``)
+"""torch_ext's Numba CUDA paths (``_backends._numba_cuda_nearest``, ``_numba_cuda_minvec``)
 without a GPU.
 
 In a subprocess with Numba's CUDA simulator, the torch/CUDA plumbing (streams, device
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from numba import cuda as ncuda
 import torch_ext
-from torch_ext import ops
+from torch_ext import _backends, ops
 
 # CPU stand-ins for the CUDA plumbing
 ncuda.as_cuda_array = lambda t: t.numpy()
@@ -38,7 +38,7 @@ cases = []
 for dtype in (torch.float32, torch.float64):
     x = torch.randn(2, 30, 24, generator=g).to(dtype)
     for coords, scale in (("unit", 1.0), ("int", 1.0), ("unit", 0.37), ("int", 3.0)):
-        got = ops._numba_cuda_nearest(x, coords, scale)
+        got = _backends._numba_cuda_nearest(x, coords, scale)
         want = torch_ext.nearest_point(x, coords=coords, scale=scale)  # CPU op: leechlib
         cases.append([str(dtype), coords, scale, got.dtype == x.dtype,
                       tuple(got.shape) == tuple(x.shape), bool(torch.equal(got, want))])
@@ -50,7 +50,7 @@ for dtype in (torch.float32, torch.float64):
         x = x.to(dtype)
         x[(x == 0).all(1), 0] = 1.0
         for coords in ("unit", "int"):
-            v, i = ops._numba_cuda_minvec(x, coords)
+            v, i = _backends._numba_cuda_minvec(x, coords)
             w, j = torch_ext.nearest_minimal_vector(x, coords=coords, return_index=True)
             mv.append([str(dtype), coords, bool(torch.equal(i, j)), bool(torch.equal(v, w)),
                        v.dtype == x.dtype])
@@ -58,12 +58,12 @@ res["minvec"] = mv
 errs = []
 for bad in (torch.full((3, 24), float("nan")), torch.full((2, 24), 1e30)):
     try:
-        ops._numba_cuda_nearest(bad, "unit", 1.0)
+        _backends._numba_cuda_nearest(bad, "unit", 1.0)
         errs.append("no error")
     except ValueError as e:
         errs.append(str(e))
 res["errors"] = errs
-res["empty"] = tuple(ops._numba_cuda_nearest(torch.zeros(0, 24), "unit", 1.0).shape)
+res["empty"] = tuple(_backends._numba_cuda_nearest(torch.zeros(0, 24), "unit", 1.0).shape)
 print(json.dumps(res))
 """
 
@@ -88,7 +88,7 @@ def test_numba_cuda_paths_match_cpu_ops_in_the_simulator():
 
 
 def test_cuda_backend_env_override(monkeypatch):
-    from torch_ext import ops
+    from torch_ext import _backends, ops
 
     monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "torch")
     assert ops.cuda_backend() == "torch"
@@ -96,7 +96,7 @@ def test_cuda_backend_env_override(monkeypatch):
     with pytest.raises(ValueError, match="TORCH_EXT_CUDA_BACKEND"):
         ops.cuda_backend()
     monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "numba")
-    if not ops._numba_cuda_ok():
+    if not _backends._numba_cuda_ok():
         with pytest.raises(RuntimeError, match="numba"):
             ops.cuda_backend()
 
@@ -104,7 +104,7 @@ def test_cuda_backend_env_override(monkeypatch):
 def test_numba_cuda_failure_falls_back_to_pure_torch_with_a_warning(monkeypatch):
     import torch
 
-    from torch_ext import ops
+    from torch_ext import _backends, ops
 
     def broken(*args):
         raise RuntimeError("NVVM exploded")
@@ -113,20 +113,20 @@ def test_numba_cuda_failure_falls_back_to_pure_torch_with_a_warning(monkeypatch)
         raise ValueError("x contains NaN or inf")
 
     x = torch.randn(5, 24, dtype=torch.float64)
-    monkeypatch.setattr(ops, "_NUMBA_CUDA_FAILED", [])
+    monkeypatch.setattr(_backends, "_NUMBA_CUDA_FAILED", [])
     monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "auto")
     try:
         with pytest.warns(RuntimeWarning, match="NVVM exploded"):
-            got = ops._numba_cuda_or_fallback(broken, ops._torch_nearest, x, "unit", 1.0)
-        assert torch.equal(got, ops._torch_nearest(x, "unit", 1.0))
-        assert ops._NUMBA_CUDA_FAILED and not ops._numba_cuda_ok()
+            got = _backends._numba_cuda_or_fallback(broken, _backends._torch_nearest, x, "unit", 1.0)
+        assert torch.equal(got, _backends._torch_nearest(x, "unit", 1.0))
+        assert _backends._NUMBA_CUDA_FAILED and not _backends._numba_cuda_ok()
         assert ops.cuda_backend() == "torch"
         # input errors are the caller's, not a reason to switch
         with pytest.raises(ValueError, match="NaN"):
-            ops._numba_cuda_or_fallback(bad_input, ops._torch_nearest, x, "unit", 1.0)
+            _backends._numba_cuda_or_fallback(bad_input, _backends._torch_nearest, x, "unit", 1.0)
         # a forced backend re-raises
         monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "numba")
         with pytest.raises(RuntimeError, match="NVVM"):
-            ops._numba_cuda_or_fallback(broken, ops._torch_nearest, x, "unit", 1.0)
+            _backends._numba_cuda_or_fallback(broken, _backends._torch_nearest, x, "unit", 1.0)
     finally:
-        ops._numba_cuda_ok.cache_clear()
+        _backends._numba_cuda_ok.cache_clear()

@@ -527,7 +527,7 @@ def test_torch_minvec_breaks_exact_ties_like_leechlib(nrng):
 def test_cuda_output_frame_is_true_division():
     # torch divides CUDA tensors by a Python scalar as a multiplication by its
     # reciprocal; the ops' frame change must round like numpy (leechlib) does
-    from torch_ext.ops import _true_div
+    from torch_ext._backends import _true_div
 
     v = torch.randn(100_000, dtype=torch.float64) * 1e4
     got = _true_div(v.cuda(), SQRT8).cpu()
