@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import itertools
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ DISPATCH = "leechlib.cli"
 # ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _modules() -> dict[str, Path]:
     """Dotted module name -> file, for every ``.py`` file of the packages."""
     mods = {}
@@ -54,7 +55,7 @@ def _rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tree(module: str) -> ast.Module:
     path = _modules()[module]
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -104,7 +105,7 @@ def _walk(node, lazy=False, typing_only=False):
         yield from _walk(child, c_lazy, c_typing)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _imports(module: str) -> tuple[_Import, ...]:
     """The project modules ``module`` imports (relative imports resolved)."""
     path = _modules()[module]
@@ -199,7 +200,7 @@ def _cycles(graph: dict[str, dict[str, _Import]]) -> list[list[str]]:
 
 
 def _describe(cycle: list[str], graph) -> str:
-    steps = [f"{a} -> {b} ({graph[a][b].where()})" for a, b in zip(cycle, cycle[1:])]
+    steps = [f"{a} -> {b} ({graph[a][b].where()})" for a, b in itertools.pairwise(cycle)]
     return "; ".join(steps)
 
 
@@ -207,7 +208,7 @@ def _is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _private_definitions(package: str) -> frozenset[str]:
     """Private names a package defines: functions, classes, methods, module and class
     attributes, and attributes set on ``self``."""

@@ -117,7 +117,7 @@ def cpu_backend() -> str:
 _NUMBA_CUDA_FAILED: list = []
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _numba_cuda_ok() -> bool:
     if _NUMBA_CUDA_FAILED:
         return False

@@ -156,7 +156,7 @@ def _chunked(fn, y: torch.Tensor, chunk: int | None, *, pad: bool = False):
     if len(outs) == 1:
         return outs[0]
     if isinstance(outs[0], tuple):
-        return tuple(torch.cat(parts) for parts in zip(*outs))
+        return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
     return torch.cat(outs)
 
 

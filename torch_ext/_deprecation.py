@@ -55,7 +55,7 @@ def keywords_after_x(*old_order: str):
                     if n in kwargs:
                         raise TypeError(f"{name}() got multiple values for argument {n!r}")
                 given = ", ".join(_show(v) for v in args)
-                keywords = ", ".join(f"{n}={_show(v)}" for n, v in zip(names, args))
+                keywords = ", ".join(f"{n}={_show(v)}" for n, v in zip(names, args, strict=True))
                 warnings.warn(
                     f"{name}(x, {given}): arguments after x are keyword-only; write "
                     f"{name}(x, {keywords}) (positional use is deprecated and will be "
@@ -63,7 +63,7 @@ def keywords_after_x(*old_order: str):
                     DeprecationWarning,
                     stacklevel=2,
                 )
-                kwargs.update(zip(names, args))
+                kwargs.update(zip(names, args, strict=True))
             return fn(x, **kwargs)
 
         return wrapper

@@ -60,7 +60,6 @@ from torch import Tensor
 
 from ._backends import (
     _FLOATS,
-    MAX_ABS,
     _cpu_minvec,
     _cpu_nearest,
     _device_minvec,
@@ -71,8 +70,8 @@ from ._backends import (
     cuda_backend,
     set_decoder_compile,
 )
+from ._backends import MAX_ABS as MAX_ABS  # re-exported: the input bound of the ops
 from ._deprecation import keywords_after_x
-
 
 __all__ = [
     "nearest_point",

@@ -71,7 +71,7 @@ print(json.dumps(res))
 @pytest.mark.slow
 def test_numba_cuda_paths_match_cpu_ops_in_the_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", TORCH_EXT_CUDA_BACKEND="auto")
-    out = subprocess.run([sys.executable, "-c", "ROOT = %r\n" % ROOT + _SCRIPT], env=env,
+    out = subprocess.run([sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _SCRIPT], env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -374,7 +374,8 @@ def test_positional_arguments_after_x_are_deprecated(nrng, old, new, keywords):
         got = old(x)
     assert rec[0].filename == __file__  # attributed to the caller
     want = new(x)
-    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    for g, w in zip(got, want, strict=True):
         assert torch.equal(g, w)
 
 
