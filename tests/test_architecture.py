@@ -76,33 +76,40 @@ def _known(name: str) -> str | None:
 class _Import:
     """One imported project module: ``target``, the names taken from it, where, and how."""
 
-    def __init__(self, module, target, names, lineno, lazy, typing_only):
+    def __init__(self, module, target, names, lineno, lazy, guarded):
         self.module, self.target, self.names = module, target, names
-        self.lineno, self.lazy, self.typing_only = lineno, lazy, typing_only
+        self.lineno, self.lazy, self.guarded = lineno, lazy, guarded
 
     def where(self) -> str:
         return f"{_rel(_modules()[self.module])}:{self.lineno}"
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
+def _never_on_import(test: ast.expr) -> bool:
+    """``if TYPE_CHECKING:`` or ``if __name__ == "__main__":``."""
+    if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+        return True
+    if isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING":
+        return True
+    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__" and len(test.comparators) == 1
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__")
 
 
-def _walk(node, lazy=False, typing_only=False):
-    """Yield ``(node, lazy, typing_only)`` for every node below ``node``.
+def _walk(node, lazy=False, guarded=False):
+    """Yield ``(node, lazy, guarded)`` for every node below ``node``.
 
     ``lazy``: inside a function body (runs when called, not on import);
-    ``typing_only``: under ``if TYPE_CHECKING:`` (never runs).
+    ``guarded``: under ``if TYPE_CHECKING:`` or ``if __name__ == "__main__":`` (never
+    runs when the module is imported).
     """
     for child in ast.iter_child_nodes(node):
         c_lazy = lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-        c_typing = typing_only or (
-            isinstance(node, ast.If) and _is_type_checking(node.test) and child in node.body
+        c_guarded = guarded or (
+            isinstance(node, ast.If) and _never_on_import(node.test) and child in node.body
         )
-        yield child, c_lazy, c_typing
-        yield from _walk(child, c_lazy, c_typing)
+        yield child, c_lazy, c_guarded
+        yield from _walk(child, c_lazy, c_guarded)
 
 
 @functools.cache
@@ -111,12 +118,12 @@ def _imports(module: str) -> tuple[_Import, ...]:
     path = _modules()[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out = []
-    for node, lazy, typing_only in _walk(_tree(module)):
+    for node, lazy, guarded in _walk(_tree(module)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 target = _known(alias.name)
                 if target:
-                    out.append(_Import(module, target, (), node.lineno, lazy, typing_only))
+                    out.append(_Import(module, target, (), node.lineno, lazy, guarded))
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -129,10 +136,10 @@ def _imports(module: str) -> tuple[_Import, ...]:
             for alias in node.names:
                 sub = f"{src}.{alias.name}"
                 if sub in _modules():  # ``from pkg import module``
-                    out.append(_Import(module, sub, (), node.lineno, lazy, typing_only))
+                    out.append(_Import(module, sub, (), node.lineno, lazy, guarded))
                 else:
                     out.append(_Import(module, _known(src), (alias.name,), node.lineno, lazy,
-                                       typing_only))
+                                       guarded))
     return tuple(out)
 
 
@@ -141,7 +148,7 @@ def _graph(include_lazy: bool) -> dict[str, dict[str, _Import]]:
     graph: dict[str, dict[str, _Import]] = {m: {} for m in _modules()}
     for m in _modules():
         for imp in _imports(m):
-            if imp.typing_only or (imp.lazy and not include_lazy) or imp.target == m:
+            if imp.guarded or (imp.lazy and not include_lazy) or imp.target == m:
                 continue
             graph[m].setdefault(imp.target, imp)
     return graph
@@ -288,6 +295,20 @@ def test_cycle_finder_reports_the_cycle():
     assert _cycles(graph) == [["a", "b", "c", "a"]]
     del graph["c"]["a"]
     assert _cycles(graph) == []
+
+
+def test_lazy_and_guarded_imports_are_told_apart():
+    tree = ast.parse(
+        "import a\n"
+        "if __name__ == '__main__':\n    import b\n"
+        "if TYPE_CHECKING:\n    import c\n"
+        "def f():\n    import d\n"
+        "if x:\n    import e\n"
+    )
+    flags = {n.names[0].name: (lazy, guarded) for n, lazy, guarded in _walk(tree)
+             if isinstance(n, ast.Import)}
+    assert flags == {"a": (False, False), "b": (False, True), "c": (False, True),
+                     "d": (True, False), "e": (False, False)}
 
 
 def test_the_model_sees_the_project():
