@@ -1,8 +1,9 @@
 """Pure-torch exact decoders (any device): nearest Leech point and nearest minimal vector.
 
-These are the device-agnostic implementations behind :mod:`torch_ext.ops`: the CUDA
-path of the custom ops, and the CPU fallback when the Numba kernels of leechlib are
-not available.  Both work in the integer model :math:`\\sqrt8\\Lambda_{24}` in MOG
+These are the device-agnostic implementations behind :mod:`torch_ext.ops`
+(:func:`torch_ext.ops.nearest_point_torch`, :func:`torch_ext.ops.nearest_minimal_vector_torch`):
+the CUDA path of the custom ops where Numba CUDA does not work, and the CPU path under
+``TORCH_EXT_CPU_BACKEND=torch``.  Both work in the integer model :math:`\\sqrt8\\Lambda_{24}` in MOG
 coordinates (coordinate ``4*column + row``) on float64 tensors, vectorised over the
 batch: there is no Python loop over points, only over the six MOG columns.
 
