@@ -19,8 +19,8 @@ Stages
 ------
 1. ``decoder``: ``torch_ext.nearest_point`` on CUDA (leechlib's kernel compiled by
    Numba CUDA when ``numba.cuda`` works, else the pure-torch decoder; the pure-torch
-   decoder is also checked on its own) against ``leechlib.nearest_point``: bitwise on integer, half-integer and deep-hole
-   inputs in the integer frame (exact ties, broken by the same rule); equal squared
+   decoder is also checked on its own) against ``leechlib.nearest_point``: bitwise on
+   integer, half-integer and deep-hole inputs in the integer frame (exact ties, broken by the same rule); equal squared
    distances on Gaussian float32/float64 inputs at scales 0.1, 1, 10, 1e4 (the count
    of bitwise-different rows is reported).  Also ``nearest_minimal_vector`` indices
    (integer inputs, bitwise) and ``quantize_ste`` gradients.
@@ -40,6 +40,7 @@ Stages
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -215,7 +216,8 @@ def stage_dequant(dev):
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t0)
         bits = q.bits_report()["bits_per_weight"]
-        lines.append(f"| {method} | {out_f}x{in_f} | {bits:.3f} | {t_enc:.1f} | {n_blocks / best:,.0f} | {out_f * in_f / best:,.0f} |")
+        lines.append(f"| {method} | {out_f}x{in_f} | {bits:.3f} | {t_enc:.1f} | {n_blocks / best:,.0f} "
+                     f"| {out_f * in_f / best:,.0f} |")
     return lines
 
 
@@ -276,9 +278,10 @@ def main(argv=None):
             if args.cpu_dry_run and name in ("throughput", "ablation"):
                 continue
             if name == "throughput" and args.no_compile:
-                fn = (lambda d: stage_throughput(d, compile_=False))
+                fn = functools.partial(stage_throughput, compile_=False)
             if name == "ablation":
-                fn = (lambda d, _left=left: stage_ablation(d, _left - 10, args.out, args.ablation_steps))
+                fn = functools.partial(stage_ablation, seconds=left - 10, out=args.out,
+                                       steps=args.ablation_steps)
             if left < need:
                 report["stages"][name] = {"status": "skipped", "why": f"{left:.0f} s left"}
                 lines.append(f"\n## {name}: skipped ({left:.0f} s left of the budget)")
