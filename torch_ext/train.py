@@ -38,16 +38,36 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
+
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    atomic_write,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from .distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    no_sync,
+    shutdown,
+    wrap_ddp,
+)
 
 __all__ = [
     "TrainConfig",
@@ -63,9 +83,6 @@ __all__ = [
     "list_checkpoints",
 ]
 
-_CKPT_FORMAT = "lila-ckpt-v1"
-_CKPT_RE = re.compile(r"^ckpt-(\d{7,})\.safetensors$")
-
 #: LilaConfig fields that the command line can override
 MODEL_OVERRIDES = ("attention", "kernel", "kernel_seed", "align_weight", "align_directions", "d_model",
                    "n_layer", "n_head", "block_size", "dropout", "shared_qk")
@@ -73,10 +90,6 @@ MODEL_OVERRIDES = ("attention", "kernel", "kernel_seed", "align_weight", "align_
 #: arguments that may differ between an interrupted run and its resumption
 _RESUME_FREE = {"resume", "stop_at", "device", "compile", "eval_batch_size", "time_budget", "cache_dir",
                 "num_threads"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete, corrupt or does not fit the run."""
 
 
 @dataclass
@@ -267,264 +280,6 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr_ratio: float = 0
     return lo + 0.5 * (lr - lo) * (1.0 + math.cos(math.pi * t))
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint.
-
-    Attributes
-    ----------
-    model : torch.nn.Module
-        The model, weights loaded, in eval mode.
-    step : int
-        Optimizer steps done.
-    meta : dict
-        ``config``, ``args``, ``history``, ``tokenizer`` and the other metadata.
-    path : Path
-        File it came from.
-    state : dict
-        The other tensors: ``optim/...`` and ``rng/...`` (for resuming).
-    """
-
-    model: torch.nn.Module
-    step: int
-    meta: dict
-    path: Path
-    state: dict = field(default_factory=dict)
-
-
-def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the finished checkpoints in ``run_dir``, by step.
-
-    Temporary files of an interrupted write are not listed.
-    """
-    d = Path(run_dir)
-    if not d.is_dir():
-        return []
-    out = []
-    for p in d.iterdir():
-        m = _CKPT_RE.match(p.name)
-        if m and p.is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def resolve_checkpoint(path) -> Path:
-    """A checkpoint file, or the latest checkpoint of a run directory.
-
-    Raises
-    ------
-    CheckpointError
-        If nothing is there.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or Path, got {type(path).__name__}")
-    p = Path(path)
-    if p.is_dir():
-        cks = list_checkpoints(p)
-        if not cks:
-            raise CheckpointError(f"run directory {str(p)!r} holds no checkpoint (ckpt-*.safetensors)")
-        return cks[-1][1]
-    if p.is_file():
-        return p
-    raise CheckpointError(f"no checkpoint at {str(p)!r}")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _model_config_dict(model) -> dict:
-    cfg = model.config
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
-    return dataclasses.asdict(cfg)
-
-
-def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None = None,
-                    extra_tensors: dict | None = None) -> Path:
-    """Write model weights, optimizer state and ``extra_tensors`` to one safetensors file, atomically.
-
-    Parameters
-    ----------
-    path : str or Path
-        Target file (its folder must exist).
-    model : LilaTransformer
-        The (unwrapped) model; its persistent state dict is saved.
-    optimizer : torch.optim.Optimizer, optional
-        Its per-parameter tensors are saved as ``optim/<i>/<name>``; the rest of its
-        state dict (hyper-parameters) as JSON metadata.
-    step : int
-        Optimizer steps done.
-    meta : dict, optional
-        JSON-able metadata (arguments, history, tokenizer...).
-    extra_tensors : dict, optional
-        More tensors (RNG states) saved under their names.
-    """
-    from safetensors.torch import save
-
-    tensors: dict[str, torch.Tensor] = {}
-    for k, v in model.state_dict().items():
-        tensors[f"model/{k}"] = v.detach().to("cpu").contiguous().clone()
-    md = {"format": _CKPT_FORMAT, "step": str(int(step)), "config": json.dumps(_model_config_dict(model))}
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        for i, st in sd["state"].items():
-            for k, v in st.items():
-                if not isinstance(v, torch.Tensor):
-                    v = torch.tensor(v)
-                tensors[f"optim/{i}/{k}"] = v.detach().to("cpu").contiguous().clone()
-        md["optim_groups"] = json.dumps(sd["param_groups"])
-    for k, v in (extra_tensors or {}).items():
-        tensors[k] = v.detach().to("cpu").contiguous().clone()
-    for k, v in (meta or {}).items():
-        md[k] = v if isinstance(v, str) else json.dumps(v)
-    data = save(tensors, metadata=md)
-    path = Path(path)
-    _atomic_write(path, data)
-    return path
-
-
-def _build_model(config: dict):
-    from .model import LilaConfig, LilaTransformer
-
-    if not isinstance(config, dict):
-        raise CheckpointError(f"checkpoint config must be a JSON object, got {type(config).__name__}")
-    return LilaTransformer(LilaConfig.from_dict(dict(config)))
-
-
-def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint` / :func:`train`.
-
-    Parameters
-    ----------
-    path : str or Path
-        Checkpoint file, or a run directory (its latest checkpoint).
-    device : str or torch.device, optional
-        Where to put the model (default CPU).
-    with_state : bool
-        Also return the optimizer and RNG tensors (for resuming).
-
-    Raises
-    ------
-    CheckpointError
-        Missing, truncated or corrupt file, or weights that do not fit the config.
-    """
-    from safetensors import safe_open
-
-    p = resolve_checkpoint(path)
-    try:
-        with safe_open(str(p), framework="pt", device="cpu") as f:
-            md = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or incomplete: {exc}") from None
-    if md.get("format") != _CKPT_FORMAT:
-        raise CheckpointError(f"{str(p)!r} is not a LILA training checkpoint (format {md.get('format')!r})")
-    meta: dict[str, Any] = {}
-    for k, v in md.items():
-        try:
-            meta[k] = json.loads(v)
-        except ValueError:
-            meta[k] = v
-    try:
-        step = int(meta["step"])
-        config = meta["config"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(p)!r} lacks its step or config: {exc}") from None
-    try:
-        model = _build_model(config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(p)!r} has an invalid model config: {exc}") from None
-    sd = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {str(p)!r} does not fit its config: {exc}") from None
-    if device is not None:
-        model.to(device)
-    model.eval()
-    state = {k: v for k, v in tensors.items() if not k.startswith("model/")} if with_state else {}
-    return Checkpoint(model, step, meta, p, state)
-
-
-def _optimizer_state_from(tensors: dict, groups: list) -> dict:
-    state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if not k.startswith("optim/"):
-            continue
-        _, i, name = k.split("/", 2)
-        state.setdefault(int(i), {})[name] = v
-    return {"state": state, "param_groups": groups}
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    enabled: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_arg: str | None) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        import torch.distributed as dist
-
-        rank = int(os.environ["RANK"])
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        want_cuda = (device_arg or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        if want_cuda:
-            torch.cuda.set_device(local)
-            device = torch.device("cuda", local)
-        else:
-            device = torch.device("cpu")
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if want_cuda else "gloo")
-        return _Dist(rank, world, local, True), device
-    device = torch.device(device_arg or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device_arg!r} requested but CUDA is not available")
-    return _Dist(), device
-
-
-def _all_reduce_sum(values: list[float], dist_info: _Dist, device) -> list[float]:
-    if not dist_info.enabled:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _barrier(dist_info: _Dist):
-    if dist_info.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -558,7 +313,7 @@ def _fingerprint_args(cfg: TrainConfig) -> dict:
     return {k: v for k, v in d.items() if k not in _RESUME_FREE}
 
 
-def _evaluate_distributed(model, data, cfg: TrainConfig, dist_info: _Dist, device, amp) -> dict:
+def _evaluate_distributed(model, data, cfg: TrainConfig, dist_info: DistInfo, device, amp) -> dict:
     """Whole-validation-split evaluation, windows sharded over the processes."""
     from .evaluate import bits_per_character, param_counts
 
@@ -571,7 +326,7 @@ def _evaluate_distributed(model, data, cfg: TrainConfig, dist_info: _Dist, devic
     finally:
         model.train()
     if dist_info.enabled:
-        nll, sep, n = _all_reduce_sum([res["_nll_nats"], res["_sep_nats"], float(res["n_tokens_scored"])],
+        nll, sep, n = all_reduce_sum([res["_nll_nats"], res["_sep_nats"], float(res["n_tokens_scored"])],
                                       dist_info, device)
         from .evaluate import _finish
 
@@ -612,20 +367,20 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
 
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    dist_info, device = _init_distributed(cfg.device)
+    dist_info, device = init_distributed(cfg.device)
     say = (lambda s: emit({"event": "log", "message": s})) if dist_info.main else None
     # rank 0 builds the token cache first; the others then read it
     if dist_info.main:
         data = load_data(cfg.data, cfg.tokenizer, cache_dir=cfg.cache_dir, val_fraction=cfg.val_fraction,
                          bpe_vocab_size=cfg.bpe_vocab_size, max_docs=cfg.max_docs, progress=say)
-    _barrier(dist_info)
+    barrier(dist_info)
     if not dist_info.main:
         data = load_data(cfg.data, cfg.tokenizer, cache_dir=cfg.cache_dir, val_fraction=cfg.val_fraction,
                          bpe_vocab_size=cfg.bpe_vocab_size, max_docs=cfg.max_docs)
     out = Path(cfg.out or _default_out(cfg))
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
-    _barrier(dist_info)
+    barrier(dist_info)
 
     existing = list_checkpoints(out)
     if existing and not cfg.resume:
@@ -663,9 +418,9 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
             raise ValueError("resume needs the arguments of the interrupted run; these differ "
                              + ", ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items()))
         raw.load_state_dict(ck.model.state_dict(), strict=True)
-        groups = ck.meta.get("optim_groups")
-        if groups is not None:
-            optimizer.load_state_dict(_optimizer_state_from(ck.state, groups))
+        optim_state = ck.optimizer_state()
+        if optim_state is not None:
+            optimizer.load_state_dict(optim_state)
         gen.set_state(ck.state["rng/batch"])
         key = f"rng/torch/{dist_info.rank}"
         if key in ck.state:
@@ -682,11 +437,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
     model = raw
     if cfg.compile:
         model = torch.compile(model)
-    ddp_model = model
-    if dist_info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    ddp_model = wrap_ddp(model, dist_info, device)
     amp = torch.bfloat16 if device.type == "cuda" else None
     counts = None
     from .evaluate import param_counts
@@ -698,7 +449,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
     if dist_info.main:
         emit({"event": "start", "out": str(out), "step": start_step, "steps": total_steps,
               "tokens_per_step": tokens_per_step, "device": str(device), "world_size": dist_info.world,
-              "resumed_from": resumed_from, "config": _model_config_dict(raw), **counts})
+              "resumed_from": resumed_from, "config": raw.config.to_dict(), **counts})
 
     def rng_tensors() -> dict:
         t = {"rng/batch": gen.get_state()}
@@ -710,13 +461,9 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
 
     def checkpoint(step: int, tokens_per_s: float) -> Path | None:
         extra = rng_tensors()
-        if dist_info.enabled:  # gather every process's dropout RNG state to rank 0
-            import torch.distributed as dist
-
-            states = [None] * dist_info.world
-            dist.all_gather_object(states, {k: v for k, v in extra.items() if k != "rng/batch"})
-            for s in states:
-                extra.update(s)
+        # gather every process's dropout RNG state to rank 0
+        for s in all_gather_objects({k: v for k, v in extra.items() if k != "rng/batch"}, dist_info):
+            extra.update(s)
         path = None
         if dist_info.main:
             meta = {"args": _fingerprint_args(cfg) | {"cache_dir": cfg.cache_dir},
@@ -725,13 +472,11 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
                     "tokenizer_fingerprint": data.tokenizer.fingerprint(), "world_size": dist_info.world,
                     "data_key": data.key, "data_resolved": str(Path(cfg.data).resolve())
                     if os.path.exists(str(cfg.data)) else str(cfg.data)}
-            path = save_checkpoint(out / f"ckpt-{step:07d}.safetensors", raw, optimizer, step=step,
-                                   meta=meta, extra_tensors=extra)
-            for _, old in list_checkpoints(out)[:-cfg.keep]:
-                with contextlib.suppress(OSError):
-                    old.unlink()
+            path = save_checkpoint(checkpoint_path(out, step), raw, optimizer, step=step, meta=meta,
+                                   extra_tensors=extra)
+            prune_checkpoints(out, cfg.keep)
             emit({"event": "checkpoint", "step": step, "path": str(path)})
-        _barrier(dist_info)
+        barrier(dist_info)
         return path
 
     def run_eval(step: int, train_loss: float | None) -> dict:
@@ -741,7 +486,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
         history.append(rec)
         if dist_info.main:
             emit({"event": "eval", **rec, "n_chars": res["n_chars"]})
-            _atomic_write(out / "metrics.json", json.dumps({"history": history}, indent=1).encode())
+            atomic_write(out / "metrics.json", json.dumps({"history": history}, indent=1).encode())
         return res
 
     step = start_step
@@ -768,8 +513,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
                 xy = torch.from_numpy(xy).to(device, non_blocking=True)
                 x, y = xy[:, :-1], xy[:, 1:]
                 sync = a == cfg.grad_accum - 1
-                ctx = ddp_model.no_sync() if (dist_info.enabled and not sync) else contextlib.nullcontext()
-                with ctx:
+                with no_sync(ddp_model, dist_info, sync):
                     with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
                         outp = ddp_model(x, targets=y)
                     loss = outp.loss / cfg.grad_accum
@@ -781,7 +525,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             train_tokens_done += tokens_per_step
-            last_loss = _all_reduce_sum([loss_sum], dist_info, device)[0] / dist_info.world
+            last_loss = all_reduce_sum([loss_sum], dist_info, device)[0] / dist_info.world
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
@@ -826,10 +570,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
         "resumed_from": resumed_from, "stopped": stopped, "interrupted": interrupted,
         "tokenizer": data.tokenizer, "world_size": dist_info.world, "device": str(device), **counts,
     }
-    if dist_info.enabled:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    shutdown(dist_info)
     return result
 
 
