@@ -265,7 +265,7 @@ def _demo_lila(args):
         return
     yield ""
     yield f"== LILA: training lila-tiny on the embedded Shakespeare corpus for ~{args.seconds} s =="
-    from torch_ext.train import _Progress
+    from torch_ext.cli import _Progress
 
     progress = _Progress(enabled=True)  # a progress bar on stderr
     try:

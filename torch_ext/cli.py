@@ -7,11 +7,23 @@ imported only when these commands are used.  :func:`demo` is the LILA part of
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .data import DataUnavailableError, load_data
+from .evaluate import evaluate, format_table
+from .train import TrainConfig, train
 
 __all__ = ["main", "demo"]
 
@@ -43,13 +55,9 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
-        from .train import main as train_main
-
-        return _run(train_main, rest)
+        return _run(_train_command, rest)
     if cmd == "eval":
-        from .evaluate import main as eval_main
-
-        return _run(eval_main, rest)
+        return _run(_eval_command, rest)
     print(f"error: unknown command {cmd!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 
@@ -60,6 +68,227 @@ def _run(fn, argv) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``leechlib lila train`` (``python -m torch_ext.train``)."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="leechlib lila train", description="Train a LILA model (torchrun-ready).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=d.data, help="shakespeare | tinystories | fineweb-edu | PATH")
+    g.add_argument("--tokenizer", default=d.tokenizer, choices=["byte", "bpe"])
+    g.add_argument("--bpe-vocab-size", type=int, default=d.bpe_vocab_size)
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    g.add_argument("--max-docs", type=int, default=None, help="documents per split (Hugging Face corpora)")
+    g.add_argument("--cache-dir", default=None, help="token cache root (default ~/.cache/leechlib/lila-data)")
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default=d.preset, help="lila-tiny | lila-20m | lila-20m-learned")
+    g.add_argument("--attention", choices=["frozen", "learned"], default=None)
+    g.add_argument("--kernel", choices=["leech", "random", "identity"], default=None)
+    g.add_argument("--kernel-seed", type=int, default=None)
+    g.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (0: off)")
+    g.add_argument("--align-directions", choices=["minimal", "frame"], default=None,
+                   help="alignment targets: the 196560 Leech minimal vectors or the frame +-e_i")
+    g.add_argument("--d-model", type=int, default=None)
+    g.add_argument("--n-layer", type=int, default=None)
+    g.add_argument("--n-head", type=int, default=None)
+    g.add_argument("--block-size", type=int, default=None)
+    g.add_argument("--dropout", type=float, default=None)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=d.steps)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per micro-batch per process")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
+    g.add_argument("--warmup", type=int, default=d.warmup)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=None, help="run directory (default runs/<preset>-<data>-s<seed>)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="0: evaluate only at the end")
+    g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    g.add_argument("--save-every", type=int, default=None)
+    g.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")
+    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    g.add_argument("--stop-at", type=int, default=None, help="end after this step, as an interruption would")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    g.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--time-budget", type=float, default=None, help="seconds of training (lowers --steps)")
+    g.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the result here")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+class _Progress:
+    """tqdm progress bar fed by :func:`train`'s callback (command line only)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, e: dict):
+        from tqdm.auto import tqdm
+
+        ev = e["event"]
+        if ev == "log":
+            self.write(e["message"])
+        elif ev == "start":
+            self.write(f"run {e['out']} on {e['device']} x{e['world_size']}: {e['params_trainable']:,} "
+                       f"trainable + {e['params_frozen']:,} frozen parameters, "
+                       f"{e['tokens_per_step']:,} tokens/step"
+                       + (f", resuming at step {e['resumed_from']}" if e["resumed_from"] is not None else ""))
+            if self.enabled:
+                self.bar = tqdm(total=e["steps"], initial=e["step"], unit="step", dynamic_ncols=True,
+                                file=sys.stderr)
+        elif ev == "step":
+            if self.bar is not None:
+                if self.bar.total != e["steps"]:
+                    self.bar.total = e["steps"]
+                self.bar.update(e["step"] - self.bar.n)
+                self.bar.set_postfix(loss=f"{e['loss']:.4f}", lr=f"{e['lr']:.2e}",
+                                     tok_s=f"{e['tokens_per_s']:,.0f}")
+        elif ev == "eval":
+            self.write(f"step {e['step']}: validation {e['val_bpc']:.4f} bits/char over {e['n_chars']:,} chars"
+                       + (f" (train loss {e['train_loss']:.4f})" if e.get("train_loss") is not None else ""))
+        elif ev == "checkpoint":
+            pass
+
+    def write(self, s: str):
+        if self.bar is not None:
+            self.bar.write(s, file=sys.stderr)
+        else:
+            print(s, file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _train_command(argv) -> int:
+    """``leechlib lila train ...``: train, print progress and the final evaluation.
+
+    Returns 0 on success (also after ``--stop-at``), 2 for bad arguments, data or
+    checkpoints, 130 after Ctrl-C (a checkpoint is written first).
+    """
+    parser = _train_parser()
+    ns = parser.parse_args(argv)
+    json_path, quiet = ns.json_path, ns.quiet
+    del ns.json_path, ns.quiet
+    rank = int(os.environ.get("RANK", "0"))
+    prog = _Progress(enabled=not quiet and rank == 0)
+    try:
+        res = train(vars(ns), callback=prog if rank == 0 else None)
+    except (ValueError, TypeError, DataUnavailableError) as exc:
+        prog.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    prog.close()
+    if rank != 0:
+        return 0
+    if res["interrupted"]:
+        print(f"interrupted at step {res['step']}; checkpoint {res['checkpoint']} (continue with --resume)")
+        return 130
+    if res["stopped"]:
+        print(f"stopped at step {res['step']} of {res['steps']}; checkpoint {res['checkpoint']}")
+    else:
+        v = res["val"]
+        print(f"step {res['step']}: train loss {res['final_loss']:.4f}, validation {v['bpc']:.4f} bits/char "
+              f"over {v['n_chars']:,} characters (perplexity {v['perplexity']:.3f}), "
+              f"{res['tokens_per_s']:,.0f} tokens/s; checkpoint {res['checkpoint']}")
+    if json_path:
+        out = {k: v for k, v in res.items() if k != "tokenizer"}
+        Path(json_path).write_text(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``leechlib lila eval`` (``python -m torch_ext.evaluate``)."""
+    p = argparse.ArgumentParser(
+        prog="leechlib lila eval",
+        description="Bits per character over a whole split, perplexity, ranks, parameter counts.",
+    )
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
+    p.add_argument("--data", default=None,
+                   help="corpus (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="validation", choices=["validation", "train"])
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's)")
+    p.add_argument("--stride", type=int, default=None, help="window stride (default: block size)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--cache-dir", default=None, help="token cache root")
+    p.add_argument("--no-ranks", action="store_true", help="skip the singular values")
+    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the results here")
+    return p
+
+
+def _eval_command(argv) -> int:
+    """``leechlib lila eval CKPT [--json FILE] ...``: evaluate a checkpoint, print a table.
+
+    Returns the exit status: 0 on success, 2 for a bad argument or a missing or
+    corrupt checkpoint.
+    """
+    parser = _eval_parser()
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "block_size", "stride"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        parser.error(f"--device must be like 'cpu', 'cuda' or 'cuda:1', got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+    try:
+        path = resolve_checkpoint(args.ckpt)
+        ck = load_checkpoint(path, device=device)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    targs = ck.meta.get("args", {})
+    try:
+        data = load_data(args.data or ck.meta.get("data_resolved") or targs.get("data", "shakespeare"),
+                         targs.get("tokenizer", "byte"),
+                         cache_dir=args.cache_dir or targs.get("cache_dir"),
+                         val_fraction=targs.get("val_fraction", 0.1),
+                         bpe_vocab_size=targs.get("bpe_vocab_size", 2048), max_docs=targs.get("max_docs"),
+                         progress=lambda s: print(s, file=sys.stderr))
+    except (DataUnavailableError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if data.tokenizer.fingerprint() != ck.meta.get("tokenizer_fingerprint", data.tokenizer.fingerprint()):
+        print("error: the data's tokenizer differs from the checkpoint's", file=sys.stderr)
+        return 2
+    try:
+        res = evaluate(ck.model, data, args.split, batch_size=args.batch_size, block_size=args.block_size,
+                       stride=args.stride, ranks=not args.no_ranks)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    res["checkpoint"] = str(path)
+    res["step"] = ck.step
+    res["data"] = data.source
+    if "train_tokens_per_s" in ck.meta:
+        res["train_tokens_per_s"] = ck.meta["train_tokens_per_s"]
+    print(f"checkpoint {path} (step {ck.step})")
+    print(format_table(res))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(res, indent=2, default=_json_default))
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> dict:
@@ -87,10 +316,6 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
         (generated text), ``out`` (``None`` when temporary) and ``val`` (the whole
         evaluation result).
     """
-    import torch
-
-    from .train import TrainConfig, train
-
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         raise ValueError(f"seconds must be a positive number, got {seconds!r}")
     t0 = time.perf_counter()
@@ -105,15 +330,11 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
         # quarter of the training throughput's time per token, so keep ~30 % for it.
         # one thread on small machines: torch's threads slow down many times over when
         # they compete with other processes for two cores
-        import os
-
         threads = 1 if (os.cpu_count() or 1) <= 2 else None
         cfg = TrainConfig(preset="lila-tiny", data="shakespeare", steps=100_000, warmup=30, lr=2e-3,
                           seed=seed, out=str(run_dir), time_budget=max(1.0, 0.7 * seconds),
                           eval_batch_size=64, save_every=10**9, num_threads=threads)
         res = train(cfg, callback=callback)
-        from .train import load_checkpoint
-
         model = load_checkpoint(res["checkpoint"]).model
         tok = res["tokenizer"]
         prompt = [tok.eos_id] + tok.encode("ROMEO\n").tolist()

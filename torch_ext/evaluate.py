@@ -27,13 +27,10 @@ every 2-D weight (frozen buffers included), and trainable/frozen parameter count
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -48,7 +45,6 @@ __all__ = [
     "weight_ranks",
     "param_counts",
     "format_table",
-    "main",
 ]
 
 _LN2 = math.log(2.0)
@@ -412,96 +408,7 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``python -m torch_ext.evaluate`` / ``leechlib lila eval``."""
-    p = argparse.ArgumentParser(
-        prog="leechlib lila eval",
-        description="Bits per character over a whole split, perplexity, ranks, parameter counts.",
-    )
-    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
-    p.add_argument("--data", default=None,
-                   help="corpus (default: the one the checkpoint was trained on)")
-    p.add_argument("--split", default="validation", choices=["validation", "train"])
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
-    p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's)")
-    p.add_argument("--stride", type=int, default=None, help="window stride (default: block size)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--cache-dir", default=None, help="token cache root")
-    p.add_argument("--no-ranks", action="store_true", help="skip the singular values")
-    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the results here")
-    return p
+if __name__ == "__main__":  # pragma: no cover - `python -m torch_ext.evaluate` is `leechlib lila eval`
+    from torch_ext.cli import main
 
-
-def main(argv=None) -> int:
-    """``leechlib lila eval CKPT [--json FILE] ...``: evaluate a checkpoint, print a table.
-
-    Returns the exit status: 0 on success, 2 for a bad argument or a missing or
-    corrupt checkpoint.
-    """
-    from .train import CheckpointError, load_checkpoint, resolve_checkpoint
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("batch_size", "block_size", "stride"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        parser.error(f"--device must be like 'cpu', 'cuda' or 'cuda:1', got {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
-    try:
-        path = resolve_checkpoint(args.ckpt)
-        ck = load_checkpoint(path, device=device)
-    except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    targs = ck.meta.get("args", {})
-    from .data import DataUnavailableError, load_data
-
-    try:
-        data = load_data(args.data or ck.meta.get("data_resolved") or targs.get("data", "shakespeare"),
-                         targs.get("tokenizer", "byte"),
-                         cache_dir=args.cache_dir or targs.get("cache_dir"),
-                         val_fraction=targs.get("val_fraction", 0.1),
-                         bpe_vocab_size=targs.get("bpe_vocab_size", 2048), max_docs=targs.get("max_docs"),
-                         progress=lambda s: print(s, file=sys.stderr))
-    except (DataUnavailableError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if data.tokenizer.fingerprint() != ck.meta.get("tokenizer_fingerprint", data.tokenizer.fingerprint()):
-        print("error: the data's tokenizer differs from the checkpoint's", file=sys.stderr)
-        return 2
-    try:
-        res = evaluate(ck.model, data, args.split, batch_size=args.batch_size, block_size=args.block_size,
-                       stride=args.stride, ranks=not args.no_ranks)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    res["checkpoint"] = str(path)
-    res["step"] = ck.step
-    res["data"] = data.source
-    if "train_tokens_per_s" in ck.meta:
-        res["train_tokens_per_s"] = ck.meta["train_tokens_per_s"]
-    print(f"checkpoint {path} (step {ck.step})")
-    print(format_table(res))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(res, indent=2, default=_json_default))
-        print(f"wrote {args.json_path}")
-    return 0
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(main(["eval", *sys.argv[1:]]))

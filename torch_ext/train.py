@@ -32,7 +32,6 @@ from the generator (identically on every process); process ``r`` takes columns
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -42,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -72,8 +71,6 @@ from .distributed import (
 __all__ = [
     "TrainConfig",
     "train",
-    "main",
-    "build_parser",
     "lr_at",
     "Checkpoint",
     "CheckpointError",
@@ -185,13 +182,22 @@ class TrainConfig:
 
     @classmethod
     def from_any(cls, args) -> "TrainConfig":
-        """A :class:`TrainConfig` from itself, a dict or an ``argparse.Namespace``."""
+        """A :class:`TrainConfig` from itself, a mapping or a namespace.
+
+        A namespace is any object whose attributes are the fields
+        (``argparse.Namespace``, ``types.SimpleNamespace``); it is read with :func:`vars`.
+
+        Examples
+        --------
+        >>> TrainConfig.from_any({"steps": 10}).steps
+        10
+        """
         if isinstance(args, cls):
             return dataclasses.replace(args)
-        if isinstance(args, argparse.Namespace):
+        if not isinstance(args, Mapping) and hasattr(args, "__dict__") and not isinstance(args, type):
             args = vars(args)
-        if not isinstance(args, dict):
-            raise TypeError(f"args must be a TrainConfig, dict or argparse.Namespace, got {type(args).__name__}")
+        if not isinstance(args, Mapping):
+            raise TypeError(f"args must be a TrainConfig, a mapping or a namespace, got {type(args).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(args) - names)
         if unknown:
@@ -343,7 +349,7 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
 
     Parameters
     ----------
-    args : TrainConfig, dict or argparse.Namespace
+    args : TrainConfig, mapping or namespace
         The run's arguments (see :class:`TrainConfig`).
     callback : callable, optional
         Called with a dict for each event: ``{"event": "start", ...}``, then
@@ -602,144 +608,7 @@ def _export_model(model, out: Path):
         save(out / "model.safetensors")
 
 
-# --------------------------------------------------------------------------- command line
+if __name__ == "__main__":  # pragma: no cover - `python -m torch_ext.train` is `leechlib lila train`
+    from torch_ext.cli import main
 
-
-def build_parser(prog: str = "leechlib lila train") -> argparse.ArgumentParser:
-    """Argument parser of ``python -m torch_ext.train`` / ``leechlib lila train``."""
-    d = TrainConfig()
-    p = argparse.ArgumentParser(prog=prog, description="Train a LILA model (torchrun-ready).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default=d.data, help="shakespeare | tinystories | fineweb-edu | PATH")
-    g.add_argument("--tokenizer", default=d.tokenizer, choices=["byte", "bpe"])
-    g.add_argument("--bpe-vocab-size", type=int, default=d.bpe_vocab_size)
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    g.add_argument("--max-docs", type=int, default=None, help="documents per split (Hugging Face corpora)")
-    g.add_argument("--cache-dir", default=None, help="token cache root (default ~/.cache/leechlib/lila-data)")
-    g = p.add_argument_group("model")
-    g.add_argument("--preset", default=d.preset, help="lila-tiny | lila-20m | lila-20m-learned")
-    g.add_argument("--attention", choices=["frozen", "learned"], default=None)
-    g.add_argument("--kernel", choices=["leech", "random", "identity"], default=None)
-    g.add_argument("--kernel-seed", type=int, default=None)
-    g.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (0: off)")
-    g.add_argument("--align-directions", choices=["minimal", "frame"], default=None,
-                   help="alignment targets: the 196560 Leech minimal vectors or the frame +-e_i")
-    g.add_argument("--d-model", type=int, default=None)
-    g.add_argument("--n-layer", type=int, default=None)
-    g.add_argument("--n-head", type=int, default=None)
-    g.add_argument("--block-size", type=int, default=None)
-    g.add_argument("--dropout", type=float, default=None)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=d.steps)
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per micro-batch per process")
-    g.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
-    g.add_argument("--warmup", type=int, default=d.warmup)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    g.add_argument("--seed", type=int, default=d.seed)
-    g = p.add_argument_group("run")
-    g.add_argument("--out", default=None, help="run directory (default runs/<preset>-<data>-s<seed>)")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="0: evaluate only at the end")
-    g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    g.add_argument("--save-every", type=int, default=None)
-    g.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")
-    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    g.add_argument("--stop-at", type=int, default=None, help="end after this step, as an interruption would")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    g.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
-    g.add_argument("--time-budget", type=float, default=None, help="seconds of training (lowers --steps)")
-    g.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the result here")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-class _Progress:
-    """tqdm progress bar fed by :func:`train`'s callback (command line only)."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.bar = None
-
-    def __call__(self, e: dict):
-        from tqdm.auto import tqdm
-
-        ev = e["event"]
-        if ev == "log":
-            self.write(e["message"])
-        elif ev == "start":
-            self.write(f"run {e['out']} on {e['device']} x{e['world_size']}: {e['params_trainable']:,} "
-                       f"trainable + {e['params_frozen']:,} frozen parameters, "
-                       f"{e['tokens_per_step']:,} tokens/step"
-                       + (f", resuming at step {e['resumed_from']}" if e["resumed_from"] is not None else ""))
-            if self.enabled:
-                self.bar = tqdm(total=e["steps"], initial=e["step"], unit="step", dynamic_ncols=True,
-                                file=sys.stderr)
-        elif ev == "step":
-            if self.bar is not None:
-                if self.bar.total != e["steps"]:
-                    self.bar.total = e["steps"]
-                self.bar.update(e["step"] - self.bar.n)
-                self.bar.set_postfix(loss=f"{e['loss']:.4f}", lr=f"{e['lr']:.2e}",
-                                     tok_s=f"{e['tokens_per_s']:,.0f}")
-        elif ev == "eval":
-            self.write(f"step {e['step']}: validation {e['val_bpc']:.4f} bits/char over {e['n_chars']:,} chars"
-                       + (f" (train loss {e['train_loss']:.4f})" if e.get("train_loss") is not None else ""))
-        elif ev == "checkpoint":
-            pass
-
-    def write(self, s: str):
-        if self.bar is not None:
-            self.bar.write(s, file=sys.stderr)
-        else:
-            print(s, file=sys.stderr)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def main(argv=None) -> int:
-    """``python -m torch_ext.train ...``: train, print progress and the final evaluation.
-
-    Returns 0 on success (also after ``--stop-at``), 2 for bad arguments, data or
-    checkpoints, 130 after Ctrl-C (a checkpoint is written first).
-    """
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    json_path, quiet = ns.json_path, ns.quiet
-    del ns.json_path, ns.quiet
-    from .data import DataUnavailableError
-
-    rank = int(os.environ.get("RANK", "0"))
-    prog = _Progress(enabled=not quiet and rank == 0)
-    try:
-        res = train(ns, callback=prog if rank == 0 else None)
-    except (ValueError, TypeError, DataUnavailableError) as exc:
-        prog.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    prog.close()
-    if rank != 0:
-        return 0
-    if res["interrupted"]:
-        print(f"interrupted at step {res['step']}; checkpoint {res['checkpoint']} (continue with --resume)")
-        return 130
-    if res["stopped"]:
-        print(f"stopped at step {res['step']} of {res['steps']}; checkpoint {res['checkpoint']}")
-    else:
-        v = res["val"]
-        print(f"step {res['step']}: train loss {res['final_loss']:.4f}, validation {v['bpc']:.4f} bits/char "
-              f"over {v['n_chars']:,} characters (perplexity {v['perplexity']:.3f}), "
-              f"{res['tokens_per_s']:,.0f} tokens/s; checkpoint {res['checkpoint']}")
-    if json_path:
-        out = {k: v for k, v in res.items() if k != "tokenizer"}
-        Path(json_path).write_text(json.dumps(out, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))
