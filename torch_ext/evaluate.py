@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .data import TokenData, TokenSplit
+from .results import EvalSums
 
 __all__ = [
     "evaluate",
@@ -46,9 +47,6 @@ __all__ = [
     "param_counts",
     "format_table",
 ]
-
-_LN2 = math.log(2.0)
-
 
 def eval_windows(n_tokens: int, block_size: int, stride: int | None = None) -> Iterator[tuple[int, int, int]]:
     """Windows that score every target of a stream once.
@@ -139,8 +137,9 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
         log-softmax is always taken in float32 and sums kept in float64.
     shard : (int, int), optional
         ``(rank, world_size)``: score only windows ``rank::world_size`` and return
-        partial sums (``_nll_nats``, ``_sep_nats``, ``n_tokens_scored``) for the
-        caller to all-reduce and pass to ``_finish`` (distributed evaluation).
+        their :class:`~torch_ext.results.EvalSums`; the sums of all ranks, added up,
+        give the result of the split (:meth:`EvalSums.result
+        <torch_ext.results.EvalSums.result>`): distributed evaluation.
 
     Returns
     -------
@@ -148,7 +147,8 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
         ``bpc``, ``nll_bits``, ``n_chars``, ``n_bytes``, ``n_docs``, ``n_tokens_scored``,
         ``bits_per_byte``, ``perplexity``, ``loss`` (nats per token),
         ``nll_bits_separators``, ``chars_per_token``, ``eval_seconds``,
-        ``eval_tokens_per_s``, ``block_size``, ``stride``.
+        ``eval_tokens_per_s``, ``block_size``, ``stride``; with ``shard``, the
+        :class:`~torch_ext.results.EvalSums` of the shard.
     """
     if not isinstance(split, TokenSplit):
         raise TypeError(f"split must be a TokenSplit, got {type(split).__name__}")
@@ -195,36 +195,8 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
         nll += float(tok_nll.sum())
         nll_sep += float(tok_nll[yt == eos_id].sum())
         n_scored += int(mask.sum())
-    dt = time.perf_counter() - t0
-    if shard is not None:
-        return {"_nll_nats": nll, "_sep_nats": nll_sep, "n_tokens_scored": n_scored, "eval_seconds": dt,
-                "block_size": int(block_size), "stride": int(stride or block_size)}
-    return _finish(nll, nll_sep, n_scored, split, block_size, stride or block_size, dt)
-
-
-def _finish(nll: float, nll_sep: float, n_scored: int, split: TokenSplit, block_size: int, stride: int,
-            dt: float) -> dict:
-    """The result dict of :func:`bits_per_character` from its sums (nats)."""
-    if n_scored != split.n_targets:  # an internal invariant, not an input check
-        raise RuntimeError(f"scored {n_scored} targets, the split has {split.n_targets}")
-    nll_bits = nll / _LN2
-    return {
-        "bpc": nll_bits / split.n_chars,
-        "nll_bits": nll_bits,
-        "n_chars": int(split.n_chars),
-        "n_bytes": int(split.n_bytes),
-        "n_docs": int(split.n_docs),
-        "n_tokens_scored": int(n_scored),
-        "bits_per_byte": nll_bits / split.n_bytes,
-        "loss": nll / n_scored,
-        "perplexity": math.exp(nll / n_scored) if nll / n_scored < 700 else float("inf"),
-        "nll_bits_separators": nll_sep / _LN2,
-        "chars_per_token": split.n_chars / n_scored,
-        "eval_seconds": dt,
-        "eval_tokens_per_s": n_scored / dt if dt > 0 else float("inf"),
-        "block_size": int(block_size),
-        "stride": int(stride),
-    }
+    sums = EvalSums(nll, nll_sep, n_scored, time.perf_counter() - t0, int(block_size), int(stride or block_size))
+    return sums if shard is not None else sums.result(split)
 
 
 def matrix_ranks(w: torch.Tensor) -> dict:

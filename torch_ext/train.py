@@ -332,14 +332,9 @@ def _evaluate_distributed(model, data, cfg: TrainConfig, dist_info: DistInfo, de
     finally:
         model.train()
     if dist_info.enabled:
-        nll, sep, n = all_reduce_sum([res["_nll_nats"], res["_sep_nats"], float(res["n_tokens_scored"])],
-                                      dist_info, device)
-        from .evaluate import _finish
-
-        res = _finish(nll, sep, int(round(n)), data.validation, res["block_size"], res["stride"],
-                      res["eval_seconds"])
-    res.pop("_nll_nats", None)
-    res.pop("_sep_nats", None)
+        nll, sep, n = all_reduce_sum([res.nll_nats, res.sep_nats, float(res.n_tokens_scored)], dist_info, device)
+        res = dataclasses.replace(res, nll_nats=nll, sep_nats=sep, n_tokens_scored=int(round(n)))
+        res = res.result(data.validation)
     res.update(param_counts(model))
     return res
 
