@@ -188,19 +188,18 @@ def _train_command(argv) -> int:
     prog.close()
     if rank != 0:
         return 0
-    if res["interrupted"]:
-        print(f"interrupted at step {res['step']}; checkpoint {res['checkpoint']} (continue with --resume)")
+    if res.interrupted:
+        print(f"interrupted at step {res.step}; checkpoint {res.checkpoint} (continue with --resume)")
         return 130
-    if res["stopped"]:
-        print(f"stopped at step {res['step']} of {res['steps']}; checkpoint {res['checkpoint']}")
+    if res.stopped:
+        print(f"stopped at step {res.step} of {res.steps}; checkpoint {res.checkpoint}")
     else:
-        v = res["val"]
-        print(f"step {res['step']}: train loss {res['final_loss']:.4f}, validation {v['bpc']:.4f} bits/char "
-              f"over {v['n_chars']:,} characters (perplexity {v['perplexity']:.3f}), "
-              f"{res['tokens_per_s']:,.0f} tokens/s; checkpoint {res['checkpoint']}")
+        v = res.val
+        print(f"step {res.step}: train loss {res.final_loss:.4f}, validation {v.bpc:.4f} bits/char "
+              f"over {v.n_chars:,} characters (perplexity {v.perplexity:.3f}), "
+              f"{res.tokens_per_s:,.0f} tokens/s; checkpoint {res.checkpoint}")
     if json_path:
-        out = {k: v for k, v in res.items() if k != "tokenizer"}
-        Path(json_path).write_text(json.dumps(out, indent=2, default=str))
+        Path(json_path).write_text(json.dumps(res.to_dict(), indent=2, default=str))
     return 0
 
 
@@ -268,9 +267,7 @@ def _eval_command(argv) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    res["checkpoint"] = str(path)
-    res["step"] = ck.step
-    res["data"] = data.source
+    res = {**res.to_dict(), "checkpoint": str(path), "step": ck.step, "data": data.source}
     if "train_tokens_per_s" in ck.meta:
         res["train_tokens_per_s"] = ck.meta["train_tokens_per_s"]
     print(f"checkpoint {path} (step {ck.step})")
@@ -335,19 +332,19 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
                           seed=seed, out=str(run_dir), time_budget=max(1.0, 0.7 * seconds),
                           eval_batch_size=64, save_every=10**9, num_threads=threads)
         res = train(cfg, callback=callback)
-        model = load_checkpoint(res["checkpoint"]).model
-        tok = res["tokenizer"]
+        model = load_checkpoint(res.checkpoint).model
+        tok = res.tokenizer
         prompt = [tok.eos_id] + tok.encode("ROMEO\n").tolist()
         g = torch.Generator().manual_seed(seed)
         idx = torch.tensor([prompt], dtype=torch.long)
         with torch.no_grad():
             gen = model.generate(idx, max_new_tokens=300, temperature=0.8, top_k=40, generator=g)
         sample = tok.decode(gen[0].tolist(), eos="\n\n")
-        v = res["val"]
+        v = res.val
         return {
-            "bpc": v["bpc"], "n_chars": v["n_chars"], "perplexity": v["perplexity"],
-            "params_trainable": res["params_trainable"], "params_frozen": res["params_frozen"],
-            "steps": res["step"], "tokens_per_s": res["tokens_per_s"], "train_seconds": res["train_seconds"],
+            "bpc": v.bpc, "n_chars": v.n_chars, "perplexity": v.perplexity,
+            "params_trainable": res.params_trainable, "params_frozen": res.params_frozen,
+            "steps": res.step, "tokens_per_s": res.tokens_per_s, "train_seconds": res.train_seconds,
             "seconds": time.perf_counter() - t0, "sample": sample.strip("\n"),
             "out": None if tmp else str(run_dir), "val": v,
         }

@@ -27,16 +27,17 @@ every 2-D weight (frozen buffers included), and trainable/frozen parameter count
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
 
 from .data import TokenData, TokenSplit
-from .results import EvalSums
+from .results import EvalResult, EvalSums
 
 __all__ = [
     "evaluate",
@@ -112,7 +113,7 @@ def _model_block_size(model) -> int | None:
 @torch.no_grad()
 def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int, batch_size: int = 8,
                        stride: int | None = None, device=None, autocast_dtype=None,
-                       shard: tuple[int, int] | None = None) -> dict:
+                       shard: tuple[int, int] | None = None) -> EvalResult | EvalSums:
     """Score a whole split with ``model``; see the module docstring for the definitions.
 
     Parameters
@@ -143,12 +144,10 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
 
     Returns
     -------
-    dict
-        ``bpc``, ``nll_bits``, ``n_chars``, ``n_bytes``, ``n_docs``, ``n_tokens_scored``,
-        ``bits_per_byte``, ``perplexity``, ``loss`` (nats per token),
-        ``nll_bits_separators``, ``chars_per_token``, ``eval_seconds``,
-        ``eval_tokens_per_s``, ``block_size``, ``stride``; with ``shard``, the
-        :class:`~torch_ext.results.EvalSums` of the shard.
+    EvalResult or EvalSums
+        The :class:`~torch_ext.results.EvalResult` of the split (its optional
+        fields unset); with ``shard``, the :class:`~torch_ext.results.EvalSums`
+        of the shard.
     """
     if not isinstance(split, TokenSplit):
         raise TypeError(f"split must be a TokenSplit, got {type(split).__name__}")
@@ -281,7 +280,8 @@ def param_counts(model: torch.nn.Module) -> dict[str, int]:
 
 
 def evaluate(model, data, split: str = "validation", *, batch_size: int = 8, block_size: int | None = None,
-             stride: int | None = None, device=None, ranks: bool = True, eos_id: int | None = None) -> dict:
+             stride: int | None = None, device=None, ranks: bool = True,
+             eos_id: int | None = None) -> EvalResult:
     """Evaluate ``model`` on a whole split: BPC, perplexity, ranks, parameter counts.
 
     Parameters
@@ -307,10 +307,10 @@ def evaluate(model, data, split: str = "validation", *, batch_size: int = 8, blo
 
     Returns
     -------
-    dict
-        The keys of :func:`bits_per_character` plus ``params_trainable``,
-        ``params_frozen``, ``split``, and (with ``ranks``) ``stable_rank`` and
-        ``effective_rank`` (``{matrix name: value}``) and ``ranks`` (details).
+    EvalResult
+        The measures of :func:`bits_per_character` plus ``split``,
+        ``params_trainable``, ``params_frozen`` and (with ``ranks``) ``stable_rank``
+        and ``effective_rank`` (``{matrix name: value}``) and ``ranks`` (details).
     """
     if isinstance(data, TokenData):
         sp, eos = data.split(split), data.tokenizer.eos_id
@@ -335,13 +335,11 @@ def evaluate(model, data, split: str = "validation", *, batch_size: int = 8, blo
     finally:
         if was_training:
             model.train()
-    res["split"] = split
-    res.update(param_counts(model))
+    res = dataclasses.replace(res, split=split, **param_counts(model))
     if ranks:
         r = weight_ranks(model)
-        res["stable_rank"] = {k: v["stable_rank"] for k, v in r.items()}
-        res["effective_rank"] = {k: v["effective_rank"] for k, v in r.items()}
-        res["ranks"] = r
+        res = dataclasses.replace(res, stable_rank={k: v["stable_rank"] for k, v in r.items()},
+                                  effective_rank={k: v["effective_rank"] for k, v in r.items()}, ranks=r)
     return res
 
 
@@ -350,8 +348,15 @@ def _device_of(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def format_table(res: dict) -> str:
-    """A plain-text table of an :func:`evaluate` result (used by the CLI)."""
+def format_table(res: EvalResult | Mapping) -> str:
+    """A plain-text table of an :func:`evaluate` result (used by the CLI).
+
+    ``res`` is an :class:`~torch_ext.results.EvalResult` or its :meth:`to_dict
+    <torch_ext.results.EvalResult.to_dict>` (to which the CLI adds
+    ``train_tokens_per_s``, shown when present).
+    """
+    if isinstance(res, EvalResult):
+        res = res.to_dict()
     lines = []
     head = [
         ("split", res.get("split", "")),

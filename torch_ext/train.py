@@ -67,6 +67,7 @@ from .distributed import (
     shutdown,
     wrap_ddp,
 )
+from .results import EvalResult, TrainResult
 
 __all__ = [
     "TrainConfig",
@@ -319,7 +320,7 @@ def _fingerprint_args(cfg: TrainConfig) -> dict:
     return {k: v for k, v in d.items() if k not in _RESUME_FREE}
 
 
-def _evaluate_distributed(model, data, cfg: TrainConfig, dist_info: DistInfo, device, amp) -> dict:
+def _evaluate_distributed(model, data, cfg: TrainConfig, dist_info: DistInfo, device, amp) -> EvalResult:
     """Whole-validation-split evaluation, windows sharded over the processes."""
     from .evaluate import bits_per_character, param_counts
 
@@ -335,11 +336,10 @@ def _evaluate_distributed(model, data, cfg: TrainConfig, dist_info: DistInfo, de
         nll, sep, n = all_reduce_sum([res.nll_nats, res.sep_nats, float(res.n_tokens_scored)], dist_info, device)
         res = dataclasses.replace(res, nll_nats=nll, sep_nats=sep, n_tokens_scored=int(round(n)))
         res = res.result(data.validation)
-    res.update(param_counts(model))
-    return res
+    return dataclasses.replace(res, **param_counts(model))
 
 
-def train(args, callback: Callable[[dict], None] | None = None) -> dict:
+def train(args, callback: Callable[[dict], None] | None = None) -> TrainResult:
     """Train a LILA model; see the module docstring for the guarantees.
 
     Parameters
@@ -355,12 +355,10 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
 
     Returns
     -------
-    dict
-        ``out``, ``step`` (steps done), ``steps``, ``final_loss`` (training loss of the
-        last step, all micro-batches and processes), ``val`` (the final evaluation on
-        the whole validation split, ``None`` after ``stop_at``), ``history``,
-        ``checkpoint``, ``tokens_per_s``, ``params_trainable``, ``params_frozen``,
-        ``resumed_from``, ``stopped``, ``interrupted``, ``tokenizer``.
+    TrainResult
+        Steps done, final training loss, the final evaluation on the whole
+        validation split (``val``; ``None`` after ``stop_at``), history, last
+        checkpoint, throughput, parameter counts...
     """
     cfg = TrainConfig.from_any(args).validate()
     emit = callback or (lambda e: None)
@@ -480,13 +478,13 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
         barrier(dist_info)
         return path
 
-    def run_eval(step: int, train_loss: float | None) -> dict:
+    def run_eval(step: int, train_loss: float | None) -> EvalResult:
         res = _evaluate_distributed(raw, data, cfg, dist_info, device, amp)
-        rec = {"step": step, "val_bpc": res["bpc"], "val_loss": res["loss"], "train_loss": train_loss,
+        rec = {"step": step, "val_bpc": res.bpc, "val_loss": res.loss, "train_loss": train_loss,
                "tokens": train_tokens_done}
         history.append(rec)
         if dist_info.main:
-            emit({"event": "eval", **rec, "n_chars": res["n_chars"]})
+            emit({"event": "eval", **rec, "n_chars": res.n_chars})
             atomic_write(out / "metrics.json", json.dumps({"history": history}, indent=1).encode())
         return res
 
@@ -564,13 +562,13 @@ def train(args, callback: Callable[[dict], None] | None = None) -> dict:
         if dist_info.main:
             with contextlib.suppress(Exception):
                 _export_model(raw, out)
-    result = {
-        "out": str(out), "step": step, "steps": total_steps, "final_loss": last_loss, "val": val,
-        "history": history, "checkpoint": str(last_ckpt) if last_ckpt else None, "tokens_per_s": tps,
-        "train_seconds": t_train, "wall_seconds": time.perf_counter() - t_start,
-        "resumed_from": resumed_from, "stopped": stopped, "interrupted": interrupted,
-        "tokenizer": data.tokenizer, "world_size": dist_info.world, "device": str(device), **counts,
-    }
+    result = TrainResult(
+        out=str(out), step=step, steps=total_steps, final_loss=last_loss, val=val,
+        history=history, checkpoint=str(last_ckpt) if last_ckpt else None, tokens_per_s=tps,
+        train_seconds=t_train, wall_seconds=time.perf_counter() - t_start,
+        resumed_from=resumed_from, stopped=stopped, interrupted=interrupted,
+        tokenizer=data.tokenizer, world_size=dist_info.world, device=str(device), **counts,
+    )
     shutdown(dist_info)
     return result
 
