@@ -23,7 +23,8 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import DataUnavailableError, load_data
 from .evaluate import evaluate, format_table
-from .train import TrainConfig, train
+from .train import train
+from .train_config import TrainConfig
 
 __all__ = ["main", "demo"]
 
@@ -171,7 +172,8 @@ def _train_command(argv) -> int:
     """``leechlib lila train ...``: train, print progress and the final evaluation.
 
     Returns 0 on success (also after ``--stop-at``), 2 for bad arguments, data or
-    checkpoints, 130 after Ctrl-C (a checkpoint is written first).
+    checkpoints, 1 when the run's files cannot be written, 130 after Ctrl-C (a
+    checkpoint is written first).
     """
     parser = _train_parser()
     ns = parser.parse_args(argv)
@@ -185,6 +187,10 @@ def _train_command(argv) -> int:
         prog.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the run's files could not be written
+        prog.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     prog.close()
     if rank != 0:
         return 0

@@ -128,6 +128,19 @@ def test_model_export_loads_with_the_model_class(tiny_args):
         assert torch.equal(a, b), k
 
 
+def test_export_failure_is_a_clear_error(tiny_args, monkeypatch):
+    from torch_ext.model import LilaTransformer
+
+    def refuse(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(LilaTransformer, "save", refuse)
+    with pytest.raises(OSError, match="exporting the weights") as info:
+        T.train(dict(tiny_args, steps=2))
+    assert "Permission denied" in str(info.value) and "ckpt-0000002" in str(info.value)
+    assert T.load_checkpoint(tiny_args["out"]).step == 2  # the final checkpoint is there
+
+
 @pytest.mark.parametrize("override, match", [
     (dict(steps=0), "steps"),
     (dict(batch_size=-1), "batch_size"),
