@@ -49,6 +49,7 @@ __all__ = [
     "format_table",
 ]
 
+
 def eval_windows(n_tokens: int, block_size: int, stride: int | None = None) -> Iterator[tuple[int, int, int]]:
     """Windows that score every target of a stream once.
 
