@@ -1,8 +1,11 @@
-"""Command line of the LILA pipeline: ``leechlib lila {train,eval} ...``.
+"""The ``lila`` command line: ``leechlib lila {train,eval,demo} ...``.
 
-``leechlib`` forwards everything after ``lila`` to :func:`main`, so torch is
-imported only when these commands are used.  :func:`demo` is the LILA part of
-``leechlib demo``.
+:func:`main` is its one entry point.  ``leechlib lila ARGS`` forwards ``ARGS`` to it
+(leechlib imports torch_ext only there, lazily), and so do ``python -m torch_ext.cli
+ARGS``, ``python -m torch_ext.train ARGS`` (``train``, torchrun-ready) and ``python -m
+torch_ext.evaluate ARGS`` (``eval``).  The LILA section of ``leechlib demo`` is
+``leechlib lila demo``; :func:`demo` is the same run as a function.  Only this module
+prints (the progress bar and the results); the library reports through callbacks.
 """
 
 from __future__ import annotations
@@ -28,37 +31,44 @@ from .train_config import TrainConfig
 
 __all__ = ["main", "demo"]
 
-_USAGE = """usage: leechlib lila {train,eval} [options]
+_USAGE = """usage: leechlib lila {train,eval,demo} [options]
 
   train   train a LILA model (python -m torch_ext.train; torchrun-ready)
   eval    bits per character over a whole split, perplexity, ranks, parameter counts
+  demo    train lila-tiny on the embedded Shakespeare corpus for about a minute, then a sample
 
-'leechlib lila train --help' and 'leechlib lila eval --help' list the options.
+'leechlib lila COMMAND --help' lists the options of a command.
 """
 
 
 def main(argv=None) -> int:
-    """Dispatch ``train`` and ``eval``; return the exit status.
+    """Run ``leechlib lila ARGV``; return the exit status.
 
     Parameters
     ----------
     argv : list of str, optional
-        Arguments after ``lila`` (default ``sys.argv[1:]``).
+        Arguments after ``lila``: a command (``train``, ``eval``, ``demo``) and its
+        options (default ``sys.argv[1:]``).
 
     Returns
     -------
     int
-        0 on success, 2 for a usage error, otherwise what the sub-command returns.
+        0 on success, 2 for a usage error, otherwise what the command returns.
+
+    Examples
+    --------
+    >>> main(["--help"])  # doctest: +ELLIPSIS
+    usage: leechlib lila {train,eval,demo} [options]
+    ...
+    0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_USAGE, end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    if cmd == "train":
-        return _run(_train_command, rest)
-    if cmd == "eval":
-        return _run(_eval_command, rest)
+    if cmd in _COMMANDS:
+        return _run(_COMMANDS[cmd], rest)
     print(f"error: unknown command {cmd!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 
@@ -357,6 +367,39 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _demo_command(argv) -> int:
+    """``leechlib lila demo [--seconds S]``: :func:`demo` with a progress bar; print BPC and a sample.
+
+    Returns 0 on success, 2 for a bad argument or when the corpus is unavailable.
+    """
+    p = argparse.ArgumentParser(prog="leechlib lila demo",
+                                description="Train lila-tiny on the embedded Shakespeare corpus for about "
+                                            "SECONDS, evaluate it on the whole validation split, print a sample.")
+    p.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the run and of the sample (default 0)")
+    args = p.parse_args(argv)
+    if not args.seconds > 0:
+        p.error(f"--seconds must be positive, got {args.seconds}")
+    print(f"== LILA: training lila-tiny on the embedded Shakespeare corpus for ~{args.seconds} s ==")
+    sys.stdout.flush()  # before the progress bar starts on stderr
+    progress = _Progress(enabled=True)
+    try:
+        res = demo(seconds=args.seconds, seed=args.seed, callback=progress)
+    except (DataUnavailableError, ValueError) as exc:
+        progress.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    progress.close()
+    print(f"validation bits per character: {res['bpc']:.4f} over {res['n_chars']:,} characters")
+    print(f"parameters: {res['params_trainable']:,} trainable, {res['params_frozen']:,} frozen")
+    print("sample:")
+    print(res["sample"])
+    return 0
+
+
+_COMMANDS = {"train": _train_command, "eval": _eval_command, "demo": _demo_command}
 
 
 if __name__ == "__main__":  # pragma: no cover
