@@ -134,7 +134,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 class _Progress:
-    """tqdm progress bar fed by :func:`train`'s callback (command line only)."""
+    """A tqdm progress bar on stderr, fed by the events of :func:`~torch_ext.train.train`'s callback."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
@@ -326,8 +326,8 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
     dict
         ``bpc``, ``n_chars``, ``perplexity``, ``params_trainable``, ``params_frozen``,
         ``steps``, ``tokens_per_s``, ``train_seconds``, ``seconds``, ``sample``
-        (generated text), ``out`` (``None`` when temporary) and ``val`` (the whole
-        evaluation result).
+        (generated text), ``out`` (``None`` when temporary) and ``val`` (the
+        :class:`~torch_ext.results.EvalResult` of the whole validation split).
     """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         raise ValueError(f"seconds must be a positive number, got {seconds!r}")
