@@ -90,22 +90,22 @@ def _one_run(job: dict) -> dict:
 
     t0 = time.perf_counter()
     res = train(job["train"])
-    ck = load_checkpoint(res["checkpoint"])
+    ck = load_checkpoint(res.checkpoint)
     from torch_ext.data import load_data
 
     a = job["train"]
     data = load_data(a["data"], a["tokenizer"], cache_dir=a.get("cache_dir"), val_fraction=a["val_fraction"],
                      bpe_vocab_size=a.get("bpe_vocab_size", 2048))
     # the training loop's final evaluation is the same as this one; recompute with ranks
-    ev = evaluate(ck.model.to(res["device"]), data, batch_size=a["eval_batch_size"], ranks=True)
+    ev = evaluate(ck.model.to(res.device), data, batch_size=a["eval_batch_size"], ranks=True)
     return {
         "arm": job["arm"], "align": job["align"], "seed": a["seed"],
-        "val_bpc": res["val"]["bpc"], "val_bpc_recomputed": ev["bpc"], "n_chars": ev["n_chars"],
-        "val_loss": res["val"]["loss"], "final_train_loss": res["final_loss"],
-        "params_trainable": res["params_trainable"], "params_frozen": res["params_frozen"],
-        "tokens_per_s": res["tokens_per_s"], "history": res["history"],
-        "stable_rank_mean": statistics.fmean(ev["stable_rank"].values()),
-        "seconds": time.perf_counter() - t0, "out": res["out"],
+        "val_bpc": res.val.bpc, "val_bpc_recomputed": ev.bpc, "n_chars": ev.n_chars,
+        "val_loss": res.val.loss, "final_train_loss": res.final_loss,
+        "params_trainable": res.params_trainable, "params_frozen": res.params_frozen,
+        "tokens_per_s": res.tokens_per_s, "history": res.history,
+        "stable_rank_mean": statistics.fmean(ev.stable_rank.values()),
+        "seconds": time.perf_counter() - t0, "out": res.out,
     }
 
 

@@ -184,10 +184,9 @@ def main(argv=None) -> int:
         print(f"training {cfg['preset']} d_model={cfg['d_model']} n_layer={cfg['n_layer']} "
               f"for {cfg['steps']} steps ...", flush=True)
         res = train(cfg)
-        ckpt_path = res["checkpoint"]
-        train_info = {"steps": res["step"], "train_seconds": res["train_seconds"],
-                      "tokens_per_s": res["tokens_per_s"]}
-        print(f"trained in {res['train_seconds']:.0f} s ({res['tokens_per_s']:,.0f} tokens/s)", flush=True)
+        ckpt_path = res.checkpoint
+        train_info = {"steps": res.step, "train_seconds": res.train_seconds, "tokens_per_s": res.tokens_per_s}
+        print(f"trained in {res.train_seconds:.0f} s ({res.tokens_per_s:,.0f} tokens/s)", flush=True)
     else:
         ckpt_path = args.ckpt
         train_info = {}
@@ -210,19 +209,19 @@ def main(argv=None) -> int:
     r, te = score(model)
     n_params = sum(p.numel() for p in model.parameters())
     rows.append({"label": "fp32", "method": None, "bits_per_weight": 32.0, "bits_per_param": 32.0,
-                 "weight_mse": None, "rel_mse": None, "bpc": r["bpc"], "seconds": None,
+                 "weight_mse": None, "rel_mse": None, "bpc": r.bpc, "seconds": None,
                  "file_kb": _file_kb(model, out / "fp32.safetensors")})
-    print(f"fp32: {r['bpc']:.4f} bpc ({r['n_chars']:,} characters, eval {te:.0f} s)", flush=True)
-    n_chars = r["n_chars"]
+    print(f"fp32: {r.bpc:.4f} bpc ({r.n_chars:,} characters, eval {te:.0f} s)", flush=True)
+    n_chars = r.n_chars
     mb = _bf16_copy(model)
     r, _ = score(mb)
     se = sum(float(((dict(mb.named_modules())[n].weight.detach().double() - w.double()) ** 2).sum())
              for n, w in ref.items())
     sq = sum(float((w.double() ** 2).sum()) for w in ref.values())
     rows.append({"label": "bf16", "method": None, "bits_per_weight": 16.0, "bits_per_param": 16.0,
-                 "weight_mse": se / n_lin, "rel_mse": se / sq, "bpc": r["bpc"], "seconds": None,
+                 "weight_mse": se / n_lin, "rel_mse": se / sq, "bpc": r.bpc, "seconds": None,
                  "file_kb": _file_kb(mb.to(torch.bfloat16), out / "bf16.safetensors")})
-    print(f"bf16: {r['bpc']:.4f} bpc", flush=True)
+    print(f"bf16: {r.bpc:.4f} bpc", flush=True)
     del mb
 
     runs = [(m, m, None) for m in args.methods]
@@ -250,9 +249,9 @@ def main(argv=None) -> int:
             same = torch.equal(back(x).logits, mq(x).logits)
         rows.append({"label": label, "method": method, "bits_per_weight": rep.bits_per_quantized_weight,
                      "bits_per_param": rep.bits_per_param, "weight_mse": mse, "rel_mse": rel,
-                     "bpc": r["bpc"], "seconds": tq, "file_kb": kb, "reload_identical": same,
+                     "bpc": r.bpc, "seconds": tq, "file_kb": kb, "reload_identical": same,
                      "layers": rep.layers})
-        print(f"{label}: {r['bpc']:.4f} bpc, {rep.bits_per_quantized_weight:.3f} bits/weight, "
+        print(f"{label}: {r.bpc:.4f} bpc, {rep.bits_per_quantized_weight:.3f} bits/weight, "
               f"MSE/w² {rel:.4f}, quantized in {tq:.1f} s, reload identical: {same}", flush=True)
         del mq, back
 

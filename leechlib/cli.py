@@ -4,7 +4,11 @@
 lattice live and prints a pass/fail table (exit status 1 if any fails).
 
 ``leechlib demo``  the main job on embedded defaults: a tour of the code, the
-lattice and the decoder, with timings.
+lattice and the decoder, with timings, then (with torch) ``leechlib lila demo``.
+
+``leechlib lila ...``  the LILA commands, which live in torch_ext
+(:func:`torch_ext.cli.main`); ``_torch_ext_cli`` below is the one, lazy, import of
+torch_ext in leechlib.
 
 Only this module prints; the library itself never does.
 """
@@ -224,9 +228,7 @@ def cmd_demo(args) -> int:
     print(f"theta series: {theta_series(6)}")
     for status in _demo_decoder(rng, args):
         print(status)
-    for status in _demo_lila(args):
-        print(status)
-    return 0
+    return _demo_lila(args)
 
 
 def _demo_decoder(rng, args):
@@ -253,34 +255,41 @@ def _demo_decoder(rng, args):
     yield f"normalized second moment G(Λ24) ≈ {g:.6f} ± {se:.6f} (published 0.065771)"
 
 
-def _demo_lila(args):
-    """LILA section of the demo: train lila-tiny for about a minute (needs torch)."""
-    if args.no_lila:
-        return
-    try:
-        from torch_ext.cli import demo
-    except ImportError as exc:  # torch or torch_ext unavailable
-        yield ""
-        yield f"(LILA section skipped: {exc}; install the [torch] extra)"
-        return
-    yield ""
-    yield f"== LILA: training lila-tiny on the embedded Shakespeare corpus for ~{args.seconds} s =="
-    from torch_ext.train import _Progress
+def _torch_ext_cli():
+    """``torch_ext.cli.main``, the ``lila`` command line (needs torch).
 
-    progress = _Progress(enabled=True)  # a progress bar on stderr
+    This is the only place where leechlib imports torch_ext: ``leechlib lila ARGS``
+    forwards ``ARGS`` to it, and the LILA section of ``leechlib demo`` is ``leechlib lila
+    demo``.  The import is lazy, so ``import leechlib``, ``leechlib info`` and the rest of
+    ``leechlib demo`` never import torch.
+
+    Raises
+    ------
+    ImportError
+        If torch or torch_ext is not installed.
+    """
+    from torch_ext.cli import main
+
+    return main
+
+
+def _demo_lila(args) -> int:
+    """LILA section of the demo: ``leechlib lila demo`` (a minute of lila-tiny; needs torch)."""
+    if args.no_lila:
+        return 0
+    print()
     try:
-        res = demo(seconds=args.seconds, callback=progress)
-    finally:
-        progress.close()
-    yield f"validation bits per character: {res['bpc']:.4f} over {res['n_chars']:,} characters"
-    yield f"parameters: {res['params_trainable']:,} trainable, {res['params_frozen']:,} frozen"
-    yield "sample:"
-    yield res["sample"]
+        lila_main = _torch_ext_cli()
+    except ImportError as exc:  # torch or torch_ext unavailable
+        print(f"(LILA section skipped: {exc}; install the [torch] extra)")
+        return 0
+    return int(lila_main(["demo", "--seconds", str(args.seconds)]) or 0)
 
 
 def cmd_lila(args) -> int:
+    """``leechlib lila ARGS``: the LILA commands of torch_ext (:func:`torch_ext.cli.main`)."""
     try:
-        from torch_ext.cli import main as lila_main
+        lila_main = _torch_ext_cli()
     except ImportError as exc:
         print(f"leechlib lila needs torch and torch_ext ({exc}); install the [torch] extra",
               file=sys.stderr)
@@ -314,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.set_defaults(func=cmd_demo)
     pl = sub.add_parser(
         "lila",
-        help="train and evaluate LILA models (torch_ext): leechlib lila {train,eval} ...",
+        help="train and evaluate LILA models (torch_ext): leechlib lila {train,eval,demo} ...",
         add_help=False,
     )
     pl.add_argument("rest", nargs=argparse.REMAINDER)

@@ -100,3 +100,66 @@ def test_readme_test_command_is_what_ci_runs():
     cmds = [line for line in readme.splitlines() if line.startswith("python3 -m venv")]
     assert len(cmds) == 2
     assert cmds[1] in ci
+
+
+def _torch_ext_imports(path):
+    """``(function, line)`` of every import of torch_ext in a file (``<module>`` at top level)."""
+    import ast
+
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    found, stack = [], ["<module>"]
+
+    class Visitor(ast.NodeVisitor):
+        def visit_FunctionDef(self, node):
+            stack.append(node.name)
+            self.generic_visit(node)
+            stack.pop()
+
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_Import(self, node):
+            if any(a.name.split(".")[0] == "torch_ext" for a in node.names):
+                found.append((stack[-1], node.lineno))
+
+        def visit_ImportFrom(self, node):
+            if (node.module or "").split(".")[0] == "torch_ext":
+                found.append((stack[-1], node.lineno))
+
+    Visitor().visit(tree)
+    return found
+
+
+def test_leechlib_imports_torch_ext_only_in_the_lila_dispatch():
+    found = {}
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "leechlib")):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                for fn, _ in _torch_ext_imports(path):
+                    found.setdefault(os.path.relpath(path, ROOT), []).append(fn)
+    assert found == {os.path.join("leechlib", "cli.py"): ["_torch_ext_cli"]}
+
+
+def test_cli_lila_dispatches_to_torch_ext():
+    pytest.importorskip("torch")
+    res = subprocess.run(
+        [sys.executable, "-m", "leechlib", "lila", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stderr
+    assert "usage: leechlib lila {train,eval,demo}" in res.stdout
+    res = subprocess.run(
+        [sys.executable, "-m", "leechlib", "lila", "demo", "--seconds", "0"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert res.returncode == 2 and "--seconds must be positive" in res.stderr
+
+
+def test_cli_without_torch_ext_says_so():
+    block = "import sys; sys.modules['torch_ext'] = None\nfrom leechlib.cli import main\n"
+    res = _run(block + "sys.exit(main(['lila', 'train']))")
+    assert res.returncode == 2
+    assert "leechlib lila needs torch and torch_ext" in res.stderr and "Traceback" not in res.stderr
+    res = _run(block + "sys.exit(main(['demo', '--points', '2000']))")
+    assert res.returncode == 0, res.stderr
+    assert "(LILA section skipped:" in res.stdout and "install the [torch] extra" in res.stdout

@@ -31,6 +31,7 @@ from .quantize import (
     quantize_model,
     save_quantized,
 )
+from .results import EvalResult, TrainResult
 
 __all__ = [
     "nearest_point",
@@ -50,4 +51,6 @@ __all__ = [
     "load_quantized",
     "BitsReport",
     "METHODS",
+    "EvalResult",
+    "TrainResult",
 ]

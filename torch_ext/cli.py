@@ -1,55 +1,74 @@
-"""Command line of the LILA pipeline: ``leechlib lila {train,eval} ...``.
+"""The ``lila`` command line: ``leechlib lila {train,eval,demo} ...``.
 
-``leechlib`` forwards everything after ``lila`` to :func:`main`, so torch is
-imported only when these commands are used.  :func:`demo` is the LILA part of
-``leechlib demo``.
+:func:`main` is its one entry point.  ``leechlib lila ARGS`` forwards ``ARGS`` to it
+(leechlib imports torch_ext only there, lazily), and so do ``python -m torch_ext.cli
+ARGS``, ``python -m torch_ext.train ARGS`` (``train``, torchrun-ready) and ``python -m
+torch_ext.evaluate ARGS`` (``eval``).  The LILA section of ``leechlib demo`` is
+``leechlib lila demo``; :func:`demo` is the same run as a function.  Only this module
+prints (the progress bar and the results); the library reports through callbacks.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .data import DataUnavailableError, load_data
+from .evaluate import evaluate, format_table
+from .train import train
+from .train_config import TrainConfig
 
 __all__ = ["main", "demo"]
 
-_USAGE = """usage: leechlib lila {train,eval} [options]
+_USAGE = """usage: leechlib lila {train,eval,demo} [options]
 
   train   train a LILA model (python -m torch_ext.train; torchrun-ready)
   eval    bits per character over a whole split, perplexity, ranks, parameter counts
+  demo    train lila-tiny on the embedded Shakespeare corpus for about a minute, then a sample
 
-'leechlib lila train --help' and 'leechlib lila eval --help' list the options.
+'leechlib lila COMMAND --help' lists the options of a command.
 """
 
 
 def main(argv=None) -> int:
-    """Dispatch ``train`` and ``eval``; return the exit status.
+    """Run ``leechlib lila ARGV``; return the exit status.
 
     Parameters
     ----------
     argv : list of str, optional
-        Arguments after ``lila`` (default ``sys.argv[1:]``).
+        Arguments after ``lila``: a command (``train``, ``eval``, ``demo``) and its
+        options (default ``sys.argv[1:]``).
 
     Returns
     -------
     int
-        0 on success, 2 for a usage error, otherwise what the sub-command returns.
+        0 on success, 2 for a usage error, otherwise what the command returns.
+
+    Examples
+    --------
+    >>> main(["--help"])  # doctest: +ELLIPSIS
+    usage: leechlib lila {train,eval,demo} [options]
+    ...
+    0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_USAGE, end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    if cmd == "train":
-        from .train import main as train_main
-
-        return _run(train_main, rest)
-    if cmd == "eval":
-        from .evaluate import main as eval_main
-
-        return _run(eval_main, rest)
+    if cmd in _COMMANDS:
+        return _run(_COMMANDS[cmd], rest)
     print(f"error: unknown command {cmd!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 
@@ -60,6 +79,229 @@ def _run(fn, argv) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``leechlib lila train`` (``python -m torch_ext.train``)."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="leechlib lila train", description="Train a LILA model (torchrun-ready).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=d.data, help="shakespeare | tinystories | fineweb-edu | PATH")
+    g.add_argument("--tokenizer", default=d.tokenizer, choices=["byte", "bpe"])
+    g.add_argument("--bpe-vocab-size", type=int, default=d.bpe_vocab_size)
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    g.add_argument("--max-docs", type=int, default=None, help="documents per split (Hugging Face corpora)")
+    g.add_argument("--cache-dir", default=None, help="token cache root (default ~/.cache/leechlib/lila-data)")
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default=d.preset, help="lila-tiny | lila-20m | lila-20m-learned")
+    g.add_argument("--attention", choices=["frozen", "learned"], default=None)
+    g.add_argument("--kernel", choices=["leech", "random", "identity"], default=None)
+    g.add_argument("--kernel-seed", type=int, default=None)
+    g.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (0: off)")
+    g.add_argument("--align-directions", choices=["minimal", "frame"], default=None,
+                   help="alignment targets: the 196560 Leech minimal vectors or the frame +-e_i")
+    g.add_argument("--d-model", type=int, default=None)
+    g.add_argument("--n-layer", type=int, default=None)
+    g.add_argument("--n-head", type=int, default=None)
+    g.add_argument("--block-size", type=int, default=None)
+    g.add_argument("--dropout", type=float, default=None)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=d.steps)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per micro-batch per process")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
+    g.add_argument("--warmup", type=int, default=d.warmup)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=None, help="run directory (default runs/<preset>-<data>-s<seed>)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="0: evaluate only at the end")
+    g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    g.add_argument("--save-every", type=int, default=None)
+    g.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")
+    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    g.add_argument("--stop-at", type=int, default=None, help="end after this step, as an interruption would")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    g.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--time-budget", type=float, default=None, help="seconds of training (lowers --steps)")
+    g.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the result here")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+class _Progress:
+    """A tqdm progress bar on stderr, fed by the events of :func:`~torch_ext.train.train`'s callback."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, e: dict):
+        from tqdm.auto import tqdm
+
+        ev = e["event"]
+        if ev == "log":
+            self.write(e["message"])
+        elif ev == "start":
+            self.write(f"run {e['out']} on {e['device']} x{e['world_size']}: {e['params_trainable']:,} "
+                       f"trainable + {e['params_frozen']:,} frozen parameters, "
+                       f"{e['tokens_per_step']:,} tokens/step"
+                       + (f", resuming at step {e['resumed_from']}" if e["resumed_from"] is not None else ""))
+            if self.enabled:
+                self.bar = tqdm(total=e["steps"], initial=e["step"], unit="step", dynamic_ncols=True,
+                                file=sys.stderr)
+        elif ev == "step":
+            if self.bar is not None:
+                if self.bar.total != e["steps"]:
+                    self.bar.total = e["steps"]
+                self.bar.update(e["step"] - self.bar.n)
+                self.bar.set_postfix(loss=f"{e['loss']:.4f}", lr=f"{e['lr']:.2e}",
+                                     tok_s=f"{e['tokens_per_s']:,.0f}")
+        elif ev == "eval":
+            self.write(f"step {e['step']}: validation {e['val_bpc']:.4f} bits/char over {e['n_chars']:,} chars"
+                       + (f" (train loss {e['train_loss']:.4f})" if e.get("train_loss") is not None else ""))
+        elif ev == "checkpoint":
+            pass
+
+    def write(self, s: str):
+        if self.bar is not None:
+            self.bar.write(s, file=sys.stderr)
+        else:
+            print(s, file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _train_command(argv) -> int:
+    """``leechlib lila train ...``: train, print progress and the final evaluation.
+
+    Returns 0 on success (also after ``--stop-at``), 2 for bad arguments, data or
+    checkpoints, 1 when the run's files cannot be written, 130 after Ctrl-C (a
+    checkpoint is written first).
+    """
+    parser = _train_parser()
+    ns = parser.parse_args(argv)
+    json_path, quiet = ns.json_path, ns.quiet
+    del ns.json_path, ns.quiet
+    rank = int(os.environ.get("RANK", "0"))
+    prog = _Progress(enabled=not quiet and rank == 0)
+    try:
+        res = train(vars(ns), callback=prog if rank == 0 else None)
+    except (ValueError, TypeError, DataUnavailableError) as exc:
+        prog.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the run's files could not be written
+        prog.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    prog.close()
+    if rank != 0:
+        return 0
+    if res.interrupted:
+        print(f"interrupted at step {res.step}; checkpoint {res.checkpoint} (continue with --resume)")
+        return 130
+    if res.stopped:
+        print(f"stopped at step {res.step} of {res.steps}; checkpoint {res.checkpoint}")
+    else:
+        v = res.val
+        print(f"step {res.step}: train loss {res.final_loss:.4f}, validation {v.bpc:.4f} bits/char "
+              f"over {v.n_chars:,} characters (perplexity {v.perplexity:.3f}), "
+              f"{res.tokens_per_s:,.0f} tokens/s; checkpoint {res.checkpoint}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(res.to_dict(), indent=2, default=str))
+    return 0
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``leechlib lila eval`` (``python -m torch_ext.evaluate``)."""
+    p = argparse.ArgumentParser(
+        prog="leechlib lila eval",
+        description="Bits per character over a whole split, perplexity, ranks, parameter counts.",
+    )
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
+    p.add_argument("--data", default=None,
+                   help="corpus (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="validation", choices=["validation", "train"])
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's)")
+    p.add_argument("--stride", type=int, default=None, help="window stride (default: block size)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--cache-dir", default=None, help="token cache root")
+    p.add_argument("--no-ranks", action="store_true", help="skip the singular values")
+    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the results here")
+    return p
+
+
+def _eval_command(argv) -> int:
+    """``leechlib lila eval CKPT [--json FILE] ...``: evaluate a checkpoint, print a table.
+
+    Returns the exit status: 0 on success, 2 for a bad argument or a missing or
+    corrupt checkpoint.
+    """
+    parser = _eval_parser()
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "block_size", "stride"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        parser.error(f"--device must be like 'cpu', 'cuda' or 'cuda:1', got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+    try:
+        path = resolve_checkpoint(args.ckpt)
+        ck = load_checkpoint(path, device=device)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    targs = ck.meta.get("args", {})
+    try:
+        data = load_data(args.data or ck.meta.get("data_resolved") or targs.get("data", "shakespeare"),
+                         targs.get("tokenizer", "byte"),
+                         cache_dir=args.cache_dir or targs.get("cache_dir"),
+                         val_fraction=targs.get("val_fraction", 0.1),
+                         bpe_vocab_size=targs.get("bpe_vocab_size", 2048), max_docs=targs.get("max_docs"),
+                         progress=lambda s: print(s, file=sys.stderr))
+    except (DataUnavailableError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if data.tokenizer.fingerprint() != ck.meta.get("tokenizer_fingerprint", data.tokenizer.fingerprint()):
+        print("error: the data's tokenizer differs from the checkpoint's", file=sys.stderr)
+        return 2
+    try:
+        res = evaluate(ck.model, data, args.split, batch_size=args.batch_size, block_size=args.block_size,
+                       stride=args.stride, ranks=not args.no_ranks)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    res = {**res.to_dict(), "checkpoint": str(path), "step": ck.step, "data": data.source}
+    if "train_tokens_per_s" in ck.meta:
+        res["train_tokens_per_s"] = ck.meta["train_tokens_per_s"]
+    print(f"checkpoint {path} (step {ck.step})")
+    print(format_table(res))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(res, indent=2, default=_json_default))
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> dict:
@@ -84,13 +326,9 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
     dict
         ``bpc``, ``n_chars``, ``perplexity``, ``params_trainable``, ``params_frozen``,
         ``steps``, ``tokens_per_s``, ``train_seconds``, ``seconds``, ``sample``
-        (generated text), ``out`` (``None`` when temporary) and ``val`` (the whole
-        evaluation result).
+        (generated text), ``out`` (``None`` when temporary) and ``val`` (the
+        :class:`~torch_ext.results.EvalResult` of the whole validation split).
     """
-    import torch
-
-    from .train import TrainConfig, train
-
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         raise ValueError(f"seconds must be a positive number, got {seconds!r}")
     t0 = time.perf_counter()
@@ -105,34 +343,63 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
         # quarter of the training throughput's time per token, so keep ~30 % for it.
         # one thread on small machines: torch's threads slow down many times over when
         # they compete with other processes for two cores
-        import os
-
         threads = 1 if (os.cpu_count() or 1) <= 2 else None
         cfg = TrainConfig(preset="lila-tiny", data="shakespeare", steps=100_000, warmup=30, lr=2e-3,
                           seed=seed, out=str(run_dir), time_budget=max(1.0, 0.7 * seconds),
                           eval_batch_size=64, save_every=10**9, num_threads=threads)
         res = train(cfg, callback=callback)
-        from .train import load_checkpoint
-
-        model = load_checkpoint(res["checkpoint"]).model
-        tok = res["tokenizer"]
+        model = load_checkpoint(res.checkpoint).model
+        tok = res.tokenizer
         prompt = [tok.eos_id] + tok.encode("ROMEO\n").tolist()
         g = torch.Generator().manual_seed(seed)
         idx = torch.tensor([prompt], dtype=torch.long)
         with torch.no_grad():
             gen = model.generate(idx, max_new_tokens=300, temperature=0.8, top_k=40, generator=g)
         sample = tok.decode(gen[0].tolist(), eos="\n\n")
-        v = res["val"]
+        v = res.val
         return {
-            "bpc": v["bpc"], "n_chars": v["n_chars"], "perplexity": v["perplexity"],
-            "params_trainable": res["params_trainable"], "params_frozen": res["params_frozen"],
-            "steps": res["step"], "tokens_per_s": res["tokens_per_s"], "train_seconds": res["train_seconds"],
+            "bpc": v.bpc, "n_chars": v.n_chars, "perplexity": v.perplexity,
+            "params_trainable": res.params_trainable, "params_frozen": res.params_frozen,
+            "steps": res.step, "tokens_per_s": res.tokens_per_s, "train_seconds": res.train_seconds,
             "seconds": time.perf_counter() - t0, "sample": sample.strip("\n"),
             "out": None if tmp else str(run_dir), "val": v,
         }
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _demo_command(argv) -> int:
+    """``leechlib lila demo [--seconds S]``: :func:`demo` with a progress bar; print BPC and a sample.
+
+    Returns 0 on success, 2 for a bad argument or when the corpus is unavailable.
+    """
+    p = argparse.ArgumentParser(prog="leechlib lila demo",
+                                description="Train lila-tiny on the embedded Shakespeare corpus for about "
+                                            "SECONDS, evaluate it on the whole validation split, print a sample.")
+    p.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the run and of the sample (default 0)")
+    args = p.parse_args(argv)
+    if not args.seconds > 0:
+        p.error(f"--seconds must be positive, got {args.seconds}")
+    print(f"== LILA: training lila-tiny on the embedded Shakespeare corpus for ~{args.seconds} s ==")
+    sys.stdout.flush()  # before the progress bar starts on stderr
+    progress = _Progress(enabled=True)
+    try:
+        res = demo(seconds=args.seconds, seed=args.seed, callback=progress)
+    except (DataUnavailableError, ValueError) as exc:
+        progress.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    progress.close()
+    print(f"validation bits per character: {res['bpc']:.4f} over {res['n_chars']:,} characters")
+    print(f"parameters: {res['params_trainable']:,} trainable, {res['params_frozen']:,} frozen")
+    print("sample:")
+    print(res["sample"])
+    return 0
+
+
+_COMMANDS = {"train": _train_command, "eval": _eval_command, "demo": _demo_command}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,18 +27,17 @@ every 2-D weight (frozen buffers included), and trainable/frozen parameter count
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import math
 import sys
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
 
 from .data import TokenData, TokenSplit
+from .results import EvalResult, EvalSums
 
 __all__ = [
     "evaluate",
@@ -48,10 +47,7 @@ __all__ = [
     "weight_ranks",
     "param_counts",
     "format_table",
-    "main",
 ]
-
-_LN2 = math.log(2.0)
 
 
 def eval_windows(n_tokens: int, block_size: int, stride: int | None = None) -> Iterator[tuple[int, int, int]]:
@@ -118,7 +114,7 @@ def _model_block_size(model) -> int | None:
 @torch.no_grad()
 def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int, batch_size: int = 8,
                        stride: int | None = None, device=None, autocast_dtype=None,
-                       shard: tuple[int, int] | None = None) -> dict:
+                       shard: tuple[int, int] | None = None) -> EvalResult | EvalSums:
     """Score a whole split with ``model``; see the module docstring for the definitions.
 
     Parameters
@@ -143,16 +139,16 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
         log-softmax is always taken in float32 and sums kept in float64.
     shard : (int, int), optional
         ``(rank, world_size)``: score only windows ``rank::world_size`` and return
-        partial sums (``_nll_nats``, ``_sep_nats``, ``n_tokens_scored``) for the
-        caller to all-reduce and pass to ``_finish`` (distributed evaluation).
+        their :class:`~torch_ext.results.EvalSums`; the sums of all ranks, added up,
+        give the result of the split (:meth:`EvalSums.result
+        <torch_ext.results.EvalSums.result>`): distributed evaluation.
 
     Returns
     -------
-    dict
-        ``bpc``, ``nll_bits``, ``n_chars``, ``n_bytes``, ``n_docs``, ``n_tokens_scored``,
-        ``bits_per_byte``, ``perplexity``, ``loss`` (nats per token),
-        ``nll_bits_separators``, ``chars_per_token``, ``eval_seconds``,
-        ``eval_tokens_per_s``, ``block_size``, ``stride``.
+    EvalResult or EvalSums
+        The :class:`~torch_ext.results.EvalResult` of the split (its optional
+        fields unset); with ``shard``, the :class:`~torch_ext.results.EvalSums`
+        of the shard.
     """
     if not isinstance(split, TokenSplit):
         raise TypeError(f"split must be a TokenSplit, got {type(split).__name__}")
@@ -199,36 +195,8 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
         nll += float(tok_nll.sum())
         nll_sep += float(tok_nll[yt == eos_id].sum())
         n_scored += int(mask.sum())
-    dt = time.perf_counter() - t0
-    if shard is not None:
-        return {"_nll_nats": nll, "_sep_nats": nll_sep, "n_tokens_scored": n_scored, "eval_seconds": dt,
-                "block_size": int(block_size), "stride": int(stride or block_size)}
-    return _finish(nll, nll_sep, n_scored, split, block_size, stride or block_size, dt)
-
-
-def _finish(nll: float, nll_sep: float, n_scored: int, split: TokenSplit, block_size: int, stride: int,
-            dt: float) -> dict:
-    """The result dict of :func:`bits_per_character` from its sums (nats)."""
-    if n_scored != split.n_targets:  # an internal invariant, not an input check
-        raise RuntimeError(f"scored {n_scored} targets, the split has {split.n_targets}")
-    nll_bits = nll / _LN2
-    return {
-        "bpc": nll_bits / split.n_chars,
-        "nll_bits": nll_bits,
-        "n_chars": int(split.n_chars),
-        "n_bytes": int(split.n_bytes),
-        "n_docs": int(split.n_docs),
-        "n_tokens_scored": int(n_scored),
-        "bits_per_byte": nll_bits / split.n_bytes,
-        "loss": nll / n_scored,
-        "perplexity": math.exp(nll / n_scored) if nll / n_scored < 700 else float("inf"),
-        "nll_bits_separators": nll_sep / _LN2,
-        "chars_per_token": split.n_chars / n_scored,
-        "eval_seconds": dt,
-        "eval_tokens_per_s": n_scored / dt if dt > 0 else float("inf"),
-        "block_size": int(block_size),
-        "stride": int(stride),
-    }
+    sums = EvalSums(nll, nll_sep, n_scored, time.perf_counter() - t0, int(block_size), int(stride or block_size))
+    return sums if shard is not None else sums.result(split)
 
 
 def matrix_ranks(w: torch.Tensor) -> dict:
@@ -313,7 +281,8 @@ def param_counts(model: torch.nn.Module) -> dict[str, int]:
 
 
 def evaluate(model, data, split: str = "validation", *, batch_size: int = 8, block_size: int | None = None,
-             stride: int | None = None, device=None, ranks: bool = True, eos_id: int | None = None) -> dict:
+             stride: int | None = None, device=None, ranks: bool = True,
+             eos_id: int | None = None) -> EvalResult:
     """Evaluate ``model`` on a whole split: BPC, perplexity, ranks, parameter counts.
 
     Parameters
@@ -339,10 +308,10 @@ def evaluate(model, data, split: str = "validation", *, batch_size: int = 8, blo
 
     Returns
     -------
-    dict
-        The keys of :func:`bits_per_character` plus ``params_trainable``,
-        ``params_frozen``, ``split``, and (with ``ranks``) ``stable_rank`` and
-        ``effective_rank`` (``{matrix name: value}``) and ``ranks`` (details).
+    EvalResult
+        The measures of :func:`bits_per_character` plus ``split``,
+        ``params_trainable``, ``params_frozen`` and (with ``ranks``) ``stable_rank``
+        and ``effective_rank`` (``{matrix name: value}``) and ``ranks`` (details).
     """
     if isinstance(data, TokenData):
         sp, eos = data.split(split), data.tokenizer.eos_id
@@ -367,13 +336,11 @@ def evaluate(model, data, split: str = "validation", *, batch_size: int = 8, blo
     finally:
         if was_training:
             model.train()
-    res["split"] = split
-    res.update(param_counts(model))
+    res = dataclasses.replace(res, split=split, **param_counts(model))
     if ranks:
         r = weight_ranks(model)
-        res["stable_rank"] = {k: v["stable_rank"] for k, v in r.items()}
-        res["effective_rank"] = {k: v["effective_rank"] for k, v in r.items()}
-        res["ranks"] = r
+        res = dataclasses.replace(res, stable_rank={k: v["stable_rank"] for k, v in r.items()},
+                                  effective_rank={k: v["effective_rank"] for k, v in r.items()}, ranks=r)
     return res
 
 
@@ -382,8 +349,15 @@ def _device_of(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def format_table(res: dict) -> str:
-    """A plain-text table of an :func:`evaluate` result (used by the CLI)."""
+def format_table(res: EvalResult | Mapping) -> str:
+    """A plain-text table of an :func:`evaluate` result (used by the CLI).
+
+    ``res`` is an :class:`~torch_ext.results.EvalResult` or its :meth:`to_dict
+    <torch_ext.results.EvalResult.to_dict>` (to which the CLI adds
+    ``train_tokens_per_s``, shown when present).
+    """
+    if isinstance(res, EvalResult):
+        res = res.to_dict()
     lines = []
     head = [
         ("split", res.get("split", "")),
@@ -412,96 +386,7 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``python -m torch_ext.evaluate`` / ``leechlib lila eval``."""
-    p = argparse.ArgumentParser(
-        prog="leechlib lila eval",
-        description="Bits per character over a whole split, perplexity, ranks, parameter counts.",
-    )
-    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
-    p.add_argument("--data", default=None,
-                   help="corpus (default: the one the checkpoint was trained on)")
-    p.add_argument("--split", default="validation", choices=["validation", "train"])
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
-    p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's)")
-    p.add_argument("--stride", type=int, default=None, help="window stride (default: block size)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--cache-dir", default=None, help="token cache root")
-    p.add_argument("--no-ranks", action="store_true", help="skip the singular values")
-    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the results here")
-    return p
+if __name__ == "__main__":  # pragma: no cover - `python -m torch_ext.evaluate` is `leechlib lila eval`
+    from torch_ext.cli import main
 
-
-def main(argv=None) -> int:
-    """``leechlib lila eval CKPT [--json FILE] ...``: evaluate a checkpoint, print a table.
-
-    Returns the exit status: 0 on success, 2 for a bad argument or a missing or
-    corrupt checkpoint.
-    """
-    from .train import CheckpointError, load_checkpoint, resolve_checkpoint
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("batch_size", "block_size", "stride"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        parser.error(f"--device must be like 'cpu', 'cuda' or 'cuda:1', got {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
-    try:
-        path = resolve_checkpoint(args.ckpt)
-        ck = load_checkpoint(path, device=device)
-    except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    targs = ck.meta.get("args", {})
-    from .data import DataUnavailableError, load_data
-
-    try:
-        data = load_data(args.data or ck.meta.get("data_resolved") or targs.get("data", "shakespeare"),
-                         targs.get("tokenizer", "byte"),
-                         cache_dir=args.cache_dir or targs.get("cache_dir"),
-                         val_fraction=targs.get("val_fraction", 0.1),
-                         bpe_vocab_size=targs.get("bpe_vocab_size", 2048), max_docs=targs.get("max_docs"),
-                         progress=lambda s: print(s, file=sys.stderr))
-    except (DataUnavailableError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if data.tokenizer.fingerprint() != ck.meta.get("tokenizer_fingerprint", data.tokenizer.fingerprint()):
-        print("error: the data's tokenizer differs from the checkpoint's", file=sys.stderr)
-        return 2
-    try:
-        res = evaluate(ck.model, data, args.split, batch_size=args.batch_size, block_size=args.block_size,
-                       stride=args.stride, ranks=not args.no_ranks)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    res["checkpoint"] = str(path)
-    res["step"] = ck.step
-    res["data"] = data.source
-    if "train_tokens_per_s" in ck.meta:
-        res["train_tokens_per_s"] = ck.meta["train_tokens_per_s"]
-    print(f"checkpoint {path} (step {ck.step})")
-    print(format_table(res))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(res, indent=2, default=_json_default))
-        print(f"wrote {args.json_path}")
-    return 0
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(main(["eval", *sys.argv[1:]]))

@@ -78,6 +78,18 @@ def test_bad_arguments_exit_2(argv, match, tmp_path, capsys):
     assert match in capsys.readouterr().err
 
 
+def test_train_reports_a_failed_export_and_exits_1(corpus_dir, cache_dir, tmp_path, capsys, monkeypatch):
+    from torch_ext.model import LilaTransformer
+
+    def refuse(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(LilaTransformer, "save", refuse)
+    assert cli.main(_train_argv(corpus_dir, cache_dir, tmp_path / "run", steps=2)) == 1
+    err = capsys.readouterr().err
+    assert "error: training finished, but exporting the weights" in err and "Traceback" not in err
+
+
 def test_help_exits_0(capsys):
     assert cli.main(["--help"]) == 0
     assert cli.main(["train", "--help"]) == 0

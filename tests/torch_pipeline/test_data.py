@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from torch_ext import corpora  # noqa: E402
 from torch_ext import data as D  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def test_split_rule_is_a_pure_function_of_the_name():
     frac = a.count("validation") / len(a)
     assert 0.03 < frac < 0.2
     # a document never moves when others are added
-    assert all(D._hash_split(names, 0.1)[n] == D.split_of(n, 0.1) for n in names)
+    assert all(corpora._hash_split(names, 0.1)[n] == D.split_of(n, 0.1) for n in names)
 
 
 def test_shakespeare_split_deterministic_and_disjoint():
@@ -241,3 +242,13 @@ def test_too_few_documents(tmp_path):
 def test_missing_path_and_empty_folder(tmp_path):
     with pytest.raises(D.DataUnavailableError, match="no text files"):
         D.LocalTextSource(tmp_path)
+
+
+def test_data_reexports_the_tokenizers_and_corpora():
+    from torch_ext import tokenizer
+
+    assert all(hasattr(D, n) for n in D.__all__)
+    for name in tokenizer.__all__:
+        assert getattr(D, name) is getattr(tokenizer, name)
+    for name in set(corpora.__all__) - {"check_split"}:
+        assert getattr(D, name) is getattr(corpora, name)

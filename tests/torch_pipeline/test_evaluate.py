@@ -1,5 +1,7 @@
 """Bits per character on hand-computed cases, padding, ranks and parameter counts."""
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -11,8 +13,15 @@ from torch_ext.data import ByteTokenizer, TokenData, TokenSplit  # noqa: E402
 from torch_ext.evaluate import (  # noqa: E402
     bits_per_character, eval_windows, evaluate, matrix_ranks, param_counts, weight_ranks,
 )
+from torch_ext.results import EvalResult, EvalSums  # noqa: E402
 
 EOS = 256
+#: the keys of bits_per_character's result (and of the JSON written by the CLI)
+BPC_KEYS = {"bpc", "nll_bits", "n_chars", "n_bytes", "n_docs", "n_tokens_scored", "bits_per_byte", "loss",
+            "perplexity", "nll_bits_separators", "chars_per_token", "eval_seconds", "eval_tokens_per_s",
+            "block_size", "stride"}
+PARAM_KEYS = {"params_trainable", "params_frozen"}
+RANK_KEYS = {"stable_rank", "effective_rank", "ranks"}
 
 
 class FixedModel(torch.nn.Module):
@@ -156,3 +165,42 @@ def test_ranks_and_counts_of_a_lila_model():
     c = param_counts(m)
     assert c["params_trainable"] == sum(p.numel() for p in m.parameters())
     assert c["params_frozen"] == m.num_params().frozen > 0
+
+
+def test_results_are_frozen_dataclasses_with_the_json_keys():
+    sp = _split(["ab", "b"])
+    r = bits_per_character(FixedModel(), sp, eos_id=EOS, block_size=4)
+    assert isinstance(r, EvalResult) and set(r.to_dict()) == BPC_KEYS
+    assert r["nll_bits"] == r.nll_bits and r.split is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.bpc = 0.0
+    with pytest.raises(KeyError):
+        r["no_such_key"]
+    data = TokenData(sp, sp, ByteTokenizer(), {"name": "hand"}, "k")
+    full = evaluate(FixedModel(), data, block_size=2)
+    assert set(full.to_dict()) == BPC_KEYS | {"split"} | PARAM_KEYS | RANK_KEYS
+    no_ranks = evaluate(FixedModel(), data, block_size=2, ranks=False)
+    assert set(no_ranks.to_dict()) == BPC_KEYS | {"split"} | PARAM_KEYS
+    d = full.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    d["stable_rank"]["added"] = 1.0  # a copy: the result does not change
+    assert "added" not in full.stable_rank and "added" not in full.to_dict()["stable_rank"]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_shard_sums_add_up_to_the_whole_split(world):
+    sp = _split(["abab", "b", "aab"])
+    whole = bits_per_character(FixedModel(), sp, eos_id=EOS, block_size=3)
+    parts = [bits_per_character(FixedModel(), sp, eos_id=EOS, block_size=3, shard=(r, world))
+             for r in range(world)]
+    assert all(isinstance(p, EvalSums) for p in parts)
+    total = dataclasses.replace(parts[0], nll_nats=sum(p.nll_nats for p in parts),
+                                sep_nats=sum(p.sep_nats for p in parts),
+                                n_tokens_scored=sum(p.n_tokens_scored for p in parts))
+    res = total.result(sp)
+    assert res.nll_bits == pytest.approx(whole.nll_bits, rel=1e-12)
+    assert res.n_tokens_scored == whole.n_tokens_scored == sp.n_targets
+    with pytest.raises(RuntimeError, match="scored"):
+        parts[0].result(sp)  # one shard alone does not cover the split
+    with pytest.raises(ValueError, match="shard"):
+        bits_per_character(FixedModel(), sp, eos_id=EOS, block_size=3, shard=(2, 2))

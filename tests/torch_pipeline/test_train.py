@@ -1,5 +1,7 @@
 """Training: resume == uninterrupted, --stop-at, atomic checkpoints, argument checks."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,15 @@ pytest.importorskip("safetensors")
 from safetensors.torch import load_file  # noqa: E402
 
 from torch_ext import train as T  # noqa: E402
+from torch_ext.results import TrainResult  # noqa: E402
+
+#: the keys of the JSON that `leechlib lila train --json` writes (TrainResult.to_dict)
+TRAIN_KEYS = {"out", "step", "steps", "final_loss", "val", "history", "checkpoint", "tokens_per_s",
+              "train_seconds", "wall_seconds", "resumed_from", "stopped", "interrupted", "world_size",
+              "device", "params_trainable", "params_frozen"}
+VAL_KEYS = {"bpc", "nll_bits", "n_chars", "n_bytes", "n_docs", "n_tokens_scored", "bits_per_byte", "loss",
+            "perplexity", "nll_bits_separators", "chars_per_token", "eval_seconds", "eval_tokens_per_s",
+            "block_size", "stride", "params_trainable", "params_frozen"}
 
 
 def _weights(path):
@@ -117,6 +128,19 @@ def test_model_export_loads_with_the_model_class(tiny_args):
         assert torch.equal(a, b), k
 
 
+def test_export_failure_is_a_clear_error(tiny_args, monkeypatch):
+    from torch_ext.model import LilaTransformer
+
+    def refuse(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(LilaTransformer, "save", refuse)
+    with pytest.raises(OSError, match="exporting the weights") as info:
+        T.train(dict(tiny_args, steps=2))
+    assert "Permission denied" in str(info.value) and "ckpt-0000002" in str(info.value)
+    assert T.load_checkpoint(tiny_args["out"]).step == 2  # the final checkpoint is there
+
+
 @pytest.mark.parametrize("override, match", [
     (dict(steps=0), "steps"),
     (dict(batch_size=-1), "batch_size"),
@@ -148,3 +172,16 @@ def test_time_budget_shortens_the_schedule(tiny_args):
     assert 1 <= res["step"] == res["steps"] < 100_000
     assert not res["stopped"] and res["val"] is not None
     assert res["train_seconds"] < 5.0
+
+
+def test_result_is_a_frozen_dataclass_with_the_json_keys(tiny_args):
+    res = T.train(dict(tiny_args, steps=2))
+    assert isinstance(res, TrainResult)
+    d = res.to_dict()
+    assert set(d) == TRAIN_KEYS and set(d["val"]) == VAL_KEYS
+    assert json.loads(json.dumps(d)) == d
+    assert res["step"] == res.step == 2 and res.tokenizer.eos_id == 256
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.step = 3
+    stopped = T.train(dict(tiny_args, steps=4, stop_at=2, out=tiny_args["out"] + "-stopped"))
+    assert stopped.val is None and stopped.to_dict()["val"] is None and set(stopped.to_dict()) == TRAIN_KEYS

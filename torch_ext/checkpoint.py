@@ -1,0 +1,283 @@
+"""Training checkpoints: one safetensors file per step, written atomically.
+
+A checkpoint ``ckpt-0000100.safetensors`` holds the model weights (``model/...``),
+the optimizer's per-parameter tensors (``optim/<i>/<name>``), the RNG states
+(``rng/...``) and, as JSON metadata, the model config, the optimizer's
+hyper-parameters and whatever the training loop adds (arguments, history,
+tokenizer).  Files are written to a temporary name and renamed with
+:func:`os.replace` (:func:`atomic_write`), so a kill never leaves a half-written
+checkpoint and :func:`list_checkpoints` never sees one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "CheckpointError",
+    "atomic_write",
+    "checkpoint_path",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
+
+#: the ``format`` metadata of a training checkpoint
+FORMAT = "lila-ckpt-v1"
+_FILE_RE = re.compile(r"^ckpt-(\d{7,})\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete, corrupt or does not fit the run."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The model, weights loaded, in eval mode.
+    step : int
+        Optimizer steps done.
+    meta : dict
+        ``config``, ``args``, ``history``, ``tokenizer`` and the other metadata.
+    path : Path
+        File it came from.
+    state : dict
+        The other tensors: ``optim/...`` and ``rng/...`` (for resuming).
+    """
+
+    model: torch.nn.Module
+    step: int
+    meta: dict
+    path: Path
+    state: dict = field(default_factory=dict)
+
+    def optimizer_state(self) -> dict | None:
+        """The optimizer state dict saved with the weights (``None`` if none was saved).
+
+        Needs a checkpoint loaded with ``with_state=True``; pass the result to
+        :meth:`torch.optim.Optimizer.load_state_dict`.
+        """
+        groups = self.meta.get("optim_groups")
+        if groups is None:
+            return None
+        state: dict[int, dict] = {}
+        for k, v in self.state.items():
+            if k.startswith("optim/"):
+                _, i, name = k.split("/", 2)
+                state.setdefault(int(i), {})[name] = v
+        return {"state": state, "param_groups": groups}
+
+
+def checkpoint_path(run_dir, step: int) -> Path:
+    """The file of the checkpoint of ``step`` in ``run_dir``.
+
+    Examples
+    --------
+    >>> checkpoint_path("runs/tiny", 100).as_posix()
+    'runs/tiny/ckpt-0000100.safetensors'
+    """
+    return Path(run_dir) / f"ckpt-{int(step):07d}.safetensors"
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the finished checkpoints in ``run_dir``, by step.
+
+    Temporary files of an interrupted write are not listed.
+    """
+    d = Path(run_dir)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _FILE_RE.match(p.name)
+        if m and p.is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def prune_checkpoints(run_dir, keep: int) -> None:
+    """Delete all but the ``keep`` latest checkpoints of ``run_dir`` (best effort)."""
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        with contextlib.suppress(OSError):  # another process may have removed it already
+            old.unlink()
+
+
+def resolve_checkpoint(path) -> Path:
+    """A checkpoint file, or the latest checkpoint of a run directory.
+
+    Raises
+    ------
+    CheckpointError
+        If nothing is there.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or Path, got {type(path).__name__}")
+    p = Path(path)
+    if p.is_dir():
+        cks = list_checkpoints(p)
+        if not cks:
+            raise CheckpointError(f"run directory {str(p)!r} holds no checkpoint (ckpt-*.safetensors)")
+        return cks[-1][1]
+    if p.is_file():
+        return p
+    raise CheckpointError(f"no checkpoint at {str(p)!r}")
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and :func:`os.replace`.
+
+    A crash or kill leaves either the old file or the new one, never a mix; the
+    temporary file is removed when the write fails.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _model_config_dict(model) -> dict:
+    cfg = model.config
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
+    return dataclasses.asdict(cfg)
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu").contiguous().clone()
+
+
+def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None = None,
+                    extra_tensors: dict | None = None) -> Path:
+    """Write model weights, optimizer state and ``extra_tensors`` to one safetensors file, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file (its folder must exist).
+    model : LilaTransformer
+        The (unwrapped) model; its persistent state dict is saved.
+    optimizer : torch.optim.Optimizer, optional
+        Its per-parameter tensors are saved as ``optim/<i>/<name>``; the rest of its
+        state dict (hyper-parameters) as JSON metadata.
+    step : int
+        Optimizer steps done.
+    meta : dict, optional
+        JSON-able metadata (arguments, history, tokenizer...).
+    extra_tensors : dict, optional
+        More tensors (RNG states) saved under their names.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    from safetensors.torch import save
+
+    tensors = {f"model/{k}": _cpu(v) for k, v in model.state_dict().items()}
+    md = {"format": FORMAT, "step": str(int(step)), "config": json.dumps(_model_config_dict(model))}
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        for i, st in sd["state"].items():
+            for k, v in st.items():
+                tensors[f"optim/{i}/{k}"] = _cpu(v if isinstance(v, torch.Tensor) else torch.tensor(v))
+        md["optim_groups"] = json.dumps(sd["param_groups"])
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = _cpu(v)
+    for k, v in (meta or {}).items():
+        md[k] = v if isinstance(v, str) else json.dumps(v)
+    path = Path(path)
+    atomic_write(path, save(tensors, metadata=md))
+    return path
+
+
+def _build_model(config: dict):
+    from .model import LilaConfig, LilaTransformer
+
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint config must be a JSON object, got {type(config).__name__}")
+    return LilaTransformer(LilaConfig.from_dict(dict(config)))
+
+
+def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint` / :func:`torch_ext.train.train`.
+
+    Parameters
+    ----------
+    path : str or Path
+        Checkpoint file, or a run directory (its latest checkpoint).
+    device : str or torch.device, optional
+        Where to put the model (default CPU).
+    with_state : bool
+        Also return the optimizer and RNG tensors (for resuming).
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated or corrupt file, or weights that do not fit the config.
+    """
+    from safetensors import safe_open
+
+    p = resolve_checkpoint(path)
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            md = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or incomplete: {exc}") from None
+    if md.get("format") != FORMAT:
+        raise CheckpointError(f"{str(p)!r} is not a LILA training checkpoint (format {md.get('format')!r})")
+    meta: dict[str, Any] = {}
+    for k, v in md.items():
+        try:
+            meta[k] = json.loads(v)
+        except ValueError:
+            meta[k] = v
+    try:
+        step = int(meta["step"])
+        config = meta["config"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(p)!r} lacks its step or config: {exc}") from None
+    try:
+        model = _build_model(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(p)!r} has an invalid model config: {exc}") from None
+    sd = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {str(p)!r} does not fit its config: {exc}") from None
+    if device is not None:
+        model.to(device)
+    model.eval()
+    state = {k: v for k, v in tensors.items() if not k.startswith("model/")} if with_state else {}
+    return Checkpoint(model, step, meta, p, state)
