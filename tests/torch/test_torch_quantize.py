@@ -325,6 +325,34 @@ def test_save_load_generic_model_needs_a_skeleton(tmp_path):
         load_quantized(path, model=nn.Sequential(nn.Linear(30, 9), nn.ReLU(), nn.Linear(9, 3)))
 
 
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _v1_skeleton():
+    return nn.Sequential(nn.Linear(50, 30), nn.ReLU(), nn.Linear(30, 20, bias=False), nn.ReLU(),
+                         nn.Linear(20, 12), nn.ReLU(), nn.Linear(12, 5))
+
+
+def test_files_of_format_v1_still_load():
+    """``data/quantized-v1.safetensors`` was written by ``save_quantized`` before the
+    module became a package (commit 8cdf7fe): ``_v1_skeleton()`` seeded with
+    ``torch.manual_seed(0)``, layers 0, 2, 4, 6 quantized by ``from_linear(...,
+    max_points=64)`` as leech-shape-gain (row scales), leech-ball (one scale),
+    e8 (groups of 16) and rtn (groups of 4).  The reference file holds an input, the
+    output of that model and each layer's float64 dequantized weight."""
+    from safetensors.torch import load_file
+
+    ref = load_file(os.path.join(DATA, "quantized-v1-reference.safetensors"))
+    net = load_quantized(os.path.join(DATA, "quantized-v1.safetensors"), model=_v1_skeleton())
+    methods = {0: "leech-shape-gain", 2: "leech-ball", 4: "e8", 6: "rtn"}
+    assert {i: net[i].method for i in methods} == methods
+    assert (net[2].bias, net[2].scales.shape, net[4].scales.shape) == (None, (1, 1), (12, 2))
+    for i in methods:
+        assert torch.equal(net[i].dequantize(torch.float64), ref[f"w{i}"]), i
+    with torch.no_grad():
+        assert torch.equal(net(ref["x"]), ref["y"])
+
+
 def test_dequantization_does_not_need_numba(tiny, tmp_path):
     quantize_model(tiny, method="leech-shape-gain", **FAST)
     path = tmp_path / "q.safetensors"
