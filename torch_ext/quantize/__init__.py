@@ -1350,7 +1350,7 @@ def save_quantized(model: nn.Module, path) -> None:
         seen[key] = k
     meta = {"format": "pt", "checkpoint": QUANTIZED_FORMAT, "quantized_layers": json.dumps(layers)}
     cfg = getattr(model, "config", None)
-    from .model import LilaConfig, LilaTransformer
+    from ..model import LilaConfig, LilaTransformer
 
     if isinstance(model, LilaTransformer) and isinstance(cfg, LilaConfig):
         meta["lila_config"] = json.dumps(cfg.to_dict())
@@ -1375,7 +1375,7 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
         Not a quantized checkpoint, a mismatch with ``model``, codes beyond the
         codebook, or non-finite values (messages name the layer or tensor).
     """
-    from .model import read_safetensors
+    from ..model import read_safetensors
 
     p = os.fspath(path)
     meta, tensors = read_safetensors(p, what="quantized checkpoint")
@@ -1389,7 +1389,7 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
         if "lila_config" not in meta:
             raise ValueError(f"{p} holds no LILA config: pass model= (a float model of the same "
                              "architecture)")
-        from .model import LilaConfig, LilaTransformer
+        from ..model import LilaConfig, LilaTransformer
 
         try:
             model = LilaTransformer(LilaConfig.from_dict(json.loads(meta["lila_config"])))
