@@ -117,6 +117,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import check_int, subsample
+
 __all__ = [
     "METHODS",
     "LeechQuantizedLinear",
@@ -169,16 +171,6 @@ def _check_group(group, block: int):
     if g < 1 or g % block:
         raise ValueError(f"group must be a positive multiple of the block length {block}, got {g}")
     return g
-
-
-def _check_int(value, name, low, high=None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    v = int(value)
-    if v < low or (high is not None and v > high):
-        hi = "" if high is None else f" and <= {high}"
-        raise ValueError(f"{name} must be >= {low}{hi}, got {v}")
-    return v
 
 
 # ---------------------------------------------------------------------------
@@ -234,13 +226,13 @@ class _Spec:
                 if m == 0:
                     raise ValueError(f"bits={bits!r} is too small for the E8 ball of norm 2 "
                                      f"({math.log2(241) / 8:.3f} bits per weight)")
-            m = _check_int(m, "max_norm", 2, 16)
+            m = check_int(m, "max_norm", 2, 16)
             self.block, self.size = 8, _e8_ball_size(m)
             self.params = {"max_norm": m}
         else:  # rtn
             if isinstance(bits, (float, np.floating)) and float(bits).is_integer():
                 bits = int(bits)
-            b = _check_int(bits, "bits", 1, 8)
+            b = check_int(bits, "bits", 1, 8)
             self.bits = b
             self.block, self.size = 1, 1 << b
             self.params = {"levels": 1 << b}
@@ -278,7 +270,7 @@ class _Spec:
             # E8Quantizer.fit searches overloaded points by brute force over the ball:
             # 2000 blocks (not 4000) keep it to seconds per layer
             n = _E8_FIT_POINTS if max_points is None else int(max_points)
-            q = self.reference().fit(_evenly(x, n), max_points=n)
+            q = self.reference().fit(subsample(x, n), max_points=n)
             self._q = self.reference()
             return float(q.scale), None
         self._q = None
@@ -363,13 +355,6 @@ def _prototype(method: str, bits, params_json: str):
     q = E8Quantizer(p["max_norm"])
     q._lookup(q.codebook[:1])  # build the point -> index table once
     return q
-
-
-def _evenly(x: np.ndarray, n: int) -> np.ndarray:
-    if len(x) <= n:
-        return x
-    idx = np.linspace(0, len(x) - 1, n).round().astype(np.int64)
-    return x[idx]
 
 
 # ---------------------------------------------------------------------------
@@ -827,8 +812,8 @@ class LeechQuantizedLinear(nn.Module):
                  scale_dtype: torch.dtype = torch.float16, params: dict | None = None,
                  cache: bool = True, name: str = "", device=None):
         super().__init__()
-        in_features = _check_int(in_features, "in_features", 1)
-        out_features = _check_int(out_features, "out_features", 1)
+        in_features = check_int(in_features, "in_features", 1)
+        out_features = check_int(out_features, "out_features", 1)
         self.spec = _Spec(method, bits, params)
         self.group = _check_group(group, self.spec.block)
         _dtype_name(scale_dtype)
@@ -887,9 +872,9 @@ class LeechQuantizedLinear(nn.Module):
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
-        scale_iters = _check_int(scale_iters, "scale_iters", 0, 100)
+        scale_iters = check_int(scale_iters, "scale_iters", 0, 100)
         if max_points is not None:
-            max_points = _check_int(max_points, "max_points", 1)
+            max_points = check_int(max_points, "max_points", 1)
         label = name or "the linear layer"
         w = linear.weight.detach()
         if not bool(torch.isfinite(w).all()):
