@@ -14,14 +14,12 @@ from torch import nn
 from torch_ext.quantize import (
     METHODS,
     LeechQuantizedLinear,
-    _ball_points_torch,
-    _e8_table,
-    _shell_union_points_torch,
     load_quantized,
     model_bits_report,
     quantize_model,
     save_quantized,
 )
+from torch_ext.quantize._unrank import ball_points, e8_table, shell_union_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = dict(max_points=64)
@@ -64,11 +62,11 @@ def test_torch_unrank_equals_leechlib_ball_and_shell(nrng):
     cb = BallCodebook(26, coords="int")
     edges = [0, cb.size - 1] + [o + d for o in cb.shell_offsets[1:] for d in (-1, 0, 1)]
     idx = np.concatenate([edges, nrng.integers(0, cb.size, 3000)]).astype(np.int64)
-    got = _ball_points_torch(torch.from_numpy(idx), 26).numpy()
+    got = ball_points(torch.from_numpy(idx), 26).numpy()
     np.testing.assert_array_equal(got, cb.point(idx).astype(np.int64))
     sc = ShellCodebook(24, coords="int")
     idx = np.concatenate([[0, sc.size - 1], nrng.integers(0, sc.size, 2000)]).astype(np.int64)
-    pts, norms = _shell_union_points_torch(torch.from_numpy(idx), (24,))
+    pts, norms = shell_union_points(torch.from_numpy(idx), (24,))
     np.testing.assert_array_equal(pts.numpy(), sc.point(idx).astype(np.int64))
     assert bool((norms == 24).all())
 
@@ -78,7 +76,7 @@ def test_torch_unrank_union_of_shells(nrng):
 
     a, b = ShellCodebook(8, coords="int"), ShellCodebook(6, coords="int")
     idx = np.array([0, a.size - 1, a.size, a.size + b.size - 1, 12345, a.size + 777])
-    pts, norms = _shell_union_points_torch(torch.from_numpy(idx), (8, 6))
+    pts, norms = shell_union_points(torch.from_numpy(idx), (8, 6))
     ref = np.concatenate([a.point(idx[[0, 1, 4]]), b.point(idx[[2, 3, 5]] - a.size)])
     np.testing.assert_array_equal(pts.numpy()[[0, 1, 4, 2, 3, 5]], ref)
     assert norms.tolist() == [8, 8, 6, 6, 8, 6]
@@ -87,7 +85,7 @@ def test_torch_unrank_union_of_shells(nrng):
 def test_e8_table_is_the_baseline_codebook():
     from leechlib.baselines import E8Quantizer
 
-    np.testing.assert_array_equal(_e8_table(10, "cpu", torch.float64).numpy(), E8Quantizer().codebook)
+    np.testing.assert_array_equal(e8_table(10, "cpu", torch.float64).numpy(), E8Quantizer().codebook)
 
 
 # --------------------------------------------------------------------------- round trips

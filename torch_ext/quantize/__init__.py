@@ -118,6 +118,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_int, subsample
+from ._unrank import ball_points, e8_table, pack_bits, shell_union_points, unpack_bits
 
 __all__ = [
     "METHODS",
@@ -139,7 +140,6 @@ QUANTIZED_FORMAT = "torch_ext.quantized/1"
 _SQRT8 = math.sqrt(8.0)
 _SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ROW_CHUNK = 4096  # rows dequantized at once
-_UNRANK_CHUNK = 1 << 18  # blocks unranked at once
 
 
 # ---------------------------------------------------------------------------
@@ -310,13 +310,13 @@ class _Spec:
         if self.method == "rtn":
             return (codes.to(dtype) - (self.size - 1) / 2.0).unsqueeze(-1)
         if self.method == "e8":
-            return _e8_table(self.params["max_norm"], dev, dtype)[codes]
+            return e8_table(self.params["max_norm"], dev, dtype)[codes]
         if self.method == "leech-ball":
-            pts = _ball_points_torch(codes, self.params["max_norm"])
+            pts = ball_points(codes, self.params["max_norm"])
             return pts.to(dtype) / _SQRT8
         K = self.params["gain_levels"]
         shape, g = codes // K, codes % K
-        v, norms = _shell_union_points_torch(shape, tuple(self.params["shells"]))
+        v, norms = shell_union_points(shape, tuple(self.params["shells"]))
         return v.to(dtype) * (gains.to(dtype)[g] / torch.sqrt(norms.to(dtype) * 8.0)).unsqueeze(-1)
 
     def to_json(self) -> dict:
@@ -355,199 +355,6 @@ def _prototype(method: str, bits, params_json: str):
     q = E8Quantizer(p["max_norm"])
     q._lookup(q.codebook[:1])  # build the point -> index table once
     return q
-
-
-# ---------------------------------------------------------------------------
-# torch decoders: E8 table, Leech shell unranking
-# ---------------------------------------------------------------------------
-
-_TABLE_CACHE: dict = {}
-
-
-def _e8_table(max_norm: int, device, dtype) -> Tensor:
-    key = ("e8", max_norm, str(device), dtype)
-    t = _TABLE_CACHE.get(key)
-    if t is None:
-        from leechlib.baselines import e8_ball
-
-        t = torch.from_numpy(np.ascontiguousarray(e8_ball(max_norm))).to(device=device, dtype=dtype)
-        _TABLE_CACHE[key] = t
-    return t
-
-
-class _LeechTables:
-    """Count tables of :mod:`leechlib.codebook` as torch tensors (one device).
-
-    Built from leechlib's numpy tables for the largest integer norm needed; the
-    tables of a larger norm contain those of every smaller one (values whose square
-    exceeds the remaining norm are skipped), so one set serves every shell.
-    """
-
-    def __init__(self, max_int_norm: int, shell_norms: tuple, device):
-        from leechlib.codebook import _tables
-
-        t = _tables(max_int_norm)
-        self.NN = max_int_norm
-        self.T = torch.from_numpy(np.ascontiguousarray(t.T)).reshape(-1).to(device)
-        self.vals = torch.from_numpy(t.vals.reshape(4, -1).copy()).to(device)
-        self.vpar = torch.from_numpy(t.vpar.reshape(4, -1).copy()).to(device)
-        self.nvals = torch.from_numpy(t.nvals.reshape(4).copy()).to(device)
-        self.K = int(t.vals.shape[-1])
-        self.class_words = torch.from_numpy(t.class_words.copy()).to(device)
-        S = len(shell_norms)
-        B = 10
-        starts = np.full((S, B), np.iinfo(np.int64).max, dtype=np.int64)
-        eps = np.zeros((S, B), dtype=np.int64)
-        cls = np.zeros((S, B), dtype=np.int64)
-        per_u = np.ones((S, B), dtype=np.int64)
-        N = np.zeros(S, dtype=np.int64)
-        for k, m in enumerate(shell_norms):
-            st, e, c, pu, _, _ = t.blocks(8 * m)
-            starts[k, : len(st)] = st
-            eps[k, : len(st)] = e
-            cls[k, : len(st)] = c
-            per_u[k, : len(st)] = pu
-            N[k] = 8 * m
-        self.starts = torch.from_numpy(starts).to(device)
-        self.eps = torch.from_numpy(eps).to(device)
-        self.cls = torch.from_numpy(cls).to(device)
-        self.per_u = torch.from_numpy(per_u).to(device)
-        self.N = torch.from_numpy(N).to(device)
-        self.bit = torch.arange(24, device=device, dtype=torch.int64)
-
-
-def _leech_tables(shell_norms: tuple, device) -> _LeechTables:
-    key = ("leech", shell_norms, str(device))
-    t = _TABLE_CACHE.get(key)
-    if t is None:
-        t = _LeechTables(8 * max(shell_norms), shell_norms, device)
-        _TABLE_CACHE[key] = t
-    return t
-
-
-def _unrank_torch(r: Tensor, k: Tensor, tb: _LeechTables) -> Tensor:
-    """Integer-frame points (n, 24) int64 of ranks ``r`` within shells ``k`` (indices of tb).
-
-    The vectorised form of ``leechlib._kernels.shells.unrank_kernel``: block, Golay
-    word, then coordinate by coordinate the value whose count range holds the rank.
-    """
-    n = r.shape[0]
-    out = torch.zeros((n, 24), dtype=torch.int64, device=r.device)
-    if n == 0:
-        return out
-    N = tb.N[k]
-    starts = tb.starts[k]  # (n, B)
-    b = (r.unsqueeze(1) >= starts).sum(1) - 1
-    r = r - starts.gather(1, b.unsqueeze(1)).squeeze(1)
-    eps = tb.eps[k, b]
-    cls = tb.cls[k, b]
-    per_u = tb.per_u[k, b]
-    j = torch.div(r, per_u, rounding_mode="floor")
-    r = r - j * per_u
-    word = tb.class_words[cls, j]
-    u = (word.unsqueeze(1) >> tb.bit) & 1  # (n, 24)
-    k1 = u.sum(1)
-    k0 = 24 - k1
-    rem = N.clone()
-    par = torch.zeros_like(r)
-    stride_n = tb.NN + 1
-    for i in range(24):
-        c = u[:, i]
-        k1 = k1 - c
-        k0 = k0 - (1 - c)
-        ec = eps * 2 + c
-        nv = tb.nvals[ec]
-        base = ((eps * 25 + k1) * 25 + k0) * stride_n
-        chosen = torch.zeros(n, dtype=torch.bool, device=r.device)
-        val = torch.zeros_like(r)
-        new_rem, new_par = rem, par
-        for jj in range(tb.K):
-            v = tb.vals[ec, jj]
-            p = tb.vpar[ec, jj]
-            s = v * v
-            ok = (nv > jj) & (s <= rem) & ~chosen
-            need = (eps - par - p) & 1
-            idx = (base + (rem - s).clamp_min(0)) * 2 + need
-            cnt = torch.where(ok, tb.T[idx], torch.zeros_like(r))
-            take = ok & (r < cnt)
-            val = torch.where(take, v, val)
-            new_rem = torch.where(take, rem - s, new_rem)
-            new_par = torch.where(take, (par + p) & 1, new_par)
-            r = torch.where(ok & ~take, r - cnt, r)
-            chosen = chosen | take
-        out[:, i] = val
-        rem, par = new_rem, new_par
-    return out
-
-
-def _ball_points_torch(codes: Tensor, max_norm: int) -> Tensor:
-    """Integer-frame points of :class:`~leechlib.BallCodebook` indices (torch only)."""
-    norms = tuple(range(4, max_norm + 1, 2))
-    tb = _leech_tables(norms, codes.device)
-    from leechlib.lattice import shell_count
-
-    offs, tot = [], 1
-    for m in norms:
-        offs.append(tot)
-        tot += shell_count(m)
-    offs_t = torch.tensor(offs, dtype=torch.int64, device=codes.device)
-    out = torch.zeros((codes.shape[0], 24), dtype=torch.int64, device=codes.device)
-    for a in range(0, codes.shape[0], _UNRANK_CHUNK):
-        c = codes[a:a + _UNRANK_CHUNK]
-        k = torch.searchsorted(offs_t, c, right=True) - 1  # -1: the origin
-        nz = k >= 0
-        if bool(nz.any()):
-            kk = k[nz]
-            out[a:a + _UNRANK_CHUNK][nz] = _unrank_torch(c[nz] - offs_t[kk], kk, tb)
-    return out
-
-
-def _shell_union_points_torch(idx: Tensor, shells: tuple) -> tuple[Tensor, Tensor]:
-    """Integer-frame points and their unit norms of shape indices over ``shells``."""
-    from leechlib.lattice import shell_count
-
-    tb = _leech_tables(tuple(sorted(shells)), idx.device)
-    order = {m: i for i, m in enumerate(sorted(shells))}
-    offs, tot = [], 0
-    for m in shells:
-        offs.append(tot)
-        tot += shell_count(m)
-    offs_t = torch.tensor(offs, dtype=torch.int64, device=idx.device)
-    tab_k = torch.tensor([order[m] for m in shells], dtype=torch.int64, device=idx.device)
-    norm_t = torch.tensor(list(shells), dtype=torch.int64, device=idx.device)
-    out = torch.zeros((idx.shape[0], 24), dtype=torch.int64, device=idx.device)
-    norms = torch.zeros(idx.shape[0], dtype=torch.int64, device=idx.device)
-    for a in range(0, idx.shape[0], _UNRANK_CHUNK):
-        c = idx[a:a + _UNRANK_CHUNK]
-        k = torch.searchsorted(offs_t, c, right=True) - 1
-        out[a:a + _UNRANK_CHUNK] = _unrank_torch(c - offs_t[k], tab_k[k], tb)
-        norms[a:a + _UNRANK_CHUNK] = norm_t[k]
-    return out, norms
-
-
-# ---------------------------------------------------------------------------
-# bit packing (torch, any device)
-# ---------------------------------------------------------------------------
-
-
-def _pack_bits(codes: Tensor, width: int) -> Tensor:
-    """Pack int64 codes (R, n) of ``width`` bits into uint8 (R, ceil(n * width / 8)), LSB first."""
-    R, n = codes.shape
-    sh = torch.arange(width, device=codes.device, dtype=torch.int64)
-    bits = ((codes.unsqueeze(-1) >> sh) & 1).reshape(R, n * width)
-    nb = -(-n * width // 8)
-    bits = F.pad(bits, (0, nb * 8 - n * width)).reshape(R, nb, 8)
-    w8 = torch.arange(8, device=codes.device, dtype=torch.int64)
-    return (bits << w8).sum(-1).to(torch.uint8)
-
-
-def _unpack_bits(packed: Tensor, n: int, width: int) -> Tensor:
-    """Inverse of :func:`_pack_bits`: int64 codes (R, n)."""
-    R = packed.shape[0]
-    w8 = torch.arange(8, device=packed.device, dtype=torch.int64)
-    bits = ((packed.to(torch.int64).unsqueeze(-1) >> w8) & 1).reshape(R, -1)[:, : n * width]
-    sh = torch.arange(width, device=packed.device, dtype=torch.int64)
-    return (bits.reshape(R, n, width) << sh).sum(-1)
 
 
 # ---------------------------------------------------------------------------
@@ -894,7 +701,7 @@ class LeechQuantizedLinear(nn.Module):
                               max_points=max_points, workers=workers)
         dev = w.device
         codes = torch.from_numpy(res["codes"])
-        layer.packed = _pack_bits(codes, layer.spec.code_bits).to(dev)
+        layer.packed = pack_bits(codes, layer.spec.code_bits).to(dev)
         layer.scales = torch.from_numpy(res["scales"]).to(res["scale_dtype"]).to(dev)
         if res["gains"] is not None:
             layer.gains = torch.from_numpy(res["gains"]).to(torch.float32).to(dev)
@@ -935,7 +742,7 @@ class LeechQuantizedLinear(nn.Module):
 
     def codes(self) -> Tensor:
         """The codes, int64 ``(out_features, blocks per row)`` (``ValueError`` if out of range)."""
-        c = _unpack_bits(self.packed, self.layout.nblocks, self.spec.code_bits)
+        c = unpack_bits(self.packed, self.layout.nblocks, self.spec.code_bits)
         if c.numel() and int(c.max()) >= self.spec.size:
             bad = int(c.max())
             raise ValueError(f"layer {self.name or self.method!r}: code {bad} is beyond the "
