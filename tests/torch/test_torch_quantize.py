@@ -35,7 +35,7 @@ def _linear(in_f, out_f, seed=0, bias=True):
 
 def _reference(layer, W):
     """codes and weights of the leechlib quantizer applied to the padded, scaled blocks."""
-    L, sp = layer.layout, layer.spec
+    L, sp = layer.layout, layer.codec
     P = np.zeros((layer.out_features, L.padded))
     P[:, : layer.in_features] = W.detach().double().numpy()
     S = L.expand(layer.scales.double().numpy())  # (out, nblocks)

@@ -101,12 +101,9 @@ torch.Size([5, 4])
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import fnmatch
-import functools
 import json
-import math
 import numbers
 import os
 import time
@@ -117,9 +114,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_int, subsample
+from .._validation import check_int
+from ._unrank import pack_bits, unpack_bits
+from .codecs import METHODS, check_method, get_codec
 from .scales import _Layout, _quantize_array
-from ._unrank import ball_points, e8_table, pack_bits, shell_union_points, unpack_bits
 
 __all__ = [
     "METHODS",
@@ -132,13 +130,9 @@ __all__ = [
     "QUANTIZED_FORMAT",
 ]
 
-#: quantization methods of :func:`quantize_model`
-METHODS = ("leech-shape-gain", "leech-ball", "e8", "rtn")
-
 #: ``checkpoint`` metadata value of files written by :func:`save_quantized`
 QUANTIZED_FORMAT = "torch_ext.quantized/1"
 
-_SQRT8 = math.sqrt(8.0)
 _SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ROW_CHUNK = 4096  # rows dequantized at once
 
@@ -146,12 +140,6 @@ _ROW_CHUNK = 4096  # rows dequantized at once
 # ---------------------------------------------------------------------------
 # argument checks
 # ---------------------------------------------------------------------------
-
-
-def _check_method(method) -> str:
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"unknown quantization method {method!r}; choose one of {METHODS}")
-    return method
 
 
 def _dtype_name(dtype) -> str:
@@ -172,190 +160,6 @@ def _check_group(group, block: int):
     if g < 1 or g % block:
         raise ValueError(f"group must be a positive multiple of the block length {block}, got {g}")
     return g
-
-
-# ---------------------------------------------------------------------------
-# E8 ball sizes from the theta series (no enumeration)
-# ---------------------------------------------------------------------------
-
-
-def _e8_ball_size(max_norm: int) -> int:
-    """Points of E8 of squared norm <= max_norm: 1 + sum_k 240 sigma_3(k), 2k <= max_norm."""
-    total = 1
-    for k in range(1, max_norm // 2 + 1):
-        total += 240 * sum(d**3 for d in range(1, k + 1) if k % d == 0)
-    return total
-
-
-# ---------------------------------------------------------------------------
-# method specifications: codebook parameters, numpy encoders, torch decoders
-# ---------------------------------------------------------------------------
-
-
-class _Spec:
-    """Everything a method needs: block length, code width, codebook size, parameters.
-
-    ``params`` (JSON-able) pins the codebook so that a saved layer is rebuilt with
-    the same one even if the defaults of leechlib change.
-    """
-
-    def __init__(self, method: str, bits, params: dict | None = None):
-        self.method = _check_method(method)
-        self.bits = bits
-        p = dict(params or {})
-        if method == "leech-ball":
-            from leechlib.quantizers import BallQuantizer
-
-            q = BallQuantizer(bits, scale=1.0, max_norm=p.get("max_norm"))
-            self.block, self.size = 24, int(q.size)
-            self.params = {"max_norm": int(q.max_norm)}
-        elif method == "leech-shape-gain":
-            from leechlib.quantizers import ShapeGainQuantizer
-
-            q = ShapeGainQuantizer(bits, shells=p.get("shells"), gain_levels=p.get("gain_levels"))
-            self.block, self.size = 24, int(q.shape_size) * int(q.gain_levels)
-            self.params = {"shells": [int(m) for m in q.shells], "gain_levels": int(q.gain_levels)}
-        elif method == "e8":
-            if isinstance(bits, bool) or not isinstance(bits, numbers.Real) or not math.isfinite(bits):
-                raise TypeError(f"bits must be a finite real number, got {bits!r}")
-            m = p.get("max_norm")
-            if m is None:
-                m = 0
-                for n in range(2, 17, 2):
-                    if math.log2(_e8_ball_size(n)) <= 8.0 * float(bits) + 1e-12:
-                        m = n
-                if m == 0:
-                    raise ValueError(f"bits={bits!r} is too small for the E8 ball of norm 2 "
-                                     f"({math.log2(241) / 8:.3f} bits per weight)")
-            m = check_int(m, "max_norm", 2, 16)
-            self.block, self.size = 8, _e8_ball_size(m)
-            self.params = {"max_norm": m}
-        else:  # rtn
-            if isinstance(bits, (float, np.floating)) and float(bits).is_integer():
-                bits = int(bits)
-            b = check_int(bits, "bits", 1, 8)
-            self.bits = b
-            self.block, self.size = 1, 1 << b
-            self.params = {"levels": 1 << b}
-        self.code_bits = max(1, math.ceil(math.log2(self.size)))
-        self._q = None
-
-    # ------------------------------------------------------------- numpy side
-    def reference(self, gains=None):
-        """The leechlib quantizer that encodes normalised blocks (scale 1; None for RTN).
-
-        A shallow copy of one cached instance per codebook, so that the codebook
-        tables are built once per process.
-        """
-        if self.method == "rtn":
-            return None
-        q = copy.copy(_prototype(self.method, self.bits, json.dumps(self.params, sort_keys=True)))
-        if gains is not None:
-            q.gains = np.asarray(gains, dtype=np.float64)
-        return q
-
-    def fit(self, x: np.ndarray, max_points, workers):
-        """Fit the codebook to normalised blocks ``x`` (n, block); returns (alpha, gains)."""
-        kw = {} if max_points is None else {"max_points": int(max_points)}
-        if self.method == "leech-ball":
-            n = min(len(x), kw.get("max_points", 4000))
-            q = self.reference().fit(x, workers=_workers(n, workers), **kw)
-            self._q = self.reference()
-            return float(q.scale), None
-        if self.method == "leech-shape-gain":
-            n = min(len(x), kw.get("max_points", 20000))
-            q = self.reference().fit(x, workers=_workers(n, workers), **kw)
-            self._q = q
-            return 1.0, np.asarray(q.gains, dtype=np.float64)
-        if self.method == "e8":
-            # E8Quantizer.fit searches overloaded points by brute force over the ball:
-            # 2000 blocks (not 4000) keep it to seconds per layer
-            n = _E8_FIT_POINTS if max_points is None else int(max_points)
-            q = self.reference().fit(subsample(x, n), max_points=n)
-            self._q = self.reference()
-            return float(q.scale), None
-        self._q = None
-        return 1.0, None
-
-    def set_gains(self, gains):
-        self._q = self.reference(gains)
-
-    def encode(self, x: np.ndarray, workers) -> np.ndarray:
-        """Codes (int64, n) of normalised blocks ``x`` (n, block)."""
-        if self.method == "rtn":
-            L = self.size
-            return np.clip(np.floor(x[:, 0] + L / 2.0), 0, L - 1).astype(np.int64)
-        if self._q is None:
-            self._q = self.reference()
-        workers = _workers(len(x), workers)
-        if self.method == "leech-shape-gain":
-            return self._q.pack(self._q.encode(x, workers=workers))
-        if self.method == "leech-ball":
-            return self._q.encode(x, workers=workers)
-        return self._q.encode(x).astype(np.int64)
-
-    def decode_np(self, codes: np.ndarray) -> np.ndarray:
-        """Normalised blocks (n, block) of codes (leechlib's decoders)."""
-        if self.method == "rtn":
-            return (codes.astype(np.float64) - (self.size - 1) / 2.0)[:, None]
-        if self._q is None:
-            self._q = self.reference()
-        if self.method == "leech-shape-gain":
-            return self._q.decode(self._q.unpack(codes))
-        return self._q.decode(codes)
-
-    # ------------------------------------------------------------- torch side
-    def decode_torch(self, codes: Tensor, gains: Tensor | None, dtype) -> Tensor:
-        """Normalised blocks (n, block) of int64 codes, with torch operations only."""
-        dev = codes.device
-        if self.method == "rtn":
-            return (codes.to(dtype) - (self.size - 1) / 2.0).unsqueeze(-1)
-        if self.method == "e8":
-            return e8_table(self.params["max_norm"], dev, dtype)[codes]
-        if self.method == "leech-ball":
-            pts = ball_points(codes, self.params["max_norm"])
-            return pts.to(dtype) / _SQRT8
-        K = self.params["gain_levels"]
-        shape, g = codes // K, codes % K
-        v, norms = shell_union_points(shape, tuple(self.params["shells"]))
-        return v.to(dtype) * (gains.to(dtype)[g] / torch.sqrt(norms.to(dtype) * 8.0)).unsqueeze(-1)
-
-    def to_json(self) -> dict:
-        return {"method": self.method, "bits": self.bits, "params": self.params,
-                "block": self.block, "code_bits": self.code_bits, "codebook_size": self.size}
-
-
-_E8_FIT_POINTS = 2000
-#: batches smaller than this are encoded on one thread (starting Numba's thread
-#: pool costs milliseconds per call, more than such a batch takes)
-_MIN_PARALLEL = 2048
-
-
-def _workers(n: int, workers):
-    return workers if n >= _MIN_PARALLEL else None
-
-
-@functools.lru_cache(maxsize=16)
-def _prototype(method: str, bits, params_json: str):
-    """One leechlib quantizer per codebook (scale 1), its tables built."""
-    p = json.loads(params_json)
-    if method == "leech-ball":
-        from leechlib.quantizers import BallQuantizer
-
-        q = BallQuantizer(bits, scale=1.0, max_norm=p["max_norm"])
-        q._int_codebook  # noqa: B018 - build the index tables once
-        return q
-    if method == "leech-shape-gain":
-        from leechlib.quantizers import ShapeGainQuantizer
-
-        q = ShapeGainQuantizer(bits, shells=p["shells"], gain_levels=p["gain_levels"])
-        q._codebooks  # noqa: B018
-        return q
-    from leechlib.baselines import E8Quantizer
-
-    q = E8Quantizer(p["max_norm"])
-    q._lookup(q.codebook[:1])  # build the point -> index table once
-    return q
 
 
 # ---------------------------------------------------------------------------
@@ -436,20 +240,20 @@ class LeechQuantizedLinear(nn.Module):
         super().__init__()
         in_features = check_int(in_features, "in_features", 1)
         out_features = check_int(out_features, "out_features", 1)
-        self.spec = _Spec(method, bits, params)
-        self.group = _check_group(group, self.spec.block)
+        self.codec = get_codec(method, bits, params)
+        self.group = _check_group(group, self.codec.block)
         _dtype_name(scale_dtype)
         self.in_features, self.out_features = in_features, out_features
-        self.method, self.bits = self.spec.method, bits
-        self.layout = _Layout(out_features, in_features, self.spec.block, self.group)
+        self.method, self.bits = self.codec.name, bits
+        self.layout = _Layout(out_features, in_features, self.codec.block, self.group)
         L = self.layout
-        nbytes = -(-L.nblocks * self.spec.code_bits // 8)
+        nbytes = -(-L.nblocks * self.codec.code_bits // 8)
         self.register_buffer("packed", torch.zeros((out_features, nbytes), dtype=torch.uint8,
                                                    device=device))
         self.register_buffer("scales", torch.ones(L.scale_shape, dtype=scale_dtype, device=device))
-        if self.method == "leech-shape-gain":
-            K = self.spec.params["gain_levels"]
-            self.register_buffer("gains", torch.linspace(0.5, 1.5, K, device=device) * 4.8)
+        gains = self.codec.initial_gains(device)
+        if gains is not None:
+            self.register_buffer("gains", gains)
         else:
             self.gains = None
         if bias:
@@ -511,12 +315,12 @@ class LeechQuantizedLinear(nn.Module):
                 raise ValueError(f"layer {label!r}: hessian must be a finite "
                                  f"({linear.in_features}, {linear.in_features}) matrix")
         t0 = time.perf_counter()
-        res = _quantize_array(w.to("cpu", torch.float64).numpy(), layer.spec, layer.group,
+        res = _quantize_array(w.to("cpu", torch.float64).numpy(), layer.codec, layer.group,
                               scale_iters=scale_iters, scale_dtype=scale_dtype, H=H,
                               max_points=max_points, workers=workers)
         dev = w.device
         codes = torch.from_numpy(res["codes"])
-        layer.packed = pack_bits(codes, layer.spec.code_bits).to(dev)
+        layer.packed = pack_bits(codes, layer.codec.code_bits).to(dev)
         layer.scales = torch.from_numpy(res["scales"]).to(res["scale_dtype"]).to(dev)
         if res["gains"] is not None:
             layer.gains = torch.from_numpy(res["gains"]).to(torch.float32).to(dev)
@@ -533,8 +337,8 @@ class LeechQuantizedLinear(nn.Module):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias is not None, "method": self.method, "bits": self.bits,
                 "group": self.group, "scale_dtype": _dtype_name(self.scales.dtype),
-                "params": self.spec.params, "code_bits": self.spec.code_bits,
-                "codebook_size": self.spec.size}
+                "params": self.codec.params, "code_bits": self.codec.code_bits,
+                "codebook_size": self.codec.size}
 
     @classmethod
     def from_config(cls, config: dict, **kwargs) -> "LeechQuantizedLinear":
@@ -557,18 +361,18 @@ class LeechQuantizedLinear(nn.Module):
 
     def codes(self) -> Tensor:
         """The codes, int64 ``(out_features, blocks per row)`` (``ValueError`` if out of range)."""
-        c = unpack_bits(self.packed, self.layout.nblocks, self.spec.code_bits)
-        if c.numel() and int(c.max()) >= self.spec.size:
+        c = unpack_bits(self.packed, self.layout.nblocks, self.codec.code_bits)
+        if c.numel() and int(c.max()) >= self.codec.size:
             bad = int(c.max())
             raise ValueError(f"layer {self.name or self.method!r}: code {bad} is beyond the "
-                             f"codebook ({self.spec.size} codewords)")
+                             f"codebook ({self.codec.size} codewords)")
         return c
 
     def validate(self) -> None:
         """Check shapes, code range and scales (``ValueError`` naming the layer)."""
         lbl = self.name or self.method
         L = self.layout
-        nbytes = -(-L.nblocks * self.spec.code_bits // 8)
+        nbytes = -(-L.nblocks * self.codec.code_bits // 8)
         if self.packed.dtype != torch.uint8 or tuple(self.packed.shape) != (self.out_features, nbytes):
             raise ValueError(f"layer {lbl!r}: packed codes must be uint8 of shape "
                              f"{(self.out_features, nbytes)}, got {self.packed.dtype} "
@@ -591,7 +395,7 @@ class LeechQuantizedLinear(nn.Module):
         """
         dev = self.packed.device
         work = torch.float64 if dev.type in ("cpu", "cuda") else torch.float32
-        L, sp = self.layout, self.spec
+        L, codec = self.layout, self.codec
         codes = self.codes()
         out = torch.empty((self.out_features, self.in_features), dtype=dtype, device=dev)
         S = self.scales.to(work)
@@ -599,7 +403,8 @@ class LeechQuantizedLinear(nn.Module):
         bg = torch.from_numpy(L.block_group).to(dev)
         for a in range(0, self.out_features, _ROW_CHUNK):
             c = codes[a:a + _ROW_CHUNK]
-            U = sp.decode_torch(c.reshape(-1), gains, work).reshape(c.shape[0], L.nblocks, sp.block)
+            U = codec.decode_torch(c.reshape(-1), gains, work).reshape(c.shape[0], L.nblocks,
+                                                                        codec.block)
             s = S.expand(c.shape[0], L.nblocks) if L.tensor else S[a:a + _ROW_CHUNK][:, bg]
             w = (U * s.unsqueeze(-1)).reshape(c.shape[0], L.padded)[:, : self.in_features]
             out[a:a + c.shape[0]] = w.to(dtype)
@@ -654,7 +459,7 @@ class LeechQuantizedLinear(nn.Module):
 
         ``dequantize()`` equals ``scale * quantizer.decode(code)`` block by block.
         """
-        return self.spec.reference(None if self.gains is None else self.gains.cpu().numpy())
+        return self.codec.quantizer(None if self.gains is None else self.gains.cpu().numpy())
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -787,8 +592,8 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     >>> r.quantized_weights, round(r.bits_per_quantized_weight, 3)
     (46080, 2.233)
     """
-    method = _check_method(method)
-    _Spec(method, bits)  # validates bits early
+    method = check_method(method)
+    get_codec(method, bits)  # validates bits early
     if isinstance(skip, str):
         skip = (skip,)
     skip = tuple(skip)

@@ -68,14 +68,14 @@ class _Layout:
         return out
 
 
-def _quantize_array(W: np.ndarray, spec, group, *, scale_iters: int, scale_dtype,
+def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
                     H: np.ndarray | None, max_points, workers) -> dict:
     """Codes, scales and gains of an (out, in) float64 weight; see the module docstring."""
     out_f, in_f = W.shape
-    L = _Layout(out_f, in_f, spec.block, group)
+    L = _Layout(out_f, in_f, codec.block, group)
     P = np.zeros((out_f, L.padded))
     P[:, :in_f] = W
-    blocks = P.reshape(out_f, L.nblocks, spec.block)
+    blocks = P.reshape(out_f, L.nblocks, codec.block)
     real = L.real[None, :, :]
     sq = (blocks * blocks * real).sum(-1)  # (out, nblocks)
     cnt = np.broadcast_to(L.real.sum(-1)[None, :], sq.shape).astype(np.float64)
@@ -84,26 +84,26 @@ def _quantize_array(W: np.ndarray, spec, group, *, scale_iters: int, scale_dtype
 
     def normalise(S):
         Sb = L.expand(np.where(S > 0, S, 1.0))
-        return (blocks / Sb[:, :, None]).reshape(-1, spec.block)
+        return (blocks / Sb[:, :, None]).reshape(-1, codec.block)
 
     # 1. initial scales and the codebook fit on the normalised blocks
     gains = None
-    if spec.method == "rtn":
-        S = _rtn_scales(blocks, L, rms, spec.size)
+    S = codec.initial_scales(blocks, L, rms)
+    if S is not None:
         S, dt = _round_scales(S, scale_dtype)
     else:
         S0, dt = _round_scales(np.where(zero, 1.0, rms), scale_dtype)
         x0 = normalise(S0)
         if not np.any(x0):  # an all-zero weight: fit the codebook to a unit Gaussian
-            x0 = np.random.default_rng(0).standard_normal((256, spec.block))
-        alpha, gains = spec.fit(x0, max_points, workers)
+            x0 = np.random.default_rng(0).standard_normal((256, codec.block))
+        alpha, gains = codec.fit(x0, max_points, workers)
         S, dt = _round_scales(S0 * alpha, scale_dtype)
     S = np.where(zero, 0.0, S)
 
     # 2. encode
     def encode(S):
-        c = spec.encode(normalise(S), workers).reshape(out_f, L.nblocks)
-        return c, spec.decode_np(c.reshape(-1)).reshape(out_f, L.nblocks, spec.block)
+        c = codec.encode(normalise(S), gains, workers).reshape(out_f, L.nblocks)
+        return c, codec.decode(c.reshape(-1), gains).reshape(out_f, L.nblocks, codec.block)
 
     def errors(S, U):
         """Per-block squared errors (Euclidean) or per-row weighted errors (H)."""
