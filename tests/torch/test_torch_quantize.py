@@ -270,7 +270,7 @@ def test_quantize_model_skip_and_generic_modules():
 @pytest.mark.parametrize("group", ["row", "tensor", 24])
 def test_calibrated_scales_lower_the_weighted_error(tiny, group):
     data = torch.randint(0, 256, (4, 32))
-    from torch_ext.quantize import _hessians, _targets
+    from torch_ext.quantize.apply import _hessians, _targets
 
     H = _hessians(tiny, _targets(tiny, ()), data)
     name = "h.0.mlp.c_fc"
