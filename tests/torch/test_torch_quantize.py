@@ -254,6 +254,36 @@ def test_quantize_model_lila_tiny_runs_and_shrinks(tiny):
     assert "| **whole model**" in r.to_markdown()
 
 
+def test_bits_report_repr_is_a_summary_and_table_lists_every_layer(tiny):
+    quantize_model(tiny, method="rtn")
+    r = model_bits_report(tiny)
+    names = [layer["name"] for layer in r.layers]
+    assert names == [n for n, m in tiny.named_modules() if isinstance(m, LeechQuantizedLinear)]
+    assert len(names) == 8  # v and out projections, two MLP layers, in 2 blocks
+    text = repr(r)  # one short line, whatever the number of layers
+    assert "\n" not in text and len(text) < 200 and not any(n in text for n in names)
+    assert text.startswith(f"BitsReport(8 quantized layers: {r.quantized_weights} weights at ")
+    assert f"{r.total_params} parameters" in text
+    lines = r.table().splitlines()
+    assert len(lines) == 1 + len(names) + 3
+    assert lines[0].split()[:2] == ["layer", "method"]
+    for line, layer in zip(lines[1:], r.layers):
+        cells = line.split()
+        assert cells[:2] == [layer["name"], "rtn"]
+        assert [int(c) for c in cells[2:6]] == [layer[k] for k in ("weights", "code_bits",
+                                                                    "scale_bits", "gain_bits")]
+        assert float(cells[6]) == pytest.approx(layer["bits_per_weight"], abs=5e-5)
+    total = lines[-3].split()
+    assert total[:3] == ["quantized", "layers", str(r.quantized_weights)]
+    assert sum(int(c) for c in total[3:6]) == r.quantized_bits
+    assert lines[-2].split()[:3] == ["other", "tensors", str(r.other_params)]
+    assert float(lines[-2].split()[3]) == pytest.approx(r.other_bits / r.other_params, abs=5e-5)
+    assert lines[-1].split()[:3] == ["whole", "model", str(r.total_params)]
+    assert float(lines[-1].split()[3]) == pytest.approx(r.bits_per_param, abs=5e-5)
+    assert repr(model_bits_report(nn.Linear(3, 2))) == (
+        "BitsReport(no quantized layers; whole model: 8 parameters at 32 bits/parameter)")
+
+
 def test_quantize_model_skip_and_generic_modules():
     torch.manual_seed(0)
     net = nn.Sequential()

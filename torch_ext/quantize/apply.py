@@ -158,7 +158,7 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     return model
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class BitsReport:
     """Stored bits of a (partly) quantized model; see :func:`model_bits_report`.
 
@@ -178,6 +178,27 @@ class BitsReport:
         ``total_bits / total_params`` (the whole stored model).
     dense_bits : int
         The same parameters all in float32.
+
+    Notes
+    -----
+    The repr is a one-line summary; :meth:`table` shows every layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from torch_ext.quantize import quantize_model, model_bits_report
+    >>> net = nn.Sequential(nn.Linear(96, 10), nn.ReLU(), nn.Linear(10, 4, bias=False))
+    >>> r = model_bits_report(quantize_model(net, method="rtn", skip=()))
+    >>> r
+    BitsReport(2 quantized layers: 1000 weights at 2.24 bits/weight; whole model: 1010 parameters at 2.535 bits/parameter, 12.6x smaller than float32)
+    >>> print(r.table())
+    layer             method  weights  code bits  scale bits  gain bits  bits/weight
+    0                 rtn         960       1920         160          0       2.1667
+    2                 rtn          40         96          64          0       4.0000
+    quantized layers             1000       2016         224          0       2.2400
+    other tensors                  10                                        32.0000
+    whole model                  1010                                         2.5347
     """
 
     layers: list
@@ -195,6 +216,39 @@ class BitsReport:
     def compression(self) -> float:
         """``dense_bits / total_bits``."""
         return self.dense_bits / self.total_bits if self.total_bits else float("nan")
+
+    def __repr__(self) -> str:
+        model = f"whole model: {self.total_params} parameters at {self.bits_per_param:.4g} bits/parameter"
+        if not self.layers:
+            return f"BitsReport(no quantized layers; {model})"
+        return (f"BitsReport({len(self.layers)} quantized layers: {self.quantized_weights} weights "
+                f"at {self.bits_per_quantized_weight:.4g} bits/weight; {model}, "
+                f"{self.compression:.3g}x smaller than float32)")
+
+    def table(self) -> str:
+        """A text table, one row per quantized layer, then the totals.
+
+        Columns: the layer's name and method, its weights, the bits of its codes,
+        scales and gains, and its bits per weight.  The totals: the quantized
+        layers, every other tensor of the state dict (at its own dtype), the whole
+        model.
+        """
+        rows = [("layer", "method", "weights", "code bits", "scale bits", "gain bits", "bits/weight")]
+        for l in self.layers:
+            rows.append((l["name"], l["method"], str(l["weights"]), str(l["code_bits"]),
+                         str(l["scale_bits"]), str(l["gain_bits"]), f"{l['bits_per_weight']:.4f}"))
+        sums = [str(sum(l[k] for l in self.layers)) for k in ("code_bits", "scale_bits", "gain_bits")]
+        rows.append(("quantized layers", "", str(self.quantized_weights), *sums,
+                     f"{self.bits_per_quantized_weight:.4f}"))
+        other = f"{self.other_bits / self.other_params:.4f}" if self.other_params else ""
+        rows.append(("other tensors", "", str(self.other_params), "", "", "", other))
+        rows.append(("whole model", "", str(self.total_params), "", "", "", f"{self.bits_per_param:.4f}"))
+        width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = []
+        for r in rows:
+            cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, width))]
+            lines.append("  ".join(cells).rstrip())
+        return "\n".join(lines)
 
     def to_markdown(self) -> str:
         """A markdown table, one row per quantized layer and the totals."""
