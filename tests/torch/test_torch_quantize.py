@@ -88,6 +88,95 @@ def test_e8_table_is_the_baseline_codebook():
     np.testing.assert_array_equal(e8_table(10, "cpu", torch.float64).numpy(), E8Quantizer().codebook)
 
 
+# --------------------------------------------------------------------------- codecs
+
+
+def test_codec_registry_covers_the_methods():
+    from torch_ext.quantize import codecs
+
+    assert tuple(codecs._REGISTRY) == METHODS == ("leech-shape-gain", "leech-ball", "e8", "rtn")
+    for method in METHODS:
+        c = codecs.get_codec(method, 2)
+        assert isinstance(c, codecs.Codec) and type(c).name == method
+        assert 2 ** (c.code_bits - 1) < c.size <= 2**c.code_bits
+        assert c.code_bits / c.block <= 2.0
+        g = c.initial_gains("cpu")
+        assert (g is None) == (method != "leech-shape-gain")
+        gains = None if g is None else g.double()
+        codes = np.array([0, 1, c.size // 3, c.size - 1], dtype=np.int64)
+        u = c.decode(codes, None if g is None else gains.numpy())
+        assert u.shape == (4, c.block)
+        ut = c.decode_torch(torch.from_numpy(codes), gains, torch.float64)
+        np.testing.assert_allclose(ut.numpy(), u, rtol=1e-12, atol=1e-12)
+        # a codeword is its own nearest codeword
+        enc = c.encode(u, None if g is None else gains.numpy(), None)
+        np.testing.assert_array_equal(enc, codes)
+        again = codecs.get_codec(method, 2, json.loads(json.dumps(c.params)))
+        assert (again.params, again.size, again.block) == (c.params, c.size, c.block)
+
+
+def test_unknown_method_is_a_value_error_naming_method():
+    from torch_ext.quantize.codecs import get_codec
+
+    for bad in ["gptq", "", "LEECH-BALL", None, 3]:
+        with pytest.raises(ValueError, match=r"unknown quantization method .*: method must be one "
+                                             r"of \('leech-shape-gain', 'leech-ball', 'e8', 'rtn'\)"):
+            get_codec(bad, 2)
+        with pytest.raises(ValueError, match="method must be one of"):
+            quantize_model(nn.Sequential(nn.Linear(24, 2)), method=bad)
+        with pytest.raises(ValueError, match="method must be one of"):
+            LeechQuantizedLinear(24, 2, method=bad)
+    cfg = LeechQuantizedLinear(24, 2, method="rtn").config
+    with pytest.raises(ValueError, match="unknown quantization method 'gptq'"):
+        LeechQuantizedLinear.from_config({**cfg, "method": "gptq"})
+
+
+def test_register_refuses_duplicates_and_non_codecs(monkeypatch):
+    from torch_ext.quantize import codecs
+
+    monkeypatch.setattr(codecs, "_REGISTRY", dict(codecs._REGISTRY))
+    with pytest.raises(ValueError, match="'rtn' is already registered"):
+        codecs.register(type("Again", (codecs.RtnCodec,), {}))
+    with pytest.raises(ValueError, match="no method name"):
+        codecs.register(type("Nameless", (codecs.Codec,), {}))
+    with pytest.raises(TypeError, match="Codec subclasses"):
+        codecs.register(int)
+
+
+def test_a_new_method_is_one_registered_class(monkeypatch, tmp_path):
+    from torch_ext.quantize import codecs
+
+    monkeypatch.setattr(codecs, "_REGISTRY", dict(codecs._REGISTRY))
+
+    @codecs.register
+    class Ternary(codecs.Codec):  # levels -1, 0, 1 times the scale (RMS of the row)
+        name = "ternary-test"
+
+        def __init__(self, bits, params=None):
+            self.bits, self.block, self.size, self.params = bits, 1, 3, {}
+
+        def encode(self, x, gains, workers):
+            return (np.clip(np.rint(x[:, 0]), -1, 1) + 1).astype(np.int64)
+
+        def decode(self, codes, gains):
+            return (codes - 1.0)[:, None]
+
+        def decode_torch(self, codes, gains, dtype):
+            return (codes.to(dtype) - 1.0).unsqueeze(-1)
+
+    lin = _linear(10, 3)
+    q = LeechQuantizedLinear.from_linear(lin, "ternary-test", bits=1.6, scale_iters=0)
+    W = lin.weight.detach().double()
+    s = W.pow(2).mean(1, keepdim=True).sqrt().half().double()  # the stored RMS scales
+    expect = (s * torch.clamp(torch.round(W / s), -1, 1)).float()
+    assert q.packed.shape == (3, 3) and torch.equal(q.dequantize(), expect)  # 10 x 2 bits a row
+    net = nn.Sequential(q)
+    path = tmp_path / "t.safetensors"
+    save_quantized(net, path)
+    back = load_quantized(path, model=nn.Sequential(nn.Linear(10, 3)))
+    assert back[0].method == "ternary-test" and torch.equal(back[0].dequantize(), expect)
+
+
 # --------------------------------------------------------------------------- round trips
 
 
