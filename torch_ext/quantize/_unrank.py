@@ -110,8 +110,9 @@ def leech_tables(shell_norms: tuple, device) -> LeechTables:
 def unrank(r: Tensor, k: Tensor, tb: LeechTables) -> Tensor:
     """Integer-frame points (n, 24) int64 of ranks ``r`` within shells ``k`` (indices of tb).
 
-    The vectorised form of ``leechlib._kernels.shells.unrank_kernel``: block, Golay
-    word, then coordinate by coordinate the value whose count range holds the rank.
+    The vectorised form of the unranking behind :meth:`leechlib.ShellCodebook.point`:
+    block, Golay word, then coordinate by coordinate the value whose count range
+    holds the rank.
     """
     n = r.shape[0]
     out = torch.zeros((n, 24), dtype=torch.int64, device=r.device)

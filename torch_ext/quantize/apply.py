@@ -218,7 +218,8 @@ class BitsReport:
         return self.dense_bits / self.total_bits if self.total_bits else float("nan")
 
     def __repr__(self) -> str:
-        model = f"whole model: {self.total_params} parameters at {self.bits_per_param:.4g} bits/parameter"
+        model = (f"whole model: {self.total_params} parameters at {self.bits_per_param:.4g} "
+                 "bits/parameter")
         if not self.layers:
             return f"BitsReport(no quantized layers; {model})"
         return (f"BitsReport({len(self.layers)} quantized layers: {self.quantized_weights} weights "
@@ -233,16 +234,19 @@ class BitsReport:
         layers, every other tensor of the state dict (at its own dtype), the whole
         model.
         """
-        rows = [("layer", "method", "weights", "code bits", "scale bits", "gain bits", "bits/weight")]
+        bits = ("code_bits", "scale_bits", "gain_bits")
+        rows = [("layer", "method", "weights", "code bits", "scale bits", "gain bits",
+                 "bits/weight")]
         for l in self.layers:
-            rows.append((l["name"], l["method"], str(l["weights"]), str(l["code_bits"]),
-                         str(l["scale_bits"]), str(l["gain_bits"]), f"{l['bits_per_weight']:.4f}"))
-        sums = [str(sum(l[k] for l in self.layers)) for k in ("code_bits", "scale_bits", "gain_bits")]
+            rows.append((l["name"], l["method"], str(l["weights"]), *(str(l[k]) for k in bits),
+                         f"{l['bits_per_weight']:.4f}"))
+        sums = [str(sum(l[k] for l in self.layers)) for k in bits]
         rows.append(("quantized layers", "", str(self.quantized_weights), *sums,
                      f"{self.bits_per_quantized_weight:.4f}"))
         other = f"{self.other_bits / self.other_params:.4f}" if self.other_params else ""
         rows.append(("other tensors", "", str(self.other_params), "", "", "", other))
-        rows.append(("whole model", "", str(self.total_params), "", "", "", f"{self.bits_per_param:.4f}"))
+        rows.append(("whole model", "", str(self.total_params), "", "", "",
+                     f"{self.bits_per_param:.4f}"))
         width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = []
         for r in rows:

@@ -46,8 +46,6 @@ def _check_group(group, block: int):
     return g
 
 
-
-
 class LeechQuantizedLinear(nn.Module):
     r"""A linear layer whose weight is stored as lattice codes and scales.
 
