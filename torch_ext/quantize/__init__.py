@@ -81,6 +81,24 @@ embedding) are ``nn.Embedding`` weights, not ``nn.Linear``: they stay in float;
 the frozen Leech attention kernels are rebuilt from the config and are not stored
 at all.
 
+Modules
+-------
+One concept each; this package re-exports the public names.
+
+``codecs``
+    The methods: one :class:`~torch_ext.quantize.codecs.Codec` class per method,
+    registered by name (:data:`METHODS`); adding a method is adding one class.
+``scales``
+    The numpy scale fit of one weight matrix (blocks, padding, scale groups).
+``layer``
+    :class:`LeechQuantizedLinear`.
+``apply``
+    :func:`quantize_model` (calibration included) and :func:`model_bits_report`.
+``io``
+    :func:`save_quantized` and :func:`load_quantized` (safetensors).
+``_unrank``
+    The torch decoding primitives: shell unranking, per-device tables, bit packing.
+
 Examples
 --------
 >>> import torch
