@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernel import KINDS, LeechKernel, _check_int
+from ._validation import check_int
+from .kernel import KINDS, LeechKernel
 
 __all__ = ["FrozenKernelAttention", "MODES"]
 
@@ -92,10 +93,10 @@ class FrozenKernelAttention(nn.Module):
         use_sdpa: bool = True,
     ):
         super().__init__()
-        d_model = _check_int(d_model, "d_model", 1)
-        n_head = _check_int(n_head, "n_head", 1)
-        block_size = _check_int(block_size, "block_size", 1)
-        kernel_seed = _check_int(kernel_seed, "kernel_seed", 0)
+        d_model = check_int(d_model, "d_model", 1)
+        n_head = check_int(n_head, "n_head", 1)
+        block_size = check_int(block_size, "block_size", 1)
+        kernel_seed = check_int(kernel_seed, "kernel_seed", 0)
         if d_model % n_head:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_head ({n_head})")
         if not isinstance(mode, str) or mode not in MODES:

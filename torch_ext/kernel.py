@@ -20,28 +20,20 @@ The matrix is held as a *non-persistent* buffer: it is rebuilt deterministically
 from __future__ import annotations
 
 import functools
-import numbers
 
 import numpy as np
 import torch
 from torch import nn
+
+from ._validation import check_int
 
 __all__ = ["LeechKernel", "kernel_matrix", "KINDS"]
 
 KINDS = ("leech", "random", "identity")
 
 
-def _check_int(v, name, low=None):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    v = int(v)
-    if low is not None and v < low:
-        raise ValueError(f"{name} must be >= {low}, got {v}")
-    return v
-
-
 def _check_kernel_args(d_model, kind, seed):
-    d_model = _check_int(d_model, "d_model", 1)
+    d_model = check_int(d_model, "d_model", 1)
     if d_model % 24:
         raise ValueError(
             f"d_model must be a multiple of 24 (the kernel is block-diagonal over "
@@ -51,7 +43,7 @@ def _check_kernel_args(d_model, kind, seed):
         raise TypeError(f"kind must be one of {KINDS}, got {type(kind).__name__}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     return d_model, kind, seed
 
 

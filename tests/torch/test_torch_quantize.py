@@ -14,14 +14,12 @@ from torch import nn
 from torch_ext.quantize import (
     METHODS,
     LeechQuantizedLinear,
-    _ball_points_torch,
-    _e8_table,
-    _shell_union_points_torch,
     load_quantized,
     model_bits_report,
     quantize_model,
     save_quantized,
 )
+from torch_ext.quantize._unrank import ball_points, e8_table, shell_union_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = dict(max_points=64)
@@ -37,7 +35,7 @@ def _linear(in_f, out_f, seed=0, bias=True):
 
 def _reference(layer, W):
     """codes and weights of the leechlib quantizer applied to the padded, scaled blocks."""
-    L, sp = layer.layout, layer.spec
+    L, sp = layer.layout, layer.codec
     P = np.zeros((layer.out_features, L.padded))
     P[:, : layer.in_features] = W.detach().double().numpy()
     S = L.expand(layer.scales.double().numpy())  # (out, nblocks)
@@ -64,11 +62,11 @@ def test_torch_unrank_equals_leechlib_ball_and_shell(nrng):
     cb = BallCodebook(26, coords="int")
     edges = [0, cb.size - 1] + [o + d for o in cb.shell_offsets[1:] for d in (-1, 0, 1)]
     idx = np.concatenate([edges, nrng.integers(0, cb.size, 3000)]).astype(np.int64)
-    got = _ball_points_torch(torch.from_numpy(idx), 26).numpy()
+    got = ball_points(torch.from_numpy(idx), 26).numpy()
     np.testing.assert_array_equal(got, cb.point(idx).astype(np.int64))
     sc = ShellCodebook(24, coords="int")
     idx = np.concatenate([[0, sc.size - 1], nrng.integers(0, sc.size, 2000)]).astype(np.int64)
-    pts, norms = _shell_union_points_torch(torch.from_numpy(idx), (24,))
+    pts, norms = shell_union_points(torch.from_numpy(idx), (24,))
     np.testing.assert_array_equal(pts.numpy(), sc.point(idx).astype(np.int64))
     assert bool((norms == 24).all())
 
@@ -78,7 +76,7 @@ def test_torch_unrank_union_of_shells(nrng):
 
     a, b = ShellCodebook(8, coords="int"), ShellCodebook(6, coords="int")
     idx = np.array([0, a.size - 1, a.size, a.size + b.size - 1, 12345, a.size + 777])
-    pts, norms = _shell_union_points_torch(torch.from_numpy(idx), (8, 6))
+    pts, norms = shell_union_points(torch.from_numpy(idx), (8, 6))
     ref = np.concatenate([a.point(idx[[0, 1, 4]]), b.point(idx[[2, 3, 5]] - a.size)])
     np.testing.assert_array_equal(pts.numpy()[[0, 1, 4, 2, 3, 5]], ref)
     assert norms.tolist() == [8, 8, 6, 6, 8, 6]
@@ -87,7 +85,96 @@ def test_torch_unrank_union_of_shells(nrng):
 def test_e8_table_is_the_baseline_codebook():
     from leechlib.baselines import E8Quantizer
 
-    np.testing.assert_array_equal(_e8_table(10, "cpu", torch.float64).numpy(), E8Quantizer().codebook)
+    np.testing.assert_array_equal(e8_table(10, "cpu", torch.float64).numpy(), E8Quantizer().codebook)
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def test_codec_registry_covers_the_methods():
+    from torch_ext.quantize import codecs
+
+    assert tuple(codecs._REGISTRY) == METHODS == ("leech-shape-gain", "leech-ball", "e8", "rtn")
+    for method in METHODS:
+        c = codecs.get_codec(method, 2)
+        assert isinstance(c, codecs.Codec) and type(c).name == method
+        assert 2 ** (c.code_bits - 1) < c.size <= 2**c.code_bits
+        assert c.code_bits / c.block <= 2.0
+        g = c.initial_gains("cpu")
+        assert (g is None) == (method != "leech-shape-gain")
+        gains = None if g is None else g.double()
+        codes = np.array([0, 1, c.size // 3, c.size - 1], dtype=np.int64)
+        u = c.decode(codes, None if g is None else gains.numpy())
+        assert u.shape == (4, c.block)
+        ut = c.decode_torch(torch.from_numpy(codes), gains, torch.float64)
+        np.testing.assert_allclose(ut.numpy(), u, rtol=1e-12, atol=1e-12)
+        # a codeword is its own nearest codeword
+        enc = c.encode(u, None if g is None else gains.numpy(), None)
+        np.testing.assert_array_equal(enc, codes)
+        again = codecs.get_codec(method, 2, json.loads(json.dumps(c.params)))
+        assert (again.params, again.size, again.block) == (c.params, c.size, c.block)
+
+
+def test_unknown_method_is_a_value_error_naming_method():
+    from torch_ext.quantize.codecs import get_codec
+
+    for bad in ["gptq", "", "LEECH-BALL", None, 3]:
+        with pytest.raises(ValueError, match=r"unknown quantization method .*: method must be one "
+                                             r"of \('leech-shape-gain', 'leech-ball', 'e8', 'rtn'\)"):
+            get_codec(bad, 2)
+        with pytest.raises(ValueError, match="method must be one of"):
+            quantize_model(nn.Sequential(nn.Linear(24, 2)), method=bad)
+        with pytest.raises(ValueError, match="method must be one of"):
+            LeechQuantizedLinear(24, 2, method=bad)
+    cfg = LeechQuantizedLinear(24, 2, method="rtn").config
+    with pytest.raises(ValueError, match="unknown quantization method 'gptq'"):
+        LeechQuantizedLinear.from_config({**cfg, "method": "gptq"})
+
+
+def test_register_refuses_duplicates_and_non_codecs(monkeypatch):
+    from torch_ext.quantize import codecs
+
+    monkeypatch.setattr(codecs, "_REGISTRY", dict(codecs._REGISTRY))
+    with pytest.raises(ValueError, match="'rtn' is already registered"):
+        codecs.register(type("Again", (codecs.RtnCodec,), {}))
+    with pytest.raises(ValueError, match="no method name"):
+        codecs.register(type("Nameless", (codecs.Codec,), {}))
+    with pytest.raises(TypeError, match="Codec subclasses"):
+        codecs.register(int)
+
+
+def test_a_new_method_is_one_registered_class(monkeypatch, tmp_path):
+    from torch_ext.quantize import codecs
+
+    monkeypatch.setattr(codecs, "_REGISTRY", dict(codecs._REGISTRY))
+
+    @codecs.register
+    class Ternary(codecs.Codec):  # levels -1, 0, 1 times the scale (RMS of the row)
+        name = "ternary-test"
+
+        def __init__(self, bits, params=None):
+            self.bits, self.block, self.size, self.params = bits, 1, 3, {}
+
+        def encode(self, x, gains, workers):
+            return (np.clip(np.rint(x[:, 0]), -1, 1) + 1).astype(np.int64)
+
+        def decode(self, codes, gains):
+            return (codes - 1.0)[:, None]
+
+        def decode_torch(self, codes, gains, dtype):
+            return (codes.to(dtype) - 1.0).unsqueeze(-1)
+
+    lin = _linear(10, 3)
+    q = LeechQuantizedLinear.from_linear(lin, "ternary-test", bits=1.6, scale_iters=0)
+    W = lin.weight.detach().double()
+    s = W.pow(2).mean(1, keepdim=True).sqrt().half().double()  # the stored RMS scales
+    expect = (s * torch.clamp(torch.round(W / s), -1, 1)).float()
+    assert q.packed.shape == (3, 3) and torch.equal(q.dequantize(), expect)  # 10 x 2 bits a row
+    net = nn.Sequential(q)
+    path = tmp_path / "t.safetensors"
+    save_quantized(net, path)
+    back = load_quantized(path, model=nn.Sequential(nn.Linear(10, 3)))
+    assert back[0].method == "ternary-test" and torch.equal(back[0].dequantize(), expect)
 
 
 # --------------------------------------------------------------------------- round trips
@@ -256,6 +343,36 @@ def test_quantize_model_lila_tiny_runs_and_shrinks(tiny):
     assert "| **whole model**" in r.to_markdown()
 
 
+def test_bits_report_repr_is_a_summary_and_table_lists_every_layer(tiny):
+    quantize_model(tiny, method="rtn")
+    r = model_bits_report(tiny)
+    names = [layer["name"] for layer in r.layers]
+    assert names == [n for n, m in tiny.named_modules() if isinstance(m, LeechQuantizedLinear)]
+    assert len(names) == 8  # v and out projections, two MLP layers, in 2 blocks
+    text = repr(r)  # one short line, whatever the number of layers
+    assert "\n" not in text and len(text) < 200 and not any(n in text for n in names)
+    assert text.startswith(f"BitsReport(8 quantized layers: {r.quantized_weights} weights at ")
+    assert f"{r.total_params} parameters" in text
+    lines = r.table().splitlines()
+    assert len(lines) == 1 + len(names) + 3
+    assert lines[0].split()[:2] == ["layer", "method"]
+    for line, layer in zip(lines[1:], r.layers):
+        cells = line.split()
+        assert cells[:2] == [layer["name"], "rtn"]
+        assert [int(c) for c in cells[2:6]] == [layer[k] for k in ("weights", "code_bits",
+                                                                    "scale_bits", "gain_bits")]
+        assert float(cells[6]) == pytest.approx(layer["bits_per_weight"], abs=5e-5)
+    total = lines[-3].split()
+    assert total[:3] == ["quantized", "layers", str(r.quantized_weights)]
+    assert sum(int(c) for c in total[3:6]) == r.quantized_bits
+    assert lines[-2].split()[:3] == ["other", "tensors", str(r.other_params)]
+    assert float(lines[-2].split()[3]) == pytest.approx(r.other_bits / r.other_params, abs=5e-5)
+    assert lines[-1].split()[:3] == ["whole", "model", str(r.total_params)]
+    assert float(lines[-1].split()[3]) == pytest.approx(r.bits_per_param, abs=5e-5)
+    assert repr(model_bits_report(nn.Linear(3, 2))) == (
+        "BitsReport(no quantized layers; whole model: 8 parameters at 32 bits/parameter)")
+
+
 def test_quantize_model_skip_and_generic_modules():
     torch.manual_seed(0)
     net = nn.Sequential()
@@ -272,7 +389,7 @@ def test_quantize_model_skip_and_generic_modules():
 @pytest.mark.parametrize("group", ["row", "tensor", 24])
 def test_calibrated_scales_lower_the_weighted_error(tiny, group):
     data = torch.randint(0, 256, (4, 32))
-    from torch_ext.quantize import _hessians, _targets
+    from torch_ext.quantize.apply import _hessians, _targets
 
     H = _hessians(tiny, _targets(tiny, ()), data)
     name = "h.0.mlp.c_fc"
@@ -323,6 +440,34 @@ def test_save_load_generic_model_needs_a_skeleton(tmp_path):
     assert torch.equal(back(x), net(x))
     with pytest.raises(ValueError, match="is 9x30 in the model"):
         load_quantized(path, model=nn.Sequential(nn.Linear(30, 9), nn.ReLU(), nn.Linear(9, 3)))
+
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _v1_skeleton():
+    return nn.Sequential(nn.Linear(50, 30), nn.ReLU(), nn.Linear(30, 20, bias=False), nn.ReLU(),
+                         nn.Linear(20, 12), nn.ReLU(), nn.Linear(12, 5))
+
+
+def test_files_of_format_v1_still_load():
+    """``data/quantized-v1.safetensors`` was written by ``save_quantized`` before the
+    module became a package (commit 8cdf7fe): ``_v1_skeleton()`` seeded with
+    ``torch.manual_seed(0)``, layers 0, 2, 4, 6 quantized by ``from_linear(...,
+    max_points=64)`` as leech-shape-gain (row scales), leech-ball (one scale),
+    e8 (groups of 16) and rtn (groups of 4).  The reference file holds an input, the
+    output of that model and each layer's float64 dequantized weight."""
+    from safetensors.torch import load_file
+
+    ref = load_file(os.path.join(DATA, "quantized-v1-reference.safetensors"))
+    net = load_quantized(os.path.join(DATA, "quantized-v1.safetensors"), model=_v1_skeleton())
+    methods = {0: "leech-shape-gain", 2: "leech-ball", 4: "e8", 6: "rtn"}
+    assert {i: net[i].method for i in methods} == methods
+    assert (net[2].bias, net[2].scales.shape, net[4].scales.shape) == (None, (1, 1), (12, 2))
+    for i in methods:
+        assert torch.equal(net[i].dequantize(torch.float64), ref[f"w{i}"]), i
+    with torch.no_grad():
+        assert torch.equal(net(ref["x"]), ref["y"])
 
 
 def test_dequantization_does_not_need_numba(tiny, tmp_path):

@@ -1,0 +1,231 @@
+"""Torch-side decoding primitives of :mod:`torch_ext.quantize` (private).
+
+* the vectorised torch port of the enumerative shell unranking of
+  :class:`~leechlib.BallCodebook` / :class:`~leechlib.ShellCodebook` ``point``
+  (:func:`ball_points`, :func:`shell_union_points`), built on the counting tables of
+  :func:`leechlib.kernels.count_tables` copied to each device once;
+* the :math:`E_8` ball as a per-device table (:func:`e8_table`);
+* bit packing of codes into ``uint8`` rows, least significant bit first
+  (:func:`pack_bits`, :func:`unpack_bits`).
+
+Torch operations only (any device, no Numba).
+
+Examples
+--------
+>>> import numpy as np, torch
+>>> from leechlib import BallCodebook
+>>> from torch_ext.quantize._unrank import ball_points, pack_bits, unpack_bits
+>>> idx = torch.tensor([0, 1, 196560, 280974212784720])
+>>> bool((ball_points(idx, 26).numpy() == BallCodebook(26, coords="int").point(idx.numpy())).all())
+True
+>>> codes = torch.tensor([[5, 0, 7]])
+>>> pack_bits(codes, 3)                      # 5 + 0 * 8 + 7 * 64 = 453 = 0b1_11000101
+tensor([[197,   1]], dtype=torch.uint8)
+>>> unpack_bits(pack_bits(codes, 3), 3, 3)
+tensor([[5, 0, 7]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from leechlib import shell_count
+from leechlib.kernels import count_tables
+
+__all__ = ["ball_points", "shell_union_points", "e8_table", "pack_bits", "unpack_bits"]
+
+UNRANK_CHUNK = 1 << 18  # blocks unranked at once
+
+# ---------------------------------------------------------------------------
+# per-device tables: E8 ball, Leech counting tables
+# ---------------------------------------------------------------------------
+
+_CACHE: dict = {}
+
+
+def e8_table(max_norm: int, device, dtype) -> Tensor:
+    """The points of :func:`leechlib.baselines.e8_ball` as a ``(size, 8)`` tensor (cached)."""
+    key = ("e8", max_norm, str(device), dtype)
+    t = _CACHE.get(key)
+    if t is None:
+        from leechlib.baselines import e8_ball
+
+        t = torch.from_numpy(np.ascontiguousarray(e8_ball(max_norm))).to(device=device, dtype=dtype)
+        _CACHE[key] = t
+    return t
+
+
+class LeechTables:
+    """The counting tables of :func:`leechlib.kernels.count_tables` as torch tensors (one device).
+
+    Built from leechlib's numpy tables for the largest integer norm needed; the
+    tables of a larger norm contain those of every smaller one (values whose square
+    exceeds the remaining norm are skipped), so one set serves every shell.
+    """
+
+    def __init__(self, max_int_norm: int, shell_norms: tuple, device):
+        t = count_tables(max_int_norm)
+        self.NN = max_int_norm
+        self.T = torch.from_numpy(np.ascontiguousarray(t.T)).reshape(-1).to(device)
+        self.vals = torch.from_numpy(t.vals.reshape(4, -1).copy()).to(device)
+        self.vpar = torch.from_numpy(t.vpar.reshape(4, -1).copy()).to(device)
+        self.nvals = torch.from_numpy(t.nvals.reshape(4).copy()).to(device)
+        self.K = int(t.vals.shape[-1])
+        self.class_words = torch.from_numpy(t.class_words.copy()).to(device)
+        S = len(shell_norms)
+        B = 10
+        starts = np.full((S, B), np.iinfo(np.int64).max, dtype=np.int64)
+        eps = np.zeros((S, B), dtype=np.int64)
+        cls = np.zeros((S, B), dtype=np.int64)
+        per_u = np.ones((S, B), dtype=np.int64)
+        N = np.zeros(S, dtype=np.int64)
+        for k, m in enumerate(shell_norms):
+            st, e, c, pu, _, _ = t.blocks(8 * m)
+            starts[k, : len(st)] = st
+            eps[k, : len(st)] = e
+            cls[k, : len(st)] = c
+            per_u[k, : len(st)] = pu
+            N[k] = 8 * m
+        self.starts = torch.from_numpy(starts).to(device)
+        self.eps = torch.from_numpy(eps).to(device)
+        self.cls = torch.from_numpy(cls).to(device)
+        self.per_u = torch.from_numpy(per_u).to(device)
+        self.N = torch.from_numpy(N).to(device)
+        self.bit = torch.arange(24, device=device, dtype=torch.int64)
+
+
+def leech_tables(shell_norms: tuple, device) -> LeechTables:
+    """The :class:`LeechTables` of ``shell_norms`` (unit norms) on ``device`` (cached)."""
+    key = ("leech", shell_norms, str(device))
+    t = _CACHE.get(key)
+    if t is None:
+        t = LeechTables(8 * max(shell_norms), shell_norms, device)
+        _CACHE[key] = t
+    return t
+
+
+def unrank(r: Tensor, k: Tensor, tb: LeechTables) -> Tensor:
+    """Integer-frame points (n, 24) int64 of ranks ``r`` within shells ``k`` (indices of tb).
+
+    The vectorised form of the unranking behind :meth:`leechlib.ShellCodebook.point`:
+    block, Golay word, then coordinate by coordinate the value whose count range
+    holds the rank.
+    """
+    n = r.shape[0]
+    out = torch.zeros((n, 24), dtype=torch.int64, device=r.device)
+    if n == 0:
+        return out
+    N = tb.N[k]
+    starts = tb.starts[k]  # (n, B)
+    b = (r.unsqueeze(1) >= starts).sum(1) - 1
+    r = r - starts.gather(1, b.unsqueeze(1)).squeeze(1)
+    eps = tb.eps[k, b]
+    cls = tb.cls[k, b]
+    per_u = tb.per_u[k, b]
+    j = torch.div(r, per_u, rounding_mode="floor")
+    r = r - j * per_u
+    word = tb.class_words[cls, j]
+    u = (word.unsqueeze(1) >> tb.bit) & 1  # (n, 24)
+    k1 = u.sum(1)
+    k0 = 24 - k1
+    rem = N.clone()
+    par = torch.zeros_like(r)
+    stride_n = tb.NN + 1
+    for i in range(24):
+        c = u[:, i]
+        k1 = k1 - c
+        k0 = k0 - (1 - c)
+        ec = eps * 2 + c
+        nv = tb.nvals[ec]
+        base = ((eps * 25 + k1) * 25 + k0) * stride_n
+        chosen = torch.zeros(n, dtype=torch.bool, device=r.device)
+        val = torch.zeros_like(r)
+        new_rem, new_par = rem, par
+        for jj in range(tb.K):
+            v = tb.vals[ec, jj]
+            p = tb.vpar[ec, jj]
+            s = v * v
+            ok = (nv > jj) & (s <= rem) & ~chosen
+            need = (eps - par - p) & 1
+            idx = (base + (rem - s).clamp_min(0)) * 2 + need
+            cnt = torch.where(ok, tb.T[idx], torch.zeros_like(r))
+            take = ok & (r < cnt)
+            val = torch.where(take, v, val)
+            new_rem = torch.where(take, rem - s, new_rem)
+            new_par = torch.where(take, (par + p) & 1, new_par)
+            r = torch.where(ok & ~take, r - cnt, r)
+            chosen = chosen | take
+        out[:, i] = val
+        rem, par = new_rem, new_par
+    return out
+
+
+def ball_points(codes: Tensor, max_norm: int) -> Tensor:
+    """Integer-frame points of :class:`~leechlib.BallCodebook` indices (torch only)."""
+    norms = tuple(range(4, max_norm + 1, 2))
+    tb = leech_tables(norms, codes.device)
+    offs, tot = [], 1
+    for m in norms:
+        offs.append(tot)
+        tot += shell_count(m)
+    offs_t = torch.tensor(offs, dtype=torch.int64, device=codes.device)
+    out = torch.zeros((codes.shape[0], 24), dtype=torch.int64, device=codes.device)
+    for a in range(0, codes.shape[0], UNRANK_CHUNK):
+        c = codes[a:a + UNRANK_CHUNK]
+        k = torch.searchsorted(offs_t, c, right=True) - 1  # -1: the origin
+        nz = k >= 0
+        if bool(nz.any()):
+            kk = k[nz]
+            out[a:a + UNRANK_CHUNK][nz] = unrank(c[nz] - offs_t[kk], kk, tb)
+    return out
+
+
+def shell_union_points(idx: Tensor, shells: tuple) -> tuple[Tensor, Tensor]:
+    """Integer-frame points and their unit norms of shape indices over ``shells``."""
+    tb = leech_tables(tuple(sorted(shells)), idx.device)
+    order = {m: i for i, m in enumerate(sorted(shells))}
+    offs, tot = [], 0
+    for m in shells:
+        offs.append(tot)
+        tot += shell_count(m)
+    offs_t = torch.tensor(offs, dtype=torch.int64, device=idx.device)
+    tab_k = torch.tensor([order[m] for m in shells], dtype=torch.int64, device=idx.device)
+    norm_t = torch.tensor(list(shells), dtype=torch.int64, device=idx.device)
+    out = torch.zeros((idx.shape[0], 24), dtype=torch.int64, device=idx.device)
+    norms = torch.zeros(idx.shape[0], dtype=torch.int64, device=idx.device)
+    for a in range(0, idx.shape[0], UNRANK_CHUNK):
+        c = idx[a:a + UNRANK_CHUNK]
+        k = torch.searchsorted(offs_t, c, right=True) - 1
+        out[a:a + UNRANK_CHUNK] = unrank(c - offs_t[k], tab_k[k], tb)
+        norms[a:a + UNRANK_CHUNK] = norm_t[k]
+    return out, norms
+
+
+# ---------------------------------------------------------------------------
+# bit packing
+# ---------------------------------------------------------------------------
+
+
+def pack_bits(codes: Tensor, width: int) -> Tensor:
+    """Pack int64 codes (R, n) of ``width`` bits into uint8 (R, ceil(n * width / 8)), LSB first."""
+    R, n = codes.shape
+    sh = torch.arange(width, device=codes.device, dtype=torch.int64)
+    bits = ((codes.unsqueeze(-1) >> sh) & 1).reshape(R, n * width)
+    nb = -(-n * width // 8)
+    bits = F.pad(bits, (0, nb * 8 - n * width)).reshape(R, nb, 8)
+    w8 = torch.arange(8, device=codes.device, dtype=torch.int64)
+    return (bits << w8).sum(-1).to(torch.uint8)
+
+
+def unpack_bits(packed: Tensor, n: int, width: int) -> Tensor:
+    """Inverse of :func:`pack_bits`: int64 codes (R, n)."""
+    R = packed.shape[0]
+    w8 = torch.arange(8, device=packed.device, dtype=torch.int64)
+    bits = ((packed.to(torch.int64).unsqueeze(-1) >> w8) & 1).reshape(R, -1)[:, : n * width]
+    sh = torch.arange(width, device=packed.device, dtype=torch.int64)
+    return (bits.reshape(R, n, width) << sh).sum(-1)
+
+

@@ -1,0 +1,338 @@
+"""The quantization methods of :mod:`torch_ext.quantize`: one codec class per method.
+
+A codec codes *normalised* blocks of weights (a block of ``block`` consecutive
+weights of a row divided by its scale) as integers below ``size``, and decodes
+them, with numpy and leechlib when encoding and with torch only when decoding.
+Each method of :func:`~torch_ext.quantize.quantize_model` is one subclass of
+:class:`Codec`, registered under its name by :func:`register`;
+:data:`METHODS` lists them in registration order, and :func:`get_codec` builds
+the codec of a method.  Adding a method is adding one class here.
+
+The interface (every attribute and method is used by the layer, the scale fit or
+save/load; nothing else switches on the method name):
+
+``name``
+    The method string (class attribute; the registry key).
+``Codec(bits, params=None)``
+    Checks ``bits`` and chooses the codebook; ``params`` (JSON-able, stored in the
+    layer config) pins it, so that a saved layer is rebuilt with the same codebook
+    even if leechlib's defaults change.  Sets ``bits``, ``block`` (weights per
+    code), ``size`` (codewords) and ``params``; ``code_bits`` is the stored width
+    of a code, ``ceil(log2(size))``.
+``quantizer(gains=None)``
+    The leechlib quantizer of the normalised blocks (scale 1; ``None`` if there is
+    none), its tables built once per process.
+``initial_scales(blocks, layout, rms)``
+    Method-specific starting scales, or ``None``: start from the RMS of each scale
+    group and :meth:`~Codec.fit` the codebook.
+``fit(x, max_points, workers)``
+    Fit the codebook to normalised blocks; returns ``(alpha, gains)``: a factor for
+    the scales and the gain levels (or ``None``).
+``encode(x, gains, workers)`` / ``decode(x, gains)``
+    Normalised blocks ``(n, block)`` to int64 codes ``(n,)`` and back (numpy).
+``decode_torch(codes, gains, dtype)``
+    The same decoding with torch operations only, on the device of ``codes``.
+``initial_gains(device)``
+    The ``gains`` buffer of an empty layer, or ``None`` if the method has none.
+
+Examples
+--------
+>>> from torch_ext.quantize.codecs import METHODS, get_codec
+>>> METHODS
+('leech-shape-gain', 'leech-ball', 'e8', 'rtn')
+>>> c = get_codec("e8", 2)
+>>> c.block, c.size, c.code_bits, c.params
+(8, 56881, 16, {'max_norm': 10})
+>>> get_codec("rtn", 3).size
+8
+>>> get_codec("gptq", 2)
+Traceback (most recent call last):
+    ...
+ValueError: unknown quantization method 'gptq': method must be one of ('leech-shape-gain', 'leech-ball', 'e8', 'rtn')
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import numbers
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._validation import check_int, subsample
+from ._unrank import ball_points, e8_table, shell_union_points
+from .scales import _rtn_scales
+
+__all__ = ["Codec", "register", "get_codec", "check_method", "METHODS"]
+
+_SQRT8 = math.sqrt(8.0)
+#: blocks the E8 fit uses by default: E8Quantizer.fit searches overloaded points by
+#: brute force over the ball, so 2000 blocks (not 4000) keep it to seconds per layer
+_E8_FIT_POINTS = 2000
+#: batches smaller than this are encoded on one thread (starting Numba's thread
+#: pool costs milliseconds per call, more than such a batch takes)
+_MIN_PARALLEL = 2048
+
+_REGISTRY: dict = {}
+
+
+def _workers(n: int, workers):
+    return workers if n >= _MIN_PARALLEL else None
+
+
+def register(cls):
+    """Class decorator: register a :class:`Codec` subclass under its ``name``."""
+    name = getattr(cls, "name", None)
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        raise TypeError(f"only Codec subclasses can be registered, got {cls!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"codec {cls.__name__} has no method name")
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} is already registered ({_REGISTRY[name].__name__})")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def check_method(method) -> str:
+    """``method`` if it is a registered method name; ``ValueError`` otherwise."""
+    if not isinstance(method, str) or method not in _REGISTRY:
+        raise ValueError(f"unknown quantization method {method!r}: method must be one of "
+                         f"{tuple(_REGISTRY)}")
+    return method
+
+
+def get_codec(method: str, bits, params: dict | None = None) -> "Codec":
+    """The codec of ``method`` at ``bits`` per weight (``params``: a stored codebook)."""
+    return _REGISTRY[check_method(method)](bits, params)
+
+
+@functools.lru_cache(maxsize=16)
+def _prototype(cls, bits, params_json: str):
+    """One leechlib quantizer per codebook (scale 1), its tables built."""
+    q = cls(bits, json.loads(params_json))._build()
+    return None if q is None else q.prepare()
+
+
+class Codec:
+    """Base class of the codecs; see the module docstring for the interface."""
+
+    name = ""
+
+    def __init__(self, bits, params: dict | None = None):
+        raise NotImplementedError
+
+    @property
+    def code_bits(self) -> int:
+        """Bits of one stored code."""
+        return max(1, math.ceil(math.log2(self.size)))
+
+    def _build(self):
+        """A new leechlib quantizer of this codebook (scale 1), or None."""
+        return None
+
+    def quantizer(self, gains=None):
+        """The leechlib quantizer of the normalised blocks (scale 1; None if none).
+
+        A shallow copy of one cached instance per codebook, so that the codebook
+        tables are built once per process.
+        """
+        proto = _prototype(type(self), self.bits, json.dumps(self.params, sort_keys=True))
+        if proto is None:
+            return None
+        q = copy.copy(proto)
+        if gains is not None:
+            q.gains = np.asarray(gains, dtype=np.float64)
+        return q
+
+    def initial_scales(self, blocks: np.ndarray, layout, rms: np.ndarray):
+        """Starting scales (``layout.scale_shape``), or None: the RMS and :meth:`fit`."""
+        return None
+
+    def fit(self, x: np.ndarray, max_points, workers):
+        """Fit the codebook to normalised blocks ``x`` (n, block); returns (alpha, gains)."""
+        return 1.0, None
+
+    def encode(self, x: np.ndarray, gains, workers) -> np.ndarray:
+        """Codes (int64, n) of normalised blocks ``x`` (n, block)."""
+        raise NotImplementedError
+
+    def decode(self, codes: np.ndarray, gains) -> np.ndarray:
+        """Normalised blocks (n, block) of codes (leechlib's decoders)."""
+        return self.quantizer(gains).decode(codes)
+
+    def decode_torch(self, codes: Tensor, gains: Tensor | None, dtype) -> Tensor:
+        """Normalised blocks (n, block) of int64 codes, with torch operations only."""
+        raise NotImplementedError
+
+    def initial_gains(self, device) -> Tensor | None:
+        """The ``gains`` buffer of an empty layer (None: the method has no gains)."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(bits={self.bits!r}, params={self.params!r})"
+
+
+@register
+class ShapeGainCodec(Codec):
+    r""":class:`~leechlib.quantizers.ShapeGainQuantizer`: a direction of a shell of
+    :math:`\Lambda_{24}` times one of a few gains (24 weights a code)."""
+
+    name = "leech-shape-gain"
+
+    def __init__(self, bits, params: dict | None = None):
+        from leechlib.quantizers import ShapeGainQuantizer
+
+        p = dict(params or {})
+        self.bits = bits
+        q = ShapeGainQuantizer(bits, shells=p.get("shells"), gain_levels=p.get("gain_levels"))
+        self.block, self.size = 24, int(q.shape_size) * int(q.gain_levels)
+        self.params = {"shells": [int(m) for m in q.shells], "gain_levels": int(q.gain_levels)}
+
+    def _build(self):
+        from leechlib.quantizers import ShapeGainQuantizer
+
+        return ShapeGainQuantizer(self.bits, shells=self.params["shells"],
+                                  gain_levels=self.params["gain_levels"])
+
+    def fit(self, x, max_points, workers):
+        kw = {} if max_points is None else {"max_points": int(max_points)}
+        n = min(len(x), kw.get("max_points", 20000))
+        q = self.quantizer().fit(x, workers=_workers(n, workers), **kw)
+        return 1.0, np.asarray(q.gains, dtype=np.float64)
+
+    def encode(self, x, gains, workers):
+        q = self.quantizer(gains)
+        return q.pack(q.encode(x, workers=_workers(len(x), workers)))
+
+    def decode(self, codes, gains):
+        q = self.quantizer(gains)
+        return q.decode(q.unpack(codes))
+
+    def decode_torch(self, codes, gains, dtype):
+        K = self.params["gain_levels"]
+        shape, g = codes // K, codes % K
+        v, norms = shell_union_points(shape, tuple(self.params["shells"]))
+        return v.to(dtype) * (gains.to(dtype)[g] / torch.sqrt(norms.to(dtype) * 8.0)).unsqueeze(-1)
+
+    def initial_gains(self, device):
+        return torch.linspace(0.5, 1.5, self.params["gain_levels"], device=device) * 4.8
+
+
+@register
+class BallCodec(Codec):
+    """:class:`~leechlib.quantizers.BallQuantizer`: the nearest Leech lattice point of
+    norm at most ``max_norm`` (24 weights a code)."""
+
+    name = "leech-ball"
+
+    def __init__(self, bits, params: dict | None = None):
+        from leechlib.quantizers import BallQuantizer
+
+        p = dict(params or {})
+        self.bits = bits
+        q = BallQuantizer(bits, scale=1.0, max_norm=p.get("max_norm"))
+        self.block, self.size = 24, int(q.size)
+        self.params = {"max_norm": int(q.max_norm)}
+
+    def _build(self):
+        from leechlib.quantizers import BallQuantizer
+
+        return BallQuantizer(self.bits, scale=1.0, max_norm=self.params["max_norm"])
+
+    def fit(self, x, max_points, workers):
+        kw = {} if max_points is None else {"max_points": int(max_points)}
+        n = min(len(x), kw.get("max_points", 4000))
+        q = self.quantizer().fit(x, workers=_workers(n, workers), **kw)
+        return float(q.scale), None
+
+    def encode(self, x, gains, workers):
+        return self.quantizer().encode(x, workers=_workers(len(x), workers))
+
+    def decode_torch(self, codes, gains, dtype):
+        return ball_points(codes, self.params["max_norm"]).to(dtype) / _SQRT8
+
+
+def _e8_ball_size(max_norm: int) -> int:
+    """Points of E8 of squared norm <= max_norm: 1 + sum_k 240 sigma_3(k), 2k <= max_norm."""
+    total = 1
+    for k in range(1, max_norm // 2 + 1):
+        total += 240 * sum(d**3 for d in range(1, k + 1) if k % d == 0)
+    return total
+
+
+@register
+class E8Codec(Codec):
+    """:class:`~leechlib.baselines.E8Quantizer`: the :math:`E_8` ball of the largest
+    even norm whose size fits ``8 * bits`` bits (8 weights a code)."""
+
+    name = "e8"
+
+    def __init__(self, bits, params: dict | None = None):
+        p = dict(params or {})
+        self.bits = bits
+        if isinstance(bits, bool) or not isinstance(bits, numbers.Real) or not math.isfinite(bits):
+            raise TypeError(f"bits must be a finite real number, got {bits!r}")
+        m = p.get("max_norm")
+        if m is None:  # ball sizes from the theta series, no enumeration
+            m = 0
+            for n in range(2, 17, 2):
+                if math.log2(_e8_ball_size(n)) <= 8.0 * float(bits) + 1e-12:
+                    m = n
+            if m == 0:
+                raise ValueError(f"bits={bits!r} is too small for the E8 ball of norm 2 "
+                                 f"({math.log2(241) / 8:.3f} bits per weight)")
+        m = check_int(m, "max_norm", 2, 16)
+        self.block, self.size = 8, _e8_ball_size(m)
+        self.params = {"max_norm": m}
+
+    def _build(self):
+        from leechlib.baselines import E8Quantizer
+
+        return E8Quantizer(self.params["max_norm"])
+
+    def fit(self, x, max_points, workers):
+        n = _E8_FIT_POINTS if max_points is None else int(max_points)
+        q = self.quantizer().fit(subsample(x, n), max_points=n)
+        return float(q.scale), None
+
+    def encode(self, x, gains, workers):
+        return self.quantizer().encode(x).astype(np.int64)
+
+    def decode_torch(self, codes, gains, dtype):
+        return e8_table(self.params["max_norm"], codes.device, dtype)[codes]
+
+
+@register
+class RtnCodec(Codec):
+    """Round to nearest: the uniform levels ``k - (L - 1) / 2``, ``k < L = 2**bits``
+    (one weight a code), with MSE-optimal starting scales."""
+
+    name = "rtn"
+
+    def __init__(self, bits, params: dict | None = None):
+        if isinstance(bits, (float, np.floating)) and float(bits).is_integer():
+            bits = int(bits)
+        self.bits = check_int(bits, "bits", 1, 8)
+        self.block, self.size = 1, 1 << self.bits
+        self.params = {"levels": 1 << self.bits}
+
+    def initial_scales(self, blocks, layout, rms):
+        return _rtn_scales(blocks, layout, rms, self.size)
+
+    def encode(self, x, gains, workers):
+        L = self.size
+        return np.clip(np.floor(x[:, 0] + L / 2.0), 0, L - 1).astype(np.int64)
+
+    def decode(self, codes, gains):
+        return (codes.astype(np.float64) - (self.size - 1) / 2.0)[:, None]
+
+    def decode_torch(self, codes, gains, dtype):
+        return (codes.to(dtype) - (self.size - 1) / 2.0).unsqueeze(-1)
+
+
+#: quantization methods of :func:`~torch_ext.quantize.quantize_model` (the registered codecs)
+METHODS = tuple(_REGISTRY)

@@ -1,0 +1,127 @@
+"""Save and load quantized models: one safetensors file, no pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from torch import nn
+
+from .apply import _set_module
+from .layer import LeechQuantizedLinear
+
+__all__ = ["save_quantized", "load_quantized", "QUANTIZED_FORMAT"]
+
+#: ``checkpoint`` metadata value of files written by :func:`save_quantized`
+QUANTIZED_FORMAT = "torch_ext.quantized/1"
+
+
+def save_quantized(model: nn.Module, path) -> None:
+    """Write a quantized model to one safetensors file (no pickle).
+
+    The state dict (packed codes, scales, gains, and every other tensor) plus JSON
+    metadata: the config of each quantized layer and, for a
+    :class:`~torch_ext.model.LilaTransformer`, the model config, so that
+    :func:`load_quantized` can rebuild it.
+
+    Examples
+    --------
+    >>> import os, tempfile, torch
+    >>> from torch import nn
+    >>> from torch_ext.quantize import quantize_model, save_quantized, load_quantized
+    >>> net = quantize_model(nn.Sequential(nn.Linear(24, 4)), method="rtn")
+    >>> path = os.path.join(tempfile.mkdtemp(), "q.safetensors")
+    >>> save_quantized(net, path)
+    >>> net2 = load_quantized(path, model=nn.Sequential(nn.Linear(24, 4)))
+    >>> x = torch.randn(2, 24)
+    >>> torch.equal(net(x), net2(x))
+    True
+    """
+    from safetensors.torch import save_file
+
+    layers = {n: m.config for n, m in model.named_modules() if isinstance(m, LeechQuantizedLinear)}
+    state = {}
+    seen: dict = {}
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu").contiguous()
+        key = (t.data_ptr(), t.dtype, tuple(t.shape))
+        state[k] = t.clone() if key in seen else t
+        seen[key] = k
+    meta = {"format": "pt", "checkpoint": QUANTIZED_FORMAT, "quantized_layers": json.dumps(layers)}
+    cfg = getattr(model, "config", None)
+    from ..model import LilaConfig, LilaTransformer
+
+    if isinstance(model, LilaTransformer) and isinstance(cfg, LilaConfig):
+        meta["lila_config"] = json.dumps(cfg.to_dict())
+    save_file(state, os.fspath(path), metadata=meta)
+
+
+def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> nn.Module:
+    """Rebuild a model written by :func:`save_quantized`.
+
+    Parameters
+    ----------
+    path : str or Path
+    model : torch.nn.Module, optional
+        A float model of the same architecture to load into (its ``nn.Linear``
+        layers named in the file are replaced).  Default: rebuild the
+        :class:`~torch_ext.model.LilaTransformer` from the stored config.
+    map_location : str or torch.device
+
+    Raises
+    ------
+    ValueError
+        Not a quantized checkpoint, a mismatch with ``model``, codes beyond the
+        codebook, or non-finite values (messages name the layer or tensor).
+    """
+    from ..model import read_safetensors
+
+    p = os.fspath(path)
+    meta, tensors = read_safetensors(p, what="quantized checkpoint")
+    if meta.get("checkpoint") != QUANTIZED_FORMAT or "quantized_layers" not in meta:
+        raise ValueError(f"{p} is not a quantized checkpoint (format {meta.get('checkpoint')!r})")
+    try:
+        layers = json.loads(meta["quantized_layers"])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: quantized layer metadata is not valid JSON: {exc}") from None
+    if model is None:
+        if "lila_config" not in meta:
+            raise ValueError(f"{p} holds no LILA config: pass model= (a float model of the same "
+                             "architecture)")
+        from ..model import LilaConfig, LilaTransformer
+
+        try:
+            model = LilaTransformer(LilaConfig.from_dict(json.loads(meta["lila_config"])))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{p}: invalid stored LILA config: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, cfg in layers.items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{p}: quantized layer {name!r} is not in the model") from None
+        if not isinstance(old, (nn.Linear, LeechQuantizedLinear)):
+            raise ValueError(f"{p}: {name!r} is a {type(old).__name__}, not a linear layer")
+        if (old.in_features, old.out_features) != (cfg.get("in_features"), cfg.get("out_features")):
+            raise ValueError(f"{p}: layer {name!r} is {old.out_features}x{old.in_features} in the "
+                             f"model but {cfg.get('out_features')}x{cfg.get('in_features')} in the file")
+        _set_module(model, name, LeechQuantizedLinear.from_config(cfg, name=name))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{p} does not match the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(expected[k].shape) or v.dtype != expected[k].dtype:
+            raise ValueError(f"{p}: tensor {k!r} is {v.dtype} {tuple(v.shape)}, expected "
+                             f"{expected[k].dtype} {tuple(expected[k].shape)}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{p}: tensor {k!r} contains NaN or inf")
+    model.load_state_dict(tensors, strict=True)
+    for m in model.modules():
+        if isinstance(m, LeechQuantizedLinear):
+            m.validate()
+    return model.to(map_location)
