@@ -259,11 +259,6 @@ def _package(module: str) -> str:
 LAZY_CYCLES = pytest.mark.xfail(strict=True, reason=(
     "issue 11: golay <-> decode (leechlib/golay.py:448 imports decode._golay_decode_soft), "
     "train <-> evaluate (torch_ext/train.py:563, evaluate.py:441; train imports evaluate._finish)"))
-PRIVATE_NAMES = pytest.mark.xfail(strict=True, reason=(
-    "issue 11: torch_ext/quantize.py:402 imports leechlib.codebook._tables"))
-PRIVATE_ATTRIBUTES = pytest.mark.xfail(strict=True, reason=(
-    "issue 11: torch_ext/quantize.py:353, 359, 364 read q._int_codebook, q._codebooks, "
-    "q._lookup of leechlib quantizers"))
 EXEC = pytest.mark.xfail(strict=True, reason=(
     "issue 11: leechlib/_kernels/cuda.py:135, 138 exec the CPU kernel's edited source"))
 #: library files over MAX_LINES lines on main, to be split by concept (issue 11)
@@ -272,7 +267,6 @@ LONG_FILES = {
     "leechlib/lattice.py": "over 600 lines",
     "leechlib/quantizers.py": "one quantizer protocol, shared validation",
     "leechlib/_kernels/leech.py": "over 600 lines",
-    "torch_ext/quantize.py": "codecs, unranking and bit packing, scale fitting, layer, I/O",
 }
 
 
@@ -367,7 +361,6 @@ def test_torch_ext_imports_no_private_leechlib_module():
         + "; ".join(bad)
 
 
-@PRIVATE_NAMES
 def test_torch_ext_imports_no_private_leechlib_name():
     bad = [f"{i.where()} imports {i.target}.{n}" for i in _cross_imports("torch_ext", "leechlib")
            for n in i.names if _is_private(n)]
@@ -375,7 +368,6 @@ def test_torch_ext_imports_no_private_leechlib_name():
         + "; ".join(bad)
 
 
-@PRIVATE_ATTRIBUTES
 def test_torch_ext_reads_no_private_leechlib_attribute():
     """A private attribute that leechlib defines and torch_ext does not, read on anything
     but ``self``/``cls``: a reach into a leechlib object's internals."""
