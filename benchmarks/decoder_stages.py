@@ -68,7 +68,7 @@ def main(argv=None):
     import numba
 
     from leechlib._kernels import leech
-    from leechlib.decode import _tables
+    from leechlib._mog import kernel_tables as _tables
 
     numba.set_num_threads(1)
     src = open(leech.__file__).read()

@@ -42,12 +42,12 @@ rejected: the lattice spacing is then near the float64 resolution.
 
 from __future__ import annotations
 
-import functools
 import numbers
 
 import numpy as np
 
 from ._jit import num_threads
+from ._mog import kernel_tables as _tables
 from ._validation import as_real_points, check_coords
 
 __all__ = [
@@ -58,27 +58,6 @@ __all__ = [
 ]
 
 _SQRT8 = float(np.sqrt(8.0))
-
-
-@functools.lru_cache(maxsize=None)
-def _tables():
-    from .golay import GolayCode, column_pattern, hexacode_words
-
-    code = GolayCode()
-    hexa = hexacode_words().astype(np.int64)
-    cols = np.arange(6, dtype=np.int64)
-    t = {
-        "pat": column_pattern().astype(np.int64).ravel(),
-        "hexa": hexa.ravel().copy(),
-        "hoff_leech": (16 * cols + 4 * hexa).ravel(),
-        "hoff_golay": (8 * cols + 2 * hexa).ravel(),
-        "octads": code.octads().astype(np.int64).ravel(),
-        "info": np.asarray(code.information_set, dtype=np.int64),
-        "codeword_ints": np.sort(code.codeword_ints()),
-    }
-    for v in t.values():
-        v.flags.writeable = False
-    return t
 
 
 def _kernels():
@@ -394,20 +373,3 @@ def nearest_minimal_vector(x, *, coords="unit", workers=None, return_index=False
     if return_index:
         return v, idx.reshape(shape)
     return v
-
-
-def _golay_decode_soft(r, workers=None) -> np.ndarray:
-    """Soft-decision ML Golay decoding of validated reliabilities ``r`` (..., 24).
-
-    Returns (..., 24) uint8 codewords maximising sum (-1)^{c_i} r_i; an empty batch
-    gives an empty result.  Used by :meth:`leechlib.golay.GolayCode.decode_soft`.
-    """
-    arr = np.asarray(r)
-    shape = arr.shape[:-1]
-    rr = np.array(arr, dtype=np.float64, order="C", copy=True).reshape(-1, 24)
-    out = np.zeros(rr.shape, dtype=np.uint8)
-    if rr.shape[0]:
-        t = _tables()
-        with num_threads(workers):
-            _kernels().golay_soft(rr, t["pat"], t["hoff_golay"], out)
-    return out.reshape(shape + (24,))

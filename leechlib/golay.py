@@ -13,6 +13,8 @@ Conventions (Conway & Sloane, *SPLAG*, Fig. 4.12):
 Everything here is derived from that rule; nothing is pasted.  Words are numpy
 arrays of 0/1 (``uint8``) with the 24 coordinates on the last axis; internally
 they are also packed into Python/numpy integers with bit ``i`` = coordinate ``i``.
+The tables (GF(4), the hexacode, the column patterns, the codewords and octads) are
+built once per process in :mod:`leechlib._mog`, which the decoders share.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _mog
+from ._mog import GF4_MUL, column_pattern, hexacode_words
+from ._mog import pack as _pack
+from ._mog import popcount as _popcount
+from ._mog import readonly as _readonly
+from ._mog import rref_gf2 as _rref_gf2
+from ._mog import unpack as _unpack
 from ._validation import as_binary, as_real_points, as_rng
 
 __all__ = [
@@ -36,74 +45,6 @@ __all__ = [
     "find_isomorphism",
     "quadratic_residue_code",
 ]
-
-#: Multiplication table of GF(4) in the encoding 0, 1, ω = 2, ω̄ = 3 (addition is XOR).
-GF4_MUL = np.array(
-    [[0, 0, 0, 0], [0, 1, 2, 3], [0, 2, 3, 1], [0, 3, 1, 2]], dtype=np.uint8
-)
-GF4_MUL.flags.writeable = False
-
-_WEIGHTS = np.unpackbits(
-    np.arange(1 << 12, dtype=">u2").view(np.uint8).reshape(-1, 2), axis=1
-).sum(axis=1, dtype=np.uint8)  # popcount of 0..4095
-
-
-def _popcount(a: np.ndarray) -> np.ndarray:
-    """Number of set bits of each integer (< 2**24) of ``a``."""
-    a = np.asarray(a, dtype=np.int64)
-    return (_WEIGHTS[a & 0xFFF] + _WEIGHTS[(a >> 12) & 0xFFF]).astype(np.int64)
-
-
-def _pack(words: np.ndarray) -> np.ndarray:
-    """(..., n) 0/1 array -> (...,) int64 with bit i = coordinate i."""
-    n = words.shape[-1]
-    return (words.astype(np.int64) << np.arange(n, dtype=np.int64)).sum(axis=-1)
-
-
-def _unpack(ints: np.ndarray, n: int = 24) -> np.ndarray:
-    """(...,) integers -> (..., n) uint8 bits, bit i = coordinate i."""
-    ints = np.asarray(ints, dtype=np.int64)
-    return ((ints[..., None] >> np.arange(n, dtype=np.int64)) & 1).astype(np.uint8)
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
-@functools.lru_cache(maxsize=None)
-def hexacode_words() -> np.ndarray:
-    r"""The 64 words of the hexacode, a [6, 3, 4] code over GF(4).
-
-    Word number ``16*a + 4*b + c`` is
-    :math:`(a, b, c, \varphi(1), \varphi(\omega), \varphi(\bar\omega))` with
-    :math:`\varphi(x) = a x^2 + b x + c`, symbols encoded 0, 1, ω = 2, ω̄ = 3.
-
-    Returns
-    -------
-    numpy.ndarray
-        Read-only ``(64, 6)`` uint8 array.
-
-    Examples
-    --------
-    >>> from leechlib.golay import hexacode_words
-    >>> H = hexacode_words()
-    >>> H.shape
-    (64, 6)
-    >>> H[1]          # a = b = 0, c = 1: the constant polynomial 1
-    array([0, 0, 1, 1, 1, 1], dtype=uint8)
-    >>> import numpy as np
-    >>> np.bincount((H != 0).sum(axis=1), minlength=7).tolist()
-    [1, 0, 0, 0, 45, 0, 18]
-    """
-    words = np.zeros((64, 6), dtype=np.uint8)
-    for a, b, c in itertools.product(range(4), repeat=3):
-        row = [a, b, c]
-        for x in (1, 2, 3):
-            x2 = GF4_MUL[x, x]
-            row.append(int(GF4_MUL[a, x2]) ^ int(GF4_MUL[b, x]) ^ c)
-        words[16 * a + 4 * b + c] = row
-    return _readonly(words)
 
 
 def mog_position(i):
@@ -136,84 +77,6 @@ def mog_index(column, row):
     if not 0 <= row < 4:
         raise ValueError(f"row must be in [0, 4), got {row}")
     return 4 * column + row
-
-
-@functools.lru_cache(maxsize=None)
-def column_pattern() -> np.ndarray:
-    """The unique MOG column pattern with a given score, parity and top bit.
-
-    ``column_pattern()[s, p, t]`` is the 4-bit pattern (bit ``r`` = row ``r``) whose
-    score (XOR of the labels of its set rows) is ``s``, whose parity is ``p`` and
-    whose top bit (row 0) is ``t``.  This is the fact behind the structured Golay
-    and Leech decoders: a codeword is a hexacode word, a parity and six top bits
-    whose sum has that parity.
-
-    Returns
-    -------
-    numpy.ndarray
-        Read-only ``(4, 2, 2)`` uint8 array.
-
-    Examples
-    --------
-    >>> from leechlib.golay import column_pattern
-    >>> int(column_pattern()[0, 0, 0]), int(column_pattern()[0, 1, 1])
-    (0, 1)
-    """
-    table = np.full((4, 2, 2), 255, dtype=np.uint8)
-    for pat in range(16):
-        s = 0
-        for r in range(4):
-            if pat >> r & 1:
-                s ^= r
-        table[s, bin(pat).count("1") & 1, pat & 1] = pat
-    if (table == 255).any():  # pragma: no cover - a property of GF(4)
-        raise RuntimeError("column patterns are not unique")
-    return _readonly(table)
-
-
-@functools.lru_cache(maxsize=None)
-def _codeword_ints_mog() -> np.ndarray:
-    """All 4096 codewords as packed ints, built from the MOG rule, sorted."""
-    pat = column_pattern()
-    hexa = hexacode_words()
-    out = []
-    for h in hexa:
-        for p in (0, 1):
-            for tops in itertools.product((0, 1), repeat=6):
-                if sum(tops) % 2 != p:
-                    continue
-                w = 0
-                for j in range(6):
-                    w |= int(pat[h[j], p, tops[j]]) << (4 * j)
-                out.append(w)
-    return np.array(sorted(out), dtype=np.int64)
-
-
-def _rref_gf2(rows: np.ndarray):
-    """Reduced row-echelon form over GF(2); returns (matrix, pivot columns)."""
-    m = rows.copy() % 2
-    pivots = []
-    r = 0
-    for c in range(m.shape[1]):
-        nz = np.nonzero(m[r:, c])[0]
-        if nz.size == 0:
-            continue
-        k = r + nz[0]
-        m[[r, k]] = m[[k, r]]
-        others = np.nonzero(m[:, c])[0]
-        others = others[others != r]
-        m[others] ^= m[r]
-        pivots.append(c)
-        r += 1
-        if r == m.shape[0]:
-            break
-    return m[:r], pivots
-
-
-def _basis_from_ints(ints: np.ndarray) -> np.ndarray:
-    words = _unpack(ints)
-    g, _ = _rref_gf2(words)
-    return g
 
 
 class DecodeResult(NamedTuple):
@@ -272,18 +135,10 @@ class GolayCode:
     d = 8
 
     def __init__(self):
-        ints = _codeword_ints_mog()
-        self._from_codeword_ints(ints)
-
-    def _from_codeword_ints(self, ints: np.ndarray) -> None:
-        g, pivots = _rref_gf2(_unpack(ints))
-        if g.shape[0] != 12:  # pragma: no cover - guarded by tests
-            raise RuntimeError("codeword set does not span a 12-dimensional code")
-        self._G = _readonly(g.astype(np.uint8))
+        # the tables are built once per process (leechlib._mog), not per instance
+        self._G, self._info = _mog.generator()
         self._H = self._G  # self-dual
-        self._info = _readonly(np.array(pivots, dtype=np.intp))
-        self._syndrome_cols = _pack(self._H.T)  # (24,) ints, syndrome of e_i
-        self._table = None
+        self._syndrome_cols = _syndrome_columns()  # (24,) ints, syndrome of e_i
 
     # ------------------------------------------------------------------ matrices
     @property
@@ -363,24 +218,6 @@ class GolayCode:
         return ~self.detect(words)
 
     # -------------------------------------------------------------------- decode
-    def _decode_table(self) -> np.ndarray:
-        """Syndrome (0..4095) -> error pattern int of weight <= 3, or -1."""
-        if self._table is None:
-            table = np.full(4096, -1, dtype=np.int64)
-            cols = self._syndrome_cols
-            for w in range(4):
-                for pos in itertools.combinations(range(24), w):
-                    s = 0
-                    e = 0
-                    for i in pos:
-                        s ^= int(cols[i])
-                        e |= 1 << i
-                    if table[s] != -1:  # pragma: no cover - would contradict d = 8
-                        raise RuntimeError("coset leaders of weight <= 3 are not unique")
-                    table[s] = e
-            self._table = _readonly(table)
-        return self._table
-
     def decode(self, words) -> DecodeResult:
         """Hard-decision decoding: correct up to 3 errors, detect 4.
 
@@ -405,7 +242,7 @@ class GolayCode:
         -1
         """
         w = as_binary(words, "words", 24, allow_empty=True)
-        table = self._decode_table()
+        table = _decode_table()
         e = table[self._syndrome_ints(w)]
         ok = e >= 0
         err_bits = _unpack(np.where(ok, e, 0))
@@ -445,10 +282,8 @@ class GolayCode:
         >>> bool((code.decode_soft(r) == c).all())
         True
         """
-        from .decode import _golay_decode_soft
-
         r = as_real_points(reliabilities, "reliabilities", 24, allow_empty=True)
-        return _golay_decode_soft(r, workers=workers)
+        return _mog.golay_decode_soft(r, workers=workers)
 
     # ----------------------------------------------------------------- structure
     def codewords(self) -> np.ndarray:
@@ -462,16 +297,11 @@ class GolayCode:
         >>> GolayCode().codewords().shape
         (4096, 24)
         """
-        if not hasattr(self, "_codewords"):
-            msgs = _unpack(np.arange(4096), 12)
-            self._codewords = _readonly(self.encode(msgs))
-        return self._codewords
+        return _mog.codewords()
 
     def codeword_ints(self) -> np.ndarray:
         """The codewords of :meth:`codewords` packed as ints (bit ``i`` = coordinate ``i``)."""
-        if not hasattr(self, "_codeword_ints"):
-            self._codeword_ints = _readonly(_pack(self.codewords()))
-        return self._codeword_ints
+        return _mog.codeword_ints()
 
     def weight_enumerator(self) -> np.ndarray:
         """Number of codewords of each weight 0..24, a length-25 int64 array.
@@ -497,13 +327,7 @@ class GolayCode:
         >>> o.shape
         (759, 8)
         """
-        if not hasattr(self, "_octads"):
-            cw = self.codewords()
-            oct_words = cw[cw.sum(axis=1) == 8]
-            sets = np.array([np.nonzero(w)[0] for w in oct_words], dtype=np.int8)
-            order = np.lexsort(sets.T[::-1])
-            self._octads = _readonly(sets[order])
-        return self._octads
+        return _mog.octads()
 
     def sextets(self) -> np.ndarray:
         """The 1771 sextets, ``(1771, 6, 4)`` int8.
@@ -521,26 +345,7 @@ class GolayCode:
         >>> s[0].tolist()[0]              # the standard sextet: the MOG columns
         [0, 1, 2, 3]
         """
-        if not hasattr(self, "_sextets"):
-            ints = self.codeword_ints()
-            oct_masks = ints[_popcount(ints) == 8]
-            out = []
-            for rest in itertools.combinations(range(1, 24), 3):
-                t0 = (0,) + rest
-                tmask = sum(1 << i for i in t0)
-                tetrads = [t0]
-                used = tmask
-                for p in range(24):
-                    if used >> p & 1:
-                        continue
-                    s5 = tmask | (1 << p)
-                    o = int(oct_masks[(oct_masks & s5) == s5][0])
-                    t = o & ~tmask
-                    tetrads.append(tuple(i for i in range(24) if t >> i & 1))
-                    used |= t
-                out.append(sorted(tetrads))
-            self._sextets = _readonly(np.array(out, dtype=np.int8))
-        return self._sextets
+        return _sextets()
 
     # -------------------------------------------------------------- automorphisms
     def is_automorphism(self, perm) -> bool:
@@ -613,6 +418,54 @@ class GolayCode:
             keys = sorted(transversal)
             perm = transversal[keys[int(gen.integers(len(keys)))]] * perm
         return np.array(perm.array_form, dtype=np.intp)
+
+
+@functools.lru_cache(maxsize=None)
+def _syndrome_columns() -> np.ndarray:
+    """(24,) int64: the packed syndrome ``H e_i`` of each coordinate."""
+    g, _ = _mog.generator()
+    return _readonly(_pack(g.T))
+
+
+@functools.lru_cache(maxsize=None)
+def _decode_table() -> np.ndarray:
+    """Syndrome (0..4095) -> error pattern int of weight <= 3, or -1."""
+    table = np.full(4096, -1, dtype=np.int64)
+    cols = _syndrome_columns()
+    for w in range(4):
+        for pos in itertools.combinations(range(24), w):
+            s = 0
+            e = 0
+            for i in pos:
+                s ^= int(cols[i])
+                e |= 1 << i
+            if table[s] != -1:  # pragma: no cover - would contradict d = 8
+                raise RuntimeError("coset leaders of weight <= 3 are not unique")
+            table[s] = e
+    return _readonly(table)
+
+
+@functools.lru_cache(maxsize=None)
+def _sextets() -> np.ndarray:
+    """The 1771 sextets of :meth:`GolayCode.sextets`."""
+    ints = _mog.codeword_ints()
+    oct_masks = ints[_popcount(ints) == 8]
+    out = []
+    for rest in itertools.combinations(range(1, 24), 3):
+        t0 = (0,) + rest
+        tmask = sum(1 << i for i in t0)
+        tetrads = [t0]
+        used = tmask
+        for p in range(24):
+            if used >> p & 1:
+                continue
+            s5 = tmask | (1 << p)
+            o = int(oct_masks[(oct_masks & s5) == s5][0])
+            t = o & ~tmask
+            tetrads.append(tuple(i for i in range(24) if t >> i & 1))
+            used |= t
+        out.append(sorted(tetrads))
+    return _readonly(np.array(out, dtype=np.int8))
 
 
 def _as_perm(perm, name: str) -> np.ndarray:

@@ -79,16 +79,14 @@ def mog_tables() -> dict:
     >>> t["hexa"].shape, t["column_pattern"].shape, t["octads"].shape
     ((64, 6), (4, 2, 2), (759, 8))
     """
-    import numpy as np
+    from . import _mog
 
-    from .golay import GolayCode, column_pattern, hexacode_words
-
-    code = GolayCode()
+    g, info = _mog.generator()
     return {
-        "hexa": np.asarray(hexacode_words()),
-        "column_pattern": np.asarray(column_pattern()),
-        "octads": np.asarray(code.octads()),
-        "information_set": np.asarray(code.information_set),
+        "hexa": _mog.hexacode_words(),
+        "column_pattern": _mog.column_pattern(),
+        "octads": _mog.octads(),
+        "information_set": info,
     }
 
 

@@ -43,6 +43,7 @@ import numbers
 import numpy as np
 
 from ._jit import num_threads
+from ._mog import kernel_tables
 from ._optimize import golden_min
 from ._validation import as_index
 from .codebook import BallCodebook, ShellCodebook
@@ -161,15 +162,9 @@ def _subsample(y, max_points):
 # ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
 def _mog_tables():
-    from .golay import column_pattern, hexacode_words
-
-    hexa = np.ascontiguousarray(hexacode_words(), dtype=np.int64).ravel()
-    pat = np.ascontiguousarray(column_pattern(), dtype=np.int64).ravel()
-    hexa.flags.writeable = False
-    pat.flags.writeable = False
-    return hexa, pat
+    t = kernel_tables()
+    return t["hexa"], t["pat"]
 
 
 @functools.lru_cache(maxsize=16)

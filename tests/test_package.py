@@ -23,11 +23,13 @@ def _run(code, env=None):
 def test_import_is_light():
     code = (
         "import sys, json, leechlib\n"
-        "from leechlib import golay, lattice, cli\n"
+        "from leechlib import _mog, golay, lattice, cli\n"
         "heavy = [m for m in ('torch', 'numba', 'scipy', 'sympy', 'networkx', 'torch_ext')"
         " if m in sys.modules]\n"
-        "built = [f.__name__ for f in (golay._codeword_ints_mog, golay.hexacode_words,"
-        " lattice._code) if f.cache_info().currsize]\n"
+        "caches = [getattr(_mog, n) for n in dir(_mog) if hasattr(getattr(_mog, n), 'cache_info')]\n"
+        "assert len(caches) >= 8, caches\n"
+        "built = [f.__name__ for f in caches + [golay._decode_table, lattice._code]"
+        " if f.cache_info().currsize]\n"
         "print(json.dumps({'heavy': heavy, 'built': built}))\n"
     )
     res = _run(code)

@@ -169,9 +169,9 @@ def _device_tables():
     key = (os.getpid(), dev_id)
     t = _TABLES.get(key)
     if t is None:
-        from ..decode import _tables
+        from .._mog import kernel_tables
 
-        host = _tables()
+        host = kernel_tables()
         t = {name: cuda.to_device(np.ascontiguousarray(host[name]))
              for name in ("pat", "hexa", "hoff_leech", "hoff_golay", "octads", "info")}
         _TABLES[key] = t
