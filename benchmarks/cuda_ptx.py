@@ -6,7 +6,8 @@ Usage (needs Numba CUDA with NVVM; no GPU or driver)::
     /tmp/cv/bin/pip install numpy numba numba-cuda nvidia-cuda-nvcc-cu12 nvidia-cuda-nvrtc-cu12
     /tmp/cv/bin/python benchmarks/cuda_ptx.py [--cc 9.0]
 
-This checks that the CPU kernels' source (``leechlib._kernels.leech``) still compiles
+This checks that the CPU kernels' functions (the factories ``make_kernels`` of
+``leechlib._kernels.leech`` and ``leechlib._kernels.minvec``) still compile
 for the CUDA target (typing and lowering, which the CUDA simulator used by the test
 suite does not check), and reports the per-thread local memory (``__local_depot``)
 that bounds occupancy on the GPU.  Device functions are compiled for the current

@@ -33,19 +33,20 @@ sys.path.insert(0, ROOT)
 
 #: (stage that ends at the marker, marker line in _leech_one)
 STAGES = [
-    ("1-2 reduce mod 8, per-coordinate costs", "    # 3. column tables per coset."),
-    ("3 column tables", "    # 4a. lower bounds T"),
-    ("4a 256 lower bounds", "    # An upper bound:"),
-    ("exact cost of the least bound", "    # 4b. exact search"),
-    ("4b pruned search", "    # 5. rebuild the point"),
+    ("1-2 reduce mod 8, per-coordinate costs", "        # 3. column tables per coset."),
+    ("3 column tables", "        # 4a. lower bounds T"),
+    ("4a 256 lower bounds", "        # An upper bound:"),
+    ("exact cost of the least bound", "        # 4b. exact search"),
+    ("4b pruned search", "        # 5. rebuild the point"),
 ]
-_KEEP = "    return m[5] + T[7] + dd[9] + cA[3] + float(g[3] + qA[2]) + zB[3] + zO[5]\n"
+# (``_leech_one`` is defined inside ``make_kernels``: its body is indented by 8)
+_KEEP = "        return m[5] + T[7] + dd[9] + cA[3] + float(g[3] + qA[2]) + zB[3] + zO[5]\n"
 #: (line, replacement) turning the kernel into a counter of priced candidates
 _COUNT = [
-    ("    be = -1\n", "    be = -1\n    npriced = 1\n"),
-    ("            tv = tv + _candidate_repair(w, lane, g, dd, hoff)\n",
-     "            npriced += 1\n            tv = tv + _candidate_repair(w, lane, g, dd, hoff)\n"),
-    ("    return dist\n", "    return float(npriced)\n"),
+    ("        be = -1\n", "        be = -1\n        npriced = 1\n"),
+    ("                tv = tv + _candidate_repair(w, lane, g, dd, hoff)\n",
+     "                npriced += 1\n                tv = tv + _candidate_repair(w, lane, g, dd, hoff)\n"),
+    ("        return dist\n", "        return float(npriced)\n"),
 ]
 
 

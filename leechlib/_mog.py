@@ -256,7 +256,7 @@ def golay_decode_soft(r, workers=None) -> np.ndarray:
     out = np.zeros(rr.shape, dtype=np.uint8)
     if rr.shape[0]:
         from ._jit import num_threads
-        from ._kernels.leech import golay_soft
+        from ._kernels.minvec import golay_soft
 
         t = kernel_tables()
         with num_threads(workers):

@@ -66,6 +66,12 @@ def _kernels():
     return leech
 
 
+def _minvec_kernels():
+    from ._kernels import minvec
+
+    return minvec
+
+
 def _check_scale(scale) -> float:
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be a positive finite real number, got {type(scale).__name__}")
@@ -364,7 +370,7 @@ def nearest_minimal_vector(x, *, coords="unit", workers=None, return_index=False
     out = np.empty_like(y)
     idx = np.empty(y.shape[0], dtype=np.int64)
     with num_threads(workers):
-        _kernels().nearest_minvec(
+        _minvec_kernels().nearest_minvec(
             y, t["pat"], t["hoff_golay"], t["octads"], t["info"], out, idx
         )
     if coords == "unit":

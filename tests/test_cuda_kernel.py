@@ -3,8 +3,8 @@
 Without a GPU it runs in Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, which must
 be set before ``numba.cuda`` is imported, hence a subprocess): the simulator executes
 the same device functions as Python, so these tests check the kernel's logic, its
-input checks and the re-use of the CPU source.  On a machine with a GPU the same
-script runs on the device (marker ``cuda``).
+input checks and the re-use of the CPU functions (the kernel factories).  On a
+machine with a GPU the same script runs on the device (marker ``cuda``).
 """
 
 import json
@@ -92,7 +92,7 @@ def _run(env_extra, n):
 
 
 def _check(res):
-    # the simulator and the GPU run the CPU kernel's own source: same points
+    # the simulator and the GPU run the CPU kernels' own functions: same points
     assert res["unit_float64"][0] == 0 and res["unit_float64"][2] == 0
     assert res["unit_float64"][1] < 1e-12
     assert res["unit_float32"][0] == 0 and res["unit_float32"][2] == 0

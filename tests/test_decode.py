@@ -477,3 +477,32 @@ def test_batch_shapes_and_workers():
     xi = rng.integers(-5, 5, size=(4, 24)).astype(np.int32)
     assert nearest_point(xi).dtype == np.float64
     assert nearest_point(xi.astype(np.float16)).dtype == np.float64
+
+
+def test_kernel_factories_are_decorator_agnostic():
+    # the CUDA kernels are the factories' functions under another jit; with the
+    # identity decorator they are plain Python and must agree with the CPU kernels
+    from leechlib._kernels import leech, minvec
+    from leechlib._mog import kernel_tables
+
+    t = kernel_tables()
+    lk = leech.make_kernels(lambda f: f)
+    mk = minvec.make_kernels(lambda f: f)
+    assert lk.leech_one is not leech._leech_one and not hasattr(lk.leech_one, "py_func")
+    y = 3.0 * np.random.default_rng(21).standard_normal((6, 24))
+    y[0] = 0.0
+    y[0, 3] = 4.0  # a deep hole: ties
+    want_p, want_d = nearest_point(y, coords="int", return_distance=True)
+    want_v, want_i = nearest_minimal_vector(y, coords="int", return_index=True)
+    for k in range(len(y)):
+        out = np.empty(24)
+        fs, js = np.zeros(leech.SCRATCH_F), np.zeros(leech.SCRATCH_I, dtype=np.int64)
+        d = lk.leech_one(y[k].copy(), out, t["pat"], t["hexa"], t["hoff_leech"], fs, js)
+        np.testing.assert_array_equal(out, want_p[k])
+        assert d == want_d[k]
+        v = np.empty(24)
+        scratch = [np.zeros(48), np.zeros(48, dtype=np.int64), np.zeros(48), np.zeros(24),
+                   np.zeros(24), np.zeros(24, dtype=np.int64), np.zeros(24), np.zeros(16)]
+        i = mk.minvec_one(y[k], t["pat"], t["hoff_golay"], t["octads"], t["info"], v, *scratch)
+        assert i == want_i[k]
+        np.testing.assert_array_equal(v, want_v[k])

@@ -1,13 +1,14 @@
-"""The exact Leech decoders on CUDA GPUs (Numba CUDA), from the same source as the CPU kernels.
+"""The exact Leech decoders on CUDA GPUs (Numba CUDA), from the same functions as the CPU kernels.
 
-The functions of :mod:`leechlib._kernels.leech` (``_leech_one``, ``_minvec_one`` and
-their helpers) are plain numeric Python.  This module executes that module's source a second time with
-the jit policy replaced by ``numba.cuda.jit(device=True)``, so the GPU runs the very
-same algorithm and tie-breaking as the CPU, one thread per point, with the scratch
-tables in thread-local arrays.  Nothing here is imported by ``import leechlib``; the
-module needs ``numba.cuda`` (the ``numba-cuda`` package with a CUDA driver, or the
-CUDA simulator ``NUMBA_ENABLE_CUDASIM=1``, which the test suite uses on machines
-without a GPU).
+The per-point functions of :mod:`leechlib._kernels.leech` and
+:mod:`leechlib._kernels.minvec` (``leech_one``, ``minvec_one`` and their helpers) come
+from kernel factories, ``make_kernels(jit)``.  :func:`kernels` calls them with
+``numba.cuda.jit(device=True)``, so the GPU runs the very same algorithm and
+tie-breaking as the CPU, one thread per point, with the scratch tables in
+thread-local arrays.  Nothing here is imported by ``import leechlib``; the module
+needs ``numba.cuda`` (the ``numba-cuda`` package with a CUDA driver, or the CUDA
+simulator ``NUMBA_ENABLE_CUDASIM=1``, which the test suite uses on machines without a
+GPU).
 
 Floating point: NVVM contracts ``a*b + c`` into fused multiply-adds, so where the
 input is rounded on its way to the integer frame, two lattice points whose distances
@@ -24,10 +25,16 @@ the lookup tables are copied once per process and device.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import types
 
 import numpy as np
+
+try:  # a module global on purpose: the CUDA simulator swaps it inside the kernels
+    from numba import cuda
+except Exception:  # pragma: no cover - numba.cuda missing or broken
+    cuda = None
 
 __all__ = ["available", "kernels", "nearest_int", "minvec_int", "THREADS_PER_BLOCK"]
 
@@ -52,9 +59,7 @@ def _numpy_compat() -> None:
 def available() -> bool:
     """True when ``numba.cuda`` can run kernels here (a GPU, or the simulator)."""
     _numpy_compat()
-    try:
-        from numba import cuda
-    except Exception:  # pragma: no cover - numba.cuda missing or broken
+    if cuda is None:  # pragma: no cover - numba.cuda missing or broken
         return False
     try:
         return bool(cuda.is_available())
@@ -62,105 +67,80 @@ def available() -> bool:
         return False
 
 
-def _device_jit(fn=None, **kwargs):
-    from numba import cuda
-
-    def wrap(f):
-        return cuda.jit(device=True)(f)
-
-    return wrap(fn) if fn is not None else wrap
-
-
-def _unused_parallel(fn=None, **kwargs):
-    """The CPU batch loops of the kernel module are not compiled for the GPU."""
-    return fn if fn is not None else (lambda f: f)
-
-
-_KERNEL_SRC = """
-import math
-from numba import cuda, float64, int64
-
-
-@cuda.jit
-def nearest_kernel(x, factor, mul, div, dmul, ddiv, pat, hexa, hoff, out, dist, bad):
-    k = cuda.grid(1)
-    if k >= x.shape[0]:
-        return
-    fs = cuda.local.array(SCRATCH_F, float64)
-    js = cuda.local.array(SCRATCH_I, int64)
-    yb = cuda.local.array(24, float64)
-    ob = cuda.local.array(24, float64)
-    ok = True
-    for i in range(24):
-        v = float64(x[k, i]) * factor
-        yb[i] = v
-        if not abs(v) < MAX_ABS:  # also NaN and inf
-            ok = False
-    if not ok:
-        bad[k] = 1
-        dist[k] = math.nan
-        return
-    bad[k] = 0
-    d = _leech_one(yb, ob, pat, hexa, hoff, fs, js)
-    for i in range(24):
-        out[k, i] = ob[i] * mul / div
-    dist[k] = d * dmul / ddiv
-
-
-@cuda.jit
-def minvec_kernel(x, pat, hoff, octads, info, out, idx):
-    k = cuda.grid(1)
-    if k >= x.shape[0]:
-        return
-    xb = cuda.local.array(24, float64)
-    ob = cuda.local.array(24, float64)
-    gm = cuda.local.array(48, float64)
-    gg = cuda.local.array(48, int64)
-    gd = cuda.local.array(48, float64)
-    sv = cuda.local.array(24, float64)
-    rr = cuda.local.array(24, float64)
-    word = cuda.local.array(24, int64)
-    ax = cuda.local.array(24, float64)
-    base = cuda.local.array(16, float64)
-    for i in range(24):
-        xb[i] = float64(x[k, i])
-    idx[k] = _minvec_one(xb, pat, hoff, octads, info, ob, gm, gg, gd, sv, rr, word, ax, base)
-    for i in range(24):
-        out[k, i] = ob[i]
-"""
+def _device_jit(fn):
+    """The jit of the device functions: ``numba.cuda.jit(device=True)``."""
+    return cuda.jit(device=True)(fn)
 
 
 @functools.lru_cache(maxsize=None)
 def kernels() -> types.SimpleNamespace:
-    """The device functions (from the CPU kernel's source) and the CUDA decoding kernel."""
-    _numpy_compat()
-    from . import leech
+    """The device functions (from the CPU kernels' factories) and the two CUDA kernels.
 
-    with open(leech.__file__) as f:
-        src = f.read()
-    marker = "from leechlib._jit import jit, pjit\n"
-    if marker not in src:  # pragma: no cover - guards a refactor of leech.py
-        raise RuntimeError("leechlib._kernels.leech no longer imports its jit policy as expected")
-    src = src.replace(marker, "")
-    ns: dict = {
-        "__name__": "leechlib._kernels._leech_cuda",
-        "jit": _device_jit,
-        "pjit": _unused_parallel,
-    }
-    exec(compile(src, leech.__file__, "exec"), ns)
-    # the kernel lives in the same namespace as the device functions it calls, with
-    # ``cuda`` a global there (the CUDA simulator swaps that global for its own module)
-    exec(compile(_KERNEL_SRC, __file__, "exec"), ns)
-    return types.SimpleNamespace(leech_one=ns["_leech_one"], nearest_kernel=ns["nearest_kernel"],
-                                 minvec_kernel=ns["minvec_kernel"])
+    Built on first use; nothing is compiled until a kernel is launched.
+    """
+    _numpy_compat()
+    from numba import float64, int64
+
+    from . import leech, minvec
+
+    leech_one = leech.make_kernels(_device_jit).leech_one
+    minvec_one = minvec.make_kernels(_device_jit).minvec_one
+    scratch_f, scratch_i, max_abs = leech.SCRATCH_F, leech.SCRATCH_I, leech.MAX_ABS
+
+    @cuda.jit
+    def nearest_kernel(x, factor, mul, div, dmul, ddiv, pat, hexa, hoff, out, dist, bad):
+        k = cuda.grid(1)
+        if k >= x.shape[0]:
+            return
+        fs = cuda.local.array(scratch_f, float64)
+        js = cuda.local.array(scratch_i, int64)
+        yb = cuda.local.array(24, float64)
+        ob = cuda.local.array(24, float64)
+        ok = True
+        for i in range(24):
+            v = float64(x[k, i]) * factor
+            yb[i] = v
+            if not abs(v) < max_abs:  # also NaN and inf
+                ok = False
+        if not ok:
+            bad[k] = 1
+            dist[k] = math.nan
+            return
+        bad[k] = 0
+        d = leech_one(yb, ob, pat, hexa, hoff, fs, js)
+        for i in range(24):
+            out[k, i] = ob[i] * mul / div
+        dist[k] = d * dmul / ddiv
+
+    @cuda.jit
+    def minvec_kernel(x, pat, hoff, octads, info, out, idx):
+        k = cuda.grid(1)
+        if k >= x.shape[0]:
+            return
+        xb = cuda.local.array(24, float64)
+        ob = cuda.local.array(24, float64)
+        gm = cuda.local.array(48, float64)
+        gg = cuda.local.array(48, int64)
+        gd = cuda.local.array(48, float64)
+        sv = cuda.local.array(24, float64)
+        rr = cuda.local.array(24, float64)
+        word = cuda.local.array(24, int64)
+        ax = cuda.local.array(24, float64)
+        base = cuda.local.array(16, float64)
+        for i in range(24):
+            xb[i] = float64(x[k, i])
+        idx[k] = minvec_one(xb, pat, hoff, octads, info, ob, gm, gg, gd, sv, rr, word, ax, base)
+        for i in range(24):
+            out[k, i] = ob[i]
+
+    return types.SimpleNamespace(leech_one=leech_one, minvec_one=minvec_one,
+                                 nearest_kernel=nearest_kernel, minvec_kernel=minvec_kernel)
 
 
 _TABLES: dict = {}
 
 
 def _device_tables():
-    from numba import cuda
-
     # one copy per process and GPU (launches run on the current device)
     try:
         dev_id = cuda.get_current_device().id
