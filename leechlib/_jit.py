@@ -56,6 +56,8 @@ def resolve_workers(workers) -> int:
 
     if workers is None:
         return 1
+    if isinstance(workers, bool):
+        raise TypeError("workers must be an int or None, got bool")
     try:
         w = operator.index(workers)
     except TypeError:

@@ -19,21 +19,10 @@ import math
 import numpy as np
 
 from ._optimize import golden_min
-from ._validation import as_index, as_real_points
+from ._validation import (as_codes, as_real_points, as_real_values, check_choice, check_int,
+                          check_range)
 
 __all__ = ["ScalarQuantizer", "E8Quantizer", "e8_nearest_point", "e8_ball"]
-
-
-def _as_values(x, name="x"):
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return arr
 
 
 class ScalarQuantizer:
@@ -59,10 +48,8 @@ class ScalarQuantizer:
     """
 
     def __init__(self, bits: int = 2, kind: str = "uniform"):
-        self.bits = as_index(bits, "bits", 1, 8)
-        if kind not in ("uniform", "lloyd-max"):
-            raise ValueError(f"kind must be 'uniform' or 'lloyd-max', got {kind!r}")
-        self.kind = kind
+        self.bits = check_int(bits, "bits", 1, 8)
+        self.kind = check_choice(kind, "kind", ("uniform", "lloyd-max"))
         self.levels = None
 
     @property
@@ -71,7 +58,7 @@ class ScalarQuantizer:
 
     def fit(self, x) -> "ScalarQuantizer":
         """Choose the levels for the data ``x`` (any shape); returns ``self``."""
-        v = _as_values(x).ravel()
+        v = as_real_values(x).ravel()
         L = 1 << self.bits
         base = np.arange(L) - (L - 1) / 2.0
         # uniform: golden-section search of the step on the MSE (unimodal in practice)
@@ -105,17 +92,14 @@ class ScalarQuantizer:
         """Level indices (uint8) of each value."""
         if self.levels is None:
             raise RuntimeError("call fit() before encode()")
-        return self._nearest(_as_values(x), self.levels).astype(np.uint8)
+        return self._nearest(as_real_values(x), self.levels).astype(np.uint8)
 
     def decode(self, codes) -> np.ndarray:
         """Values of level indices."""
         if self.levels is None:
             raise RuntimeError("call fit() before decode()")
-        c = np.asarray(codes)
-        if c.dtype.kind not in "iu":
-            raise TypeError(f"codes must be integers, got dtype {c.dtype}")
-        if c.size and (c.min() < 0 or c.max() >= len(self.levels)):
-            raise ValueError(f"codes out of range [0, {len(self.levels)})")
+        c = as_codes(codes, "codes", allow_empty=True)
+        check_range(c, len(self.levels), "codes")
         return self.levels[c]
 
     def __repr__(self) -> str:
@@ -175,7 +159,7 @@ def e8_ball(max_norm: int) -> np.ndarray:
     >>> [int(((e8_ball(n) ** 2).sum(1) == n).sum()) for n in (2, 4, 6)]
     [240, 2160, 6720]
     """
-    max_norm = as_index(max_norm, "max_norm", 0, 16)
+    max_norm = check_int(max_norm, "max_norm", 0, 16)
 
     def vectors(values, n, budget):
         # all length-n vectors over `values` with squared norm <= budget
@@ -224,7 +208,7 @@ class E8Quantizer:
     """
 
     def __init__(self, max_norm: int = 10):
-        self.max_norm = as_index(max_norm, "max_norm", 2, 16)
+        self.max_norm = check_int(max_norm, "max_norm", 2, 16)
         self.codebook = e8_ball(self.max_norm)
         self.size = len(self.codebook)
         self.bits_per_dim = math.log2(self.size) / 8.0
@@ -291,11 +275,8 @@ class E8Quantizer:
 
     def decode(self, codes) -> np.ndarray:
         """Points ``(..., 8)`` of codeword indices."""
-        c = np.asarray(codes)
-        if c.dtype.kind not in "iu":
-            raise TypeError(f"codes must be integers, got dtype {c.dtype}")
-        if c.size and (c.min() < 0 or c.max() >= self.size):
-            raise ValueError(f"codes out of range [0, {self.size})")
+        c = as_codes(codes, "codes", allow_empty=True)
+        check_range(c, self.size, "codes")
         return self.codebook[c] * self.scale
 
     def __repr__(self) -> str:

@@ -20,8 +20,8 @@ import math
 import numpy as np
 
 from ._jit import num_threads
-from ._validation import as_index, check_coords
-from .lattice import SQRT8, _class_values, _code, shell_count
+from ._validation import SQRT8, as_codes, as_real_points, check_coords, check_int, check_range
+from .lattice import _class_values, _code, shell_count
 
 __all__ = ["ShellCodebook", "BallCodebook"]
 
@@ -113,22 +113,13 @@ def _tables(max_int_norm: int) -> _Tables:
 
 
 def _as_indices(indices, size: int, name: str = "indices") -> np.ndarray:
-    arr = np.asarray(indices)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} out of range [0, {size})")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= size):
-        bad = arr[(arr < 0) | (arr >= size)].ravel()[0]
-        raise ValueError(f"{name} out of range [0, {size}): got {int(bad)}")
+    arr = as_codes(indices, name, allow_empty=True)
+    check_range(arr, size, name)
     return arr
 
 
 def _as_points(points, coords: str, name: str = "points") -> np.ndarray:
     """Lattice points to exact int64 integer-model coordinates (ValueError otherwise)."""
-    from ._validation import as_real_points
-
     arr = as_real_points(points, name, allow_empty=True)
     z = arr.astype(np.float64) * (SQRT8 if coords == "unit" else 1.0)
     zi = np.rint(z)
@@ -171,7 +162,7 @@ class ShellCodebook:
     """
 
     def __init__(self, norm: int, coords: str = "unit"):
-        self.norm = as_index(norm, "norm", 0, 64)
+        self.norm = check_int(norm, "norm", 0, 64)
         self.coords = check_coords(coords)
         self._N = 8 * self.norm
         # one shared table serves every shell up to the 2-bit ball (norm 26, int 208):
@@ -276,7 +267,7 @@ class BallCodebook:
     """
 
     def __init__(self, max_norm: int = 26, coords: str = "unit"):
-        self.max_norm = as_index(max_norm, "max_norm", 0, 56)
+        self.max_norm = check_int(max_norm, "max_norm", 0, 56)
         self.coords = check_coords(coords)
         norms = [0] + list(range(4, self.max_norm + 1, 2))
         self._shells = {n: ShellCodebook(n, coords="int") for n in norms if n}

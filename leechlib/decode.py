@@ -42,13 +42,12 @@ rejected: the lattice spacing is then near the float64 resolution.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ._jit import num_threads
 from ._mog import kernel_tables as _tables
-from ._validation import as_real_points, check_coords
+from ._validation import SQRT8 as _SQRT8
+from ._validation import as_codes, as_real_points, check_coords, check_positive
 
 __all__ = [
     "nearest_point",
@@ -56,9 +55,6 @@ __all__ = [
     "LeechQuantizer",
     "nearest_minimal_vector",
 ]
-
-_SQRT8 = float(np.sqrt(8.0))
-
 
 def _kernels():
     from ._kernels import leech
@@ -70,15 +66,6 @@ def _minvec_kernels():
     from ._kernels import minvec
 
     return minvec
-
-
-def _check_scale(scale) -> float:
-    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
-        raise TypeError(f"scale must be a positive finite real number, got {type(scale).__name__}")
-    s = float(scale)
-    if not (np.isfinite(s) and s > 0.0):
-        raise ValueError(f"scale must be a positive finite real number, got {scale!r}")
-    return s
 
 
 def _frame(x, name):
@@ -211,7 +198,7 @@ def quantize(x, *, scale=1.0, coords="unit", workers=None, return_distance=False
     >>> q.shape, bool(d.max() <= 2.0 * 0.5**2 + 1e-12)
     ((1000, 24), True)
     """
-    s = _check_scale(scale)
+    s = check_positive(scale, "scale")
     check_coords(coords)
     factor = (_SQRT8 if coords == "unit" else 1.0) / s
     inv = 1.0 / factor
@@ -269,7 +256,7 @@ class LeechQuantizer:
     """
 
     def __init__(self, scale=1.0, coords="unit"):
-        self.scale = _check_scale(scale)
+        self.scale = check_positive(scale, "scale")
         self.coords = check_coords(coords)
 
     def __repr__(self) -> str:
@@ -305,16 +292,8 @@ class LeechQuantizer:
             If ``codes`` has a wrong shape, is empty, or holds vectors that are not
             points of the integer model.
         """
-        arr = codes if isinstance(codes, np.ndarray) else np.asarray(codes)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"codes must be an integer array, got dtype {arr.dtype}")
-        if arr.ndim == 0 or arr.shape[-1] != 24:
-            raise ValueError(f"codes must have shape (..., 24), got shape {arr.shape}")
-        if arr.size == 0:
-            raise ValueError(f"codes is an empty batch (shape {arr.shape})")
-        if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
-            raise ValueError("codes holds values too large for a lattice point")
-        z = arr.astype(np.int64).reshape(-1, 24)
+        arr = as_codes(codes, "codes", last=24)
+        z = arr.reshape(-1, 24)
         if not _is_lattice_int(z).all():
             raise ValueError("codes holds vectors that are not points of sqrt(8)*Lambda24")
         return (z.astype(np.float64) / self._factor).reshape(arr.shape)

@@ -33,7 +33,7 @@ from ._mog import popcount as _popcount
 from ._mog import readonly as _readonly
 from ._mog import unpack as _unpack
 from .m24 import find_isomorphism, quadratic_residue_code
-from ._validation import as_binary, as_real_points, as_rng
+from ._validation import as_binary, as_codes, as_real_points, as_rng, check_int
 
 __all__ = [
     "GF4_MUL",
@@ -57,10 +57,7 @@ def mog_position(i):
     >>> mog_position(13)
     (3, 1)
     """
-    i = int(i)
-    if not 0 <= i < 24:
-        raise ValueError(f"i must be a coordinate in [0, 24), got {i}")
-    return divmod(i, 4)
+    return divmod(check_int(i, "i", 0, 23), 4)
 
 
 def mog_index(column, row):
@@ -72,12 +69,7 @@ def mog_index(column, row):
     >>> mog_index(3, 1)
     13
     """
-    column, row = int(column), int(row)
-    if not 0 <= column < 6:
-        raise ValueError(f"column must be in [0, 6), got {column}")
-    if not 0 <= row < 4:
-        raise ValueError(f"row must be in [0, 4), got {row}")
-    return 4 * column + row
+    return 4 * check_int(column, "column", 0, 5) + check_int(row, "row", 0, 3)
 
 
 class DecodeResult(NamedTuple):
@@ -459,11 +451,9 @@ def _sextets() -> np.ndarray:
 
 
 def _as_perm(perm, name: str) -> np.ndarray:
-    p = np.asarray(perm)
+    p = as_codes(perm, name, allow_empty=True)
     if p.shape != (24,):
         raise ValueError(f"{name} must have shape (24,), got {p.shape}")
-    if not np.issubdtype(p.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer array, got dtype {p.dtype}")
     if sorted(p.tolist()) != list(range(24)):
         raise ValueError(f"{name} must be a permutation of 0..23")
     return p.astype(np.intp)

@@ -5,7 +5,8 @@ run the same mathematics on other devices need a little more: the raw tables the
 exact algorithms are built from, the Numba CUDA launchers, and a way to build a
 quantizer's index tables once, ahead of time.  This module is the one place that
 offers them, so that no extension imports a private ``leechlib._…`` module or
-reaches into a private attribute.
+reaches into a private attribute; and the one constant ``SQRT8`` (the scale between
+``coords="unit"`` and ``coords="int"``).
 
 It is documented and tested, but it is an *internal* interface: its names may
 change between minor versions together with ``torch_ext``.  Nothing here imports
@@ -19,11 +20,18 @@ Examples
 196560
 >>> kernels.cuda_available() in (True, False)
 True
+>>> round(kernels.SQRT8 ** 2, 12)    # the unit model times SQRT8 is the integer model
+8.0
 """
 
 from __future__ import annotations
 
+# sqrt(8), the scale between the unit model Lambda24 and the integer model
+# sqrt(8)*Lambda24 (coords="unit" and "int"): the package's one constant for it
+from ._validation import SQRT8
+
 __all__ = [
+    "SQRT8",
     "count_tables",
     "cuda_available",
     "cuda_minvec_int",

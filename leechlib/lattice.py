@@ -31,12 +31,10 @@ from typing import Iterator
 
 import numpy as np
 
-from ._validation import as_index, as_rng, check_coords
+from ._validation import SQRT8, as_binary, as_real_points, as_rng, check_coords, check_int, check_positive
 from .golay import GolayCode
 
 __all__ = ["LeechLattice", "theta_series", "shell_count", "MINIMAL_SHAPES", "SQRT8"]
-
-SQRT8 = math.sqrt(8.0)
 
 #: Numbers of minimal vectors of each shape (integer model).
 MINIMAL_SHAPES = {"(±4², 0²²)": 1104, "(±2⁸, 0¹⁶)": 97152, "(∓3, ±1²³)": 98304}
@@ -100,7 +98,7 @@ def theta_series(n: int) -> list[int]:
     >>> theta_series(5)
     [1, 0, 196560, 16773120, 398034000]
     """
-    n = as_index(n, "n", 0)
+    n = check_int(n, "n", 0)
     tau = _tau(max(n, 1))
     out = []
     for k in range(n):
@@ -204,7 +202,7 @@ def shell_count(norm: int) -> int:
     >>> shell_count(4), shell_count(6), shell_count(2)
     (196560, 16773120, 0)
     """
-    norm = as_index(norm, "norm", 0)
+    norm = check_int(norm, "norm", 0)
     if norm % 2:
         return 0
     return _shell_counts_int(8 * norm)[8 * norm]
@@ -430,9 +428,8 @@ class LeechLattice:
         >>> L.contains(x, coords="int")
         False
         """
-        from ._validation import as_real_points
-
         check_coords(coords)
+        atol = check_positive(atol, "atol", allow_zero=True)
         arr = as_real_points(x, "x", allow_empty=True)
         z = arr.astype(np.float64) * (SQRT8 if coords == "unit" else 1.0)
         zi = np.rint(z)
@@ -548,9 +545,9 @@ class LeechLattice:
         >>> sum(len(c) for c in LeechLattice().shell(4, coords="int"))
         196560
         """
-        norm = as_index(norm, "norm", 0)
+        norm = check_int(norm, "norm", 0)
         check_coords(coords)
-        chunk_size = as_index(chunk_size, "chunk_size", 1)
+        chunk_size = check_int(chunk_size, "chunk_size", 1)
         if norm * 8 > 127 * 127 * 24:
             raise ValueError(f"norm {norm} is too large for int8 coordinates")
         if norm % 2 or norm == 2:
@@ -574,8 +571,6 @@ class LeechLattice:
         >>> S.shape
         (24, 24)
         """
-        from ._validation import as_binary
-
         c = as_binary(codeword, "codeword", 24)
         if c.ndim != 1:
             raise ValueError(f"codeword must have shape (24,), got {c.shape}")
@@ -680,7 +675,7 @@ class LeechLattice:
         True
         """
         gen = as_rng(rng)
-        length = as_index(length, "length", 0)
+        length = check_int(length, "length", 0)
         code = _code()
         cw = code.codewords()
         xi = self.xi()

@@ -28,7 +28,7 @@ from ._mog import popcount as _popcount
 from ._mog import readonly as _readonly
 from ._mog import rref_gf2 as _rref_gf2
 from ._mog import unpack as _unpack
-from ._validation import as_binary
+from ._validation import as_binary, check_choice
 
 __all__ = ["quadratic_residue_code", "find_isomorphism"]
 
@@ -202,8 +202,7 @@ def find_isomorphism(code_a, code_b, *, method: str = "steiner") -> np.ndarray:
     >>> bool(code.contains(moved).all())
     True
     """
-    if method not in ("steiner", "networkx"):
-        raise ValueError(f"method must be 'steiner' or 'networkx', got {method!r}")
+    check_choice(method, "method", ("steiner", "networkx"))
     words = []
     for name, c in (("code_a", code_a), ("code_b", code_b)):
         arr = as_binary(c, name, 24)

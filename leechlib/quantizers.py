@@ -45,13 +45,14 @@ import numpy as np
 from ._jit import num_threads
 from ._mog import kernel_tables
 from ._optimize import golden_min
-from ._validation import as_index
+from ._validation import SQRT8 as _SQRT8
+from ._validation import (as_blocks, as_codes, check_coords, check_int, check_positive,
+                          check_range, subsample)
 from .codebook import BallCodebook, ShellCodebook
 from .lattice import shell_count
 
 __all__ = ["BallQuantizer", "ShapeGainQuantizer", "constrained_nearest_point"]
 
-_SQRT8 = math.sqrt(8.0)
 #: the smallest and largest rates supported (bits per dimension)
 MIN_BITS_PER_DIM = math.log2(196561) / 24.0
 MAX_BITS_PER_DIM = 2.5
@@ -86,75 +87,6 @@ def _check_rate(bits_per_dim) -> float:
             "are supported (indices must fit 62-bit integers)"
         )
     return b
-
-
-def _check_positive(value, name) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive finite real number, got "
-                        f"{type(value).__name__}")
-    v = float(value)
-    if not (math.isfinite(v) and v > 0.0):
-        raise ValueError(f"{name} must be a positive finite real number, got {value!r}")
-    return v
-
-
-def _as_blocks(x, name="x"):
-    """Validated float64 (n, 24) copy of ``x`` (..., 24) and the batch shape."""
-    if isinstance(x, np.ndarray):
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be array-like, got {type(x).__name__}: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim == 0 or arr.shape[-1] != 24:
-        raise ValueError(
-            f"{name} must have shape (..., 24), got shape {arr.shape}: split longer vectors "
-            f"into blocks of 24 numbers, padding to a multiple of 24 first, e.g. "
-            f"np.pad(w, (0, -len(w) % 24)).reshape(-1, 24)"
-        )
-    if arr.size == 0:
-        raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
-    y = np.array(arr, dtype=np.float64, order="C", copy=True).reshape(-1, 24)
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return y, arr.shape[:-1]
-
-
-def _as_codes(codes, name, last=None):
-    if isinstance(codes, np.ndarray):
-        arr = codes
-    else:
-        try:
-            arr = np.asarray(codes)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be an integer array, got {type(codes).__name__}: "
-                            f"{exc}") from None
-    if arr.dtype == object or arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
-    if last is not None and (arr.ndim == 0 or arr.shape[-1] != last):
-        raise ValueError(f"{name} must have shape (..., {last}), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is an empty batch (shape {arr.shape})")
-    if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} holds values out of range")
-    return arr.astype(np.int64)
-
-
-def _check_range(arr, size, name):
-    if arr.min() < 0 or arr.max() >= size:
-        bad = int(arr[(arr < 0) | (arr >= size)].ravel()[0])
-        raise ValueError(f"{name} out of range [0, {size}): got {bad}")
-
-
-def _subsample(y, max_points):
-    """At most ``max_points`` rows of ``y``, evenly spaced (deterministic)."""
-    if len(y) <= max_points:
-        return y
-    idx = np.linspace(0, len(y) - 1, max_points).round().astype(np.int64)
-    return y[idx]
 
 
 # ---------------------------------------------------------------------------
@@ -322,19 +254,17 @@ def constrained_nearest_point(x, *, min_norm=0, max_norm, coords="unit", workers
     >>> float((p * p).sum()), float(np.round(p[0] * np.sqrt(8)))
     (4.0, 4.0)
     """
-    from ._validation import check_coords
-
     check_coords(coords)
     f = 8 if coords == "unit" else 1
-    lo = as_index(min_norm, "min_norm", 0)
-    hi = as_index(max_norm, "max_norm", 0, 56 * 8 // f)
+    lo = check_int(min_norm, "min_norm", 0)
+    hi = check_int(max_norm, "max_norm", 0, 56 * 8 // f)
     if lo > hi:
         raise ValueError(f"min_norm must be <= max_norm, got {lo} > {hi}")
     lo_i, hi_i = lo * f, hi * f
     if not any(lo_i <= n <= hi_i for n in range(0, hi_i + 1, 16)
                if n == 0 or shell_count(n // 8)):
         raise ValueError(f"no lattice vector has a squared norm in [{lo}, {hi}]")
-    y, shape = _as_blocks(x)
+    y, shape = as_blocks(x)
     if coords == "unit":
         y *= _SQRT8
     if np.abs(y).max() >= _MAX_ABS:
@@ -437,7 +367,7 @@ class BallQuantizer:
             while m + 2 <= 56 and math.log2(_ball_size(m + 2)) <= budget + 1e-12:
                 m += 2
         else:
-            m = as_index(max_norm, "max_norm", 4, 56)
+            m = check_int(max_norm, "max_norm", 4, 56)
             if m % 2:
                 raise ValueError(f"max_norm must be even (Leech norms are even), got {m}")
             if math.log2(_ball_size(m)) > budget + 1e-12:
@@ -449,7 +379,7 @@ class BallQuantizer:
         self.size = _ball_size(m)
         self.bits_per_dim = math.log2(self.size) / 24.0
         self.requested_bits_per_dim = b
-        self.scale = None if scale is None else _check_positive(scale, "scale")
+        self.scale = None if scale is None else check_positive(scale, "scale")
 
     @functools.cached_property
     def codebook(self) -> BallCodebook:
@@ -486,7 +416,7 @@ class BallQuantizer:
         return self.scale
 
     def _frame(self, x, scale):
-        y, shape = _as_blocks(x)
+        y, shape = as_blocks(x)
         y *= _SQRT8 / scale
         if np.abs(y).max() >= _MAX_ABS:
             raise ValueError("x is too large for the scale: |x| / scale must stay below 3.7e8")
@@ -501,10 +431,10 @@ class BallQuantizer:
         ``scale = sum <x, v> / sum ||v||^2`` (optimal for the codewords found), kept
         if it does not raise the MSE.
         """
-        max_points = as_index(max_points, "max_points", 1)
-        iters = as_index(iters, "iters", 1, 200)
-        y, _ = _as_blocks(x)
-        y = _subsample(y, max_points)
+        max_points = check_int(max_points, "max_points", 1)
+        iters = check_int(iters, "iters", 1, 200)
+        y, _ = as_blocks(x)
+        y = subsample(y, max_points)
         rms = float(np.sqrt(np.mean(y * y)))
         if rms == 0.0:
             raise ValueError("x is all zeros: no scale fits it")
@@ -551,8 +481,8 @@ class BallQuantizer:
     def decode(self, codes, *, workers=None) -> np.ndarray:
         """Codewords (float64, shape ``codes.shape + (24,)``) of indices in ``[0, size)``."""
         s = self._scale()
-        c = _as_codes(codes, "codes")
-        _check_range(c, self.size, "codes")
+        c = as_codes(codes, "codes")
+        check_range(c, self.size, "codes")
         pts = self._int_codebook.point(c, workers=workers)
         return pts.astype(np.float64) * (s / _SQRT8)
 
@@ -664,7 +594,7 @@ class ShapeGainQuantizer:
         budget = 24.0 * b
         if shells is None:
             if gain_levels is not None:
-                K = as_index(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
+                K = check_int(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
                 shells = (_best_shell(budget, K),)
             else:
                 shells = (_best_shell(budget),)
@@ -674,7 +604,7 @@ class ShapeGainQuantizer:
             K = min(int(2.0 ** (budget - math.log2(size)) + 1e-9), _MAX_GAIN_LEVELS)
             K = max(K, 1) if math.log2(size) <= budget + 1e-12 else 0
         else:
-            K = as_index(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
+            K = check_int(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
         if K < 1 or math.log2(size) + math.log2(K) > budget + 1e-9:
             raise ValueError(
                 f"shells {shells} with {max(K, 1)} gain levels need "
@@ -757,9 +687,9 @@ class ShapeGainQuantizer:
         ``max_points`` evenly spaced) blocks: the MSE is
         ``||x||^2 - c^2 + (c - g)^2`` per block.
         """
-        max_points = as_index(max_points, "max_points", 1)
-        y, _ = _as_blocks(x)
-        y = _subsample(y, max_points)
+        max_points = check_int(max_points, "max_points", 1)
+        y, _ = as_blocks(x)
+        y = subsample(y, max_points)
         if not np.any(y):
             raise ValueError("x is all zeros: no gain levels fit it")
         _, _, c = self._shapes(y, workers)
@@ -777,7 +707,7 @@ class ShapeGainQuantizer:
     def quantize(self, x, *, workers=None) -> np.ndarray:
         """The nearest codewords (float64, shape ``x.shape``): ``decode(encode(x))``."""
         self._check_fitted()
-        y, shape = _as_blocks(x)
+        y, shape = as_blocks(x)
         k, v, c = self._shapes(y, workers)
         g = self.gains[self._gain_index(c)]
         norms = np.sqrt(8.0 * np.asarray(self.shells, dtype=np.float64))[k]
@@ -786,7 +716,7 @@ class ShapeGainQuantizer:
     def encode(self, x, *, workers=None) -> np.ndarray:
         """Codes (int64, shape ``x.shape[:-1] + (2,)``): shape index, gain index."""
         self._check_fitted()
-        y, shape = _as_blocks(x)
+        y, shape = as_blocks(x)
         k, v, c = self._shapes(y, workers)
         out = np.empty((len(y), 2), dtype=np.int64)
         vi = v.astype(np.int64)
@@ -800,10 +730,10 @@ class ShapeGainQuantizer:
     def decode(self, codes, *, workers=None) -> np.ndarray:
         """Codewords (float64, shape ``codes.shape[:-1] + (24,)``) of ``(..., 2)`` codes."""
         self._check_fitted()
-        c = _as_codes(codes, "codes", last=2)
+        c = as_codes(codes, "codes", last=2)
         flat = c.reshape(-1, 2)
-        _check_range(flat[:, 0], self.shape_size, "codes[..., 0]")
-        _check_range(flat[:, 1], self.gain_levels, "codes[..., 1]")
+        check_range(flat[:, 0], self.shape_size, "codes[..., 0]")
+        check_range(flat[:, 1], self.gain_levels, "codes[..., 1]")
         offs = np.asarray(self._offsets, dtype=np.int64)
         k = np.searchsorted(offs, flat[:, 0], side="right") - 1
         out = np.empty((len(flat), 24))
@@ -816,15 +746,15 @@ class ShapeGainQuantizer:
 
     def pack(self, codes) -> np.ndarray:
         """One int64 per block: ``shape * gain_levels + gain`` (below ``2**(24 * bits_per_dim)``)."""
-        c = _as_codes(codes, "codes", last=2)
-        _check_range(c[..., 0], self.shape_size, "codes[..., 0]")
-        _check_range(c[..., 1], self.gain_levels, "codes[..., 1]")
+        c = as_codes(codes, "codes", last=2)
+        check_range(c[..., 0], self.shape_size, "codes[..., 0]")
+        check_range(c[..., 1], self.gain_levels, "codes[..., 1]")
         return c[..., 0] * self.gain_levels + c[..., 1]
 
     def unpack(self, packed) -> np.ndarray:
         """Inverse of :meth:`pack`: ``(..., 2)`` int64 codes."""
-        p = _as_codes(packed, "packed")
-        _check_range(p, self.shape_size * self.gain_levels, "packed")
+        p = as_codes(packed, "packed")
+        check_range(p, self.shape_size * self.gain_levels, "packed")
         return np.stack([p // self.gain_levels, p % self.gain_levels], axis=-1)
 
 
@@ -840,7 +770,7 @@ def _as_shells(shells) -> tuple:
         raise ValueError("shells must not be empty")
     out = []
     for m in lst:
-        m = as_index(m, "shells", 4, 56)
+        m = check_int(m, "shells", 4, 56)
         if m % 2:
             raise ValueError(f"shells must be even norms (4, 6, 8, ...), got {m}")
         if m in out:
