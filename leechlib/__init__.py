@@ -10,11 +10,12 @@ from .golay import GolayCode, find_isomorphism, hexacode_words
 from .lattice import LeechLattice, shell_count, theta_series
 from .codebook import BallCodebook, ShellCodebook
 from .decode import LeechQuantizer, nearest_minimal_vector, nearest_point, quantize
-from .quantizers import BallQuantizer, ShapeGainQuantizer, constrained_nearest_point
+from .quantizers import BallQuantizer, Quantizer, ShapeGainQuantizer, constrained_nearest_point
 
 __all__ = [
     "BallCodebook",
     "BallQuantizer",
+    "Quantizer",
     "ShapeGainQuantizer",
     "constrained_nearest_point",
     "ShellCodebook",

@@ -18,9 +18,10 @@ import math
 
 import numpy as np
 
+from ._jit import num_threads, resolve_workers
 from ._optimize import golden_min
-from ._validation import (as_codes, as_real_points, as_real_values, check_choice, check_int,
-                          check_range)
+from ._validation import (as_blocks, as_codes, as_real_points, as_real_values, check_choice,
+                          check_int, check_positive, check_range, subsample)
 
 __all__ = ["ScalarQuantizer", "E8Quantizer", "e8_nearest_point", "e8_ball"]
 
@@ -47,17 +48,35 @@ class ScalarQuantizer:
     0.118
     """
 
+    #: numbers per block: every value is a block (the :class:`~leechlib.Quantizer` protocol)
+    block_size = 1
+
     def __init__(self, bits: int = 2, kind: str = "uniform"):
         self.bits = check_int(bits, "bits", 1, 8)
         self.kind = check_choice(kind, "kind", ("uniform", "lloyd-max"))
         self.levels = None
 
     @property
+    def size(self) -> int:
+        """Number of levels, ``2**bits``."""
+        return 1 << self.bits
+
+    @property
     def bits_per_dim(self) -> float:
+        """``bits`` as a float (one value per block)."""
         return float(self.bits)
 
-    def fit(self, x) -> "ScalarQuantizer":
-        """Choose the levels for the data ``x`` (any shape); returns ``self``."""
+    def prepare(self) -> "ScalarQuantizer":
+        """Nothing to build ahead of use; returns ``self`` (the protocol's method)."""
+        return self
+
+    def fit(self, x, *, workers=None) -> "ScalarQuantizer":
+        """Choose the levels for the data ``x`` (any shape); returns ``self``.
+
+        ``workers`` is accepted for the :class:`~leechlib.Quantizer` protocol (and
+        checked); the fit runs in numpy.
+        """
+        resolve_workers(workers)
         v = as_real_values(x).ravel()
         L = 1 << self.bits
         base = np.arange(L) - (L - 1) / 2.0
@@ -88,19 +107,25 @@ class ScalarQuantizer:
         mids = (levels[1:] + levels[:-1]) / 2
         return np.searchsorted(mids, v)
 
-    def encode(self, x) -> np.ndarray:
-        """Level indices (uint8) of each value."""
+    def encode(self, x, *, workers=None) -> np.ndarray:
+        """Level indices (uint8) of each value, shape ``x.shape``."""
+        resolve_workers(workers)
         if self.levels is None:
             raise RuntimeError("call fit() before encode()")
         return self._nearest(as_real_values(x), self.levels).astype(np.uint8)
 
-    def decode(self, codes) -> np.ndarray:
-        """Values of level indices."""
+    def decode(self, codes, *, workers=None) -> np.ndarray:
+        """Values (float64) of level indices, shape ``codes.shape``."""
+        resolve_workers(workers)
         if self.levels is None:
             raise RuntimeError("call fit() before decode()")
         c = as_codes(codes, "codes", allow_empty=True)
         check_range(c, len(self.levels), "codes")
         return self.levels[c]
+
+    def quantize(self, x, *, workers=None) -> np.ndarray:
+        """The nearest levels (float64, shape ``x.shape``): ``decode(encode(x))``."""
+        return self.decode(self.encode(x, workers=workers))
 
     def __repr__(self) -> str:
         return f"ScalarQuantizer(bits={self.bits}, kind={self.kind!r})"
@@ -198,39 +223,62 @@ class E8Quantizer:
     ----------
     max_norm : int
         The default 10 gives 56 881 points: 1.974 bits per dimension.
+    scale : float, optional
+        Scale of the codebook (1.0 until :meth:`fit` chooses one).
 
     Examples
     --------
+    >>> import numpy as np
     >>> from leechlib.baselines import E8Quantizer
     >>> q = E8Quantizer()
     >>> q.size, round(q.bits_per_dim, 3)
     (56881, 1.974)
+    >>> x = np.random.default_rng(0).standard_normal((500, 8))
+    >>> codes = q.fit(x, iters=6).encode(x)
+    >>> bool((q.decode(codes) == q.quantize(x)).all())
+    True
     """
 
-    def __init__(self, max_norm: int = 10):
+    #: numbers per block (the :class:`~leechlib.Quantizer` protocol)
+    block_size = 8
+
+    def __init__(self, max_norm: int = 10, *, scale=1.0):
         self.max_norm = check_int(max_norm, "max_norm", 2, 16)
         self.codebook = e8_ball(self.max_norm)
         self.size = len(self.codebook)
         self.bits_per_dim = math.log2(self.size) / 8.0
-        self.scale = 1.0
+        self.scale = check_positive(scale, "scale")
 
-    def fit(self, x, *, max_points: int = 4000, iters: int = 14) -> "E8Quantizer":
-        """Choose the scale minimising the MSE on (up to ``max_points`` of) ``x``.
+    @property
+    def bits(self) -> float:
+        """Bits per block of 8 numbers, ``log2(size)``."""
+        return math.log2(self.size)
+
+    def fit(self, x, *, max_points: int = 4000, iters: int = 14, workers=None) -> "E8Quantizer":
+        """Choose the scale minimising the MSE on (at most ``max_points`` evenly spaced
+        blocks of) ``x``; returns ``self``.
 
         Golden-section search of the scale between 0.3 and 2 times the RMS value.
         """
-        v = as_real_points(x, "x", dim=8).reshape(-1, 8)[:max_points]
+        max_points = check_int(max_points, "max_points", 1)
+        iters = check_int(iters, "iters", 1, 200)
+        v, _ = as_blocks(x, "x", 8)
+        v = subsample(v, max_points)
         rms = float(np.sqrt(np.mean(v**2))) or 1.0
 
         def mse(s):
             self.scale = float(s)
-            return float(np.mean((self.decode(self.encode(v)) - v) ** 2))
+            return float(np.mean((self.decode(self.encode(v, workers=workers)) - v) ** 2))
 
         s, _ = golden_min(mse, 0.3 * rms, 2.0 * rms, iters)
         self.scale = float(s)
         return self
 
-    def encode(self, x) -> np.ndarray:
+    def quantize(self, x, *, workers=None) -> np.ndarray:
+        """The nearest codewords (float64, shape ``x.shape``): ``decode(encode(x))``."""
+        return self.decode(self.encode(x, workers=workers))
+
+    def encode(self, x, *, workers=None) -> np.ndarray:
         """Index of the nearest codeword of each ``(..., 8)`` point (int32)."""
         v = as_real_points(x, "x", dim=8)
         flat = v.reshape(-1, 8).astype(np.float64) / self.scale
@@ -245,7 +293,8 @@ class E8Quantizer:
             from ._kernels.search import nearest_kernel
 
             res = np.empty(over.size, dtype=np.int64)
-            nearest_kernel(np.ascontiguousarray(flat[over]), self.codebook, res)
+            with num_threads(workers):
+                nearest_kernel(np.ascontiguousarray(flat[over]), self.codebook, res)
             out[over] = res
         return out.reshape(v.shape[:-1])
 
@@ -273,8 +322,9 @@ class E8Quantizer:
         k2 = np.rint(pts * 2).astype(np.int64)
         return np.array([self._keys[k.tobytes()] for k in k2], dtype=np.int32)
 
-    def decode(self, codes) -> np.ndarray:
-        """Points ``(..., 8)`` of codeword indices."""
+    def decode(self, codes, *, workers=None) -> np.ndarray:
+        """Points (float64, shape ``codes.shape + (8,)``) of codeword indices."""
+        resolve_workers(workers)
         c = as_codes(codes, "codes", allow_empty=True)
         check_range(c, self.size, "codes")
         return self.codebook[c] * self.scale

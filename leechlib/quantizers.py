@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -51,7 +52,7 @@ from ._validation import (as_blocks, as_codes, check_coords, check_int, check_po
 from .codebook import BallCodebook, ShellCodebook
 from .lattice import shell_count
 
-__all__ = ["BallQuantizer", "ShapeGainQuantizer", "constrained_nearest_point"]
+__all__ = ["Quantizer", "BallQuantizer", "ShapeGainQuantizer", "constrained_nearest_point"]
 
 #: the smallest and largest rates supported (bits per dimension)
 MIN_BITS_PER_DIM = math.log2(196561) / 24.0
@@ -61,6 +62,81 @@ MAX_BITS_PER_DIM = 2.5
 _MAX_ABS = 2.0**30
 #: largest number of gain levels considered
 _MAX_GAIN_LEVELS = 1 << 16
+
+
+
+
+@runtime_checkable
+class Quantizer(Protocol):
+    r"""What every quantizer of leechlib offers (a :class:`typing.Protocol`).
+
+    :class:`BallQuantizer`, :class:`ShapeGainQuantizer`,
+    :class:`~leechlib.baselines.E8Quantizer` and
+    :class:`~leechlib.baselines.ScalarQuantizer` follow it, so code that compares
+    them (benchmarks, :mod:`torch_ext`'s model quantization) needs no special cases.
+    ``isinstance(q, Quantizer)`` checks that the members are there.
+
+    Attributes
+    ----------
+    block_size : int
+        Numbers per block: 24 (Leech), 8 (:math:`E_8`), 1 (scalar).  Inputs have
+        shape ``(..., block_size)`` (any shape for ``block_size == 1``).
+    size : int
+        Number of codewords.
+    bits : float
+        Bits per block, ``log2(size)`` (an int for the scalar quantizer).
+    bits_per_dim : float
+        ``bits / block_size``.
+
+    Methods
+    -------
+    fit(x, *, workers=None, ...)
+        Fit the scale or levels to the blocks ``x``; returns ``self``.  Further
+        keyword-only options (``max_points``, ``iters``) depend on the quantizer.
+    encode(x, *, workers=None)
+        Integer codes of the nearest codewords: one index per block
+        (:class:`ShapeGainQuantizer`: a ``(shape, gain)`` pair per block, which
+        :meth:`ShapeGainQuantizer.pack` makes one integer).
+    decode(codes, *, workers=None)
+        The codewords (float64) of codes.
+    quantize(x, *, workers=None)
+        ``decode(encode(x))``: the nearest codewords.
+    prepare()
+        Build the index tables now rather than on first use; returns ``self``.
+
+    ``workers`` is scipy's convention everywhere: ``None`` or 1 one thread, ``-1``
+    all cores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib import BallQuantizer, Quantizer, ShapeGainQuantizer
+    >>> from leechlib.baselines import E8Quantizer, ScalarQuantizer
+    >>> qs = [BallQuantizer(), ShapeGainQuantizer(), E8Quantizer(), ScalarQuantizer(2)]
+    >>> all(isinstance(q, Quantizer) for q in qs)
+    True
+    >>> [(q.block_size, round(q.bits, 3)) for q in qs]
+    [(24, 47.997), (24, 47.587), (8, 15.796), (1, 2)]
+    """
+
+    block_size: int
+    size: int
+
+    @property
+    def bits(self) -> float: ...
+
+    @property
+    def bits_per_dim(self) -> float: ...
+
+    def fit(self, x, *, workers=None, **options) -> "Quantizer": ...
+
+    def encode(self, x, *, workers=None) -> np.ndarray: ...
+
+    def decode(self, codes, *, workers=None) -> np.ndarray: ...
+
+    def quantize(self, x, *, workers=None) -> np.ndarray: ...
+
+    def prepare(self) -> "Quantizer": ...
 
 
 # ---------------------------------------------------------------------------
@@ -359,6 +435,9 @@ class BallQuantizer:
     0.08
     """
 
+    #: numbers per block (the :class:`Quantizer` protocol)
+    block_size = 24
+
     def __init__(self, bits_per_dim=2.0, *, scale=None, max_norm=None):
         b = _check_rate(bits_per_dim)
         budget = 24.0 * b
@@ -380,6 +459,11 @@ class BallQuantizer:
         self.bits_per_dim = math.log2(self.size) / 24.0
         self.requested_bits_per_dim = b
         self.scale = None if scale is None else check_positive(scale, "scale")
+
+    @property
+    def bits(self) -> float:
+        """Bits per block of 24 numbers, ``log2(size)``."""
+        return math.log2(self.size)
 
     @functools.cached_property
     def codebook(self) -> BallCodebook:
@@ -589,6 +673,9 @@ class ShapeGainQuantizer:
     0.08
     """
 
+    #: numbers per block (the :class:`Quantizer` protocol)
+    block_size = 24
+
     def __init__(self, bits_per_dim=2.0, *, shells=None, gain_levels=None):
         b = _check_rate(bits_per_dim)
         budget = 24.0 * b
@@ -622,6 +709,16 @@ class ShapeGainQuantizer:
             offs.append(tot)
             tot += shell_count(m)
         self._offsets = tuple(offs)
+
+    @property
+    def size(self) -> int:
+        """Number of codewords, ``shape_size * gain_levels``."""
+        return self.shape_size * self.gain_levels
+
+    @property
+    def bits(self) -> float:
+        """Bits per block of 24 numbers, ``log2(size)``."""
+        return math.log2(self.size)
 
     def __repr__(self) -> str:
         return (f"ShapeGainQuantizer(bits_per_dim={self.bits_per_dim:.4f}, shells={self.shells}, "
