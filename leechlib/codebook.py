@@ -21,7 +21,8 @@ import numpy as np
 
 from ._jit import num_threads
 from ._validation import SQRT8, as_codes, as_real_points, check_coords, check_int, check_range
-from .lattice import _class_values, _code, shell_count
+from .golay import _code
+from .shells import _class_values, shell_count
 
 __all__ = ["ShellCodebook", "BallCodebook"]
 

@@ -450,6 +450,12 @@ def _sextets() -> np.ndarray:
     return _readonly(np.array(out, dtype=np.int8))
 
 
+@functools.lru_cache(maxsize=None)
+def _code() -> GolayCode:
+    """The one :class:`GolayCode` instance the lattice modules share."""
+    return GolayCode()
+
+
 def _as_perm(perm, name: str) -> np.ndarray:
     p = as_codes(perm, name, allow_empty=True)
     if p.shape != (24,):

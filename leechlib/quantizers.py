@@ -19,9 +19,10 @@ indexed without storing them (:class:`~leechlib.ShellCodebook`,
 Both encoders are exact for their codebook (up to floating-point rounding of
 squared distances): the nearest lattice point (:func:`~leechlib.nearest_point`)
 answers whenever it lies in the codebook, and otherwise an exact constrained
-search (:mod:`leechlib._kernels.constrained`: Lagrangian lower bounds for the 8192
+search (:mod:`leechlib.constrained`: Lagrangian lower bounds for the 8192
 cosets of :math:`4D_{24}`, best-first, a dynamic programme over the coordinates
-per coset) finds the nearest codeword.
+per coset) finds the nearest codeword.  Both follow the :class:`~leechlib.Quantizer`
+protocol (:mod:`leechlib.protocol`), as do the baselines of :mod:`leechlib.baselines`.
 
 Blocks
 ------
@@ -39,104 +40,26 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ._jit import num_threads
-from ._mog import kernel_tables
+from ._gains import MAX_GAIN_LEVELS as _MAX_GAIN_LEVELS
+from ._gains import SHELL_ANGLE_ERROR, as_shells, best_shell, lloyd_max
 from ._optimize import golden_min
 from ._validation import SQRT8 as _SQRT8
-from ._validation import (as_blocks, as_codes, check_coords, check_int, check_positive,
-                          check_range, subsample)
+from ._validation import as_blocks, as_codes, check_int, check_positive, check_range, subsample
 from .codebook import BallCodebook, ShellCodebook
-from .lattice import shell_count
+from .constrained import MAX_ABS as _MAX_ABS
+from .constrained import _ball_points, _shell_points, constrained_nearest_point
+from .shells import shell_count
+from .protocol import Quantizer
 
-__all__ = ["Quantizer", "BallQuantizer", "ShapeGainQuantizer", "constrained_nearest_point"]
+__all__ = ["Quantizer", "BallQuantizer", "ShapeGainQuantizer", "constrained_nearest_point",
+           "SHELL_ANGLE_ERROR", "MIN_BITS_PER_DIM", "MAX_BITS_PER_DIM"]
 
 #: the smallest and largest rates supported (bits per dimension)
 MIN_BITS_PER_DIM = math.log2(196561) / 24.0
 MAX_BITS_PER_DIM = 2.5
-#: inputs are rejected when |x / scale| exceeds this (integer frame), where
-#: float64 distances could no longer separate neighbouring codewords
-_MAX_ABS = 2.0**30
-#: largest number of gain levels considered
-_MAX_GAIN_LEVELS = 1 << 16
-
-
-
-
-@runtime_checkable
-class Quantizer(Protocol):
-    r"""What every quantizer of leechlib offers (a :class:`typing.Protocol`).
-
-    :class:`BallQuantizer`, :class:`ShapeGainQuantizer`,
-    :class:`~leechlib.baselines.E8Quantizer` and
-    :class:`~leechlib.baselines.ScalarQuantizer` follow it, so code that compares
-    them (benchmarks, :mod:`torch_ext`'s model quantization) needs no special cases.
-    ``isinstance(q, Quantizer)`` checks that the members are there.
-
-    Attributes
-    ----------
-    block_size : int
-        Numbers per block: 24 (Leech), 8 (:math:`E_8`), 1 (scalar).  Inputs have
-        shape ``(..., block_size)`` (any shape for ``block_size == 1``).
-    size : int
-        Number of codewords.
-    bits : float
-        Bits per block, ``log2(size)`` (an int for the scalar quantizer).
-    bits_per_dim : float
-        ``bits / block_size``.
-
-    Methods
-    -------
-    fit(x, *, workers=None, ...)
-        Fit the scale or levels to the blocks ``x``; returns ``self``.  Further
-        keyword-only options (``max_points``, ``iters``) depend on the quantizer.
-    encode(x, *, workers=None)
-        Integer codes of the nearest codewords: one index per block
-        (:class:`ShapeGainQuantizer`: a ``(shape, gain)`` pair per block, which
-        :meth:`ShapeGainQuantizer.pack` makes one integer).
-    decode(codes, *, workers=None)
-        The codewords (float64) of codes.
-    quantize(x, *, workers=None)
-        ``decode(encode(x))``: the nearest codewords.
-    prepare()
-        Build the index tables now rather than on first use; returns ``self``.
-
-    ``workers`` is scipy's convention everywhere: ``None`` or 1 one thread, ``-1``
-    all cores.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from leechlib import BallQuantizer, Quantizer, ShapeGainQuantizer
-    >>> from leechlib.baselines import E8Quantizer, ScalarQuantizer
-    >>> qs = [BallQuantizer(), ShapeGainQuantizer(), E8Quantizer(), ScalarQuantizer(2)]
-    >>> all(isinstance(q, Quantizer) for q in qs)
-    True
-    >>> [(q.block_size, round(q.bits, 3)) for q in qs]
-    [(24, 47.997), (24, 47.587), (8, 15.796), (1, 2)]
-    """
-
-    block_size: int
-    size: int
-
-    @property
-    def bits(self) -> float: ...
-
-    @property
-    def bits_per_dim(self) -> float: ...
-
-    def fit(self, x, *, workers=None, **options) -> "Quantizer": ...
-
-    def encode(self, x, *, workers=None) -> np.ndarray: ...
-
-    def decode(self, codes, *, workers=None) -> np.ndarray: ...
-
-    def quantize(self, x, *, workers=None) -> np.ndarray: ...
-
-    def prepare(self) -> "Quantizer": ...
 
 
 # ---------------------------------------------------------------------------
@@ -163,207 +86,6 @@ def _check_rate(bits_per_dim) -> float:
             "are supported (indices must fit 62-bit integers)"
         )
     return b
-
-
-# ---------------------------------------------------------------------------
-# the exact constrained search
-# ---------------------------------------------------------------------------
-
-
-def _mog_tables():
-    t = kernel_tables()
-    return t["hexa"], t["pat"]
-
-
-@functools.lru_cache(maxsize=16)
-def _class_tables(n_hi: int):
-    from ._kernels.constrained import class_tables
-
-    out = class_tables(n_hi)
-    for a in out:
-        a.flags.writeable = False
-    return out
-
-
-def _nearest_int(y, workers):
-    from .decode import nearest_point
-
-    return nearest_point(y, coords="int", workers=workers)
-
-
-def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
-    """Run the constrained kernel on rows of ``y`` (integer frame); (points, dist, visited)."""
-    from ._kernels.constrained import constrained_kernel
-
-    n = len(y)
-    if ub_pt is None:
-        ub_pt = np.zeros((n, 24))
-        has_ub = np.zeros(n, dtype=np.bool_)
-    vals, nv, step, vpar = _class_tables(int(n_hi))
-    out = np.zeros((n, 24))
-    dist = np.empty(n)
-    visited = np.empty(n, dtype=np.int64)
-    if n:
-        with num_threads(workers):
-            constrained_kernel(np.ascontiguousarray(y, dtype=np.float64), int(n_lo), int(n_hi),
-                               np.ascontiguousarray(ts, dtype=np.float64),
-                               np.ascontiguousarray(ub_pt, dtype=np.float64),
-                               np.ascontiguousarray(has_ub), *_mog_tables(), vals, nv, step,
-                               vpar, out, dist, visited)
-    return out, dist, visited
-
-
-def _ball_points(y, n_hi, workers=None, *, bisection_steps=3, return_stats=False):
-    """Nearest points of norm <= n_hi (integer frame) of the rows of ``y`` (integer frame).
-
-    Fast path: the nearest lattice point, when its norm is <= n_hi.  Overload: the
-    dual scale t of the Lagrangian bound by bisection on the norm of Q(t y) (the
-    feasible Q(t y) give the starting upper bound), then the exact search.
-    """
-    p = _nearest_int(y, workers)
-    over = (p * p).sum(axis=1) > n_hi
-    visited = np.zeros(len(y), dtype=np.int64)
-    if over.any():
-        yo = y[over]
-        m = len(yo)
-        yn2 = (yo * yo).sum(axis=1)
-        yn = np.sqrt(yn2)
-        r = math.sqrt(n_hi)
-        # ||Q(z)|| <= ||z|| + 4 (covering radius 4 in the integer frame): feasible below
-        lo = np.maximum(r - 4.0, 0.0) / yn
-        hi = np.minimum((r + 4.5) / yn, 1.0)
-        ub = np.full(m, np.inf)
-        ub_pt = np.zeros((m, 24))
-        g_best = np.full(m, -np.inf)
-        t_best = np.where(lo > 0, lo, hi)
-
-        def visit(t):
-            q = _nearest_int(yo * t[:, None], workers)
-            nq = (q * q).sum(axis=1)
-            feas = nq <= n_hi
-            d = ((yo - q) ** 2).sum(axis=1)
-            better = feas & (d < ub)
-            ub[better] = d[better]
-            ub_pt[better] = q[better]
-            tt = np.maximum(t, 1e-300)
-            lam = 1.0 / tt - 1.0
-            g = ((q - yo * t[:, None]) ** 2).sum(axis=1) / tt + (1.0 - t) * yn2 - lam * n_hi
-            g = np.where(t > 0, g, -np.inf)
-            up = g > g_best
-            g_best[up] = g[up]
-            t_best[up] = t[up]
-            return feas
-
-        visit(lo)
-        for _ in range(bisection_steps):
-            mid = 0.5 * (lo + hi)
-            feas = visit(mid)
-            lo = np.where(feas, mid, lo)
-            hi = np.where(feas, hi, mid)
-        has_ub = np.isfinite(ub)
-        pts, _, vis = _search(yo, 0, n_hi, t_best[:, None], ub_pt, has_ub, workers)
-        p[over] = pts
-        visited[over] = vis
-    if return_stats:
-        return p, over, visited
-    return p
-
-
-def _shell_points(y, n_int, workers=None, *, return_stats=False):
-    """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``."""
-    p = _nearest_int(y, workers)
-    miss = (p * p).sum(axis=1) != n_int
-    visited = np.zeros(len(y), dtype=np.int64)
-    if miss.any():
-        ym = y[miss]
-        # two-sided Lagrangian bounds (t = 0.93 and 1.07, i.e. lambda of both signs,
-        # both valid for an equality constraint): half the cosets visited of t = 1
-        ts = np.tile(np.array([0.93, 1.07]), (len(ym), 1))
-        pts, dist, vis = _search(ym, n_int, n_int, ts, workers=workers)
-        if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
-            raise RuntimeError("constrained search found no shell point")
-        p[miss] = pts
-        visited[miss] = vis
-    if return_stats:
-        return p, miss, visited
-    return p
-
-
-def constrained_nearest_point(x, *, min_norm=0, max_norm, coords="unit", workers=None,
-                              return_distance=False):
-    r"""Nearest Leech lattice point with squared norm in ``[min_norm, max_norm]`` (exact).
-
-    Parameters
-    ----------
-    x : array_like
-        Points, shape ``(..., 24)``.
-    min_norm, max_norm : int
-        Squared norms in the coordinates ``coords`` (unit: even integers such as 4,
-        6, 26; int: multiples of 16).  ``min_norm = 0`` is a ball,
-        ``min_norm = max_norm`` one shell.
-    coords : {"unit", "int"}, optional
-        :math:`\Lambda_{24}` or :math:`\sqrt8\,\Lambda_{24}`, as in
-        :func:`~leechlib.nearest_point`.
-    workers : int, optional
-        Threads as in scipy (``None``/1: one, -1: all cores).
-    return_distance : bool, optional
-        Also return the squared distances.
-
-    Returns
-    -------
-    points : numpy.ndarray
-        float64, shape ``x.shape``.
-    dist : numpy.ndarray
-        Only if ``return_distance``.
-
-    Raises
-    ------
-    ValueError
-        If no lattice vector has a norm in the range, or for bad arguments.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from leechlib.quantizers import constrained_nearest_point
-    >>> x = np.zeros(24); x[0] = 10.0                  # far outside the ball of norm 4
-    >>> p = constrained_nearest_point(x, max_norm=4)
-    >>> float((p * p).sum()), float(np.round(p[0] * np.sqrt(8)))
-    (4.0, 4.0)
-    """
-    check_coords(coords)
-    f = 8 if coords == "unit" else 1
-    lo = check_int(min_norm, "min_norm", 0)
-    hi = check_int(max_norm, "max_norm", 0, 56 * 8 // f)
-    if lo > hi:
-        raise ValueError(f"min_norm must be <= max_norm, got {lo} > {hi}")
-    lo_i, hi_i = lo * f, hi * f
-    if not any(lo_i <= n <= hi_i for n in range(0, hi_i + 1, 16)
-               if n == 0 or shell_count(n // 8)):
-        raise ValueError(f"no lattice vector has a squared norm in [{lo}, {hi}]")
-    y, shape = as_blocks(x)
-    if coords == "unit":
-        y *= _SQRT8
-    if np.abs(y).max() >= _MAX_ABS:
-        raise ValueError("x is too large: entries must be below 2**30 in the integer frame")
-    if lo_i == 0:
-        p = _ball_points(y, hi_i, workers)
-    elif lo_i == hi_i:
-        p = _shell_points(y, hi_i, workers)
-    else:
-        p = _nearest_int(y, workers)
-        nrm = (p * p).sum(axis=1)
-        bad = (nrm < lo_i) | (nrm > hi_i)
-        if bad.any():
-            ts = np.ones((int(bad.sum()), 1))
-            p[bad] = _search(y[bad], lo_i, hi_i, ts, workers=workers)[0]
-    d = ((y - p) ** 2).sum(axis=1)
-    if coords == "unit":
-        p /= _SQRT8
-        d /= 8.0
-    p = p.reshape(shape + (24,))
-    if return_distance:
-        return p, d.reshape(shape)
-    return p
 
 
 # ---------------------------------------------------------------------------
@@ -571,31 +293,6 @@ class BallQuantizer:
         return pts.astype(np.float64) * (s / _SQRT8)
 
 
-# ---------------------------------------------------------------------------
-# shape-gain
-# ---------------------------------------------------------------------------
-
-
-def _lloyd_max(c, K, iters=300):
-    """Lloyd-Max levels (ascending, K of them) for the samples ``c`` (1-D)."""
-    c = np.sort(np.asarray(c, dtype=np.float64))
-    if K == 1:
-        return np.array([c.mean()])
-    levels = np.quantile(c, (np.arange(K) + 0.5) / K)
-    levels = np.maximum.accumulate(levels)
-    tol = 1e-12 * max(float(np.abs(c).max()), 1e-300)
-    for _ in range(iters):
-        mids = 0.5 * (levels[1:] + levels[:-1])
-        idx = np.searchsorted(mids, c)
-        sums = np.bincount(idx, weights=c, minlength=K)
-        cnts = np.bincount(idx, minlength=K)
-        new = np.where(cnts > 0, sums / np.maximum(cnts, 1), levels)
-        new = np.sort(new)
-        if np.max(np.abs(new - levels)) <= tol:
-            levels = new
-            break
-        levels = new
-    return levels
 
 
 class ShapeGainQuantizer:
@@ -682,10 +379,10 @@ class ShapeGainQuantizer:
         if shells is None:
             if gain_levels is not None:
                 K = check_int(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
-                shells = (_best_shell(budget, K),)
+                shells = (best_shell(budget, K),)
             else:
-                shells = (_best_shell(budget),)
-        shells = _as_shells(shells)
+                shells = (best_shell(budget),)
+        shells = as_shells(shells)
         size = sum(shell_count(m) for m in shells)
         if gain_levels is None:
             K = min(int(2.0 ** (budget - math.log2(size)) + 1e-9), _MAX_GAIN_LEVELS)
@@ -790,7 +487,7 @@ class ShapeGainQuantizer:
         if not np.any(y):
             raise ValueError("x is all zeros: no gain levels fit it")
         _, _, c = self._shapes(y, workers)
-        self.gains = _lloyd_max(c, self.gain_levels)
+        self.gains = lloyd_max(c, self.gain_levels)
         return self
 
     def _check_fitted(self):
@@ -853,102 +550,3 @@ class ShapeGainQuantizer:
         p = as_codes(packed, "packed")
         check_range(p, self.shape_size * self.gain_levels, "packed")
         return np.stack([p // self.gain_levels, p % self.gain_levels], axis=-1)
-
-
-def _as_shells(shells) -> tuple:
-    if isinstance(shells, (numbers.Integral, np.integer)) and not isinstance(shells, bool):
-        shells = (shells,)
-    try:
-        lst = list(shells)
-    except TypeError:
-        raise TypeError(f"shells must be an int or a sequence of ints, got "
-                        f"{type(shells).__name__}") from None
-    if not lst:
-        raise ValueError("shells must not be empty")
-    out = []
-    for m in lst:
-        m = check_int(m, "shells", 4, 56)
-        if m % 2:
-            raise ValueError(f"shells must be even norms (4, 6, 8, ...), got {m}")
-        if m in out:
-            raise ValueError(f"shells holds {m} twice")
-        out.append(m)
-    return tuple(out)
-
-
-#: Mean of sin^2 of the angle between a uniformly random direction and the nearest
-#: direction of the shell of each norm (unit coordinates): exact shell search on 4000
-#: random directions per shell, standard errors 0.00006-0.0006
-#: (``benchmarks/bench_quantizers.py --shell-table``).
-SHELL_ANGLE_ERROR: dict = {
-    4: 0.396040,
-    6: 0.271653,
-    8: 0.207476,
-    10: 0.167869,
-    12: 0.141590,
-    14: 0.122428,
-    16: 0.107795,
-    18: 0.096396,
-    20: 0.087405,
-    22: 0.079736,
-    24: 0.073419,
-    26: 0.068157,
-    28: 0.063489,
-    30: 0.059337,
-    32: 0.056046,
-    34: 0.052881,
-    36: 0.049797,
-    38: 0.047473,
-    40: 0.045217,
-    42: 0.043248,
-    44: 0.041065,
-    46: 0.039619,
-    48: 0.037952,
-    50: 0.036468,
-    52: 0.035239,
-    54: 0.033997,
-    56: 0.032742,
-}
-
-
-def _gain_distortion(K: int, s: float) -> float:
-    """Lloyd-Max MSE of K levels for the gain r * sqrt(1 - s), r ~ chi(24) (per block)."""
-    return (1.0 - s) * _chi_gain_distortion(int(K))
-
-
-@functools.lru_cache(maxsize=None)
-def _chi_gain_distortion(K: int) -> float:
-    """Lloyd-Max MSE of K levels for r ~ chi(24).
-
-    Up to 32 levels: Lloyd's iteration on 4000 quantiles of the distribution;
-    beyond: the Panter-Dite approximation ``(int p^(1/3))^3 / (12 K^2)``.
-    """
-    from scipy.stats import chi
-
-    if K > 32:
-        r = np.linspace(1e-6, 12.0, 24001)
-        f = chi.pdf(r, 24) ** (1.0 / 3.0)
-        integral = float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(r)))
-        return integral**3 / (12.0 * K * K)
-    c = chi.ppf((np.arange(4000) + 0.5) / 4000, 24)
-    lv = _lloyd_max(c, K)
-    mids = 0.5 * (lv[1:] + lv[:-1])
-    return float(np.mean((lv[np.searchsorted(mids, c)] - c) ** 2))
-
-
-def _best_shell(budget: float, K: int | None = None) -> int:
-    best, arg = math.inf, None
-    for m, s in SHELL_ANGLE_ERROR.items():
-        size = shell_count(m)
-        if math.log2(size) > budget + 1e-12:
-            continue
-        k = K if K is not None else min(int(2.0 ** (budget - math.log2(size)) + 1e-9),
-                                        _MAX_GAIN_LEVELS)
-        if k < 1 or math.log2(size) + math.log2(k) > budget + 1e-9:
-            continue
-        d = 24.0 * s + _gain_distortion(k, s)
-        if d < best:
-            best, arg = d, m
-    if arg is None:
-        raise ValueError(f"no shell fits {budget / 24:.4f} bits per dimension")
-    return arg

@@ -10,13 +10,11 @@ from hypothesis import strategies as st
 from leechlib import (BallCodebook, GolayCode, LeechLattice, ShellCodebook, nearest_point,
                       shell_count)
 from leechlib._kernels.constrained import constrained_reference
+from leechlib.constrained import _ball_points, _search, _shell_points
 from leechlib.quantizers import (
     MIN_BITS_PER_DIM,
     BallQuantizer,
     ShapeGainQuantizer,
-    _ball_points,
-    _search,
-    _shell_points,
     constrained_nearest_point,
 )
 
@@ -515,7 +513,7 @@ def test_unfitted_and_degenerate():
 
 _NOJIT = r"""
 import numpy as np
-from leechlib.quantizers import _ball_points, _shell_points
+from leechlib.constrained import _ball_points, _shell_points
 y = np.random.default_rng(0).standard_normal((2, 24)) * 3
 print(repr(_ball_points(y.copy(), 32).tolist()), repr(_shell_points(y[:1].copy(), 48).tolist()))
 """

@@ -1,0 +1,232 @@
+r"""The nearest Leech lattice point under a norm constraint (exact): the encoder of the
+quantizers whenever the nearest lattice point lies outside their codebook.
+
+:func:`constrained_nearest_point` finds, for points ``x``, the nearest lattice
+vector with squared norm in ``[min_norm, max_norm]``; ``min_norm = 0`` is a ball
+(:class:`~leechlib.BallQuantizer`), ``min_norm = max_norm`` a shell (the shapes of
+:class:`~leechlib.ShapeGainQuantizer`).  The nearest lattice point
+(:func:`~leechlib.nearest_point`) answers whenever it satisfies the constraint;
+otherwise the exact search of :mod:`leechlib._kernels.constrained` (Lagrangian
+lower bounds for the 8192 cosets of :math:`4D_{24}`, best-first, a dynamic
+programme over the coordinates per coset) finds the nearest point.  For a ball the
+search starts from the feasible points ``nearest_point(t x)``, ``t < 1``, and the
+Lagrangian dual scale found by bisection (:func:`_ball_points`); for a shell from
+multipliers of both signs (:func:`_shell_points`).
+
+Everything here works in the integer frame (``coords="int"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ._jit import num_threads
+from ._mog import kernel_tables
+from ._validation import SQRT8 as _SQRT8
+from ._validation import as_blocks, check_coords, check_int
+from .shells import shell_count
+
+__all__ = ["constrained_nearest_point", "MAX_ABS"]
+
+#: inputs are rejected when |x| (|x| / scale for the quantizers) exceeds this in the
+#: integer frame, where float64 distances could no longer separate neighbouring points
+MAX_ABS = 2.0**30
+
+
+def _mog_tables():
+    t = kernel_tables()
+    return t["hexa"], t["pat"]
+
+
+@functools.lru_cache(maxsize=16)
+def _class_tables(n_hi: int):
+    from ._kernels.constrained import class_tables
+
+    out = class_tables(n_hi)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _nearest_int(y, workers):
+    from .decode import nearest_point
+
+    return nearest_point(y, coords="int", workers=workers)
+
+
+def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
+    """Run the constrained kernel on rows of ``y`` (integer frame); (points, dist, visited)."""
+    from ._kernels.constrained import constrained_kernel
+
+    n = len(y)
+    if ub_pt is None:
+        ub_pt = np.zeros((n, 24))
+        has_ub = np.zeros(n, dtype=np.bool_)
+    vals, nv, step, vpar = _class_tables(int(n_hi))
+    out = np.zeros((n, 24))
+    dist = np.empty(n)
+    visited = np.empty(n, dtype=np.int64)
+    if n:
+        with num_threads(workers):
+            constrained_kernel(np.ascontiguousarray(y, dtype=np.float64), int(n_lo), int(n_hi),
+                               np.ascontiguousarray(ts, dtype=np.float64),
+                               np.ascontiguousarray(ub_pt, dtype=np.float64),
+                               np.ascontiguousarray(has_ub), *_mog_tables(), vals, nv, step,
+                               vpar, out, dist, visited)
+    return out, dist, visited
+
+
+def _ball_points(y, n_hi, workers=None, *, bisection_steps=3, return_stats=False):
+    """Nearest points of norm <= n_hi (integer frame) of the rows of ``y`` (integer frame).
+
+    Fast path: the nearest lattice point, when its norm is <= n_hi.  Overload: the
+    dual scale t of the Lagrangian bound by bisection on the norm of Q(t y) (the
+    feasible Q(t y) give the starting upper bound), then the exact search.
+    """
+    p = _nearest_int(y, workers)
+    over = (p * p).sum(axis=1) > n_hi
+    visited = np.zeros(len(y), dtype=np.int64)
+    if over.any():
+        yo = y[over]
+        m = len(yo)
+        yn2 = (yo * yo).sum(axis=1)
+        yn = np.sqrt(yn2)
+        r = math.sqrt(n_hi)
+        # ||Q(z)|| <= ||z|| + 4 (covering radius 4 in the integer frame): feasible below
+        lo = np.maximum(r - 4.0, 0.0) / yn
+        hi = np.minimum((r + 4.5) / yn, 1.0)
+        ub = np.full(m, np.inf)
+        ub_pt = np.zeros((m, 24))
+        g_best = np.full(m, -np.inf)
+        t_best = np.where(lo > 0, lo, hi)
+
+        def visit(t):
+            q = _nearest_int(yo * t[:, None], workers)
+            nq = (q * q).sum(axis=1)
+            feas = nq <= n_hi
+            d = ((yo - q) ** 2).sum(axis=1)
+            better = feas & (d < ub)
+            ub[better] = d[better]
+            ub_pt[better] = q[better]
+            tt = np.maximum(t, 1e-300)
+            lam = 1.0 / tt - 1.0
+            g = ((q - yo * t[:, None]) ** 2).sum(axis=1) / tt + (1.0 - t) * yn2 - lam * n_hi
+            g = np.where(t > 0, g, -np.inf)
+            up = g > g_best
+            g_best[up] = g[up]
+            t_best[up] = t[up]
+            return feas
+
+        visit(lo)
+        for _ in range(bisection_steps):
+            mid = 0.5 * (lo + hi)
+            feas = visit(mid)
+            lo = np.where(feas, mid, lo)
+            hi = np.where(feas, hi, mid)
+        has_ub = np.isfinite(ub)
+        pts, _, vis = _search(yo, 0, n_hi, t_best[:, None], ub_pt, has_ub, workers)
+        p[over] = pts
+        visited[over] = vis
+    if return_stats:
+        return p, over, visited
+    return p
+
+
+def _shell_points(y, n_int, workers=None, *, return_stats=False):
+    """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``."""
+    p = _nearest_int(y, workers)
+    miss = (p * p).sum(axis=1) != n_int
+    visited = np.zeros(len(y), dtype=np.int64)
+    if miss.any():
+        ym = y[miss]
+        # two-sided Lagrangian bounds (t = 0.93 and 1.07, i.e. lambda of both signs,
+        # both valid for an equality constraint): half the cosets visited of t = 1
+        ts = np.tile(np.array([0.93, 1.07]), (len(ym), 1))
+        pts, dist, vis = _search(ym, n_int, n_int, ts, workers=workers)
+        if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
+            raise RuntimeError("constrained search found no shell point")
+        p[miss] = pts
+        visited[miss] = vis
+    if return_stats:
+        return p, miss, visited
+    return p
+
+
+def constrained_nearest_point(x, *, min_norm=0, max_norm, coords="unit", workers=None,
+                              return_distance=False):
+    r"""Nearest Leech lattice point with squared norm in ``[min_norm, max_norm]`` (exact).
+
+    Parameters
+    ----------
+    x : array_like
+        Points, shape ``(..., 24)``.
+    min_norm, max_norm : int
+        Squared norms in the coordinates ``coords`` (unit: even integers such as 4,
+        6, 26; int: multiples of 16).  ``min_norm = 0`` is a ball,
+        ``min_norm = max_norm`` one shell.
+    coords : {"unit", "int"}, optional
+        :math:`\Lambda_{24}` or :math:`\sqrt8\,\Lambda_{24}`, as in
+        :func:`~leechlib.nearest_point`.
+    workers : int, optional
+        Threads as in scipy (``None``/1: one, -1: all cores).
+    return_distance : bool, optional
+        Also return the squared distances.
+
+    Returns
+    -------
+    points : numpy.ndarray
+        float64, shape ``x.shape``.
+    dist : numpy.ndarray
+        Only if ``return_distance``.
+
+    Raises
+    ------
+    ValueError
+        If no lattice vector has a norm in the range, or for bad arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib.quantizers import constrained_nearest_point
+    >>> x = np.zeros(24); x[0] = 10.0                  # far outside the ball of norm 4
+    >>> p = constrained_nearest_point(x, max_norm=4)
+    >>> float((p * p).sum()), float(np.round(p[0] * np.sqrt(8)))
+    (4.0, 4.0)
+    """
+    check_coords(coords)
+    f = 8 if coords == "unit" else 1
+    lo = check_int(min_norm, "min_norm", 0)
+    hi = check_int(max_norm, "max_norm", 0, 56 * 8 // f)
+    if lo > hi:
+        raise ValueError(f"min_norm must be <= max_norm, got {lo} > {hi}")
+    lo_i, hi_i = lo * f, hi * f
+    if not any(lo_i <= n <= hi_i for n in range(0, hi_i + 1, 16)
+               if n == 0 or shell_count(n // 8)):
+        raise ValueError(f"no lattice vector has a squared norm in [{lo}, {hi}]")
+    y, shape = as_blocks(x)
+    if coords == "unit":
+        y *= _SQRT8
+    if np.abs(y).max() >= MAX_ABS:
+        raise ValueError("x is too large: entries must be below 2**30 in the integer frame")
+    if lo_i == 0:
+        p = _ball_points(y, hi_i, workers)
+    elif lo_i == hi_i:
+        p = _shell_points(y, hi_i, workers)
+    else:
+        p = _nearest_int(y, workers)
+        nrm = (p * p).sum(axis=1)
+        bad = (nrm < lo_i) | (nrm > hi_i)
+        if bad.any():
+            ts = np.ones((int(bad.sum()), 1))
+            p[bad] = _search(y[bad], lo_i, hi_i, ts, workers=workers)[0]
+    d = ((y - p) ** 2).sum(axis=1)
+    if coords == "unit":
+        p /= _SQRT8
+        d /= 8.0
+    p = p.reshape(shape + (24,))
+    if return_distance:
+        return p, d.reshape(shape)
+    return p
