@@ -40,8 +40,9 @@ Search (``constrained_kernel``), for one point
    plus, if the parity of ``sum(k)`` is wrong, the cheapest single change of parity
    (changing three or more is never cheaper: penalties are >= 0).  Through the
    MOG (a codeword is a hexacode word h, a parity pi and six top bits of parity
-   pi; see ``design/decoder.md``) it is six lookups in column tables: per (eps,
-   column, 4-bit pattern) the sum, parity and cheapest parity change.  The wrapper
+   pi; see ``docs/decoding.rst``, section "The derivation") it is six lookups in
+   column tables: per (eps, column, 4-bit pattern) the sum, parity and cheapest
+   parity change.  The wrapper
    passes one or more values of ``t``; the bound used is the maximum over them
    (for a ball the ``t`` where the dual ``min_c LB_c(t)`` is largest, found by
    bisection; for a shell ``t = 0.93`` and ``1.07``, multipliers of both signs).

@@ -6,8 +6,8 @@ column patterns, octads, the Golay information set) are passed in by the wrapper
 in :mod:`leechlib.decode`; this module imports nothing from leechlib but the jit
 policy.
 
-Leech decoder (design note ``design/decoder.md``)
--------------------------------------------------
+Leech decoder (derived in ``docs/decoding.rst``, section "The derivation")
+-------------------------------------------------------------------------
 1. Translate by 8Z^24 (a sublattice): ``n_i = floor(y_i/8 + 1/2)``, ``r_i = y_i - 8 n_i``
    (exact in floating point), so ``r_i`` is in [-4, 4).  The answer for ``y`` is
    ``8n`` plus the answer for ``r``.

@@ -9,7 +9,7 @@ Soft Golay decoding (maximum likelihood): per MOG column, score ``s`` and parity
 ``pi`` the cheaper of the two column patterns (top bit 0 or 1) and the gap between
 them; per (hexacode word, parity) the sum of the column minima, repaired by the
 column of least gap when the top bits have the wrong parity (``docs/decoding.rst``,
-section "Soft decoding of the Golay code").
+section "The derivation").
 
 Nearest minimal vector: the best of the three shapes of the minimal vectors, the
 third by 24 soft Golay decodes (see :func:`_minvec_one`).
