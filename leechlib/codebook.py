@@ -119,15 +119,24 @@ def _as_indices(indices, size: int, name: str = "indices") -> np.ndarray:
     return arr
 
 
-def _as_points(points, coords: str, name: str = "points") -> np.ndarray:
-    """Lattice points to exact int64 integer-model coordinates (ValueError otherwise)."""
+def _as_points(points, coords: str, max_abs: int, name: str = "points"):
+    """Lattice points to exact int64 integer-model coordinates.
+
+    Returns ``(z, ok)``: ``z`` (..., 24) int64 and ``ok`` (...) bool, False for a point
+    with an entry beyond ``max_abs`` in the integer model (no codebook point has one;
+    such entries are zeroed in ``z``, so no int64 norm or cast can overflow on them).
+    ``ValueError`` if an in-range point is not integral in the integer model.
+    """
     arr = as_real_points(points, name, allow_empty=True)
-    z = arr.astype(np.float64) * (SQRT8 if coords == "unit" else 1.0)
-    zi = np.rint(z)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge entries may become inf
+        z = arr.astype(np.float64) * (SQRT8 if coords == "unit" else 1.0)
+        zi = np.rint(z)
+        small = np.abs(zi) <= max_abs  # False for inf
+        err = np.where(small, np.abs(z - zi), 0.0)
     tol = 1e-6 * SQRT8 if coords == "unit" else 0.0
-    if arr.size and np.max(np.abs(z - zi)) > tol:
+    if arr.size and err.max() > tol:
         raise ValueError(f"{name} are not lattice points in {coords!r} coordinates")
-    return zi.astype(np.int64)
+    return np.where(small, zi, 0.0).astype(np.int64), small.all(axis=-1)
 
 
 class ShellCodebook:
@@ -210,8 +219,9 @@ class ShellCodebook:
 
         Raises ``ValueError`` if a point is not a vector of this shell.
         """
-        z = _as_points(points, self.coords)
+        z, ok = _as_points(points, self.coords, math.isqrt(self._N))
         r = self._rank_int(z.reshape(-1, 24), workers)
+        r[~ok.ravel()] = -1
         if r.size and r.min() < 0:
             raise ValueError(f"points are not all vectors of the norm-{self.norm} shell")
         return r.reshape(z.shape[:-1])
@@ -223,7 +233,12 @@ class ShellCodebook:
         if z.shape[0] and self.size:
             from .lattice import LeechLattice
 
-            member = LeechLattice._contains_int(z)
+            # no vector of the shell has an entry beyond sqrt(N): leave such rows
+            # out, so that the kernel's int64 norm cannot wrap around
+            b = math.isqrt(self._N)
+            member = ((z <= b) & (z >= -b)).all(axis=1)
+            z = np.where(member[:, None], z, 0)
+            member &= LeechLattice._contains_int(z)
             starts, _, _, per_u, lookup, _ = self._blocks
             t = self._t
             zz = np.ascontiguousarray(z, dtype=np.int64)
@@ -311,9 +326,10 @@ class BallCodebook:
 
     def index(self, points, *, workers=None) -> np.ndarray:
         """Indices of lattice points of norm at most ``max_norm`` (``ValueError`` otherwise)."""
-        z = _as_points(points, self.coords)
+        z, ok = _as_points(points, self.coords, math.isqrt(8 * self.max_norm))
         flat = z.reshape(-1, 24)
-        norms = (flat * flat).sum(axis=1)
+        ok = ok.ravel()
+        norms = np.where(ok, (flat * flat).sum(axis=1), -1)  # bounded entries: no overflow
         out = np.full(flat.shape[0], -1, dtype=np.int64)
         out[norms == 0] = 0
         for k, n in enumerate(self.shell_norms):

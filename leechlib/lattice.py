@@ -193,11 +193,14 @@ class LeechLattice:
         check_coords(coords)
         atol = check_positive(atol, "atol", allow_zero=True)
         arr = as_real_points(x, "x", allow_empty=True)
-        z = arr.astype(np.float64) * (SQRT8 if coords == "unit" else 1.0)
-        zi = np.rint(z)
-        tol = atol * SQRT8 if coords == "unit" else 0.0
-        near = np.all(np.abs(z - zi) <= tol, axis=-1)
-        zi = zi.astype(np.int64)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge entries may become inf
+            z = arr.astype(np.float64) * (SQRT8 if coords == "unit" else 1.0)
+            zi = np.rint(z)
+            tol = atol * SQRT8 if coords == "unit" else 0.0
+            near = np.all(np.abs(z - zi) <= tol, axis=-1)
+            # membership depends on x mod 8 only (8Z^24 is a sublattice), and the
+            # remainder is exact in float64: no cast of entries beyond int64
+            zi = np.where(np.isfinite(zi), np.fmod(zi, 8.0), 0.0).astype(np.int64)
         out = near & self._contains_int(zi)
         return out if out.ndim else bool(out)
 

@@ -129,3 +129,31 @@ def test_constructor_validation():
         ShellCodebook(4.0)
     with pytest.raises(ValueError, match="coords"):
         BallCodebook(coords="cartesian")
+
+
+def test_index_rejects_huge_points_instead_of_overflowing():
+    # int64 norms of entries near 2**32 wrapped around to small norms, and a float
+    # beyond int64 was cast to garbage: unrelated indices came back
+    big = np.iinfo(np.int64)
+    z = np.zeros(24, np.int64)
+    z[:3] = [2**32, 4, 4]
+    with pytest.raises(ValueError, match="points are not all vectors of the norm-4 shell"):
+        ShellCodebook(4, coords="int").index(z)
+    with pytest.raises(ValueError, match="points are not all lattice vectors of norm <= 26"):
+        BallCodebook(coords="int").index(np.r_[2**32, np.zeros(23)].astype(np.int64))
+    with pytest.raises(ValueError, match="points are not all lattice vectors"):
+        BallCodebook().index(np.full(24, 1e20))
+    with pytest.raises(ValueError, match="points are not all lattice vectors"):
+        BallCodebook().index(np.full(24, 1e308))  # overflows to inf when scaled
+    for v in (big.min, big.max, 2**31, -(2**31) - 4):
+        w = np.zeros((2, 24), np.int64)
+        w[:, :2] = 4
+        w[1, 5] = v
+        with pytest.raises(ValueError, match="points"):
+            ShellCodebook(4, coords="int").index(w)
+        with pytest.raises(ValueError, match="points"):
+            BallCodebook(coords="int").index(w)
+    # the largest entries a codebook has are still fine
+    cb = BallCodebook(coords="int")
+    far = cb.point(cb.size - 1)
+    assert int(cb.index(far)) == cb.size - 1

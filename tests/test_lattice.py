@@ -220,3 +220,21 @@ def test_contains_batch_shapes(lattice):
     x = np.zeros((2, 3, 24))
     assert lattice.contains(x).shape == (2, 3)
     assert lattice.contains(np.zeros(24)) is True
+
+
+def test_contains_huge_entries_exactly_without_warnings():
+    import warnings
+
+    L = LeechLattice()
+    x = np.zeros((4, 24))
+    x[:, :2] = 4.0
+    x[0, 5] = 2.0**70          # a multiple of 8: still a lattice point
+    x[1, 5] = 2.0**70 + 2**18  # also a multiple of 8
+    x[2, :2] = 2.0             # (2, 2, 0, ...) is not a lattice point
+    x[2, 7] = 1e300
+    x[3, 5] = -(2.0**63)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert L.contains(x, coords="int").tolist() == [True, True, False, True]
+        assert L.contains(np.full(24, 1e308)) is False  # overflows to inf when scaled
+        assert L.contains(np.full(24, 8e300), coords="int") is True
