@@ -11,13 +11,21 @@ Every Numba kernel in :mod:`leechlib._kernels` is decorated with :func:`jit` or
 
 Kernels import ``prange`` from :mod:`numba` themselves; kernel modules are only
 imported by the public wrappers on first use.
+
+Threads: every kernel call goes through :class:`num_threads`, which sets the number
+of threads of the call's parallel region (``workers``).  Numba's TBB and OpenMP
+threading layers run parallel regions launched from several Python threads side by
+side; its ``workqueue`` layer (the fallback when neither is installed) cannot, and
+aborts the process.  Where the layer is not thread-safe, :class:`num_threads` holds
+one process-wide lock for the duration of the call, so concurrent calls take turns.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 
-__all__ = ["jit", "pjit", "num_threads", "CACHE"]
+__all__ = ["jit", "pjit", "num_threads", "layer_is_threadsafe", "CACHE"]
 
 CACHE = os.environ.get("LEECHLIB_NO_CACHE", "0") not in ("1", "true", "True", "yes")
 
@@ -70,18 +78,59 @@ def resolve_workers(workers) -> int:
     return min(w, n)
 
 
+#: Numba threading layers that run parallel regions from several threads at once
+_THREADSAFE_LAYERS = ("tbb", "omp")
+#: serialises leechlib's parallel regions where the layer is not thread-safe
+_PARALLEL_LOCK = threading.RLock()
+_SAFE: list = []  # the answer of layer_is_threadsafe, once the layer is running
+
+
+def layer_is_threadsafe() -> bool:
+    """Whether Numba's threading layer can run parallel regions from several Python
+    threads at once (TBB, OpenMP; not ``workqueue``).  Starts the layer if needed."""
+    if _SAFE:
+        return _SAFE[0]
+    nb = _numba()
+    if nb.config.DISABLE_JIT:  # plain Python: no threading layer at all
+        return True
+    nb.get_num_threads()  # launches the threading layer (Numba locks that itself)
+    try:
+        safe = nb.threading_layer() in _THREADSAFE_LAYERS
+    except ValueError:  # pragma: no cover - not running: assume the worst
+        return False
+    _SAFE.append(safe)
+    return safe
+
+
 class num_threads:
-    """Context manager running Numba parallel kernels on ``workers`` threads."""
+    """Context manager running Numba parallel kernels on ``workers`` threads.
+
+    Where the threading layer is not thread-safe (``workqueue``) it also holds a
+    process-wide lock until it exits, so that kernels launched from several Python
+    threads run one after the other instead of aborting the process.
+    """
 
     def __init__(self, workers):
         self.n = resolve_workers(workers)
 
     def __enter__(self):
         nb = _numba()
-        self._old = nb.get_num_threads()
-        nb.set_num_threads(self.n)
+        self._locked = not layer_is_threadsafe()
+        if self._locked:
+            _PARALLEL_LOCK.acquire()
+        try:
+            self._old = nb.get_num_threads()
+            nb.set_num_threads(self.n)
+        except BaseException:
+            if self._locked:
+                _PARALLEL_LOCK.release()
+            raise
         return self.n
 
     def __exit__(self, *exc):
-        _numba().set_num_threads(self._old)
+        try:
+            _numba().set_num_threads(self._old)
+        finally:
+            if self._locked:
+                _PARALLEL_LOCK.release()
         return False

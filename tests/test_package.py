@@ -165,3 +165,56 @@ def test_cli_without_torch_ext_says_so():
     res = _run(block + "sys.exit(main(['demo', '--points', '2000']))")
     assert res.returncode == 0, res.stderr
     assert "(LILA section skipped:" in res.stdout and "install the [torch] extra" in res.stdout
+
+
+_THREADS = r"""
+import json, threading
+import numpy as np
+import numba
+import leechlib
+from leechlib import BallCodebook, GolayCode, nearest_minimal_vector, nearest_point
+from leechlib._jit import layer_is_threadsafe
+from leechlib.baselines import E8Quantizer
+
+x = np.random.default_rng(0).standard_normal((3000, 24))
+cb = BallCodebook(8, coords="int")
+idx = np.arange(0, cb.size, cb.size // 500)
+e8 = E8Quantizer(4)
+want = {"p": nearest_point(x), "v": nearest_minimal_vector(x[:500]),
+        "g": GolayCode().decode_soft(x[:500]), "pts": cb.point(idx), "e8": e8.encode(5 * x[:, :8])}
+errors = []
+
+def work(k):
+    try:
+        for _ in range(6):
+            assert (nearest_point(x, workers=None if k % 2 else -1) == want["p"]).all()
+            assert (nearest_minimal_vector(x[:500]) == want["v"]).all()
+            assert (GolayCode().decode_soft(x[:500], workers=-1) == want["g"]).all()
+            assert (cb.index(cb.point(idx)) == idx).all()
+            assert (e8.encode(5 * x[:, :8], workers=-1) == want["e8"]).all()
+    except Exception as exc:
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"layer": numba.threading_layer(), "safe": layer_is_threadsafe(),
+                  "errors": errors}))
+"""
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "default"])
+def test_concurrent_calls_from_python_threads(layer):
+    # Numba's workqueue layer (its fallback without OpenMP or TBB) aborted the process
+    # when two Python threads ran parallel kernels at once; leechlib serialises its
+    # kernels there and lets thread-safe layers run them side by side
+    res = _run(_THREADS, env={"NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "2"})
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["errors"] == []
+    if layer == "workqueue":
+        assert out == {"layer": "workqueue", "safe": False, "errors": []}
+    else:
+        assert out["safe"] == (out["layer"] in ("tbb", "omp"))
