@@ -42,9 +42,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from leechlib import shell_count  # noqa: E402
-from leechlib.baselines import E8Quantizer, ScalarQuantizer, e8_nearest_point  # noqa: E402
 from leechlib._gains import lloyd_max as _lloyd_max  # noqa: E402
 from leechlib._optimize import golden_min  # noqa: E402
+from leechlib.baselines import E8Quantizer, ScalarQuantizer, e8_nearest_point  # noqa: E402
 from leechlib.constrained import _shell_points  # noqa: E402
 from leechlib.decode import nearest_point  # noqa: E402
 from leechlib.quantizers import BallQuantizer, ShapeGainQuantizer  # noqa: E402

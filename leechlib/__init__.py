@@ -6,10 +6,10 @@ first use and tables are built on first use.
 
 __version__ = "0.1.0"
 
-from .golay import GolayCode, find_isomorphism, hexacode_words
-from .lattice import LeechLattice, shell_count, theta_series
 from .codebook import BallCodebook, ShellCodebook
 from .decode import LeechQuantizer, nearest_minimal_vector, nearest_point, quantize
+from .golay import GolayCode, find_isomorphism, hexacode_words
+from .lattice import LeechLattice, shell_count, theta_series
 from .quantizers import BallQuantizer, Quantizer, ShapeGainQuantizer, constrained_nearest_point
 
 __all__ = [

@@ -107,7 +107,7 @@ def _gain_distortion(K: int, s: float) -> float:
     return (1.0 - s) * _chi_gain_distortion(int(K))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _chi_gain_distortion(K: int) -> float:
     """Lloyd-Max MSE of K levels for r ~ chi(24).
 

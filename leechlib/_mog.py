@@ -96,7 +96,7 @@ def rref_gf2(rows: np.ndarray):
     return m[:r], pivots
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hexacode_words() -> np.ndarray:
     r"""The 64 words of the hexacode, a [6, 3, 4] code over GF(4).
 
@@ -131,7 +131,7 @@ def hexacode_words() -> np.ndarray:
     return readonly(words)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def column_pattern() -> np.ndarray:
     """The unique MOG column pattern with a given score, parity and top bit.
 
@@ -164,7 +164,7 @@ def column_pattern() -> np.ndarray:
     return readonly(table)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def codeword_ints_mog() -> np.ndarray:
     """All 4096 codewords as packed ints, built from the MOG rule, sorted."""
     pat = column_pattern()
@@ -182,7 +182,7 @@ def codeword_ints_mog() -> np.ndarray:
     return readonly(np.array(sorted(out), dtype=np.int64))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def generator() -> tuple:
     """``(G, information_set)``: the (12, 24) uint8 generator matrix in reduced
     row-echelon form and its 12 pivot coordinates (intp), both read-only."""
@@ -192,7 +192,7 @@ def generator() -> tuple:
     return readonly(g.astype(np.uint8)), readonly(np.array(pivots, dtype=np.intp))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def codewords() -> np.ndarray:
     """All 4096 codewords, (4096, 24) uint8, row ``i`` = the message with bits of ``i``
     times :func:`generator` (bit ``k`` of ``i`` = message symbol ``k``)."""
@@ -201,13 +201,13 @@ def codewords() -> np.ndarray:
     return readonly(((msgs @ g.astype(np.int32)) & 1).astype(np.uint8))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def codeword_ints() -> np.ndarray:
     """The rows of :func:`codewords` packed as ints (bit ``i`` = coordinate ``i``)."""
     return readonly(pack(codewords()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def octads() -> np.ndarray:
     """The 759 octads as sorted 8-sets, (759, 8) int8, rows in lexicographic order."""
     cw = codewords()
@@ -217,7 +217,7 @@ def octads() -> np.ndarray:
     return readonly(sets[order])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernel_tables() -> dict:
     """The tables of the Numba kernels, raveled int64 (read-only).
 

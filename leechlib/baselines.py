@@ -20,8 +20,17 @@ import numpy as np
 
 from ._jit import num_threads, resolve_workers
 from ._optimize import golden_min
-from ._validation import (as_blocks, as_codes, as_real_points, as_real_values, check_choice,
-                          check_int, check_positive, check_range, subsample)
+from ._validation import (
+    as_blocks,
+    as_codes,
+    as_real_points,
+    as_real_values,
+    check_choice,
+    check_int,
+    check_positive,
+    check_range,
+    subsample,
+)
 
 __all__ = ["ScalarQuantizer", "E8Quantizer", "e8_nearest_point", "e8_ball"]
 
@@ -66,11 +75,11 @@ class ScalarQuantizer:
         """``bits`` as a float (one value per block)."""
         return float(self.bits)
 
-    def prepare(self) -> "ScalarQuantizer":
+    def prepare(self) -> ScalarQuantizer:
         """Nothing to build ahead of use; returns ``self`` (the protocol's method)."""
         return self
 
-    def fit(self, x, *, workers=None) -> "ScalarQuantizer":
+    def fit(self, x, *, workers=None) -> ScalarQuantizer:
         """Choose the levels for the data ``x`` (any shape); returns ``self``.
 
         ``workers`` is accepted for the :class:`~leechlib.Quantizer` protocol (and
@@ -254,7 +263,7 @@ class E8Quantizer:
         """Bits per block of 8 numbers, ``log2(size)``."""
         return math.log2(self.size)
 
-    def fit(self, x, *, max_points: int = 4000, iters: int = 14, workers=None) -> "E8Quantizer":
+    def fit(self, x, *, max_points: int = 4000, iters: int = 14, workers=None) -> E8Quantizer:
         """Choose the scale minimising the MSE on (at most ``max_points`` evenly spaced
         blocks of) ``x``; returns ``self``.
 
@@ -298,7 +307,7 @@ class E8Quantizer:
             out[over] = res
         return out.reshape(v.shape[:-1])
 
-    def prepare(self) -> "E8Quantizer":
+    def prepare(self) -> E8Quantizer:
         """Build the point → index table now rather than on first use.
 
         Returns

@@ -32,8 +32,8 @@ from ._mog import pack as _pack
 from ._mog import popcount as _popcount
 from ._mog import readonly as _readonly
 from ._mog import unpack as _unpack
-from .m24 import find_isomorphism, quadratic_residue_code
 from ._validation import as_binary, as_codes, as_real_points, as_rng, check_int
+from .m24 import find_isomorphism, quadratic_residue_code
 
 __all__ = [
     "GF4_MUL",
@@ -402,14 +402,14 @@ class GolayCode:
         return _m24.random_element(as_rng(rng))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _syndrome_columns() -> np.ndarray:
     """(24,) int64: the packed syndrome ``H e_i`` of each coordinate."""
     g, _ = _mog.generator()
     return _readonly(_pack(g.T))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _decode_table() -> np.ndarray:
     """Syndrome (0..4095) -> error pattern int of weight <= 3, or -1."""
     table = np.full(4096, -1, dtype=np.int64)
@@ -427,7 +427,7 @@ def _decode_table() -> np.ndarray:
     return _readonly(table)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sextets() -> np.ndarray:
     """The 1771 sextets of :meth:`GolayCode.sextets`."""
     ints = _mog.codeword_ints()
@@ -450,7 +450,7 @@ def _sextets() -> np.ndarray:
     return _readonly(np.array(out, dtype=np.int8))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code() -> GolayCode:
     """The one :class:`GolayCode` instance the lattice modules share."""
     return GolayCode()

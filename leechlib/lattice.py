@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from ._mog import readonly as _readonly
-from ._validation import (SQRT8, as_binary, as_real_points, as_rng, check_coords, check_int,
-                          check_positive)
+from ._validation import SQRT8, as_binary, as_real_points, as_rng, check_coords, check_int, check_positive
 from .golay import _code
 from .shells import _iter_shell_int, minimal_vectors_int, shell_count, theta_series
 
@@ -63,7 +62,7 @@ def _hnf_rows(gens: list[list[int]]) -> np.ndarray:
             new = [p]
             for r in piv[1:]:
                 q = r[col] // p[col]
-                rr = [a - q * b for a, b in zip(r, p)]
+                rr = [a - q * b for a, b in zip(r, p, strict=True)]
                 (new if rr[col] != 0 else rest).append(rr)
             piv = new
         if piv:
@@ -77,7 +76,7 @@ def _hnf_rows(gens: list[list[int]]) -> np.ndarray:
         for j in range(i):
             col = next(k for k, v in enumerate(basis[i]) if v != 0)
             q = basis[j][col] // basis[i][col]
-            basis[j] = [a - q * b for a, b in zip(basis[j], basis[i])]
+            basis[j] = [a - q * b for a, b in zip(basis[j], basis[i], strict=True)]
     return np.array(basis, dtype=np.int64)
 
 
@@ -114,7 +113,7 @@ class LeechLattice:
 
     # ------------------------------------------------------------- matrices
     @staticmethod
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def _generator_int() -> np.ndarray:
         code = _code()
         gens = [[2 * int(b) for b in row] for row in code.G]

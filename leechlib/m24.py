@@ -263,7 +263,7 @@ def _qr_m24_generators() -> list[np.ndarray]:
     return [as_perm(f) for f in (shift, square, invert, conway_delta)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def generators_mog() -> tuple:
     """M24 generators in MOG coordinates (read-only permutation arrays), from
     :func:`_qr_m24_generators` carried over by :func:`find_isomorphism`."""
@@ -287,7 +287,7 @@ def generators_mog() -> tuple:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def group():
     """M24 as a sympy ``PermutationGroup`` on the MOG coordinates."""
     from sympy.combinatorics import Permutation, PermutationGroup

@@ -51,8 +51,8 @@ from ._validation import as_blocks, as_codes, check_int, check_positive, check_r
 from .codebook import BallCodebook, ShellCodebook
 from .constrained import MAX_ABS as _MAX_ABS
 from .constrained import _ball_points, _shell_points, constrained_nearest_point
-from .shells import shell_count
 from .protocol import Quantizer
+from .shells import shell_count
 
 __all__ = ["Quantizer", "BallQuantizer", "ShapeGainQuantizer", "constrained_nearest_point",
            "SHELL_ANGLE_ERROR", "MIN_BITS_PER_DIM", "MAX_BITS_PER_DIM"]
@@ -93,7 +93,7 @@ def _check_rate(bits_per_dim) -> float:
 # ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ball_size(max_norm: int) -> int:
     return 1 + sum(shell_count(n) for n in range(4, max_norm + 1, 2))
 
@@ -195,7 +195,7 @@ class BallQuantizer:
     def _int_codebook(self) -> BallCodebook:
         return BallCodebook(self.max_norm, coords="int")
 
-    def prepare(self) -> "BallQuantizer":
+    def prepare(self) -> BallQuantizer:
         """Build the index tables of the codebook now rather than on first use.
 
         Returns
@@ -229,7 +229,7 @@ class BallQuantizer:
         return y, shape
 
     # ------------------------------------------------------------------ fit
-    def fit(self, x, *, max_points=4000, iters=16, workers=None) -> "BallQuantizer":
+    def fit(self, x, *, max_points=4000, iters=16, workers=None) -> BallQuantizer:
         """Choose the MSE-optimal scale for the blocks ``x`` (..., 24); returns ``self``.
 
         Golden-section search of the scale (the MSE of the exact encoder on at most
@@ -421,7 +421,7 @@ class ShapeGainQuantizer:
         return (f"ShapeGainQuantizer(bits_per_dim={self.bits_per_dim:.4f}, shells={self.shells}, "
                 f"gain_levels={self.gain_levels})")
 
-    def prepare(self) -> "ShapeGainQuantizer":
+    def prepare(self) -> ShapeGainQuantizer:
         """Build the index tables of the shells now rather than on first use.
 
         Returns
@@ -473,7 +473,7 @@ class ShapeGainQuantizer:
             best_v[up] = v[up]
         return best_k, best_v, best_c
 
-    def fit(self, x, *, max_points=20000, workers=None) -> "ShapeGainQuantizer":
+    def fit(self, x, *, max_points=20000, workers=None) -> ShapeGainQuantizer:
         """Fit the gain levels to the blocks ``x`` (..., 24); returns ``self``.
 
         The shape encoder does not depend on the gains, so the MSE-optimal levels

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def _sigma(k: int, n: int) -> int:
     return sum(d**k for d in range(1, n + 1) if n % d == 0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tau(n_terms: int) -> tuple:
     """Ramanujan tau(0..n_terms-1) from Δ = q Π (1 - q^n)^24, exact ints."""
     poly = [0] * n_terms
@@ -136,7 +136,7 @@ def _power(p, e, n):
     return result
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shell_counts_int(max_int_norm: int) -> tuple:
     """Counts of vectors of √8Λ24 of each integer norm 0..max_int_norm, by structure."""
     weights = _code().weight_enumerator()
@@ -145,10 +145,10 @@ def _shell_counts_int(max_int_norm: int) -> tuple:
     for eps in (0, 1):
         e0, o0 = _coordinate_series(eps, 0, n)
         e1, o1 = _coordinate_series(eps, 1, n)
-        plus0 = [a + b for a, b in zip(e0, o0)]
-        minus0 = [a - b for a, b in zip(e0, o0)]
-        plus1 = [a + b for a, b in zip(e1, o1)]
-        minus1 = [a - b for a, b in zip(e1, o1)]
+        plus0 = [a + b for a, b in zip(e0, o0, strict=True)]
+        minus0 = [a - b for a, b in zip(e0, o0, strict=True)]
+        plus1 = [a + b for a, b in zip(e1, o1, strict=True)]
+        minus1 = [a - b for a, b in zip(e1, o1, strict=True)]
         for w, count in enumerate(weights):
             if not count:
                 continue
@@ -259,7 +259,7 @@ def _iter_shell_int(norm_int: int, chunk_size: int) -> Iterator[np.ndarray]:
 # ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def minimal_vectors_int() -> np.ndarray:
     """The 196 560 minimal vectors (integer model, read-only int8), in the order of
     :meth:`LeechLattice.minimal_vectors`."""

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leechlib import (BallCodebook, GolayCode, LeechLattice, ShellCodebook, nearest_point,
-                      shell_count)
+from leechlib import BallCodebook, GolayCode, LeechLattice, ShellCodebook, nearest_point, shell_count
 from leechlib._kernels.constrained import constrained_reference
 from leechlib.constrained import _ball_points, _search, _shell_points
 from leechlib.quantizers import (

@@ -7,9 +7,18 @@ import pytest
 
 from leechlib import GolayCode, LeechLattice, ShellCodebook, find_isomorphism
 from leechlib._jit import resolve_workers
-from leechlib._validation import (SQRT8, as_binary, as_blocks, as_codes, as_real_values,
-                                  check_choice, check_int, check_positive, check_range,
-                                  subsample)
+from leechlib._validation import (
+    SQRT8,
+    as_binary,
+    as_blocks,
+    as_codes,
+    as_real_values,
+    check_choice,
+    check_int,
+    check_positive,
+    check_range,
+    subsample,
+)
 from leechlib.baselines import ScalarQuantizer
 from leechlib.golay import mog_index, mog_position
 

@@ -72,7 +72,7 @@ def _device_jit(fn):
     return cuda.jit(device=True)(fn)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernels() -> types.SimpleNamespace:
     """The device functions (from the CPU kernels' factories) and the two CUDA kernels.
 

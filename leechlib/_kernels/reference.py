@@ -22,7 +22,7 @@ import itertools
 import numpy as np
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _golay():
     from leechlib.golay import GolayCode
 
@@ -128,7 +128,7 @@ def golay_soft_ref(r):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def minimal_vectors_int() -> np.ndarray:
     """The 196 560 minimal vectors of sqrt(8)*Lambda24 in the order of ``LeechLattice``.
 
