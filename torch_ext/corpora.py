@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from ._textfiles import ENCODING_ERRORS, check_encoding, describe_kind, eos_documents, read_text, split_single_file
+
 __all__ = [
     "DataUnavailableError",
     "SPLITS",
+    "ALL",
+    "ENCODING_ERRORS",
     "EOS_TEXT",
     "TextSource",
     "ShakespeareSource",
@@ -38,6 +41,8 @@ __all__ = [
 
 #: the two split names
 SPLITS = ("train", "validation")
+#: the name of the whole corpus as one split (every document, in a stable order)
+ALL = "all"
 #: text form of the end-of-document token (also the separator line of documents in one file)
 EOS_TEXT = "<|endoftext|>"
 #: salt of the document split hash (changing it changes every split)
@@ -106,6 +111,15 @@ class TextSource:
     def iter_documents(self, split: str) -> Iterator[tuple[str, str]]:  # pragma: no cover
         """Yield ``(name, text)`` for the documents of ``split``."""
         raise NotImplementedError
+
+    def iter_all(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(name, text)`` for every document, in a stable order (the ``"all"`` split).
+
+        By default the train documents, then the validation ones; sources that know
+        their documents' natural order (files, plays) yield them in that order.
+        """
+        for split in SPLITS:
+            yield from self.iter_documents(split)
 
     def describe(self) -> dict:
         """A JSON-able description stored with caches and checkpoints."""
@@ -201,6 +215,11 @@ class ShakespeareSource(TextSource):
             if self._split[n] == split:
                 yield n, strip_markdown(p.read_text(encoding="utf-8"))
 
+    def iter_all(self):
+        """Every play, in the order of their files."""
+        for p, n in zip(self.files, self._names, strict=True):
+            yield n, strip_markdown(p.read_text(encoding="utf-8"))
+
     def describe(self):
         return {"name": self.name, "val_fraction": self.val_fraction}
 
@@ -213,9 +232,10 @@ class LocalTextSource(TextSource):
 
     A folder: every ``.txt``/``.md``/``.text``/``.rst`` file below it (recursively) is
     one document, named by its relative path.  One file: documents are separated by
-    lines equal to ``<|endoftext|>`` if there are any; otherwise the file is cut at
-    line boundaries into ``max(10, size / 64 KiB)`` pieces named ``file#i``.  Either
-    way the split is the hash rule of :func:`split_of`.
+    lines equal to ``<|endoftext|>`` if there are any; otherwise, for the train and
+    validation splits, the file is cut at line boundaries into ``max(10, size / 64
+    KiB)`` pieces named ``file#i`` (the ``"all"`` split, :meth:`iter_all`, keeps it
+    whole).  Either way the split is the hash rule of :func:`split_of`.
 
     Parameters
     ----------
@@ -223,15 +243,21 @@ class LocalTextSource(TextSource):
         File or folder.
     val_fraction : float
         Expected fraction of documents in the validation split.
+    encoding : str
+        Encoding of the files (default UTF-8).
+    errors : {"strict", "replace", "ignore"}
+        What an undecodable byte does: ``"strict"`` (default) raises a ``ValueError``
+        naming the file and the byte offset; see :func:`read_text`.
     """
 
     name = "local"
 
-    def __init__(self, path, val_fraction: float = 0.1):
+    def __init__(self, path, val_fraction: float = 0.1, *, encoding: str = "utf-8", errors: str = "strict"):
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or Path, got {type(path).__name__}")
         self.path = Path(path).expanduser().resolve()
         self.val_fraction = _check_fraction(val_fraction)
+        self.encoding, self.errors = check_encoding(encoding, errors)
         if self.path.is_dir():
             self.files = sorted(
                 p for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES
@@ -242,22 +268,24 @@ class LocalTextSource(TextSource):
                 )
         elif self.path.is_file():
             self.files = [self.path]
+        elif os.path.lexists(self.path):
+            raise DataUnavailableError(f"path {str(self.path)!r} is {describe_kind(self.path)}, "
+                                       "not a text file or a folder of them")
         else:
             raise DataUnavailableError(f"path {str(self.path)!r} does not exist")
         self._docs: list[tuple[str, str]] | None = None
+        self._split: dict[str, str] | None = None
+
+    def _read(self, p: Path) -> str:
+        return read_text(p, self.encoding, self.errors)
 
     def _documents(self) -> list[tuple[str, str]]:
         if self._docs is None:
             if self.path.is_dir():
-                docs = [
-                    (str(p.relative_to(self.path)), p.read_text(encoding="utf-8", errors="replace"))
-                    for p in self.files
-                ]
+                docs = [(str(p.relative_to(self.path)), self._read(p)) for p in self.files]
             else:
-                docs = _split_single_file(self.path)
-            docs = [(n, t) for n, t in docs if t.strip()]
-            self._split = _hash_split([n for n, _ in docs], self.val_fraction)
-            self._docs = docs
+                docs = split_single_file(self.path, self._read(self.path), EOS_TEXT)
+            self._docs = [(n, t) for n, t in docs if t.strip()]
         return self._docs
 
     def fingerprint(self) -> str:
@@ -265,37 +293,30 @@ class LocalTextSource(TextSource):
         for p in self.files:
             st = p.stat()
             h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        return f"local:{h.hexdigest()[:16]}:{self.val_fraction!r}"
+        return f"local:{h.hexdigest()[:16]}:{self.val_fraction!r}:{self.encoding}:{self.errors}"
 
     def iter_documents(self, split):
         check_split(split)
-        for n, t in self._documents():
+        docs = self._documents()
+        if self._split is None:
+            self._split = _hash_split([n for n, _ in docs], self.val_fraction)
+        for n, t in docs:
             if self._split[n] == split:
                 yield n, t
 
+    def iter_all(self):
+        """Every document in order: the files by path, or the documents of the one file (whole
+        if it has no ``<|endoftext|>`` lines); one document is enough."""
+        if self.path.is_dir():
+            yield from self._documents()
+            return
+        text = self._read(self.path)
+        docs = eos_documents(self.path.name, text, EOS_TEXT) or [(self.path.name, text)]
+        yield from ((n, t) for n, t in docs if t.strip())
+
     def describe(self):
-        return {"name": self.name, "path": str(self.path), "val_fraction": self.val_fraction}
-
-
-def _split_single_file(path: Path) -> list[tuple[str, str]]:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    base = path.name
-    if re.search(rf"^{re.escape(EOS_TEXT)}$", text, flags=re.M):
-        parts = re.split(rf"^{re.escape(EOS_TEXT)}\n?", text, flags=re.M)
-        return [(f"{base}#{i}", p.strip("\n")) for i, p in enumerate(parts)]
-    n_pieces = max(10, math.ceil(len(text) / 65536))
-    target = max(1, len(text) // n_pieces)
-    lines = text.splitlines(keepends=True)
-    docs, cur, size = [], [], 0
-    for line in lines:
-        cur.append(line)
-        size += len(line)
-        if size >= target:
-            docs.append("".join(cur))
-            cur, size = [], 0
-    if cur:
-        docs.append("".join(cur))
-    return [(f"{base}#{i}", d) for i, d in enumerate(docs)]
+        return {"name": self.name, "path": str(self.path), "val_fraction": self.val_fraction,
+                "encoding": self.encoding, "encoding_errors": self.errors}
 
 
 #: Hugging Face corpora known by name: (dataset path, config name, own validation split or None)
@@ -436,6 +457,16 @@ class HFSource(TextSource):
             if t and t.strip() and split_of(n, self.val_fraction) == split:
                 yield n, t
 
+    def iter_all(self):
+        """The train split, then the data set's own validation split if it has one (rows in order)."""
+        for n, t in self._rows("train"):
+            if t and t.strip():
+                yield n, t
+        if self.validation_split is not None and (self._given is None or self._has(self.validation_split)):
+            for n, t in self._rows(self.validation_split):
+                if t and t.strip():
+                    yield n, t
+
     def _has(self, split) -> bool:
         try:
             self._load(split)
@@ -449,7 +480,8 @@ class HFSource(TextSource):
                 "val_fraction": self.val_fraction}
 
 
-def get_source(spec, val_fraction: float = 0.1, max_docs: int | None = None) -> TextSource:
+def get_source(spec, val_fraction: float = 0.1, max_docs: int | None = None, *, encoding: str = "utf-8",
+               encoding_errors: str = "strict") -> TextSource:
     """The corpus named by ``spec``.
 
     Parameters
@@ -461,6 +493,10 @@ def get_source(spec, val_fraction: float = 0.1, max_docs: int | None = None) -> 
         Validation fraction of hash splits.
     max_docs : int, optional
         Cap on documents per split (Hugging Face corpora only).
+    encoding, encoding_errors : str
+        Encoding of local text files and what an undecodable byte does
+        (:class:`LocalTextSource`; default: UTF-8, and a ``ValueError`` naming the
+        file and the byte offset).
     """
     if isinstance(spec, TextSource):
         return spec
@@ -474,7 +510,7 @@ def get_source(spec, val_fraction: float = 0.1, max_docs: int | None = None) -> 
         return HFSource(path, config, validation_split=vsplit, max_docs=max_docs,
                         val_fraction=val_fraction, label=s)
     if os.path.exists(s):
-        return LocalTextSource(s, val_fraction)
+        return LocalTextSource(s, val_fraction, encoding=encoding, errors=encoding_errors)
     raise ValueError(
         f"data must be 'shakespeare', 'tinystories', 'fineweb-edu' or an existing path, got {s!r}"
     )

@@ -40,6 +40,7 @@ so an interrupted build never leaves a half-written cache behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,6 +53,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .corpora import (
+    ALL,
+    ENCODING_ERRORS,
     EOS_TEXT,
     HF_CORPORA,
     SPLITS,
@@ -86,7 +89,10 @@ __all__ = [
     "TokenSplit",
     "TokenData",
     "load_data",
+    "load_corpus",
     "SPLITS",
+    "ALL",
+    "ENCODING_ERRORS",
     "EOS_TEXT",
     "HF_CORPORA",
 ]
@@ -211,28 +217,139 @@ def _tokenize_split(docs: Iterator[tuple[str, str]], tok, out_path: Path, dtype,
             "documents": names}
 
 
-def _open_split(path: Path, meta: dict) -> TokenSplit:
-    dtype = np.dtype(meta["dtype"])
-    n = int(meta["n_tokens"])
-    if path.stat().st_size != n * dtype.itemsize:
-        raise ValueError(f"cache file {path} has {path.stat().st_size} bytes, expected {n * dtype.itemsize}")
+class _CorruptCache(ValueError):
+    """A cache directory that cannot be trusted (it is rebuilt)."""
+
+
+def _field(d, name, kind):
+    v = d.get(name) if isinstance(d, dict) else None
+    if not isinstance(v, kind) or isinstance(v, bool):
+        raise _CorruptCache(f"meta.json has no valid {name!r}")
+    return v
+
+
+#: tokens checked per read when scanning a cached stream for out-of-range ids
+_SCAN_CHUNK = 1 << 22
+
+
+def _open_split(path: Path, meta: dict, dtype, vocab_size: int, eos_id: int) -> TokenSplit:
+    """A memory-mapped split of the cache, checked: its size, its separators, every id ``< vocab_size``."""
+    n = _field(meta, "n_tokens", int)
+    counts = [_field(meta, k, int) for k in ("n_docs", "n_chars", "n_bytes")]
+    size = path.stat().st_size
+    if n < 2 or size != n * dtype.itemsize or min(counts) < 0:
+        raise _CorruptCache(f"{path.name} has {size} bytes, expected {n} tokens of {dtype.itemsize} bytes")
     arr = np.memmap(path, dtype=dtype, mode="r", shape=(n,))
-    return TokenSplit(arr, int(meta["n_docs"]), int(meta["n_chars"]), int(meta["n_bytes"]))
+    if int(arr[0]) != eos_id or int(arr[-1]) != eos_id:
+        raise _CorruptCache(f"{path.name} does not start and end with the end-of-document token")
+    for i in range(0, n, _SCAN_CHUNK):
+        top = int(arr[i:i + _SCAN_CHUNK].max())
+        if top >= vocab_size:
+            raise _CorruptCache(f"{path.name} holds token id {top}, not below the vocabulary size {vocab_size}")
+    return TokenSplit(arr, *counts)
 
 
-def _read_cache(d: Path) -> TokenData:
-    meta = json.loads((d / "meta.json").read_text())
-    if meta.get("format") != _FORMAT_VERSION:
-        raise ValueError("cache format mismatch")
-    tok = tokenizer_from_json((d / "tokenizer.json").read_text())
-    splits = {s: _open_split(d / f"{s}.bin", {**meta["splits"][s], "dtype": meta["dtype"]}) for s in SPLITS}
-    return TokenData(splits["train"], splits["validation"], tok, meta["source"], meta["key"],
-                     path=d, from_cache=True, meta=meta)
+def _read_cache(d: Path, splits=SPLITS) -> tuple[dict, Any, dict[str, TokenSplit]]:
+    """Metadata, tokenizer and splits of the cache directory ``d``; :class:`_CorruptCache` if any is wrong."""
+    try:
+        meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _CorruptCache(f"meta.json is unreadable: {exc}") from None
+    if not isinstance(meta, dict):
+        raise _CorruptCache(f"meta.json holds {type(meta).__name__}, not an object")
+    if meta.get("format") != _FORMAT_VERSION or meta.get("key") != d.name:
+        raise _CorruptCache("meta.json has another format or key")
+    try:
+        dtype = np.dtype(_field(meta, "dtype", str))
+        tok = tokenizer_from_json((d / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise _CorruptCache(f"bad dtype or tokenizer: {exc}") from None
+    if dtype not in (np.dtype(np.uint16), np.dtype(np.uint32)):
+        raise _CorruptCache(f"dtype {dtype} is not uint16 or uint32")
+    if _field(meta, "vocab_size", int) != tok.vocab_size or _field(meta, "eos_id", int) != tok.eos_id:
+        raise _CorruptCache("meta.json and tokenizer.json disagree on the vocabulary")
+    table = _field(meta, "splits", dict)
+    out = {}
+    for sp in splits:
+        try:
+            out[sp] = _open_split(d / f"{sp}.bin", _field(table, sp, dict), dtype, tok.vocab_size, tok.eos_id)
+        except OSError as exc:
+            raise _CorruptCache(f"{sp}.bin is unreadable: {exc}") from None
+    return meta, tok, out
+
+
+def _cached(root: Path, key: str, splits, build: Callable[[Path], dict], say) -> tuple[dict, Any, dict, bool]:
+    """The cache entry ``root/key`` (``(meta, tokenizer, splits, from_cache)``), built by ``build`` if
+    it is missing or corrupt (which is said, then rebuilt).
+
+    ``build(tmp)`` writes the splits, ``tokenizer.json`` and returns the metadata into a
+    fresh temporary folder, which is then renamed into place.
+    """
+    final = root / key
+    if final.is_dir():
+        try:
+            meta, tok, sp = _read_cache(final, splits)
+            return meta, tok, sp, True
+        except _CorruptCache as exc:
+            say(f"the token cache {final} is corrupt ({exc}); rebuilding it")
+    if final.exists() or final.is_symlink():
+        _remove(final)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the token cache in {str(root)!r} ({exc.strerror or exc}); "
+                                 "choose a writable --cache-dir") from None
+    try:
+        meta = build(tmp)
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process built it first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            meta, tok, sp = _read_cache(final, splits)
+        except _CorruptCache as exc:  # pragma: no cover - only if another process wrote garbage
+            raise OSError(f"the token cache {final} cannot be read back: {exc}") from None
+        return meta, tok, sp, False
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Remove a corrupt cache entry (a folder, or a file or link in its place)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    if os.path.lexists(path):
+        raise OSError(f"the corrupt token cache {str(path)!r} cannot be removed; delete it or choose another "
+                      "--cache-dir")
+
+
+def _dtype_of(tok):
+    return np.uint16 if tok.vocab_size <= 65535 else np.uint32
+
+
+def _cache_meta(key: str, source, tok, dtype, splits: dict) -> dict:
+    return {"format": _FORMAT_VERSION, "key": key, "source": source.describe(),
+            "source_fingerprint": source.fingerprint(), "tokenizer": tok.fingerprint(),
+            "vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "dtype": np.dtype(dtype).name,
+            "splits": splits}
+
+
+def _cache_key(source, tok_id: str, kind: str, layout: str | None = None) -> str:
+    spec = {"format": _FORMAT_VERSION, "source": source.fingerprint(), "tokenizer": tok_id}
+    if layout is not None:
+        spec["layout"] = layout
+    return f"{source.name}-{kind}-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_data(data="shakespeare", tokenizer: str = "byte", *, cache_dir=None, val_fraction: float = 0.1,
-              bpe_vocab_size: int = 2048, max_docs: int | None = None,
-              progress: Callable[[str], None] | None = None) -> TokenData:
+              bpe_vocab_size: int = 2048, max_docs: int | None = None, encoding: str = "utf-8",
+              encoding_errors: str = "strict", progress: Callable[[str], None] | None = None) -> TokenData:
     """Tokenise a corpus into memory-mapped train/validation streams, or reuse the cache.
 
     Parameters
@@ -249,6 +366,10 @@ def load_data(data="shakespeare", tokenizer: str = "byte", *, cache_dir=None, va
         BPE vocabulary size (``tokenizer="bpe"`` only).
     max_docs : int, optional
         Documents per split cap for Hugging Face corpora.
+    encoding, encoding_errors : str
+        Encoding of local text files, and ``"strict"`` (default: an undecodable
+        byte is a ``ValueError`` naming the file and the offset), ``"replace"`` or
+        ``"ignore"``.
     progress : callable, optional
         Called with a short status string at each stage (the library never prints).
 
@@ -260,6 +381,14 @@ def load_data(data="shakespeare", tokenizer: str = "byte", *, cache_dir=None, va
     ------
     DataUnavailableError
         If the corpus cannot be read here.
+    OSError
+        If the cache cannot be written (a clear message naming ``cache_dir``).
+
+    Notes
+    -----
+    A cache entry is checked when it is read (its metadata, sizes, separators and
+    that every token id is below the vocabulary size); a corrupt one is reported
+    through ``progress`` and rebuilt.
     """
     if tokenizer not in ("byte", "bpe"):
         raise ValueError(f"tokenizer must be 'byte' or 'bpe', got {tokenizer!r}")
@@ -267,52 +396,85 @@ def load_data(data="shakespeare", tokenizer: str = "byte", *, cache_dir=None, va
                                or not 258 <= bpe_vocab_size <= 65535):
         raise ValueError(f"bpe_vocab_size must be an int in [258, 65535], got {bpe_vocab_size!r}")
     say = progress or (lambda s: None)
-    source = get_source(data, val_fraction=val_fraction, max_docs=max_docs)
+    source = get_source(data, val_fraction=val_fraction, max_docs=max_docs, encoding=encoding,
+                        encoding_errors=encoding_errors)
     tok_id = "byte-v1" if tokenizer == "byte" else f"bpe:{bpe_vocab_size}:{_tokenizers_version()}"
-    key_src = json.dumps({"format": _FORMAT_VERSION, "source": source.fingerprint(), "tokenizer": tok_id},
-                         sort_keys=True)
-    key = f"{source.name}-{tokenizer}-" + hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    key = _cache_key(source, tok_id, tokenizer)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / key
-    if (final / "meta.json").exists():
-        try:
-            return _read_cache(final)
-        except (ValueError, KeyError, OSError):
-            shutil.rmtree(final, ignore_errors=True)  # corrupt or stale: rebuild
-    if final.exists() and not (final / "meta.json").exists():
-        shutil.rmtree(final, ignore_errors=True)  # left over from an older, broken layout
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
-    try:
+
+    def build(tmp: Path) -> dict:
         if tokenizer == "byte":
             tok = ByteTokenizer()
         else:
             say(f"training a {bpe_vocab_size}-token BPE on the train split of {source.name}")
             tok = BPETokenizer.train((t for _, t in source.iter_documents("train")), bpe_vocab_size)
-        dtype = np.uint16 if tok.vocab_size <= 65535 else np.uint32
         splits = {}
         for s in SPLITS:
             say(f"tokenising the {s} split of {source.name}")
-            splits[s] = _tokenize_split(source.iter_documents(s), tok, tmp / f"{s}.bin", dtype)
+            splits[s] = _tokenize_split(source.iter_documents(s), tok, tmp / f"{s}.bin", _dtype_of(tok))
         if splits["validation"]["n_docs"] == 0 or splits["train"]["n_docs"] == 0:
             raise DataUnavailableError(f"corpus {source.name!r} has an empty split: "
                                        f"{ {s: splits[s]['n_docs'] for s in SPLITS} } documents")
-        meta = {"format": _FORMAT_VERSION, "key": key, "source": source.describe(),
-                "source_fingerprint": source.fingerprint(), "tokenizer": tok.fingerprint(),
-                "vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "dtype": np.dtype(dtype).name,
-                "splits": splits}
-        (tmp / "tokenizer.json").write_text(tok.to_json())
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process built it first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        data = _read_cache(final)
-        data.from_cache = False
-        return data
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "tokenizer.json").write_text(tok.to_json(), encoding="utf-8")
+        return _cache_meta(key, source, tok, _dtype_of(tok), splits)
+
+    meta, tok, sp, hit = _cached(root, key, SPLITS, build, say)
+    return TokenData(sp["train"], sp["validation"], tok, meta["source"], meta["key"], path=root / key,
+                     from_cache=hit, meta=meta)
+
+
+def load_corpus(data, tokenizer, *, cache_dir=None, max_docs: int | None = None, encoding: str = "utf-8",
+                encoding_errors: str = "strict", progress: Callable[[str], None] | None = None) -> TokenSplit:
+    """The whole corpus as one split (``"all"``): every document, in a stable order, tokenised.
+
+    What ``leechlib lila eval CKPT --data PATH`` scores: a user's own held-out text,
+    all of it, with the checkpoint's tokenizer.  The stream is the one of
+    :func:`load_data` (``[EOS] d1 [EOS] ... [EOS]``), so bits per character mean the
+    same; one document is enough.  Documents come in the order of
+    :meth:`TextSource.iter_all <torch_ext.corpora.TextSource.iter_all>` (a folder:
+    its files by path; one file: the documents between its ``<|endoftext|>``
+    lines, or the whole file).  Cached like :func:`load_data`.
+
+    Parameters
+    ----------
+    data : str, Path or TextSource
+        Corpus (see :func:`get_source`).
+    tokenizer : ByteTokenizer or BPETokenizer
+        A ready tokenizer (e.g. the checkpoint's, :func:`tokenizer_from_json`).
+    cache_dir, max_docs, encoding, encoding_errors, progress
+        As for :func:`load_data`.
+
+    Returns
+    -------
+    TokenSplit
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> _ = (tmp / "held-out.txt").write_text("to be or not to be\\n")
+    >>> sp = load_corpus(tmp / "held-out.txt", ByteTokenizer(), cache_dir=tmp / "cache")
+    >>> sp.n_docs, sp.n_chars, sp.n_tokens
+    (1, 19, 21)
+    """
+    if not (hasattr(tokenizer, "fingerprint") and hasattr(tokenizer, "encode_batch")):
+        raise TypeError(f"tokenizer must be a ByteTokenizer or BPETokenizer, got {type(tokenizer).__name__}")
+    say = progress or (lambda s: None)
+    source = get_source(data, max_docs=max_docs, encoding=encoding, encoding_errors=encoding_errors)
+    key = _cache_key(source, tokenizer.fingerprint(), "all", layout=ALL)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    def build(tmp: Path) -> dict:
+        say(f"tokenising all of {source.name}")
+        sp = _tokenize_split(source.iter_all(), tokenizer, tmp / f"{ALL}.bin", _dtype_of(tokenizer))
+        if sp["n_docs"] == 0:
+            raise DataUnavailableError(f"corpus {source.name!r} holds no document with text")
+        (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
+        return _cache_meta(key, source, tokenizer, _dtype_of(tokenizer), {ALL: sp})
+
+    _, _, sp, _ = _cached(root, key, (ALL,), build, say)
+    return sp[ALL]
 
 
 def _tokenizers_version() -> str:

@@ -252,3 +252,114 @@ def test_data_reexports_the_tokenizers_and_corpora():
         assert getattr(D, name) is getattr(tokenizer, name)
     for name in set(corpora.__all__) - {"check_split"}:
         assert getattr(D, name) is getattr(corpora, name)
+
+
+# ------------------------------------------------------------------ faults (issue 13)
+
+
+@pytest.mark.parametrize("damage", ["meta-list", "meta-null", "meta-garbage", "meta-key", "id-too-large",
+                                    "truncated", "no-separator", "tokenizer-garbage"])
+def test_a_corrupt_cache_is_detected_said_and_rebuilt(corpus_dir, tmp_path, damage):
+    d = D.load_data(str(corpus_dir), "byte", cache_dir=tmp_path, val_fraction=0.25)
+    good = np.array(d.validation.tokens)
+    meta = d.path / "meta.json"
+    if damage == "meta-list":
+        meta.write_text("[]")
+    elif damage == "meta-null":
+        meta.write_text("null")
+    elif damage == "meta-garbage":
+        meta.write_bytes(b"\xff\x00{{{")
+    elif damage == "meta-key":
+        meta.write_text(meta.read_text().replace(d.key, "someone-else"))
+    elif damage == "id-too-large":  # a token id >= vocab_size (257) in the middle of the stream
+        arr = np.memmap(d.path / "validation.bin", dtype=np.uint16, mode="r+")
+        arr[len(arr) // 2] = 300
+        arr.flush()
+        del arr
+    elif damage == "truncated":
+        raw = (d.path / "train.bin").read_bytes()
+        (d.path / "train.bin").write_bytes(raw[: len(raw) // 2])
+    elif damage == "no-separator":
+        arr = np.memmap(d.path / "train.bin", dtype=np.uint16, mode="r+")
+        arr[-1] = 65
+        arr.flush()
+        del arr
+    else:
+        (d.path / "tokenizer.json").write_text('{"kind": 3}')
+    said = []
+    again = D.load_data(str(corpus_dir), "byte", cache_dir=tmp_path, val_fraction=0.25, progress=said.append)
+    assert not again.from_cache
+    assert any("corrupt" in s and "rebuilding" in s for s in said), said
+    assert np.array_equal(np.array(again.validation.tokens), good)
+    third = D.load_data(str(corpus_dir), "byte", cache_dir=tmp_path, val_fraction=0.25)
+    assert third.from_cache  # rebuilt once, then reused
+
+
+def test_a_read_only_cache_is_a_clear_os_error(corpus_dir, tmp_path, monkeypatch):
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(D.tempfile, "mkdtemp", refuse)
+    with pytest.raises(OSError, match="cannot write the token cache in .*Permission denied.*--cache-dir"):
+        D.load_data(str(corpus_dir), "byte", cache_dir=tmp_path / "ro")
+
+
+def _latin1_corpus(tmp_path):
+    d = tmp_path / "latin1"
+    d.mkdir()
+    (d / "a.txt").write_bytes("première ligne\n".encode("utf-8") * 3)
+    (d / "b.txt").write_bytes("déjà vu\n".encode("latin-1") * 3)  # 0xe9 at byte 1
+    return d
+
+
+def test_non_utf8_data_is_a_clear_error_naming_the_file_and_offset(tmp_path):
+    d = _latin1_corpus(tmp_path)
+    with pytest.raises(ValueError, match=r"b\.txt' is not valid utf-8: byte 0xe9 at offset 1 .*--encoding"):
+        D.load_data(str(d), cache_dir=tmp_path / "c", val_fraction=0.5)
+    data = D.load_data(str(d), cache_dir=tmp_path / "c", val_fraction=0.5, encoding="latin-1")
+    texts = {n: t for s in D.SPLITS for n, t in D.get_source(str(d), 0.5, encoding="latin-1").iter_documents(s)}
+    assert texts["b.txt"].startswith("déjà vu")
+    assert data.train.n_chars + data.validation.n_chars == sum(len(t) for t in texts.values())
+    for errors, expect in (("replace", "d\ufffdj\ufffd vu"), ("ignore", "dj vu")):
+        src = D.LocalTextSource(d, 0.5, errors=errors)
+        assert dict(src.iter_all())["b.txt"].startswith(expect)
+    with pytest.raises(ValueError, match="encoding_errors"):
+        D.LocalTextSource(d, 0.5, errors="surrogateescape")
+    with pytest.raises(ValueError, match="encoding"):
+        D.LocalTextSource(d, 0.5, encoding="no-such-codec")
+
+
+def test_a_fifo_is_not_called_missing(tmp_path):
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(D.DataUnavailableError, match="is a FIFO") as info:
+        D.load_data(str(fifo), cache_dir=tmp_path / "c")
+    assert "does not exist" not in str(info.value)
+
+
+def test_load_corpus_scores_every_document_in_order(tmp_path):
+    one = tmp_path / "one.txt"
+    one.write_text("a single held-out document\nof two lines\n")
+    tok = D.ByteTokenizer()
+    sp = D.load_corpus(one, tok, cache_dir=tmp_path / "c")
+    assert sp.n_docs == 1 and sp.n_chars == len(one.read_text())  # the file whole, not in pieces
+    assert tok.decode(sp.tokens[1:-1].tolist()) == one.read_text()
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("b.txt", "a.txt", "c.md"):
+        (folder / name).write_text(f"text of {name}\n")
+    sp = D.load_corpus(folder, tok, cache_dir=tmp_path / "c")
+    stream = tok.decode(sp.tokens.tolist(), eos="|")
+    assert stream == "".join(f"|text of {n}\n" for n in ("a.txt", "b.txt", "c.md")) + "|"
+    assert D.load_corpus(folder, tok, cache_dir=tmp_path / "c").n_tokens == sp.n_tokens  # cached
+    sep = tmp_path / "sep.txt"
+    sep.write_text(f"first\n{D.EOS_TEXT}\nsecond\n")
+    assert D.load_corpus(sep, tok, cache_dir=tmp_path / "c").n_docs == 2
+    blank = tmp_path / "blank.txt"
+    blank.write_text("  \n")
+    with pytest.raises(D.DataUnavailableError, match="no document"):
+        D.load_corpus(blank, tok, cache_dir=tmp_path / "c")
