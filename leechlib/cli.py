@@ -200,6 +200,27 @@ def cmd_info(args) -> int:
     return 1 if failed else 0
 
 
+#: the most points ``leechlib demo --points`` decodes (about 1 GB of float64 arrays)
+DEMO_MAX_POINTS = 1_000_000
+
+
+def _check_demo_args(args) -> str | None:
+    """Check ``leechlib demo``'s arguments before any work: an error message, or None.
+
+    ``--points`` above :data:`DEMO_MAX_POINTS` is lowered to it, with a note.
+    """
+    if args.points < 1:
+        return f"--points must be >= 1, got {args.points}"
+    if args.seed < 0:
+        return f"--seed must be >= 0, got {args.seed}"
+    if not 0 < args.seconds < float("inf"):
+        return f"--seconds must be positive and finite, got {args.seconds}"
+    if args.points > DEMO_MAX_POINTS:
+        print(f"note: --points {args.points:,} is more than the demo decodes; using {DEMO_MAX_POINTS:,}")
+        args.points = DEMO_MAX_POINTS
+    return None
+
+
 def cmd_demo(args) -> int:
     from . import GolayCode, LeechLattice, theta_series
 
@@ -312,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("demo", help="the main job: a tour of the code, lattice and decoder")
     pd.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     pd.add_argument(
-        "--points", type=int, default=100_000, help="points to decode (default 100000)"
+        "--points", type=int, default=100_000,
+        help=f"points to decode (default 100000, at most {DEMO_MAX_POINTS})"
     )
     pd.add_argument(
         "--no-lila", action="store_true", help="skip the LILA training section (needs torch)"
@@ -320,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument(
         "--seconds", type=float, default=60.0, help="LILA training time in seconds (default 60)"
     )
-    pd.set_defaults(func=cmd_demo)
+    pd.set_defaults(func=cmd_demo, check=_check_demo_args)
     pl = sub.add_parser(
         "lila",
         help="train and evaluate LILA models (torch_ext): leechlib lila {train,eval,demo} ...",
@@ -337,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["lila"]:  # everything after `lila` belongs to torch_ext's parser
         return cmd_lila(argparse.Namespace(rest=argv[1:]))
     args = parser.parse_args(argv)
+    check = getattr(args, "check", None)
+    problem = check(args) if check is not None else None
+    if problem:
+        parser.error(f"{args.command}: {problem}")  # exit status 2, before any work
     return int(args.func(args) or 0)
 
 

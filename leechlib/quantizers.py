@@ -60,6 +60,8 @@ __all__ = ["Quantizer", "BallQuantizer", "ShapeGainQuantizer", "constrained_near
 #: the smallest and largest rates supported (bits per dimension)
 MIN_BITS_PER_DIM = math.log2(196561) / 24.0
 MAX_BITS_PER_DIM = 2.5
+#: largest |entry| a fit accepts: squared errors of blocks of 24 stay finite in float64
+_MAX_FIT = 1e150
 
 
 # ---------------------------------------------------------------------------
@@ -241,9 +243,13 @@ class BallQuantizer:
         iters = check_int(iters, "iters", 1, 200)
         y, _ = as_blocks(x)
         y = subsample(y, max_points)
-        rms = float(np.sqrt(np.mean(y * y)))
-        if rms == 0.0:
+        top = float(np.abs(y).max())
+        if top == 0.0:
             raise ValueError("x is all zeros: no scale fits it")
+        if top >= _MAX_FIT:
+            raise ValueError(f"x overflows the fit: its largest entry {top:.3g} is not below {_MAX_FIT:.0e}, "
+                             "where squared errors overflow float64; rescale x")
+        rms = top * float(np.sqrt(np.mean((y / top) ** 2)))  # no overflow, no underflow to zero
         if np.abs(y).max() / rms >= _MAX_ABS / 64:
             raise ValueError("x has entries too large to fit a scale")
         n_hi = 8 * self.max_norm

@@ -218,3 +218,31 @@ def test_concurrent_calls_from_python_threads(layer):
         assert out == {"layer": "workqueue", "safe": False, "errors": []}
     else:
         assert out["safe"] == (out["layer"] in ("tbb", "omp"))
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--points", "-5"], "--points must be >= 1, got -5"),
+    (["--points", "0"], "--points must be >= 1, got 0"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--seconds", "-1"], "--seconds must be positive and finite, got -1.0"),
+    (["--seconds", "0"], "--seconds must be positive and finite, got 0.0"),
+    (["--seconds", "nan"], "--seconds must be positive and finite, got nan"),
+])
+def test_cli_demo_checks_its_arguments_before_any_work(argv, match):
+    res = subprocess.run([sys.executable, "-m", "leechlib", "demo", *argv], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert match in res.stderr and "Traceback" not in res.stderr
+    assert res.stdout == ""  # the tour has not started
+
+
+def test_cli_demo_caps_points(capsys):
+    import argparse
+
+    from leechlib import cli
+
+    args = argparse.Namespace(points=10**12, seed=0, seconds=60.0)  # would be 175 TiB of points
+    assert cli._check_demo_args(args) is None
+    assert args.points == cli.DEMO_MAX_POINTS
+    assert f"--points 1,000,000,000,000 is more than the demo decodes; using {cli.DEMO_MAX_POINTS:,}" \
+        in capsys.readouterr().out

@@ -540,3 +540,15 @@ def test_shape_gain_shapes_are_scale_invariant(sg_q, gauss):
     want = sg_q.encode(x)[:, 0]
     for s in (1e-300, 1e-5, 1e5, 1e300):
         assert np.array_equal(sg_q.encode(x * s)[:, 0], want)
+
+
+def test_fit_of_huge_values_says_it_overflows_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="overflows") as info:
+            BallQuantizer().fit(np.full((4, 24), 1e300))
+        assert "NaN" not in str(info.value)
+        # tiny values do not underflow into "all zeros"
+        assert BallQuantizer().fit(np.full((4, 24), 1e-300)).scale > 0

@@ -27,10 +27,13 @@ __all__ = [
     "FORMAT",
     "Checkpoint",
     "CheckpointError",
+    "NonFiniteError",
+    "clean_stale_temporaries",
     "atomic_write",
     "checkpoint_path",
     "list_checkpoints",
     "load_checkpoint",
+    "nonfinite_tensors",
     "prune_checkpoints",
     "resolve_checkpoint",
     "save_checkpoint",
@@ -42,7 +45,41 @@ _FILE_RE = re.compile(r"^ckpt-(\d{7,})\.safetensors$")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete, corrupt or does not fit the run."""
+    """A checkpoint is missing, incomplete, corrupt, holds non-finite weights or does not fit the run."""
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss, gradient, weight or hidden state.
+
+    Raised by :func:`torch_ext.train.train` at the step where it happened (before
+    that step is applied; ``--skip-nonfinite`` skips such steps instead) and by
+    :func:`save_checkpoint`, which never writes non-finite weights.
+
+    Attributes
+    ----------
+    step : int or None
+        The optimizer step (1-based) that was not applied.
+    cause : str
+        What was not finite.
+    last_good : str or None
+        The latest checkpoint of the run, whose weights are finite.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, cause: str = "", last_good: str | None = None):
+        super().__init__(message)
+        self.step, self.cause, self.last_good = step, cause, last_good
+
+
+def nonfinite_tensors(tensors: dict) -> list[str]:
+    """Names of the floating-point tensors of ``tensors`` that hold a NaN or an infinity.
+
+    Examples
+    --------
+    >>> nonfinite_tensors({"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")]), "c": torch.arange(3)})
+    ['b']
+    """
+    return [k for k, v in tensors.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 @dataclass
@@ -114,10 +151,33 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
 
 
 def prune_checkpoints(run_dir, keep: int) -> None:
-    """Delete all but the ``keep`` latest checkpoints of ``run_dir`` (best effort)."""
-    for _, old in list_checkpoints(run_dir)[:-keep]:
+    """Delete all but the ``keep`` latest checkpoints of ``run_dir`` (best effort).
+
+    A finite checkpoint is never rotated out in favour of non-finite ones: if none
+    of the ``keep`` latest has finite weights, the latest one that has is kept too.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+    cks = list_checkpoints(run_dir)
+    kept, old = cks[-keep:], cks[:-keep]
+    if old and not any(_weights_finite(p) for _, p in reversed(kept)):
+        good = next((i for i in range(len(old) - 1, -1, -1) if _weights_finite(old[i][1])), None)
+        if good is not None:
+            old = old[:good] + old[good + 1:]
+    for _, p in old:
         with contextlib.suppress(OSError):  # another process may have removed it already
-            old.unlink()
+            p.unlink()
+
+
+def _weights_finite(path: Path) -> bool:
+    """Whether the model weights of the checkpoint file ``path`` are readable and finite."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return not any(nonfinite_tensors({k: f.get_tensor(k)}) for k in f.keys() if k.startswith("model/"))
+    except Exception:  # unreadable: not a good checkpoint
+        return False
 
 
 def resolve_checkpoint(path) -> Path:
@@ -139,6 +199,42 @@ def resolve_checkpoint(path) -> Path:
     if p.is_file():
         return p
     raise CheckpointError(f"no checkpoint at {str(p)!r}")
+
+
+#: the temporary files of :func:`atomic_write`: ``.<name>.<random>.tmp``
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def clean_stale_temporaries(run_dir, names=None) -> list[Path]:
+    """Remove what killed :func:`atomic_write` calls left in ``run_dir``; return the removed files.
+
+    Only files of the temporary pattern ``.<name>.<8 characters>.tmp`` are removed,
+    and only for ``name`` a checkpoint (``ckpt-NNNNNNN.safetensors``) or one of
+    ``names`` (e.g. ``metrics.json``): a user's own file never matches.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for n in (".ckpt-0000004.safetensors.k2j_9x0a.tmp", "notes.tmp", ".mine.k2j_9x0a.tmp"):
+    ...     _ = (d / n).write_bytes(b"")
+    >>> [p.name for p in clean_stale_temporaries(d)]
+    ['.ckpt-0000004.safetensors.k2j_9x0a.tmp']
+    >>> sorted(p.name for p in d.iterdir())
+    ['.mine.k2j_9x0a.tmp', 'notes.tmp']
+    """
+    ours = set(names or ())
+    removed = []
+    d = Path(run_dir)
+    if not d.is_dir():
+        return removed
+    for p in d.iterdir():
+        m = _TMP_RE.match(p.name)
+        if m and (_FILE_RE.match(m.group("name")) or m.group("name") in ours) and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return sorted(removed)
 
 
 def atomic_write(path, data: bytes) -> None:
@@ -196,6 +292,11 @@ def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    NonFiniteError
+        If a weight or optimizer tensor holds a NaN or an infinity (nothing is written).
     """
     from safetensors.torch import save
 
@@ -209,6 +310,11 @@ def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None
         md["optim_groups"] = json.dumps(sd["param_groups"])
     for k, v in (extra_tensors or {}).items():
         tensors[k] = _cpu(v)
+    bad = nonfinite_tensors({k: v for k, v in tensors.items() if k.startswith(("model/", "optim/"))})
+    if bad:
+        raise NonFiniteError(f"refusing to write the checkpoint {str(path)!r} of step {int(step)}: "
+                             f"non-finite values in {', '.join(bad[:4])}{'...' if len(bad) > 4 else ''}",
+                             step=int(step), cause="non-finite weights")
     for k, v in (meta or {}).items():
         md[k] = v if isinstance(v, str) else json.dumps(v)
     path = Path(path)
@@ -216,12 +322,10 @@ def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None
     return path
 
 
-def _build_model(config: dict):
-    from .model import LilaConfig, LilaTransformer
+def _build_model(config):
+    from .model import LilaTransformer
 
-    if not isinstance(config, dict):
-        raise CheckpointError(f"checkpoint config must be a JSON object, got {type(config).__name__}")
-    return LilaTransformer(LilaConfig.from_dict(dict(config)))
+    return LilaTransformer(config)
 
 
 def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoint:
@@ -243,16 +347,23 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
     Raises
     ------
     CheckpointError
-        Missing, truncated or corrupt file, or weights that do not fit the config.
+        Missing, truncated or corrupt file, weights that do not fit the config, or
+        non-finite weights (or optimizer state, with ``with_state``).
+
+    Notes
+    -----
+    Nothing in the file is executed: safetensors tensors and JSON metadata only.
+    The config is checked against the shapes in the file's header (and its size)
+    before anything is allocated (:func:`torch_ext._stored.check_stored_config`).
     """
     from safetensors import safe_open
 
+    from ._stored import check_stored_config, read_safetensors_header
+
     p = resolve_checkpoint(path)
     try:
-        with safe_open(str(p), framework="pt", device="cpu") as f:
-            md = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for bad headers
+        md, shapes = read_safetensors_header(p)
+    except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or incomplete: {exc}") from None
     if md.get("format") != FORMAT:
         raise CheckpointError(f"{str(p)!r} is not a LILA training checkpoint (format {md.get('format')!r})")
@@ -268,9 +379,25 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(p)!r} lacks its step or config: {exc}") from None
     try:
-        model = _build_model(config)
+        if not isinstance(config, dict):
+            raise TypeError(f"it must be a JSON object, got {type(config).__name__}")
+        from .model import LilaConfig
+
+        cfg = LilaConfig.from_dict(dict(config))
+        check_stored_config(cfg, shapes, p.stat().st_size, "the file", prefix="model/")  # before building
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(p)!r} has an invalid model config: {exc}") from None
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            keys = [k for k in f.keys() if with_state or k.startswith("model/")]
+            tensors = {k: f.get_tensor(k) for k in keys}
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or incomplete: {exc}") from None
+    bad = nonfinite_tensors({k: v for k, v in tensors.items() if k.startswith(("model/", "optim/"))})
+    if bad:
+        raise CheckpointError(f"checkpoint {str(p)!r} holds non-finite values (NaN or inf) in "
+                              f"{', '.join(bad[:4])}{'...' if len(bad) > 4 else ''}: it cannot be used")
+    model = _build_model(cfg)
     sd = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     try:
         model.load_state_dict(sd, strict=True)

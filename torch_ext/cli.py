@@ -6,12 +6,20 @@ ARGS``, ``python -m torch_ext.train ARGS`` (``train``, torchrun-ready) and ``pyt
 torch_ext.evaluate ARGS`` (``eval``).  The LILA section of ``leechlib demo`` is
 ``leechlib lila demo``; :func:`demo` is the same run as a function.  Only this module
 prints (the progress bar and the results); the library reports through callbacks.
+
+Exit status: 0 success (also ``train --stop-at``); 2 a usage error, bad data or
+checkpoint, or an operating-system error (a one-line message, never a traceback;
+outputs are checked before any work); 3 training stopped at a non-finite loss,
+gradient or weight (``train --skip-nonfinite`` skips such steps instead); 130 after
+SIGINT (Ctrl-C) and 143 after SIGTERM (a checkpoint of the last finished step is
+written first; ``--resume`` continues).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -23,9 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from .data import DataUnavailableError, load_data
+from ._rundir import check_output_file
+from ._signals import EXIT_CODES
+from .checkpoint import CheckpointError, NonFiniteError, load_checkpoint, resolve_checkpoint
+from .corpora import ENCODING_ERRORS, get_source
+from .data import DataUnavailableError, load_corpus, load_data
 from .evaluate import evaluate, format_table
+from .tokenizer import ByteTokenizer, tokenizer_from_json
 from .train import train
 from .train_config import TrainConfig
 
@@ -53,7 +65,9 @@ def main(argv=None) -> int:
     Returns
     -------
     int
-        0 on success, 2 for a usage error, otherwise what the command returns.
+        The exit status (see the module docstring): 0 on success, 2 for a usage,
+        data, checkpoint or operating-system error, 3 when training stopped at a
+        non-finite value, 130/143 after SIGINT/SIGTERM.
 
     Examples
     --------
@@ -79,6 +93,26 @@ def _run(fn, argv) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    except OSError as exc:  # what no command caught: still one line, no traceback
+        _error(exc)
+        return 2
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "signal", "SIGINT")
+        print(f"\ninterrupted by {name}", file=sys.stderr)
+        return EXIT_CODES.get(name, 130)
+
+
+def _error(exc) -> None:
+    """``error: <message>`` on one line of stderr."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _encoding_options(g) -> None:
+    g.add_argument("--encoding", default="utf-8", help="encoding of local text files")
+    g.add_argument("--encoding-errors", default="strict", choices=list(ENCODING_ERRORS),
+                   help="undecodable bytes in local text: an error naming the file and offset (strict), "
+                        "U+FFFD (replace) or dropped (ignore)")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -90,9 +124,11 @@ def _train_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default=d.data, help="shakespeare | tinystories | fineweb-edu | PATH")
     g.add_argument("--tokenizer", default=d.tokenizer, choices=["byte", "bpe"])
     g.add_argument("--bpe-vocab-size", type=int, default=d.bpe_vocab_size)
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="expected fraction of documents in the validation split, in (0, 1)")
     g.add_argument("--max-docs", type=int, default=None, help="documents per split (Hugging Face corpora)")
     g.add_argument("--cache-dir", default=None, help="token cache root (default ~/.cache/leechlib/lila-data)")
+    _encoding_options(g)
     g = p.add_argument_group("model")
     g.add_argument("--preset", default=d.preset, help="lila-tiny | lila-20m | lila-20m-learned")
     g.add_argument("--attention", choices=["frozen", "learned"], default=None)
@@ -123,6 +159,10 @@ def _train_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-every", type=int, default=None)
     g.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    g.add_argument("--force", action="store_true",
+                   help="write into --out even if it is a non-empty directory that is not a run directory")
+    g.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip steps whose loss or gradient norm is not finite (default: stop, exit status 3)")
     g.add_argument("--stop-at", type=int, default=None, help="end after this step, as an interruption would")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
@@ -181,39 +221,52 @@ class _Progress:
 def _train_command(argv) -> int:
     """``leechlib lila train ...``: train, print progress and the final evaluation.
 
-    Returns 0 on success (also after ``--stop-at``), 2 for bad arguments, data or
-    checkpoints, 1 when the run's files cannot be written, 130 after Ctrl-C (a
-    checkpoint is written first).
+    Returns 0 on success (also after ``--stop-at``), 2 for bad arguments, data,
+    checkpoints or an unwritable output, 3 when a non-finite loss, gradient or
+    weight stopped the run, 130 after SIGINT and 143 after SIGTERM (a checkpoint of
+    the last finished step is written first).
     """
     parser = _train_parser()
     ns = parser.parse_args(argv)
     json_path, quiet = ns.json_path, ns.quiet
     del ns.json_path, ns.quiet
     rank = int(os.environ.get("RANK", "0"))
+    if json_path and rank == 0:
+        check_output_file(json_path, "--json")  # before any work
     prog = _Progress(enabled=not quiet and rank == 0)
     try:
         res = train(vars(ns), callback=prog if rank == 0 else None)
-    except (ValueError, TypeError, DataUnavailableError) as exc:
+    except NonFiniteError as exc:
         prog.close()
-        print(f"error: {exc}", file=sys.stderr)
+        _error(exc)
+        return 3
+    except (ValueError, TypeError, DataUnavailableError, OSError) as exc:
+        prog.close()
+        _error(exc)
         return 2
-    except OSError as exc:  # the run's files could not be written
+    except KeyboardInterrupt as exc:  # before training started, or a second signal
         prog.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        name = getattr(exc, "signal", "SIGINT")
+        print(f"interrupted by {name}" + (" again: stopped at once, without a checkpoint of the current step"
+                                          if getattr(exc, "hard", False) else " before training started"),
+              file=sys.stderr)
+        return EXIT_CODES.get(name, 130)
     prog.close()
     if rank != 0:
         return 0
+    skipped = f"; {res.skipped_steps} non-finite steps skipped" if res.skipped_steps else ""
     if res.interrupted:
-        print(f"interrupted at step {res.step}; checkpoint {res.checkpoint} (continue with --resume)")
-        return 130
+        name = res.interrupted_by or "SIGINT"
+        print(f"interrupted by {name} at step {res.step}; checkpoint {res.checkpoint} (continue with --resume)"
+              + skipped)
+        return EXIT_CODES.get(name, 130)
     if res.stopped:
-        print(f"stopped at step {res.step} of {res.steps}; checkpoint {res.checkpoint}")
+        print(f"stopped at step {res.step} of {res.steps}; checkpoint {res.checkpoint}{skipped}")
     else:
         v = res.val
         print(f"step {res.step}: train loss {res.final_loss:.4f}, validation {v.bpc:.4f} bits/char "
               f"over {v.n_chars:,} characters (perplexity {v.perplexity:.3f}), "
-              f"{res.tokens_per_s:,.0f} tokens/s; checkpoint {res.checkpoint}")
+              f"{res.tokens_per_s:,.0f} tokens/s; checkpoint {res.checkpoint}{skipped}")
     if json_path:
         Path(json_path).write_text(json.dumps(res.to_dict(), indent=2, default=str))
     return 0
@@ -227,13 +280,17 @@ def _eval_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
     p.add_argument("--data", default=None,
-                   help="corpus (default: the one the checkpoint was trained on)")
-    p.add_argument("--split", default="validation", choices=["validation", "train"])
+                   help="corpus: a file or folder of your own text, or a corpus name (default: the one the "
+                        "checkpoint was trained on)")
+    p.add_argument("--split", default=None, choices=["all", "validation", "train"],
+                   help="'all': every document of the corpus, in order (the default with --data); "
+                        "'validation' (the default without --data) or 'train': the training run's splits")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's)")
     p.add_argument("--stride", type=int, default=None, help="window stride (default: block size)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--cache-dir", default=None, help="token cache root")
+    _encoding_options(p)
     p.add_argument("--no-ranks", action="store_true", help="skip the singular values")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the results here")
     return p
@@ -242,8 +299,8 @@ def _eval_parser() -> argparse.ArgumentParser:
 def _eval_command(argv) -> int:
     """``leechlib lila eval CKPT [--json FILE] ...``: evaluate a checkpoint, print a table.
 
-    Returns the exit status: 0 on success, 2 for a bad argument or a missing or
-    corrupt checkpoint.
+    Returns the exit status: 0 on success, 2 for a bad argument, a missing, corrupt
+    or non-finite checkpoint, bad data or an unwritable ``--json``.
     """
     parser = _eval_parser()
     args = parser.parse_args(argv)
@@ -257,33 +314,44 @@ def _eval_command(argv) -> int:
         parser.error(f"--device must be like 'cpu', 'cuda' or 'cuda:1', got {args.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
+    split = args.split or ("all" if args.data else "validation")
     try:
+        if args.json_path:
+            check_output_file(args.json_path, "--json")  # before any work
         path = resolve_checkpoint(args.ckpt)
         ck = load_checkpoint(path, device=device)
-    except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CheckpointError, ValueError, OSError) as exc:
+        _error(exc)
         return 2
     targs = ck.meta.get("args", {})
+    spec = args.data or ck.meta.get("data_resolved") or targs.get("data", "shakespeare")
+    cache_dir = args.cache_dir or targs.get("cache_dir")
+    enc = dict(encoding=args.encoding, encoding_errors=args.encoding_errors)
+    if args.encoding == "utf-8" and args.encoding_errors == "strict" and not args.data:
+        enc = dict(encoding=targs.get("encoding", "utf-8"), encoding_errors=targs.get("encoding_errors", "strict"))
+    say = lambda s: print(s, file=sys.stderr)  # noqa: E731
     try:
-        data = load_data(args.data or ck.meta.get("data_resolved") or targs.get("data", "shakespeare"),
-                         targs.get("tokenizer", "byte"),
-                         cache_dir=args.cache_dir or targs.get("cache_dir"),
-                         val_fraction=targs.get("val_fraction", 0.1),
-                         bpe_vocab_size=targs.get("bpe_vocab_size", 2048), max_docs=targs.get("max_docs"),
-                         progress=lambda s: print(s, file=sys.stderr))
-    except (DataUnavailableError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if split == "all":
+            tok = tokenizer_from_json(json.dumps(ck.meta["tokenizer"])) if "tokenizer" in ck.meta \
+                else ByteTokenizer()
+            data = load_corpus(spec, tok, cache_dir=cache_dir, max_docs=targs.get("max_docs"), progress=say, **enc)
+            source, eos = get_source(spec, max_docs=targs.get("max_docs"), **enc).describe(), tok.eos_id
+        else:
+            data = load_data(spec, targs.get("tokenizer", "byte"), cache_dir=cache_dir,
+                             val_fraction=targs.get("val_fraction", 0.1),
+                             bpe_vocab_size=targs.get("bpe_vocab_size", 2048), max_docs=targs.get("max_docs"),
+                             progress=say, **enc)
+            source, eos = data.source, None
+            if data.tokenizer.fingerprint() != ck.meta.get("tokenizer_fingerprint", data.tokenizer.fingerprint()):
+                print("error: the data's tokenizer differs from the checkpoint's (use --split all to score "
+                      "another corpus with the checkpoint's tokenizer)", file=sys.stderr)
+                return 2
+        res = evaluate(ck.model, data, split, batch_size=args.batch_size, block_size=args.block_size,
+                       stride=args.stride, ranks=not args.no_ranks, eos_id=eos)
+    except (DataUnavailableError, ValueError, TypeError) as exc:
+        _error(exc)
         return 2
-    if data.tokenizer.fingerprint() != ck.meta.get("tokenizer_fingerprint", data.tokenizer.fingerprint()):
-        print("error: the data's tokenizer differs from the checkpoint's", file=sys.stderr)
-        return 2
-    try:
-        res = evaluate(ck.model, data, args.split, batch_size=args.batch_size, block_size=args.block_size,
-                       stride=args.stride, ranks=not args.no_ranks)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    res = {**res.to_dict(), "checkpoint": str(path), "step": ck.step, "data": data.source}
+    res = {**res.to_dict(), "checkpoint": str(path), "step": ck.step, "data": source}
     if "train_tokens_per_s" in ck.meta:
         res["train_tokens_per_s"] = ck.meta["train_tokens_per_s"]
     print(f"checkpoint {path} (step {ck.step})")
@@ -329,7 +397,7 @@ def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> di
         (generated text), ``out`` (``None`` when temporary) and ``val`` (the
         :class:`~torch_ext.results.EvalResult` of the whole validation split).
     """
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
         raise ValueError(f"seconds must be a positive number, got {seconds!r}")
     t0 = time.perf_counter()
     tmp = None
@@ -380,8 +448,10 @@ def _demo_command(argv) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default 60)")
     p.add_argument("--seed", type=int, default=0, help="seed of the run and of the sample (default 0)")
     args = p.parse_args(argv)
-    if not args.seconds > 0:
-        p.error(f"--seconds must be positive, got {args.seconds}")
+    if not 0 < args.seconds < math.inf:
+        p.error(f"--seconds must be positive and finite, got {args.seconds}")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0, got {args.seed}")
     print(f"== LILA: training lila-tiny on the embedded Shakespeare corpus for ~{args.seconds} s ==")
     sys.stdout.flush()  # before the progress bar starts on stderr
     progress = _Progress(enabled=True)

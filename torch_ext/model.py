@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from .attention import MODES, FrozenKernelAttention
 from .kernel import KINDS, LeechKernel
 from .losses import AlignmentLoss
+from ._stored import check_stored_config, read_safetensors_header
 
 __all__ = ["LilaConfig", "LilaTransformer", "LilaOutput", "ParamCount", "PRESETS"]
 
@@ -443,9 +444,14 @@ class LilaTransformer(nn.Module):
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "LilaTransformer":
-        """Rebuild a model saved by :meth:`save` (``ValueError`` if corrupt or mismatched)."""
+        """Rebuild a model saved by :meth:`save` (``ValueError`` if corrupt or mismatched).
+
+        Nothing in the file is executed (safetensors and JSON only).  The stored
+        config is checked against the shapes in the file's header before the model is
+        built (:func:`torch_ext._stored.check_stored_config`), and every weight must be finite.
+        """
         path = os.fspath(path)
-        meta, tensors = read_safetensors(path, what="checkpoint")
+        meta, shapes = read_safetensors_header(path, what="checkpoint")
         if meta.get("checkpoint") != CHECKPOINT_FORMAT or "lila_config" not in meta:
             raise ValueError(f"{path} is not a LilaTransformer checkpoint (no LILA metadata)")
         try:
@@ -456,20 +462,22 @@ class LilaTransformer(nn.Module):
             config = LilaConfig.from_dict(cfg_dict)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: invalid stored config: {exc}") from None
+        check_stored_config(config, shapes, os.path.getsize(path), path)  # before anything is built
         model = cls(config)
         expected = model.state_dict()
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
+        missing = sorted(set(expected) - set(shapes))
+        unexpected = sorted(set(shapes) - set(expected))
         if missing or unexpected:
             raise ValueError(
                 f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
-        for k, v in tensors.items():
-            if tuple(v.shape) != tuple(expected[k].shape):
+        for k, (shape, _) in shapes.items():
+            if shape != tuple(expected[k].shape):
                 raise ValueError(
-                    f"{path}: tensor {k!r} has shape {tuple(v.shape)}, "
-                    f"expected {tuple(expected[k].shape)}"
+                    f"{path}: tensor {k!r} has shape {shape}, expected {tuple(expected[k].shape)}"
                 )
+        _, tensors = read_safetensors(path, what="checkpoint")
+        for k, v in tensors.items():
             if not v.is_floating_point() or not bool(torch.isfinite(v).all()):
                 raise ValueError(f"{path}: tensor {k!r} is not finite floating point")
         model.load_state_dict(tensors, strict=True)

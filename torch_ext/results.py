@@ -218,7 +218,8 @@ class TrainResult(_Record):
     resumed_from : int or None
         The step the run resumed from.
     stopped, interrupted : bool
-        Ended by ``stop_at``; ended by Ctrl-C (a checkpoint was written).
+        Ended by ``stop_at``; ended by SIGINT (Ctrl-C) or SIGTERM (a checkpoint of
+        the last finished step was written).
     tokenizer : ByteTokenizer or BPETokenizer
         The tokenizer of the data (not in :meth:`to_dict`).
     world_size : int
@@ -227,6 +228,11 @@ class TrainResult(_Record):
         Device of this process.
     params_trainable, params_frozen : int
         Parameter counts.
+    skipped_steps : int
+        Optimizer steps skipped for a non-finite loss or gradient
+        (``skip_nonfinite``), over the whole run.
+    interrupted_by : str or None
+        ``"SIGINT"`` or ``"SIGTERM"`` when ``interrupted``.
 
     Examples
     --------
@@ -258,6 +264,8 @@ class TrainResult(_Record):
     device: str
     params_trainable: int
     params_frozen: int
+    skipped_steps: int = 0
+    interrupted_by: str | None = None
 
     def to_dict(self) -> dict:
         """The fields as a JSON-able dict (``val`` as :meth:`EvalResult.to_dict`), without the tokenizer."""

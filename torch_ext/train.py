@@ -43,25 +43,38 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from ._constants import SQRT8
+from ._run_setup import (
+    fingerprint_args,
+    load_run_data,
+    model_config,
+    param_groups,
+    resume_checkpoint,
+    resume_mismatch,
+    run_dir,
+)
+from ._signals import Interrupted, StopSignals
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
+    NonFiniteError,
     atomic_write,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
+    nonfinite_tensors,
     prune_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
 )
-from .data import TokenData, load_data
+from .data import TokenData
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -73,9 +86,10 @@ from .distributed import (
     wrap_ddp,
 )
 from .evaluate import bits_per_character, param_counts
-from .model import LilaConfig, LilaTransformer
+from .model import LilaTransformer
+from .ops import MAX_ABS
 from .results import EvalResult, TrainResult
-from .train_config import MODEL_OVERRIDES, TrainConfig
+from .train_config import TrainConfig
 
 __all__ = [
     "TrainConfig",
@@ -83,15 +97,12 @@ __all__ = [
     "lr_at",
     "Checkpoint",
     "CheckpointError",
+    "NonFiniteError",
     "save_checkpoint",
     "load_checkpoint",
     "resolve_checkpoint",
     "list_checkpoints",
 ]
-
-#: arguments that may differ between an interrupted run and its resumption
-_RESUME_FREE = {"resume", "stop_at", "device", "compile", "eval_batch_size", "time_budget", "cache_dir",
-                "num_threads"}
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_lr_ratio: float = 0.1) -> float:
@@ -138,11 +149,26 @@ def train(args, callback: Callable[[dict], None] | None = None) -> TrainResult:
     Raises
     ------
     TypeError, ValueError
-        A bad argument, or ``out`` holds checkpoints of another run.
+        A bad argument; ``out`` holds checkpoints and not ``resume``; ``out`` is a
+        non-empty directory that is not a run directory and not ``force``.
+    NonFiniteError
+        A step's loss, gradient norm or hidden states, or the weights, are not
+        finite (not with ``skip_nonfinite``, which skips such steps).  That step is
+        not applied and nothing of it is saved; the error names the step, the cause
+        and the last good checkpoint.
     DataUnavailableError
         The corpus cannot be read here.
     OSError
-        Writing the run's files failed (including the final ``model.safetensors``).
+        ``out`` is a file, under a file, or not writable (checked before any work);
+        writing the run's files failed (including the final ``model.safetensors``).
+    KeyboardInterrupt
+        A signal before training started, or a second one (no checkpoint then).
+
+    Notes
+    -----
+    SIGINT and SIGTERM (on the main thread, over the default handlers) end the run
+    after the current step, with a checkpoint of it: the result has
+    ``interrupted=True`` and ``interrupted_by`` the signal's name.
 
     Examples
     --------
@@ -163,16 +189,13 @@ def train(args, callback: Callable[[dict], None] | None = None) -> TrainResult:
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     dist_info, device = init_distributed(cfg.device)
-    data = _load_run_data(cfg, dist_info, emit)
-    out = _run_dir(cfg, dist_info)
-    existing = list_checkpoints(out)
-    if existing and not cfg.resume:
-        raise ValueError(f"out {str(out)!r} already holds checkpoints: pass resume=True (--resume) "
-                         "to continue that run, or choose another out directory")
-    run = _Run(cfg, data, out, dist_info, device, emit)
-    if cfg.resume and existing:
-        run.resume(load_checkpoint(existing[-1][1], with_state=True))
-    result = run.run()
+    with StopSignals(immediate=not dist_info.enabled) as signals:
+        out, existing = run_dir(cfg, dist_info)  # before any work: someone else's or an unwritable out is refused
+        data = load_run_data(cfg, dist_info, emit)
+        run = _Run(cfg, data, out, dist_info, device, emit, signals)
+        if cfg.resume and existing:
+            run.resume(resume_checkpoint(existing))
+        result = run.run()
     shutdown(dist_info)
     return result
 
@@ -180,67 +203,6 @@ def train(args, callback: Callable[[dict], None] | None = None) -> TrainResult:
 def _no_events(event: dict) -> None:
     """The callback of a run without one."""
 
-
-def _load_run_data(cfg: TrainConfig, dist_info: DistInfo, emit) -> TokenData:
-    """The tokenised corpus: rank 0 builds the token cache first; the others then read it."""
-    kwargs = dict(cache_dir=cfg.cache_dir, val_fraction=cfg.val_fraction, bpe_vocab_size=cfg.bpe_vocab_size,
-                  max_docs=cfg.max_docs)
-    data = None
-    if dist_info.main:
-        data = load_data(cfg.data, cfg.tokenizer, progress=lambda s: emit({"event": "log", "message": s}),
-                         **kwargs)
-    barrier(dist_info)
-    if not dist_info.main:
-        data = load_data(cfg.data, cfg.tokenizer, **kwargs)
-    return data
-
-
-def _run_dir(cfg: TrainConfig, dist_info: DistInfo) -> Path:
-    """The run directory (created by rank 0)."""
-    if cfg.out:
-        out = Path(cfg.out)
-    else:
-        name = Path(str(cfg.data)).name if os.path.exists(str(cfg.data)) else str(cfg.data)
-        out = Path("runs") / f"{cfg.preset}-{name}-s{cfg.seed}"
-    if dist_info.main:
-        out.mkdir(parents=True, exist_ok=True)
-    barrier(dist_info)
-    return out
-
-
-def _model_config(cfg: TrainConfig, vocab_size: int) -> LilaConfig:
-    over = {k: getattr(cfg, k) for k in MODEL_OVERRIDES if getattr(cfg, k) is not None}
-    over["vocab_size"] = int(vocab_size)
-    return LilaConfig.preset(cfg.preset, **over)
-
-
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def _fingerprint_args(cfg: TrainConfig) -> dict:
-    """The arguments a resumed run must share with the interrupted one."""
-    d = dataclasses.asdict(cfg)
-    return {k: v for k, v in d.items() if k not in _RESUME_FREE}
-
-
-def _resume_mismatch(ck: Checkpoint, cfg: TrainConfig, world: int) -> dict:
-    """``{argument: (then, now)}`` of the arguments that differ from the checkpoint's run."""
-    prev = ck.meta.get("args", {})
-    diff = {k: (prev.get(k), v) for k, v in _fingerprint_args(cfg).items()
-            if k in prev and prev.get(k) != v and k != "out"}
-    if int(ck.meta.get("world_size", 1)) != world:
-        diff["world_size"] = (ck.meta.get("world_size", 1), world)
-    return diff
 
 
 #: steps excluded from the throughput (first-call overheads), when the run is long enough
@@ -281,21 +243,22 @@ class _Run:
     """One training run: the model, optimizer and window generator, and where the run stands.
 
     Built from the arguments (seeded), optionally :meth:`resume`-d from a
-    checkpoint, then :meth:`run` to the end, to ``stop_at`` or to Ctrl-C.
+    checkpoint, then :meth:`run` to the end, to ``stop_at`` or to SIGINT/SIGTERM.
     """
 
     def __init__(self, cfg: TrainConfig, data: TokenData, out: Path, dist_info: DistInfo, device: torch.device,
-                 emit: Callable[[dict], None]):
+                 emit: Callable[[dict], None], signals: StopSignals | None = None):
         self.cfg, self.data, self.out, self.dist, self.device, self.emit = cfg, data, out, dist_info, device, emit
+        self.signals = signals or StopSignals()
         torch.manual_seed(cfg.seed)
-        mconf = _model_config(cfg, data.vocab_size)
+        mconf = model_config(cfg, data.vocab_size)
         self.block = int(mconf.block_size)
         if data.train.n_tokens < self.block + 2:
             raise ValueError(f"block_size {self.block} is too long: the train split has {data.train.n_tokens} "
                              f"tokens, fewer than block_size + 2")
         self.raw = LilaTransformer(mconf).to(device)
         self.model: torch.nn.Module = self.raw  # compiled and/or wrapped in DDP by run()
-        self.optimizer = torch.optim.AdamW(_param_groups(self.raw, cfg.weight_decay), lr=cfg.lr,
+        self.optimizer = torch.optim.AdamW(param_groups(self.raw, cfg.weight_decay), lr=cfg.lr,
                                            betas=(cfg.beta1, cfg.beta2), eps=1e-8)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * (dist_info.rank + 1))  # dropout stream, per process
@@ -310,13 +273,20 @@ class _Run:
         self.train_tokens = 0
         self.last_loss = float("nan")
         self.last_ckpt: Path | None = None
+        self.last_good: Path | None = None  # the latest checkpoint of the run (all checkpoints are finite)
         self.clock = _Clock()
+        self.skipped = 0  # steps skipped for non-finite values (skip_nonfinite)
+        self._stop: str | None = None  # a signal every process has seen, by the end of a step
+        self._in_step = False  # inside an optimizer step: the state is half-updated
+        self._hidden_top: float | None = None  # set when the aligned hidden states diverged in this step
+        if self.raw.align is not None:
+            self.raw.align.register_forward_pre_hook(self._check_hidden)
 
     # ---- set-up
 
     def resume(self, ck: Checkpoint) -> None:
         """Continue from ``ck`` (loaded ``with_state=True``): weights, optimizer, RNGs, history."""
-        diff = _resume_mismatch(ck, self.cfg, self.dist.world)
+        diff = resume_mismatch(ck, self.cfg, self.dist.world)
         if diff:
             raise ValueError("resume needs the arguments of the interrupted run; these differ "
                              + ", ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items()))
@@ -334,9 +304,11 @@ class _Run:
         self.history = list(ck.meta.get("history", []))
         self.total_steps = int(ck.meta.get("total_steps", self.cfg.steps))
         self.train_tokens = int(ck.meta.get("train_tokens", 0))
+        self.skipped = int(ck.meta.get("skipped_steps", 0))
+        self.last_good = ck.path
 
     def run(self) -> TrainResult:
-        """Train to the end (then evaluate, checkpoint and export), to ``stop_at`` or to Ctrl-C."""
+        """Train to the end (then evaluate, checkpoint and export), to ``stop_at`` or to a signal."""
         cfg = self.cfg
         self.raw.train()
         self.model = wrap_ddp(torch.compile(self.raw) if cfg.compile else self.raw, self.dist, self.device)
@@ -348,36 +320,54 @@ class _Run:
                        "world_size": self.dist.world, "resumed_from": self.resumed_from,
                        "config": self.raw.config.to_dict(), **counts})
         t_start = time.perf_counter()
-        interrupted = False
+        interrupted_by = None
+        self.signals.immediate = False  # from here on a signal ends the current step first
         try:
             while self.step < self.end_step:
                 self._train_step()
-        except KeyboardInterrupt:
-            interrupted = True
-            if self.step > self.start_step:
-                self._checkpoint(0.0)
+        except KeyboardInterrupt as exc:
+            interrupted_by = self._on_interrupt(exc)
         tps = self.clock.throughput(self.tokens_per_step, self.step - self.start_step)
         stopped = self.step < self.total_steps
         val = None
-        if not stopped and not interrupted:
-            val = self._evaluate(self.last_loss)
-            self._checkpoint(tps)  # the final one carries the final history
-            if self.dist.main:
-                self._export()
+        if not stopped and interrupted_by is None:
+            try:
+                with self.signals.at_once(not self.dist.enabled):
+                    val = self._evaluate(self.last_loss)
+            except KeyboardInterrupt as exc:
+                val, interrupted_by = None, self._on_interrupt(exc)
+            if interrupted_by is None:
+                self._checkpoint(tps)  # the final one carries the final history
+                if self.dist.main:
+                    self._export()
         return TrainResult(
             out=str(self.out), step=self.step, steps=self.total_steps, final_loss=self.last_loss, val=val,
             history=self.history, checkpoint=str(self.last_ckpt) if self.last_ckpt else None, tokens_per_s=tps,
             train_seconds=self.clock.train, wall_seconds=time.perf_counter() - t_start,
-            resumed_from=self.resumed_from, stopped=stopped, interrupted=interrupted,
+            resumed_from=self.resumed_from, stopped=stopped, interrupted=interrupted_by is not None,
             tokenizer=self.data.tokenizer, world_size=self.dist.world, device=str(self.device), **counts,
+            skipped_steps=self.skipped, interrupted_by=interrupted_by,
         )
+
+    def _on_interrupt(self, exc: KeyboardInterrupt) -> str:
+        """Checkpoint the last finished step after a signal (not after a second one); the signal's name."""
+        if getattr(exc, "hard", False):
+            raise exc
+        if not self._in_step and self.step > self.start_step and self.last_ckpt != checkpoint_path(self.out,
+                                                                                                   self.step):
+            self._checkpoint(self.clock.throughput(self.tokens_per_step, self.step - self.start_step))
+        return getattr(exc, "signal", "SIGINT")
 
     # ---- one step
 
     def _train_step(self) -> None:
         """One optimizer step, then what follows it: report, re-plan, evaluate, checkpoint."""
+        if not self.dist.enabled and self.signals.requested:  # one process: stop before the next step
+            raise Interrupted(self.signals.requested)
         t0 = time.perf_counter()
+        self._in_step = True
         lr = self._optimizer_step()
+        self._in_step = False
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
@@ -388,14 +378,23 @@ class _Run:
         if self.dist.main:
             self.emit({"event": "step", "step": self.step, "steps": self.total_steps, "loss": self.last_loss,
                        "lr": lr, "tokens_per_s": tps, "step_seconds": dt})
+        if self._stop:  # every process saw it in this step's reduction
+            raise Interrupted(self._stop)
         cfg, step = self.cfg, self.step
         if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
-            self._evaluate(self.last_loss)
+            with self.signals.at_once(not self.dist.enabled):
+                self._evaluate(self.last_loss)
         if (step % self.save_every == 0 or step == self.end_step) and step < self.total_steps:
             self._checkpoint(tps)
 
     def _optimizer_step(self) -> float:
-        """Gradients of ``grad_accum`` micro-batches, clipping, one AdamW step; returns the learning rate."""
+        """Gradients of ``grad_accum`` micro-batches, clipping, one AdamW step; returns the learning rate.
+
+        A non-finite loss, gradient norm or aligned hidden state (on any process) stops
+        the run here with :class:`NonFiniteError`, before the step is applied, or,
+        with ``skip_nonfinite``, skips the step (it counts as done: its windows and
+        learning rate are used up).
+        """
         cfg, dist = self.cfg, self.dist
         lr = lr_at(self.step, self.total_steps, cfg.warmup, cfg.lr, cfg.min_lr_ratio)
         for g in self.optimizer.param_groups:
@@ -405,6 +404,7 @@ class _Run:
                                 generator=self.gen)
         mine = offsets[:, dist.rank * cfg.batch_size:(dist.rank + 1) * cfg.batch_size]
         loss_sum = 0.0
+        self._hidden_top = None
         for a in range(cfg.grad_accum):
             x, y = self._windows(mine[a])
             with no_sync(self.model, dist, sync=a == cfg.grad_accum - 1):
@@ -414,13 +414,61 @@ class _Run:
                 loss.backward()
             loss_sum += float(loss.detach())
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.grad_clip)
+            norm = float(torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.grad_clip))
+        else:
+            norm = float(torch.nn.utils.get_total_norm([p.grad for p in self.raw.parameters() if p.grad is not None]))
+        sig = self.signals.requested
+        red = all_reduce_sum([loss_sum, float(not math.isfinite(loss_sum)), float(not math.isfinite(norm)),
+                              float(self._hidden_top is not None), float(sig == "SIGINT"), float(sig == "SIGTERM")],
+                             dist, self.device)
+        loss_mean = red[0] / dist.world
+        self._stop = "SIGTERM" if red[5] else ("SIGINT" if red[4] else None)
+        if red[1] or red[2] or red[3]:
+            self.optimizer.zero_grad(set_to_none=True)
+            cause = self._nonfinite_cause(loss_mean, norm, bool(red[1]), bool(red[2]))
+            if not cfg.skip_nonfinite:
+                last = str(self.last_good) if self.last_good else None
+                raise NonFiniteError(
+                    f"step {self.step + 1}: {cause}; training stopped before applying it, nothing of it was saved. "
+                    + (f"The latest good checkpoint is {last!r}: resume from it (--resume) with a lower learning "
+                       f"rate" if last else "No checkpoint was written yet: start again with a lower learning rate")
+                    + ", or skip such steps with skip_nonfinite=True (--skip-nonfinite)",
+                    step=self.step + 1, cause=cause, last_good=last)
+            self.step += 1
+            self.train_tokens += self.tokens_per_step
+            self.skipped += 1
+            if self.dist.main and (self.skipped <= 10 or self.skipped & (self.skipped - 1) == 0):
+                self.emit({"event": "log", "message": f"step {self.step}: {cause}; step skipped "
+                                                      f"(--skip-nonfinite; {self.skipped} skipped so far)"})
+            return lr
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.train_tokens += self.tokens_per_step
-        self.last_loss = all_reduce_sum([loss_sum], dist, self.device)[0] / dist.world
+        self.last_loss = loss_mean
         return lr
+
+    def _nonfinite_cause(self, loss: float, norm: float, bad_loss: bool, bad_norm: bool) -> str:
+        """What was not finite in this step, in words."""
+        if self._hidden_top is not None or not (bad_loss or bad_norm):
+            top = self._hidden_top
+            if top is None or not math.isfinite(top):
+                return "the hidden states diverged: they hold NaN or inf"
+            return (f"the hidden states diverged: their largest entry is {top:.3g}, beyond what the alignment "
+                    "loss can score (|h| * sqrt(8) must stay below 2**50)")
+        if bad_loss:
+            return f"the training loss is {loss} (not finite)"
+        return f"the gradient norm is {norm} (not finite; the loss was {loss:.4g})"
+
+    def _check_hidden(self, module, args):
+        """Forward pre-hook of the alignment loss: record hidden states it cannot score (NaN, inf or
+        beyond 2**50 / sqrt(8)) and hand it zeros instead, so that the step ends and is refused there."""
+        hidden = args[0]
+        top = float(hidden.detach().abs().amax()) if hidden.numel() else 0.0
+        if math.isfinite(top) and top * SQRT8 < MAX_ABS:
+            return None
+        self._hidden_top = top if self._hidden_top is None or not math.isfinite(top) else max(top, self._hidden_top)
+        return (torch.zeros_like(hidden), *args[1:])
 
     def _autocast(self):
         """bfloat16 autocast on CUDA, nothing on CPU."""
@@ -473,15 +521,27 @@ class _Run:
     def _meta(self, tokens_per_s: float) -> dict:
         """The JSON metadata of a checkpoint: arguments, history, tokenizer, data."""
         cfg, data = self.cfg, self.data
-        return {"args": _fingerprint_args(cfg) | {"cache_dir": cfg.cache_dir},
+        return {"args": fingerprint_args(cfg) | {"cache_dir": cfg.cache_dir},
                 "history": self.history, "total_steps": self.total_steps, "train_tokens": self.train_tokens,
-                "train_tokens_per_s": tokens_per_s, "tokenizer": data.tokenizer.to_json(),
+                "train_tokens_per_s": tokens_per_s, "skipped_steps": self.skipped,
+                "tokenizer": data.tokenizer.to_json(),
                 "tokenizer_fingerprint": data.tokenizer.fingerprint(), "world_size": self.dist.world,
                 "data_key": data.key, "data_resolved": str(Path(cfg.data).resolve())
                 if os.path.exists(str(cfg.data)) else str(cfg.data)}
 
     def _checkpoint(self, tokens_per_s: float) -> None:
-        """Checkpoint the current step (rank 0 writes, with every process's RNG states)."""
+        """Checkpoint the current step (rank 0 writes, with every process's RNG states); never non-finite weights."""
+        state = {f"model/{k}": v for k, v in self.raw.named_parameters()}
+        state.update({f"optim/{i}/{k}": v for i, st in enumerate(self.optimizer.state.values())
+                      for k, v in st.items()})
+        bad = nonfinite_tensors(state)  # the same on every process (DDP keeps them equal)
+        if bad:
+            last = str(self.last_good) if self.last_good else None
+            raise NonFiniteError(
+                f"step {self.step}: the weights became non-finite ({', '.join(bad[:3])}"
+                f"{'...' if len(bad) > 3 else ''}); no checkpoint of it was written. "
+                + (f"The latest good checkpoint is {last!r}" if last else "No checkpoint was written yet"),
+                step=self.step, cause="non-finite weights", last_good=last)
         extra = self._rng_tensors()
         for states in all_gather_objects({k: v for k, v in extra.items() if k != "rng/batch"}, self.dist):
             extra.update(states)
@@ -490,14 +550,20 @@ class _Run:
                                    meta=self._meta(tokens_per_s), extra_tensors=extra)
             prune_checkpoints(self.out, self.cfg.keep)
             self.emit({"event": "checkpoint", "step": self.step, "path": str(path)})
-            self.last_ckpt = path
+        self.last_ckpt = self.last_good = checkpoint_path(self.out, self.step)
         barrier(self.dist)
 
     def _export(self) -> None:
         """Also save the final weights with :meth:`LilaTransformer.save` (``model.safetensors``)."""
         path = self.out / "model.safetensors"
+        tmp = self.out / f".{path.name}.{os.getpid() % 10**8:08d}.tmp"  # a temporary of ours (see atomic_write)
         try:
-            self.raw.save(path)
+            try:
+                self.raw.save(tmp)
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
         except OSError as exc:
             raise OSError(f"training finished, but exporting the weights to {str(path)!r} failed: {exc} "
                           f"(the checkpoint {str(self.last_ckpt)!r} holds them)") from exc

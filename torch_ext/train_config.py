@@ -10,6 +10,8 @@ from typing import Mapping
 
 import torch
 
+from ._textfiles import check_encoding
+
 __all__ = ["TrainConfig", "MODEL_OVERRIDES"]
 
 #: LilaConfig fields that the command line can override
@@ -29,6 +31,12 @@ class TrainConfig:
         ``"shakespeare"`` (embedded), ``"tinystories"``, ``"fineweb-edu"`` or a path.
     tokenizer : {"byte", "bpe"}
         Tokenizer; BPE is trained on the train split with ``bpe_vocab_size`` tokens.
+    val_fraction : float
+        Expected fraction of documents in the validation split, in ``(0, 1)``.
+    encoding, encoding_errors : str
+        Encoding of local text files (default UTF-8) and what an undecodable byte
+        does: ``"strict"`` (default: an error naming the file and the byte offset),
+        ``"replace"`` (U+FFFD) or ``"ignore"``.
     steps : int
         Optimizer steps of the whole run (the schedule's length).
     batch_size : int
@@ -52,6 +60,12 @@ class TrainConfig:
         Checkpoints kept in ``out`` (older ones are deleted).
     resume : bool
         Continue from the latest checkpoint in ``out`` (same arguments required).
+    force : bool
+        Write into ``out`` even if it is a non-empty directory that is not a run
+        directory (no ``.lila-run`` marker); files of a run's names in it are replaced.
+    skip_nonfinite : bool
+        Skip (count, and report) an optimizer step whose loss or gradient norm is not
+        finite, instead of stopping the run with :class:`~torch_ext.checkpoint.NonFiniteError`.
     stop_at : int, optional
         End after this step as an interruption would (checkpoint, no final evaluation).
     compile : bool
@@ -74,6 +88,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     max_docs: int | None = None
     cache_dir: str | None = None
+    encoding: str = "utf-8"
+    encoding_errors: str = "strict"
     steps: int = 1000
     batch_size: int = 16
     grad_accum: int = 1
@@ -91,6 +107,8 @@ class TrainConfig:
     save_every: int | None = None
     keep: int = 2
     resume: bool = False
+    force: bool = False
+    skip_nonfinite: bool = False
     stop_at: int | None = None
     compile: bool = False
     device: str | None = None
@@ -144,14 +162,15 @@ class TrainConfig:
             if v < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {v}")
 
-        def floatlike(name, lo, hi=math.inf, allow_none=False, lo_open=False):
+        def floatlike(name, lo, hi=math.inf, allow_none=False, lo_open=False, hi_open=False):
             v = getattr(self, name)
             if v is None and allow_none:
                 return
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise TypeError(f"{name} must be a finite number, got {v!r}")
-            if v < lo or (lo_open and v == lo) or v > hi:
-                raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}")
+            if v < lo or (lo_open and v == lo) or v > hi or (hi_open and v == hi):
+                raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, "
+                                 f"got {v}")
 
         for n in ("steps", "batch_size", "grad_accum", "keep", "eval_batch_size"):
             intlike(n, 1)
@@ -173,9 +192,13 @@ class TrainConfig:
         floatlike("align_weight", 0.0, allow_none=True)
         floatlike("dropout", 0.0, 1.0, allow_none=True)
         floatlike("time_budget", 0.0, lo_open=True, allow_none=True)
-        floatlike("val_fraction", 0.0, 1.0, lo_open=True)
+        floatlike("val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
         if self.stop_at is not None and self.stop_at > self.steps:
             raise ValueError(f"stop_at must be <= steps ({self.steps}), got {self.stop_at}")
+        for n in ("resume", "force", "skip_nonfinite", "compile"):
+            if not isinstance(getattr(self, n), bool):
+                raise TypeError(f"{n} must be a bool, got {getattr(self, n)!r}")
+        check_encoding(self.encoding, self.encoding_errors)
         if self.tokenizer not in ("byte", "bpe"):
             raise ValueError(f"tokenizer must be 'byte' or 'bpe', got {self.tokenizer!r}")
         if not isinstance(self.preset, str) or not self.preset:

@@ -78,14 +78,14 @@ def test_bad_arguments_exit_2(argv, match, tmp_path, capsys):
     assert match in capsys.readouterr().err
 
 
-def test_train_reports_a_failed_export_and_exits_1(corpus_dir, cache_dir, tmp_path, capsys, monkeypatch):
+def test_train_reports_a_failed_export_and_exits_2(corpus_dir, cache_dir, tmp_path, capsys, monkeypatch):
     from torch_ext.model import LilaTransformer
 
     def refuse(self, path):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(LilaTransformer, "save", refuse)
-    assert cli.main(_train_argv(corpus_dir, cache_dir, tmp_path / "run", steps=2)) == 1
+    assert cli.main(_train_argv(corpus_dir, cache_dir, tmp_path / "run", steps=2)) == 2
     err = capsys.readouterr().err
     assert "error: training finished, but exporting the weights" in err and "Traceback" not in err
 

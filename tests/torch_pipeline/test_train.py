@@ -17,7 +17,7 @@ from torch_ext.results import TrainResult  # noqa: E402
 #: the keys of the JSON that `leechlib lila train --json` writes (TrainResult.to_dict)
 TRAIN_KEYS = {"out", "step", "steps", "final_loss", "val", "history", "checkpoint", "tokens_per_s",
               "train_seconds", "wall_seconds", "resumed_from", "stopped", "interrupted", "world_size",
-              "device", "params_trainable", "params_frozen"}
+              "device", "params_trainable", "params_frozen", "skipped_steps", "interrupted_by"}
 VAL_KEYS = {"bpc", "nll_bits", "n_chars", "n_bytes", "n_docs", "n_tokens_scored", "bits_per_byte", "loss",
             "perplexity", "nll_bits_separators", "chars_per_token", "eval_seconds", "eval_tokens_per_s",
             "block_size", "stride", "params_trainable", "params_frozen"}
