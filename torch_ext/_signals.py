@@ -48,7 +48,7 @@ class StopSignals:
         self.immediate = immediate
         self._old: dict = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in _SIGNALS:
                 current = signal.getsignal(sig)

@@ -46,9 +46,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,7 @@ class TokenSplit:
     n_bytes: int
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str], tokenizer) -> "TokenSplit":
+    def from_texts(cls, texts: Iterable[str], tokenizer) -> TokenSplit:
         """An in-memory split of ``texts`` (one document each), e.g. for tests.
 
         Examples
@@ -196,7 +197,7 @@ def _tokenize_split(docs: Iterator[tuple[str, str]], tok, out_path: Path, dtype,
         def flush():
             nonlocal n_docs, n_chars, n_bytes, n_tokens
             ids = tok.encode_batch([t for _, t in batch])
-            for (n, t), a in zip(batch, ids):
+            for (n, t), a in zip(batch, ids, strict=True):
                 a = np.asarray(a).astype(dtype, copy=False)
                 f.write(a.tobytes())
                 f.write(eos.tobytes())

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._stored import check_stored_config, read_safetensors_header
 from .attention import MODES, FrozenKernelAttention
 from .kernel import KINDS, LeechKernel
 from .losses import AlignmentLoss
-from ._stored import check_stored_config, read_safetensors_header
 
 __all__ = ["LilaConfig", "LilaTransformer", "LilaOutput", "ParamCount", "PRESETS"]
 
