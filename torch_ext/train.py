@@ -20,6 +20,11 @@ Reproducibility
   weights, optimizer moments, RNG states; JSON config, arguments, history and
   tokenizer in the metadata), written to a temporary file and renamed with
   :func:`os.replace`, so a kill never leaves a half-written checkpoint.
+* SIGINT and SIGTERM end the run after the step under way, with a checkpoint of
+  it; a non-finite loss, gradient or weight stops it at its step
+  (:class:`NonFiniteError`; ``skip_nonfinite`` skips such steps); ``out`` must be a
+  run directory (``.lila-run`` marker), a new or an empty one.  See the docs'
+  *Reliability* page.
 
 Batches
 -------
@@ -560,6 +565,8 @@ class _Run:
         try:
             try:
                 self.raw.save(tmp)
+                with open(tmp, "rb+") as f:  # on disk before the rename, as atomic_write does
+                    os.fsync(f.fileno())
                 os.replace(tmp, path)
             finally:
                 if tmp.exists():
