@@ -49,12 +49,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._clock import WARM_STEPS, Clock, is_calibration_step
 from ._constants import SQRT8
 from ._run_setup import (
     fingerprint_args,
@@ -210,40 +210,6 @@ def _no_events(event: dict) -> None:
 
 
 
-#: steps excluded from the throughput (first-call overheads), when the run is long enough
-_WARM_STEPS = 2
-#: steps after the warm-up ones that first measure the step time for ``time_budget``
-_CALIBRATION_STEPS = 10
-
-
-def _is_calibration_step(n: int) -> bool:
-    """``time_budget`` re-plans after 10, 20, 40, 80... steps past the warm-up."""
-    if n < _CALIBRATION_STEPS or n % _CALIBRATION_STEPS:
-        return False
-    k = n // _CALIBRATION_STEPS
-    return k & (k - 1) == 0
-
-
-@dataclass
-class _Clock:
-    """Seconds spent in optimizer steps: in all, and by the end of the warm-up steps."""
-
-    train: float = 0.0
-    warm: float | None = None
-
-    def add(self, seconds: float, done: int) -> None:
-        """Count a step that took ``seconds``, the ``done``-th of this process."""
-        self.train += seconds
-        if done == _WARM_STEPS:
-            self.warm = self.train
-
-    def throughput(self, tokens_per_step: int, done: int) -> float:
-        """Training tokens per second, over the steps after the first ``_WARM_STEPS`` when possible."""
-        if self.warm is not None and done > 2 * _WARM_STEPS and self.train > self.warm:
-            return tokens_per_step * (done - _WARM_STEPS) / (self.train - self.warm)
-        return tokens_per_step * done / self.train if self.train > 0 else 0.0
-
-
 class _Run:
     """One training run: the model, optimizer and window generator, and where the run stands.
 
@@ -279,7 +245,7 @@ class _Run:
         self.last_loss = float("nan")
         self.last_ckpt: Path | None = None
         self.last_good: Path | None = None  # the latest checkpoint of the run (all checkpoints are finite)
-        self.clock = _Clock()
+        self.clock = Clock()
         self.skipped = 0  # steps skipped for non-finite values (skip_nonfinite)
         self._stop: str | None = None  # a signal every process has seen, by the end of a step
         self._in_step = False  # inside an optimizer step: the state is half-updated
@@ -496,8 +462,8 @@ class _Run:
         fit = None
         if self.clock.train >= cfg.time_budget:  # out of time (also before calibrating)
             fit = self.step
-        elif _is_calibration_step(done - _WARM_STEPS):
-            per_step = (self.clock.train - self.clock.warm) / (done - _WARM_STEPS)
+        elif is_calibration_step(done - WARM_STEPS):
+            per_step = (self.clock.train - self.clock.warm) / (done - WARM_STEPS)
             fit = min(cfg.steps, self.step + int((cfg.time_budget - self.clock.train) / per_step))
         if fit is not None and fit != self.total_steps:
             self.total_steps = max(self.step, fit)
