@@ -401,9 +401,10 @@ class _Run:
                 last = str(self.last_good) if self.last_good else None
                 raise NonFiniteError(
                     f"step {self.step + 1}: {cause}; training stopped before applying it, nothing of it was saved. "
-                    + (f"The latest good checkpoint is {last!r}: resume from it (--resume) with a lower learning "
-                       f"rate" if last else "No checkpoint was written yet: start again with a lower learning rate")
-                    + ", or skip such steps with skip_nonfinite=True (--skip-nonfinite)",
+                    + (f"The latest good checkpoint is {last!r}: continue from it skipping such steps "
+                       "(--resume --skip-nonfinite), or start again with a lower learning rate" if last else
+                       "No checkpoint was written yet: start again with a lower learning rate, or skip such "
+                       "steps with skip_nonfinite=True (--skip-nonfinite)"),
                     step=self.step + 1, cause=cause, last_good=last)
             self.step += 1
             self.train_tokens += self.tokens_per_step

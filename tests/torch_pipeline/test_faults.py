@@ -100,7 +100,7 @@ def test_a_nan_loss_stops_training_at_its_step(tiny_args, capsys):
         T.train(args)
     err = info.value
     assert err.step >= 2 and err.last_good.endswith(f"ckpt-{err.step - 1:07d}.safetensors")
-    assert f"latest good checkpoint is {err.last_good!r}" in str(err)
+    assert f"latest good checkpoint is {err.last_good!r}: continue from it skipping such steps" in str(err)
     # every checkpoint written is finite, the last one is the step before
     cks = T.list_checkpoints(args["out"])
     assert cks[-1][0] == err.step - 1
@@ -110,6 +110,9 @@ def test_a_nan_loss_stops_training_at_its_step(tiny_args, capsys):
     out2 = str(Path(args["out"]).with_name("cli"))
     assert cli.main(_argv(dict(args, out=out2))) == 3
     _one_line_error(capsys.readouterr().err, f"step {err.step}:", "not finite", "--skip-nonfinite")
+    # what the message advises works: --skip-nonfinite may differ on --resume
+    res = T.train(dict(args, resume=True, skip_nonfinite=True))
+    assert res.resumed_from == err.step - 1 and res.step == 30 and res.skipped_steps >= 1
 
 
 def test_skip_nonfinite_skips_counts_and_reports(tiny_args, capsys):
@@ -129,6 +132,22 @@ def test_diverged_hidden_states_name_the_step_not_the_op(tiny_args):
     with pytest.raises(T.NonFiniteError, match=r"^step \d+: the hidden states diverged") as info:
         T.train(dict(tiny_args, align_weight=0.01, **DIVERGE))
     assert "x is too large" not in str(info.value) and "No checkpoint was written yet" in str(info.value)
+
+
+def test_huge_hidden_states_are_named_not_x_is_too_large(tiny_args, monkeypatch):
+    # residual activations of 1e15 (finite, and LayerNorm keeps the loss finite) are more than
+    # the alignment loss's op can take; it said "x is too large: |x|/scale must stay below 2**50"
+    init = LilaTransformer.__init__
+
+    def blown_up(self, config):
+        init(self, config)
+        with torch.no_grad():
+            self.wte.weight.mul_(1e17)
+
+    monkeypatch.setattr(LilaTransformer, "__init__", blown_up)
+    with pytest.raises(T.NonFiniteError, match=r"^step 1: the hidden states diverged: their largest entry is "
+                                               r"\S+e\+1\d, beyond what the alignment loss can score"):
+        T.train(dict(tiny_args, align_weight=0.01))
 
 
 def test_weights_that_become_non_finite_are_never_checkpointed(tiny_args, monkeypatch):
