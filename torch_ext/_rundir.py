@@ -126,14 +126,20 @@ def prepare_run_dir(out, *, force: bool = False, resume: bool = False) -> list[t
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / MARKER, json.dumps({"format": _MARKER_FORMAT, "version": _MARKER_VERSION}).encode())
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot write the run directory {str(out)!r}: "
-                                 f"{exc.strerror or exc}") from None
+        raise _same_kind(exc, f"cannot write the run directory {str(out)!r}: {exc.strerror or exc}") from None
     clean_stale_temporaries(out, _OUR_FILES)
     cks = list_checkpoints(out)
     if cks and not resume:
         raise ValueError(f"out {str(out)!r} already holds checkpoints: pass resume=True (--resume) "
                          "to continue that run, or choose another out directory")
     return cks
+
+
+def _same_kind(exc: OSError, message: str) -> OSError:
+    """An error of the type and errno of ``exc`` whose text is ``message`` alone (no ``[Errno N]``)."""
+    err = type(exc)(message)
+    err.errno = exc.errno
+    return err
 
 
 def check_output_file(path, what: str) -> Path:
@@ -156,5 +162,5 @@ def check_output_file(path, what: str) -> Path:
     if not parent.is_dir():
         raise NotADirectoryError(f"{what} {str(p)!r}: {str(parent)!r} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise PermissionError(f"{what} {str(p)!r} cannot be written (permission denied)")
+        raise PermissionError(f"{what} {str(p)!r} cannot be written (no write access, or a read-only file system)")
     return p

@@ -299,8 +299,10 @@ def _cached(root: Path, key: str, splits, build: Callable[[Path], dict], say) ->
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot write the token cache in {str(root)!r} ({exc.strerror or exc}); "
-                                 "choose a writable --cache-dir") from None
+        err = type(exc)(f"cannot write the token cache in {str(root)!r} ({exc.strerror or exc}); "
+                        "choose a writable --cache-dir")
+        err.errno = exc.errno
+        raise err from None
     try:
         meta = build(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
