@@ -257,7 +257,7 @@ def _read_cache(d: Path, splits=SPLITS) -> tuple[dict, Any, dict[str, TokenSplit
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise _CorruptCache(f"meta.json is unreadable: {exc}") from None
     if not isinstance(meta, dict):
-        raise _CorruptCache(f"meta.json holds {type(meta).__name__}, not an object")
+        raise _CorruptCache(f"meta.json holds {json.dumps(meta)[:40]}, not an object")
     if meta.get("format") != _FORMAT_VERSION or meta.get("key") != d.name:
         raise _CorruptCache("meta.json has another format or key")
     try:

@@ -249,6 +249,7 @@ class _Run:
         self.skipped = 0  # steps skipped for non-finite values (skip_nonfinite)
         self._stop: str | None = None  # a signal every process has seen, by the end of a step
         self._in_step = False  # inside an optimizer step: the state is half-updated
+        self._hidden_tops: list[torch.Tensor] = []  # largest |entry| of each aligned hidden state, this step
         self._hidden_top: float | None = None  # set when the aligned hidden states diverged in this step
         if self.raw.align is not None:
             self.raw.align.register_forward_pre_hook(self._check_hidden)
@@ -375,7 +376,7 @@ class _Run:
                                 generator=self.gen)
         mine = offsets[:, dist.rank * cfg.batch_size:(dist.rank + 1) * cfg.batch_size]
         loss_sum = 0.0
-        self._hidden_top = None
+        self._hidden_top, self._hidden_tops = None, []
         for a in range(cfg.grad_accum):
             x, y = self._windows(mine[a])
             with no_sync(self.model, dist, sync=a == cfg.grad_accum - 1):
@@ -388,6 +389,9 @@ class _Run:
             norm = float(torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.grad_clip))
         else:
             norm = float(torch.nn.utils.get_total_norm([p.grad for p in self.raw.parameters() if p.grad is not None]))
+        tops = [float(t) for t in self._hidden_tops]
+        if any(not math.isfinite(t) or t * SQRT8 >= MAX_ABS for t in tops):
+            self._hidden_top = max(tops) if all(map(math.isfinite, tops)) else math.nan
         sig = self.signals.requested
         red = all_reduce_sum([loss_sum, float(not math.isfinite(loss_sum)), float(not math.isfinite(norm)),
                               float(self._hidden_top is not None), float(sig == "SIGINT"), float(sig == "SIGTERM")],
@@ -433,14 +437,14 @@ class _Run:
         return f"the gradient norm is {norm} (not finite; the loss was {loss:.4g})"
 
     def _check_hidden(self, module, args):
-        """Forward pre-hook of the alignment loss: record hidden states it cannot score (NaN, inf or
-        beyond 2**50 / sqrt(8)) and hand it zeros instead, so that the step ends and is refused there."""
+        """Forward pre-hook of the alignment loss: note the largest entry of the hidden states it scores
+        (read at the end of the step, no sync here) and hand it zeros where they are beyond what it can
+        score (NaN, inf, or ``|h| * sqrt(8) >= 2**50``), so that the step ends and is refused there."""
         hidden = args[0]
-        top = float(hidden.detach().abs().amax()) if hidden.numel() else 0.0
-        if math.isfinite(top) and top * SQRT8 < MAX_ABS:
-            return None
-        self._hidden_top = top if self._hidden_top is None or not math.isfinite(top) else max(top, self._hidden_top)
-        return (torch.zeros_like(hidden), *args[1:])
+        top = hidden.detach().abs().amax().float()
+        self._hidden_tops.append(top)
+        ok = torch.isfinite(top) & (top * SQRT8 < MAX_ABS)
+        return (torch.where(ok, hidden, torch.zeros_like(hidden)), *args[1:])
 
     def _autocast(self):
         """bfloat16 autocast on CUDA, nothing on CPU."""
