@@ -251,6 +251,7 @@ class _Run:
         self._in_step = False  # inside an optimizer step: the state is half-updated
         self._hidden_tops: list[torch.Tensor] = []  # largest |entry| of each aligned hidden state, this step
         self._hidden_top: float | None = None  # set when the aligned hidden states diverged in this step
+        self._eval_due = False  # the evaluation of the resumed step is still to do
         if self.raw.align is not None:
             self.raw.align.register_forward_pre_hook(self._check_hidden)
 
@@ -278,6 +279,10 @@ class _Run:
         self.train_tokens = int(ck.meta.get("train_tokens", 0))
         self.skipped = int(ck.meta.get("skipped_steps", 0))
         self.last_good = ck.path
+        self.last_loss = float(ck.meta.get("last_loss", math.nan))
+        cfg = self.cfg  # a signal during an evaluation leaves its step's checkpoint without it: redo it
+        self._eval_due = bool(cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps
+                              and not any(h.get("step") == self.step for h in self.history))
 
     def run(self) -> TrainResult:
         """Train to the end (then evaluate, checkpoint and export), to ``stop_at`` or to a signal."""
@@ -295,6 +300,9 @@ class _Run:
         interrupted_by = None
         self.signals.immediate = False  # from here on a signal ends the current step first
         try:
+            if self._eval_due:
+                with self.signals.at_once(not self.dist.enabled):
+                    self._evaluate(self.last_loss)
             while self.step < self.end_step:
                 self._train_step()
         except KeyboardInterrupt as exc:
@@ -499,7 +507,7 @@ class _Run:
         cfg, data = self.cfg, self.data
         return {"args": fingerprint_args(cfg) | {"cache_dir": cfg.cache_dir},
                 "history": self.history, "total_steps": self.total_steps, "train_tokens": self.train_tokens,
-                "train_tokens_per_s": tokens_per_s, "skipped_steps": self.skipped,
+                "train_tokens_per_s": tokens_per_s, "skipped_steps": self.skipped, "last_loss": self.last_loss,
                 "tokenizer": data.tokenizer.to_json(),
                 "tokenizer_fingerprint": data.tokenizer.fingerprint(), "world_size": self.dist.world,
                 "data_key": data.key, "data_resolved": str(Path(cfg.data).resolve())

@@ -283,6 +283,27 @@ def test_a_signal_checkpoints_the_step_and_resume_is_bit_identical(tiny_args, tm
     assert rest.final_loss == full.final_loss
 
 
+def test_a_signal_during_an_evaluation_stops_it_and_resume_redoes_it(tiny_args, tmp_path, monkeypatch):
+    args = dict(tiny_args, steps=6, eval_every=2, save_every=4)
+    full = T.train(dict(args, out=str(tmp_path / "full")))
+    real = T.bits_per_character
+    calls = []
+
+    def signal_in_the_second_evaluation(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the evaluation of step 4 (a single process stops it at once)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "bits_per_character", signal_in_the_second_evaluation)
+    part = T.train(args)
+    assert part.interrupted_by == "SIGTERM" and part.step == 4 and [h["step"] for h in part.history] == [2]
+    monkeypatch.undo()
+    rest = T.train(dict(args, resume=True))
+    assert rest.history == full.history and rest.final_loss == full.final_loss
+    assert rest.val.nll_bits == full.val.nll_bits
+
+
 def test_a_second_signal_stops_at_once_without_a_checkpoint(tiny_args):
     def send_twice(e):
         if e["event"] == "step" and e["step"] == 3:
