@@ -104,8 +104,10 @@ def test_attention_shapes_and_parameters():
     assert a(x).shape == (2, 16, 48)
     assert a.scores(x).shape == (2, 4, 16, 16)
     lrn = FrozenKernelAttention(48, 4, 16, mode="learned", bias=True)
-    names = {n for n, _ in lrn.named_parameters()}
-    assert {"q_proj.weight", "k_proj.weight", "q_proj.bias"} <= names
+    shapes = {n: tuple(p.shape) for n, p in lrn.named_parameters()}
+    # q, k and v are one fused linear (rows: queries, keys, values)
+    assert shapes == {"c_attn.weight": (144, 48), "c_attn.bias": (144,),
+                      "out_proj.weight": (48, 48), "out_proj.bias": (48,)}
     assert lrn(x).shape == (2, 16, 48)
 
 

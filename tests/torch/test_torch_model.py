@@ -157,8 +157,9 @@ def test_kernel_changes_the_model_output():
 def test_learned_mode_has_qk_parameters():
     m = _tiny(attention="learned")
     assert not _kernels(m)
-    names = [n for n, _ in m.named_parameters()]
-    assert any("q_proj" in n for n in names) and any("k_proj" in n for n in names)
+    shapes = {n: tuple(p.shape) for n, p in m.named_parameters()}
+    assert all(shapes[f"h.{l}.attn.c_attn.weight"] == (3 * 48, 48) for l in range(2))  # q, k, v
+    assert not any("q_proj" in n or "k_proj" in n or "v_proj" in n for n in shapes)
     assert m.num_params().frozen == 0
 
 
