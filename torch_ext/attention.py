@@ -298,7 +298,9 @@ class FrozenKernelAttention(nn.Module):
         key = (name, dtype, x.device)
         hit = self._frozen_cache.get(key)
         if hit is None or hit[0] != stamp:
-            hit = (stamp, self._derive(name).to(device=x.device, dtype=dtype))
+            # a plain tensor, also when built under inference_mode: training may follow
+            with torch.inference_mode(False), torch.no_grad():
+                hit = (stamp, self._derive(name).to(device=x.device, dtype=dtype))
             self._frozen_cache[key] = hit
         return hit[1]
 
