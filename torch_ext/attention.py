@@ -16,12 +16,13 @@
     ``shared_qk=False`` the keys use a second kernel with seed ``kernel_seed + 1``.
 
     How it is computed: when ``head_dim`` is a multiple of 24 (every head made of
-    whole blocks, as in the presets), the form of each head is folded into the
-    queries, ``q'_h = x_h M_h`` with ``M_h`` block-diagonal of blocks
-    ``Wq_b^T Wk_b``, and the keys are ``x_h`` itself: one product of ``24 * head_dim``
-    flops per token and head instead of two dense ``d_model**2`` products, the same
-    scores up to rounding.  Otherwise both sides are applied block by block.  The
-    folded blocks are cached per dtype and device (the cache is dropped by ``.to()``).
+    whole blocks, as in the presets), the form of each head is folded into the keys:
+    the queries are ``x_h`` itself and the keys ``k'_h = x_h M_h^T`` with ``M_h``
+    block-diagonal of blocks ``Wq_b^T Wk_b``, so ``q k'^T = x_h M_h x_h^T``: one
+    product of ``head_dim`` multiply-adds per coordinate instead of two dense
+    ``d_model``-wide ones, the same scores up to rounding.  Otherwise both sides are
+    applied block by block.  The folded blocks are cached per dtype and device (the
+    cache is dropped by ``.to()``).
 
 ``mode="learned"``
     Standard attention with learned ``W_q, W_k, W_v`` in one fused linear ``c_attn``
@@ -255,7 +256,7 @@ class FrozenKernelAttention(nn.Module):
 
     @property
     def folded(self) -> bool:
-        """Whether the frozen form of each head is folded into the queries.
+        """Whether the frozen form of each head is folded into the keys.
 
         True in ``"frozen"`` mode when ``head_dim`` is a multiple of 24 (every head is
         made of whole kernel blocks); see the module docstring.
@@ -266,8 +267,8 @@ class FrozenKernelAttention(nn.Module):
         """A tensor derived from the kernels, in their dtype (at least float32).
 
         ``"wq"``, ``"wk"``: ``(d/24, 24, 24)`` blocks ``B`` with ``q = blockwise(x, B)``;
-        ``"fold"``: ``(n_head, head_dim, head_dim)`` per-head matrices ``M_h``,
-        block-diagonal of ``Wq_b^T Wk_b``, with ``q'_h = x_h M_h``.
+        ``"fold"``: ``(n_head, head_dim, head_dim)`` per-head matrices ``M_h^T``,
+        block-diagonal of ``(Wq_b^T Wk_b)^T = Wk_b^T Wq_b``, with ``k'_h = x_h M_h^T``.
         """
         wq = self.q_kernel.weight
         wk = wq.T if self.k_kernel is None else self.k_kernel.weight
@@ -278,7 +279,7 @@ class FrozenKernelAttention(nn.Module):
             return bq.transpose(1, 2)
         if name == "wk":
             return bk.transpose(1, 2)
-        m = bq.transpose(1, 2) @ bk  # (d/24, 24, 24): Wq_b^T Wk_b
+        m = bk.transpose(1, 2) @ bq  # (d/24, 24, 24): (Wq_b^T Wk_b)^T
         r = self.head_dim // 24
         if r == 1:
             return m
@@ -330,8 +331,8 @@ class FrozenKernelAttention(nn.Module):
         """Queries ``x @ Wq.T``, keys ``x @ Wk.T`` and values, each ``(B, n_head, T, head_dim)``.
 
         These are the projections themselves; :meth:`forward` and :meth:`scores` use
-        :meth:`project`, which in ``"frozen"`` mode may fold the keys' kernel into the
-        queries (same scores).
+        :meth:`project`, which in ``"frozen"`` mode may fold both kernels into the
+        keys (same scores).
         """
         self._check_x(x)
         if self.mode == "learned":
@@ -347,17 +348,19 @@ class FrozenKernelAttention(nn.Module):
 
         Learned mode and frozen mode with heads not made of whole 24-blocks: the same
         as :meth:`qkv`.  Frozen mode with whole-block heads (:attr:`folded`):
-        ``q = x_h M_h`` with ``M_h = Wq_h^T Wk_h`` and ``k = x_h``, so that
-        ``q k^T = (x Wq_h^T)(x Wk_h^T)^T`` exactly, up to rounding.
+        ``q = x_h`` and ``k = x_h M_h^T`` with ``M_h = Wq_h^T Wk_h``, so that
+        ``q k^T = (x Wq_h^T)(x Wk_h^T)^T`` exactly, up to rounding.  (Keys rather than
+        queries carry the form so that the queries, and with them the attention
+        output, keep the memory layout of ``x``: no copy before the output projection.)
         """
         if not self.folded:
             return self.qkv(x)
         self._check_x(x)
         b, t, _ = x.shape
         xh = x.reshape(b * t, self.n_head, self.head_dim).transpose(0, 1)  # (H, B*T, hd)
-        q = torch.bmm(xh, self._frozen("fold", x))  # (H, B*T, hd)
-        q = q.view(self.n_head, b, t, self.head_dim).transpose(0, 1)
-        return q, self._split(x), self._split(self.v_proj(x))
+        k = torch.bmm(xh, self._frozen("fold", x))  # (H, B*T, hd)
+        k = k.view(self.n_head, b, t, self.head_dim).transpose(0, 1)
+        return self._split(x), k, self._split(self.v_proj(x))
 
     @staticmethod
     def _allowed(tq: int, tk: int, mask: Tensor | None, device) -> Tensor:

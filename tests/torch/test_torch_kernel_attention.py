@@ -296,10 +296,10 @@ def test_frozen_scores_equal_the_dense_form_float64(d, h, kernel, shared):
         q2, k2, v2 = a.qkv(x)  # the projections themselves, block by block
         torch.testing.assert_close(q2, q, rtol=0, atol=1e-12)
         torch.testing.assert_close(k2, k, rtol=0, atol=1e-12)
-        if a.folded:  # keys are the input itself; queries carry the whole form
+        if a.folded:  # queries are the input itself; keys carry the whole form
             qf, kf, _ = a.project(x)
-            assert torch.equal(kf, a._split(x))
-            assert (qf - q).abs().max() > 0.1
+            assert torch.equal(qf, a._split(x))
+            assert (kf - k).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("d, h", SHAPES)
@@ -313,13 +313,15 @@ def test_frozen_scores_equal_the_dense_form_float32(d, h):
         torch.testing.assert_close(a.scores(x)[..., causal], dense[..., causal], rtol=1e-5, atol=1e-5)
 
 
-def test_fold_is_the_co0_element_W_squared_transposed():
-    """Shared kernel, whole-block heads: the folded block of b is (W_b^2)^T, exactly."""
+def test_fold_is_the_co0_element_W_squared():
+    """Shared kernel, whole-block heads: the form of block b is (W_b^2)^T, exactly.
+
+    The keys carry it transposed: k'_b = x_b W_b^2."""
     a = FrozenKernelAttention(48, 2, 8, kernel="leech", kernel_seed=5)
     x = torch.randn(1, 4, 48)
     fold = a._frozen("fold", x)
     wb = a.q_kernel.blocks
-    assert torch.equal(fold, (wb @ wb).transpose(1, 2))  # multiples of 1/64: exact in float32
+    assert torch.equal(fold, wb @ wb)  # multiples of 1/64: exact in float32
     assert torch.equal(fold @ fold.transpose(1, 2), torch.eye(24).expand(2, 24, 24))
 
 
