@@ -245,14 +245,21 @@ class FrozenKernelAttention(nn.Module):
             self.register_load_state_dict_pre_hook(_fuse_legacy_qkv)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.resid_dropout = nn.Dropout(self.dropout)
-        # frozen mode: derived kernel tensors per (name, dtype, device); see _frozen()
+        # frozen mode: derived kernel tensors in other dtypes; see _frozen()
         self._frozen_cache: dict = {}
+        if self.folded:  # rebuilt from the kernels by _apply, never stored
+            self.register_buffer("k_fold", self._derive("fold"), persistent=False)
 
     # ------------------------------------------------------- frozen kernels
     def _apply(self, fn, recurse=True):
-        # .to(), .cuda(), .double(), ... replace the kernel buffers: drop what was derived
+        # .to(), .cuda(), .double(), ... replace the kernel buffers: derive again from them
+        # (not by converting k_fold, which would round the float32 form once more)
         self._frozen_cache = {}
-        return super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)
+        if self.folded:
+            with torch.inference_mode(False), torch.no_grad():
+                self.k_fold = self._derive("fold").to(self.k_fold.dtype)
+        return out
 
     @property
     def folded(self) -> bool:
@@ -288,20 +295,33 @@ class FrozenKernelAttention(nn.Module):
         return m.reshape(self.n_head, self.head_dim, self.head_dim)
 
     def _frozen(self, name: str, x: Tensor) -> Tensor:
-        """:meth:`_derive` cast for ``x`` (or the autocast dtype), cached per dtype and device."""
+        """A derived kernel tensor in the dtype ``x`` computes in (the autocast dtype if on).
+
+        ``"fold"`` is the buffer ``k_fold`` itself when the dtypes agree; any other
+        dtype, and the blocks ``"wq"``, ``"wk"``, are made once and cached per dtype
+        and device (the cache is dropped by ``.to()``).
+        """
         dtype = x.dtype
         if torch.is_autocast_enabled(x.device.type) and dtype == torch.float32:
             dtype = torch.get_autocast_dtype(x.device.type)
-        if torch.compiler.is_compiling():  # traced once into the graph; no Python cache
-            return self._derive(name).to(dtype)
-        w = self.q_kernel.weight
-        stamp = (w.data_ptr(), w._version, w.dtype)
-        key = (name, dtype, x.device)
+        if name == "fold":
+            src = self.k_fold
+            if src.dtype == dtype:
+                return src
+            if torch.compiler.is_compiling():  # a cast in the graph (autocast), no Python cache
+                return src.to(dtype)
+        else:
+            if torch.compiler.is_compiling():
+                return self._derive(name).to(dtype)
+            src = self.q_kernel.weight
+        stamp = (src.data_ptr(), src._version, src.dtype)
+        key = (name, dtype, src.device)
         hit = self._frozen_cache.get(key)
         if hit is None or hit[0] != stamp:
             # a plain tensor, also when built under inference_mode: training may follow
             with torch.inference_mode(False), torch.no_grad():
-                hit = (stamp, self._derive(name).to(device=x.device, dtype=dtype))
+                t = src if name == "fold" else self._derive(name)
+                hit = (stamp, t.to(dtype))
             self._frozen_cache[key] = hit
         return hit[1]
 

@@ -330,13 +330,19 @@ def test_frozen_kernel_is_cast_once_per_dtype_and_device():
     a = FrozenKernelAttention(96, 2, 16, kernel="random")
     x = torch.randn(2, 16, 96)
     y = a(x)
-    first = a._frozen("fold", x)
-    assert a._frozen("fold", x) is first  # cached, not rebuilt per call
-    assert [(k[0], k[1]) for k in a._frozen_cache] == [("fold", torch.float32)]
-    a.double()  # .to() replaces the kernel buffers: the cache is dropped and rebuilt
+    # the folded form is a non-persistent buffer, used as it is in its own dtype
+    assert a._frozen("fold", x) is a.k_fold and a._frozen_cache == {}
+    assert list(a.state_dict()) == ["v_proj.weight", "out_proj.weight"]
+    blocks = a._frozen("wq", x)  # the blocks of qkv(): made once, then cached
+    assert a._frozen("wq", x) is blocks
+    assert [(k[0], k[1]) for k in a._frozen_cache] == [("wq", torch.float32)]
+    bf = a._frozen("fold", x.bfloat16())  # another dtype: cast once, cached
+    assert bf.dtype == torch.bfloat16 and a._frozen("fold", x.bfloat16()) is bf
+    a.double()  # .to() replaces the kernel buffers: the cache is dropped, k_fold derived again
     assert a._frozen_cache == {}
+    assert a.k_fold.dtype == torch.float64 and torch.equal(a.k_fold, a._derive("fold"))
     y64 = a(x.double())
-    assert a._frozen("fold", x.double()).dtype == torch.float64
+    assert a._frozen("fold", x.double()) is a.k_fold
     torch.testing.assert_close(y64.float(), y, rtol=1e-5, atol=1e-6)
     _, _, dense = _dense_scores(a, x.double())
     causal = torch.ones(16, 16, dtype=torch.bool).tril()
