@@ -16,6 +16,7 @@ SCRIPTS = sorted(
     if not os.path.basename(p).startswith("test_")
 )
 TORCH_SCRIPTS = {"bench_torch_ops.py", "gpu_check.py", "kernel_neutrality.py", "lila_ablation.py",
+                 "lila_speed.py",
                  "quantize_lila.py"}
 
 

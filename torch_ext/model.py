@@ -7,12 +7,14 @@ block, and :class:`LilaTransformer`.  Differences from a plain GPT:
   mode its query/key projections are frozen Leech kernels (non-persistent buffers,
   rebuilt from the config, never parameters, never in an optimizer); layer ``l`` uses
   kernel seed ``kernel_seed + 2*l`` (and ``+1`` for the key kernel when
-  ``shared_qk=False``);
+  ``shared_qk=False``); in ``"learned"`` mode q, k and v are one fused linear;
 * an optional auxiliary :class:`~torch_ext.losses.AlignmentLoss` on the outputs of the
   blocks listed in ``align_layers``; ``loss = CE + align_weight * aux``;
 * padding: ``mask`` (``(B, T)``, 1 = token) removes padding keys from attention and
   padding positions from both losses;
-* checkpoints are safetensors files with the config as JSON metadata (no pickle).
+* checkpoints are safetensors files with the config as JSON metadata (no pickle);
+* :meth:`LilaTransformer.generate` decodes with a key/value cache
+  (:class:`~torch_ext.attention.KVCache`, one per layer, :meth:`LilaTransformer.new_cache`).
 
 The LM head is tied to the token embedding (``logits = h @ wte.weight.T``).
 """
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._stored import check_stored_config, read_safetensors_header
-from .attention import MODES, FrozenKernelAttention
+from .attention import MODES, FrozenKernelAttention, KVCache, _fuse_qkv_keys
 from .kernel import KINDS, LeechKernel
 from .losses import AlignmentLoss
 
@@ -249,8 +251,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), mask)
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), mask, cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -275,6 +277,20 @@ def read_safetensors(path, *, what: str = "checkpoint") -> tuple[dict, dict]:
     return meta, tensors
 
 
+def _fuse_qkv_shapes(shapes: dict, n_layer: int) -> dict:
+    """The header shapes with legacy ``q/k/v_proj`` triples as one ``c_attn`` entry."""
+    shapes = dict(shapes)
+    for i in range(n_layer):
+        for suffix in ("weight", "bias"):
+            names = [f"h.{i}.attn.{n}_proj.{suffix}" for n in "qkv"]
+            fused = f"h.{i}.attn.c_attn.{suffix}"
+            if fused not in shapes and all(n in shapes for n in names):
+                parts = [shapes.pop(n) for n in names]
+                shape = (sum(p[0][0] for p in parts),) + tuple(parts[0][0][1:])
+                shapes[fused] = (shape, parts[0][1])
+    return shapes
+
+
 class LilaTransformer(nn.Module):
     """Decoder-only transformer with frozen Leech-kernel attention.
 
@@ -292,7 +308,7 @@ class LilaTransformer(nn.Module):
     >>> out = model(idx, targets=idx)
     >>> out.logits.shape, out.loss.ndim, out.aux_loss is not None
     (torch.Size([2, 16, 256]), 0, True)
-    >>> model.generate(idx[:, :4], max_new_tokens=3).shape
+    >>> model.generate(idx[:, :4], max_new_tokens=3).shape      # with a key/value cache
     torch.Size([2, 7])
     >>> n = model.num_params(); n.trainable > 0 and n.frozen == 2 * 48 * 48
     True
@@ -337,31 +353,63 @@ class LilaTransformer(nn.Module):
         return ParamCount(trainable, frozen)
 
     # --------------------------------------------------------------- forward
+    def new_cache(self, batch_size: int, *, dtype: torch.dtype | None = None,
+                  device=None) -> list[KVCache]:
+        """One empty :class:`~torch_ext.attention.KVCache` per layer, for ``block_size`` positions.
+
+        ``dtype`` and ``device`` default to those of the token embedding.
+        """
+        c = self.config
+        w = self.wte.weight
+        return [
+            KVCache(batch_size, c.n_head, c.block_size, c.d_model // c.n_head,
+                    dtype=w.dtype if dtype is None else dtype,
+                    device=w.device if device is None else device)
+            for _ in range(c.n_layer)
+        ]
+
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, mask: Tensor | None = None
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        mask: Tensor | None = None,
+        cache: list[KVCache] | None = None,
     ) -> LilaOutput:
         """Logits and losses for token ids ``idx`` (``(B, T)`` int64).
 
         ``targets`` (``(B, T)``, -100 ignored) gives the loss; ``mask`` (``(B, T)``,
         1 = token, 0 = padding) excludes padding from attention keys and both losses.
+        ``cache`` (from :meth:`new_cache`) holds the keys and values of earlier tokens:
+        ``idx`` then continues them (positions start at the cached length), their keys
+        and values are added to it, and ``mask`` must be ``None``.
         """
         if not isinstance(idx, Tensor) or idx.dim() != 2:
             raise ValueError("idx must be a (B, T) tensor of token ids")
         if idx.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"idx must be an integer tensor, got {idx.dtype}")
         b, t = idx.shape
-        if t > self.config.block_size:
-            raise ValueError(f"sequence length {t} exceeds block_size {self.config.block_size}")
+        start = 0
+        if cache is not None:
+            if (not isinstance(cache, (list, tuple)) or len(cache) != len(self.h)
+                    or not all(isinstance(c, KVCache) for c in cache)):
+                raise TypeError(f"cache must be a list of {len(self.h)} KVCache (see new_cache)")
+            if mask is not None:
+                raise ValueError("mask and cache cannot be used together")
+            start = cache[0].length
+        if start + t > self.config.block_size:
+            raise ValueError(
+                f"sequence length {start + t} exceeds block_size {self.config.block_size}"
+            )
         if targets is not None and (not isinstance(targets, Tensor) or targets.shape != idx.shape):
             raise ValueError(f"targets must be a tensor of shape {tuple(idx.shape)}")
         if mask is not None and (not isinstance(mask, Tensor) or mask.shape != idx.shape):
             raise ValueError(f"mask must be a tensor of shape {tuple(idx.shape)}")
-        pos = torch.arange(t, device=idx.device)
+        pos = torch.arange(start, start + t, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         want_aux = targets is not None and self.align is not None
         hidden = []
         for l, block in enumerate(self.h):
-            x = block(x, mask)
+            x = block(x, mask, None if cache is None else cache[l])
             if want_aux and l in self.config.align_layers:
                 hidden.append(x)
         x = self.ln_f(x)
@@ -392,11 +440,17 @@ class LilaTransformer(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (``(B, T)``); returns ``(B, T + n)``.
 
         The context is cropped to the last ``block_size`` tokens.  ``generator`` makes
-        sampling reproducible.
+        sampling reproducible.  With ``use_cache`` (default) the keys and values of the
+        context are kept (:meth:`new_cache`) and each new token costs one position of
+        computation, while the context fits in ``block_size``; beyond, the positions
+        of the cropped context shift at every step, so each step recomputes it, as
+        without the cache.  Both ways give the same tokens (up to rounding of the
+        logits).
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
             raise TypeError("max_new_tokens must be an int")
@@ -411,14 +465,23 @@ class LilaTransformer(nn.Module):
                 raise TypeError("top_k must be an int or None")
             if top_k < 1:
                 raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if not isinstance(use_cache, bool):
+            raise TypeError(f"use_cache must be a bool, got {type(use_cache).__name__}")
         if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
             raise ValueError("idx must be a (B, T) tensor of token ids with T >= 1")
         was_training = self.training
         self.eval()
+        cache, fed = None, 0  # fed: tokens of idx already in the cache
         try:
             for _ in range(int(max_new_tokens)):
-                cond = idx[:, -self.config.block_size :]
-                logits = self(cond).logits[:, -1, :].float() / temperature
+                if use_cache and idx.shape[1] <= self.config.block_size:
+                    if cache is None:
+                        cache = self.new_cache(idx.shape[0])
+                    logits = self(idx[:, fed:], cache=cache).logits
+                    fed = idx.shape[1]
+                else:
+                    logits = self(idx[:, -self.config.block_size :]).logits
+                logits = logits[:, -1, :].float() / temperature
                 if top_k is not None:
                     v, _ = torch.topk(logits, min(int(top_k), logits.shape[-1]))
                     logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
@@ -464,6 +527,9 @@ class LilaTransformer(nn.Module):
             raise ValueError(f"{path}: invalid stored config: {exc}") from None
         check_stored_config(config, shapes, os.path.getsize(path), path)  # before anything is built
         model = cls(config)
+        legacy = config.attention == "learned"  # separate q/k/v of earlier versions: fuse
+        if legacy:
+            shapes = _fuse_qkv_shapes(shapes, config.n_layer)
         expected = model.state_dict()
         missing = sorted(set(expected) - set(shapes))
         unexpected = sorted(set(shapes) - set(expected))
@@ -477,6 +543,9 @@ class LilaTransformer(nn.Module):
                     f"{path}: tensor {k!r} has shape {shape}, expected {tuple(expected[k].shape)}"
                 )
         _, tensors = read_safetensors(path, what="checkpoint")
+        if legacy:
+            for i in range(config.n_layer):
+                _fuse_qkv_keys(tensors, f"h.{i}.attn.")
         for k, v in tensors.items():
             if not v.is_floating_point() or not bool(torch.isfinite(v).all()):
                 raise ValueError(f"{path}: tensor {k!r} is not finite floating point")

@@ -157,8 +157,9 @@ def test_kernel_changes_the_model_output():
 def test_learned_mode_has_qk_parameters():
     m = _tiny(attention="learned")
     assert not _kernels(m)
-    names = [n for n, _ in m.named_parameters()]
-    assert any("q_proj" in n for n in names) and any("k_proj" in n for n in names)
+    shapes = {n: tuple(p.shape) for n, p in m.named_parameters()}
+    assert all(shapes[f"h.{l}.attn.c_attn.weight"] == (3 * 48, 48) for l in range(2))  # q, k, v
+    assert not any("q_proj" in n or "k_proj" in n or "v_proj" in n for n in shapes)
     assert m.num_params().frozen == 0
 
 
@@ -173,8 +174,9 @@ def test_bf16_autocast_forward_and_backward():
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 
 
-def test_torch_compile_matches_eager():
-    m = _tiny(dropout=0.0).eval()
+@pytest.mark.parametrize("attention", ["frozen", "learned"])
+def test_torch_compile_matches_eager(attention):
+    m = _tiny(dropout=0.0, attention=attention).eval()
     idx = torch.randint(0, 256, (2, 16))
     eager = m(idx, targets=idx)
     # aot_eager: Dynamo + AOTAutograd (fake tensors through the custom ops), no C compiler
@@ -333,3 +335,61 @@ def test_cuda_forward_backward():
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(k.weight.device.type == "cuda" for k in _kernels(m))
+
+
+# ---------------------------------------------------------------------------
+# key/value cache, fused learned q/k/v in checkpoints
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attention", ["frozen", "learned"])
+def test_cached_generation_equals_uncached(attention):
+    m = _tiny(attention=attention, block_size=12)
+    idx = torch.randint(0, 256, (3, 4), generator=torch.Generator().manual_seed(1))
+    # 20 new tokens: the context reaches block_size (cached), then slides (recomputed)
+    greedy = m.generate(idx, 20, top_k=1)
+    assert torch.equal(m.generate(idx, 20, top_k=1, use_cache=False), greedy)
+    sampled = m.generate(idx, 20, generator=torch.Generator().manual_seed(7))
+    again = m.generate(idx, 20, generator=torch.Generator().manual_seed(7), use_cache=False)
+    assert torch.equal(sampled, again)
+    assert not torch.equal(sampled, greedy)  # the sampled run is not greedy after all
+    # logits: one token at a time through the cache equals the full forward
+    m.eval()
+    seq = greedy[:, :12]
+    with torch.no_grad():
+        full = m(seq).logits
+        cache = m.new_cache(3)
+        steps = [m(seq[:, :5], cache=cache).logits]
+        steps += [m(seq[:, t : t + 1], cache=cache).logits for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="block_size"):
+        m(seq[:, :1], cache=cache)  # the cache is full
+    with pytest.raises(ValueError, match="mask and cache"):
+        m(seq[:, :1], mask=torch.ones(3, 1), cache=m.new_cache(3))
+    with pytest.raises(TypeError, match="KVCache"):
+        m(seq[:, :1], cache=m.new_cache(3)[:1])
+    with pytest.raises(TypeError, match="use_cache"):
+        m.generate(idx, 1, use_cache=1)
+
+
+def test_learned_checkpoints_with_separate_qkv_load(tmp_path):
+    from safetensors.torch import save_file
+
+    m = _tiny(attention="learned", bias=True).eval()
+    old = {}
+    for k, v in m.state_dict().items():  # write the format from before q/k/v were fused
+        if ".c_attn." in k:
+            for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+                old[k.replace("c_attn", name)] = v[48 * i : 48 * (i + 1)].contiguous()
+        else:
+            old[k] = v.contiguous()
+    path = tmp_path / "old.safetensors"
+    meta = {"format": "pt", "checkpoint": "torch_ext.LilaTransformer/1",
+            "lila_config": json.dumps(m.config.to_dict())}
+    save_file(old, path, metadata=meta)
+    m2 = LilaTransformer.load(path)
+    idx = torch.randint(0, 256, (2, 10))
+    assert torch.equal(m2.eval()(idx).logits, m(idx).logits)
+    m3 = _tiny(attention="learned", bias=True)
+    m3.load_state_dict(old, strict=True)  # plain load_state_dict too (train checkpoints)
+    assert torch.equal(m3.eval()(idx).logits, m(idx).logits)
