@@ -31,6 +31,7 @@ from .quantize import (
     quantize_model,
     save_quantized,
 )
+from .vq import LeechVQ
 
 __all__ = [
     "nearest_point",
@@ -50,4 +51,5 @@ __all__ = [
     "load_quantized",
     "BitsReport",
     "METHODS",
+    "LeechVQ",
 ]
