@@ -16,7 +16,7 @@ SCRIPTS = sorted(
     if not os.path.basename(p).startswith("test_")
 )
 TORCH_SCRIPTS = {"bench_torch_ops.py", "gpu_check.py", "kernel_neutrality.py", "lila_ablation.py",
-                 "quantize_lila.py"}
+                 "quantize_lila.py", "vq_autoencoder.py"}
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)

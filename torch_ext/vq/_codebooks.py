@@ -5,8 +5,9 @@ Z^{24}` (points are float64 tensors holding exact integers) and keeps no table o
 its points:
 
 * ``minimal`` (the shell of squared norm 4, 196 560 vectors): the search is
-  :func:`torch_ext.nearest_minimal_vector` (leechlib's Numba kernel on the CPU, its
-  Numba CUDA or pure-torch version on CUDA); indices follow
+  :func:`leechlib.nearest_minimal_vector` on the CPU and the GPU path of
+  :func:`torch_ext.nearest_minimal_vector` (Numba CUDA or pure torch) on CUDA,
+  without a round trip; indices follow
   :meth:`leechlib.LeechLattice.minimal_vectors`, mapped both ways in pure torch on
   any device (:mod:`torch_ext.vq._minimal`);
 * ``shell`` (squared norm ``m >= 6``): the shell vector of largest inner product,
@@ -16,10 +17,11 @@ its points:
 * ``ball`` (squared norm ``<= M``): :func:`leechlib.constrained_nearest_point` with
   ``max_norm = M``; indices of :class:`leechlib.BallCodebook`.
 
-The shell and ball maps run on the CPU (leechlib's Numba kernels).  They are the
-custom ops ``torch.ops.leech_vq.search``, ``.unrank`` and ``.rank``, so
-``torch.compile`` traces them; a tensor on another device is copied to the CPU,
-processed there and copied back (the *device round trip*).
+The searches are the custom op ``torch.ops.leech_vq.search`` and the shell and ball
+index maps the custom ops ``torch.ops.leech_vq.unrank`` and ``.rank`` (fake kernels,
+so ``torch.compile`` traces them).  The shell and ball run on the CPU (leechlib's
+Numba kernels): a tensor on another device is copied to the CPU, processed there
+and copied back (the *device round trip*).
 """
 
 from __future__ import annotations
@@ -67,33 +69,62 @@ def _cpu_rows(x: Tensor, name: str) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
+class _keep_torch_threads:
+    """Restore torch's intra-op thread count after a call into leechlib's kernels.
+
+    Numba's OpenMP layer and torch share the OpenMP runtime: leaving leechlib's
+    ``workers`` context resets the thread count to Numba's default, which torch
+    then uses too (measured: a one-thread torch process switched to two threads,
+    and elementwise ops ran hundreds of times slower on a loaded 2-core machine).
+    """
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        return self
+
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.n:
+            torch.set_num_threads(self.n)
+        return False
+
+
 @torch.library.custom_op("leech_vq::search", mutates_args=())
 def _search_op(x: Tensor, kind: str, norm: int) -> tuple[Tensor, Tensor]:
     """Nearest codeword of a shell (by direction) or a ball: (integer points, indices)."""
-    from leechlib import constrained_nearest_point
+    if kind == "minimal" and x.device.type != "cpu":  # the GPU path of torch_ext
+        v, idx = _ops.nearest_minimal_vector(x.detach(), coords="int", return_index=True)
+        return v.to(torch.float64), idx
+    with _keep_torch_threads():
+        p, idx = _search_cpu(_cpu_rows(x, "x"), kind, norm)
+    shape = x.shape[:-1]
+    return (torch.from_numpy(p).to(x.device).reshape(shape + (24,)),
+            torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)).to(x.device).reshape(shape))
 
-    y = _cpu_rows(x, "x")
+
+def _search_cpu(y: np.ndarray, kind: str, norm: int):
+    import leechlib
+
     n = y.shape[0]
-    p = np.zeros((n, 24))
-    if n and kind == "shell":
+    if n == 0:
+        return np.zeros((0, 24)), np.zeros(0, dtype=np.int64)
+    if kind == "minimal":
+        p, idx = leechlib.nearest_minimal_vector(y, coords="int", workers=_workers(),
+                                                 return_index=True)
+        return p, idx
+    if kind == "shell":
+        p = np.zeros((n, 24))
         r = np.sqrt((y * y).sum(axis=1))
         nz = r > 0
         if nz.any():
             z = y[nz] * (math.sqrt(8.0 * norm) / r[nz, None])
-            p[nz] = constrained_nearest_point(z, min_norm=8 * norm, max_norm=8 * norm,
-                                              coords="int", workers=_workers())
+            p[nz] = leechlib.constrained_nearest_point(
+                z, min_norm=8 * norm, max_norm=8 * norm, coords="int", workers=_workers())
         if not nz.all():  # no direction: the codeword of index 0
             p[~nz] = _shell_codebook(norm).point(np.zeros(1, dtype=np.int64))[0]
-        idx = _shell_codebook(norm).index(p.astype(np.int64), workers=_workers())
-    elif n:
-        p = constrained_nearest_point(y * SQRT8, max_norm=8 * norm, coords="int",
-                                      workers=_workers())
-        idx = _ball_codebook(norm).index(p.astype(np.int64), workers=_workers())
-    else:
-        idx = np.zeros(0, dtype=np.int64)
-    shape = x.shape[:-1]
-    return (torch.from_numpy(p).to(x.device).reshape(shape + (24,)),
-            torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)).to(x.device).reshape(shape))
+        return p, _shell_codebook(norm).index(p.astype(np.int64), workers=_workers())
+    p = leechlib.constrained_nearest_point(y * SQRT8, max_norm=8 * norm, coords="int",
+                                           workers=_workers())
+    return p, _ball_codebook(norm).index(p.astype(np.int64), workers=_workers())
 
 
 @_search_op.register_fake
@@ -118,7 +149,9 @@ def _unrank_op(idx: Tensor, kind: str, norm: int) -> Tensor:
     """Integer-model points (float64) of shell or ball indices (checked by the caller)."""
     cb = _shell_codebook(norm) if kind == "shell" else _ball_codebook(norm)
     flat = idx.detach().to("cpu").reshape(-1).numpy()
-    pts = cb.point(flat, workers=_workers()).astype(np.float64) if flat.size else np.zeros((0, 24))
+    with _keep_torch_threads():
+        pts = (cb.point(flat, workers=_workers()).astype(np.float64) if flat.size
+               else np.zeros((0, 24)))
     return torch.from_numpy(pts).to(idx.device).reshape(idx.shape + (24,))
 
 
@@ -136,6 +169,12 @@ def _rank_op(points: Tensor, kind: str, norm: int) -> Tensor:
     out = np.full(len(zi), -1, dtype=np.int64)
     ok = np.all(zi == z, axis=1)
     if ok.any():
+        _rank_rows(cb, zi, ok, out)
+    return torch.from_numpy(out).to(points.device).reshape(points.shape[:-1])
+
+
+def _rank_rows(cb, zi, ok, out):
+    with _keep_torch_threads():
         # the public index() raises on a non-member: rank row by row only then
         try:
             out[ok] = cb.index(zi[ok], workers=_workers())
@@ -145,7 +184,6 @@ def _rank_op(points: Tensor, kind: str, norm: int) -> Tensor:
                     out[r] = int(cb.index(zi[r : r + 1])[0])
                 except ValueError:
                     out[r] = -1
-    return torch.from_numpy(out).to(points.device).reshape(points.shape[:-1])
 
 
 @_rank_op.register_fake
@@ -190,9 +228,6 @@ class Codebook:
         not matter); ball: the nearest point to ``y``.  Returns integer-model points
         (float64) and int64 indices.
         """
-        if self.kind == "minimal":
-            v, idx = _ops.nearest_minimal_vector(y, coords="int", return_index=True)
-            return v.to(torch.float64), idx
         return torch.ops.leech_vq.search(y, self.kind, self.norm)
 
     def points(self, idx: Tensor) -> Tensor:

@@ -106,15 +106,19 @@ class LeechVQ(nn.Module):
         Lloyd updates during training; the index becomes ``direction * K + level``.
         ``None`` (default): continuous gains, which the indices do not carry.
     scale : float, optional
-        Initial (or fixed) gain / ball scale, default 1.
+        Initial (or fixed) gain or ball scale.  Default: codewords of root mean square
+        1 per number, i.e. ``sqrt(24)`` for spherical codebooks and
+        ``sqrt(24 / max_norm)`` for the ball (its outermost shell).
     codebook_dim : int, optional
         Width of the quantized space, a multiple of 24.  Default: ``dim`` if it is a
         multiple of 24, else the next multiple; learned linear projections map
         ``dim`` to it and back when the two differ.
     commitment_weight : float, optional
-        Weight of the commitment loss (default 0.25), the mean squared distance
-        between the (normalised, for spherical codebooks with a scalar gain) blocks
-        and their detached codewords.
+        Weight of the commitment loss, the mean squared distance between the blocks
+        (normalised, for spherical codebooks with a scalar gain) and their detached
+        codewords.  Default 0: the codebook is fixed, so no loss is needed to train
+        it, and in the benchmark of :doc:`/vq` a weight of 0.25 pulled blocks onto
+        the codewords they already had and lowered the codebook usage.
     rotation_trick : bool, optional
         Pass gradients by the rotation trick (Fifty et al., 2024): the block is
         rotated and rescaled onto its codeword by a detached linear map, so the
@@ -173,7 +177,7 @@ class LeechVQ(nn.Module):
     """
 
     def __init__(self, dim, *, codebook="minimal", max_norm=None, gain="learned",
-                 gain_levels=None, scale=1.0, codebook_dim=None, commitment_weight=0.25,
+                 gain_levels=None, scale=None, codebook_dim=None, commitment_weight=0.0,
                  rotation_trick=False, track_usage=None, usage_decay=0.99, gain_decay=0.99):
         super().__init__()
         self.dim = _check_int(dim, "dim", 1)
@@ -188,6 +192,8 @@ class LeechVQ(nn.Module):
             gain_levels = _check_int(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
         self.gain_mode = gain
         self.gain_levels = gain_levels
+        if scale is None:  # codewords (outermost shell) of RMS 1 per number
+            scale = math.sqrt(24.0) if self.cb.spherical else math.sqrt(24.0 / self.cb.norm)
         s = _check_real(scale, "scale", 0.0, math.inf, lo_open=True, hi_open=True)
         if codebook_dim is None:
             codebook_dim = 24 * math.ceil(self.dim / 24)
