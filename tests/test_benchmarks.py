@@ -17,7 +17,7 @@ SCRIPTS = sorted(
 )
 TORCH_SCRIPTS = {"bench_torch_ops.py", "gpu_check.py", "kernel_neutrality.py", "lila_ablation.py",
                  "lila_speed.py",
-                 "quantize_lila.py"}
+                 "quantize_lila.py", "vq_autoencoder.py"}
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)

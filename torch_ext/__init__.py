@@ -32,6 +32,7 @@ from .quantize import (
     save_quantized,
 )
 from .results import EvalResult, TrainResult
+from .vq import LeechVQ
 
 __all__ = [
     "nearest_point",
@@ -53,4 +54,5 @@ __all__ = [
     "METHODS",
     "EvalResult",
     "TrainResult",
+    "LeechVQ",
 ]

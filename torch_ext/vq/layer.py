@@ -1,0 +1,551 @@
+"""``LeechVQ``: a vector-quantization layer whose codebooks are Leech lattice shells."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._codebooks import SQRT8, Codebook
+
+#: codebooks up to this size keep an EMA histogram of their codes by default
+AUTO_TRACK_MAX = 1 << 21
+#: codebooks above this size never keep a histogram (memory)
+TRACK_MAX = 1 << 25
+_MAX_GAIN_LEVELS = 1 << 16
+_EPS = 1e-12
+
+
+def _check_int(value, name, lo, hi=None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be {rng}, got {v}")
+    return v
+
+
+def _check_real(value, name, lo, hi, *, lo_open=False, hi_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
+        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {value!r}")
+    return v
+
+
+def _parse_codebook(codebook, max_norm) -> Codebook:
+    from leechlib import shell_count
+
+    if isinstance(codebook, str):
+        if codebook == "minimal":
+            kind, norm = "minimal", 4
+        elif codebook == "ball":
+            kind = "ball"
+            norm = 4 if max_norm is None else _check_int(max_norm, "max_norm", 4, 56)
+            if norm % 2:
+                raise ValueError(f"max_norm must be even (Leech norms are even), got {norm}")
+        else:
+            raise ValueError(
+                f"codebook must be 'minimal', 'ball' or the squared norm of a shell (an even "
+                f"int from 4 to 56), got {codebook!r}"
+            )
+    elif isinstance(codebook, numbers.Integral) and not isinstance(codebook, bool):
+        norm = _check_int(codebook, "codebook", 4, 56)
+        if norm % 2 or shell_count(norm) == 0:
+            raise ValueError(f"codebook={norm}: Leech shells have even squared norms 4, 6, 8, ... "
+                             f"(unit coordinates)")
+        kind = "minimal" if norm == 4 else "shell"
+    else:
+        raise TypeError(f"codebook must be 'minimal', 'ball' or an int, got "
+                        f"{type(codebook).__name__}")
+    if kind != "ball" and max_norm is not None:
+        raise ValueError("max_norm only applies to codebook='ball'")
+    return Codebook(kind, norm)
+
+
+class LeechVQ(nn.Module):
+    r"""Vector quantization on the Leech lattice: exact search, no stored codebook.
+
+    The input ``(..., dim)`` is (projected to ``codebook_dim`` if needed and) cut into
+    blocks of 24 numbers; each block is replaced by its codeword and gets one int64
+    index.  The call returns ``(quantized, indices, aux_loss)`` as the quantizers of
+    vector-quantize-pytorch do.
+
+    Parameters
+    ----------
+    dim : int
+        Size of the last input dimension.
+    codebook : {"minimal", "ball"} or int, optional
+        ``"minimal"`` (default): the 196 560 minimal vectors (squared norm 4, 17.58
+        bits per block).  An even ``int`` ``m`` from 4 to 56: the shell of squared
+        norm ``m`` in unit coordinates, leechlib's convention (:class:`leechlib.ShellCodebook`;
+        it is coefficient ``m / 2`` of the theta series): 6 gives 16 773 120 vectors
+        (24.00 bits), 8 gives 398 034 000 (28.57 bits); ``4`` is ``"minimal"``.
+        ``"ball"``: the lattice vectors of squared norm at most ``max_norm``, origin
+        included, times a scale.
+    max_norm : int, optional
+        Only for ``codebook="ball"``: the largest squared norm (even, 4 to 56; default
+        4, i.e. 196 561 points).
+    gain : {"learned", None, "block"}, optional
+        Spherical codebooks quantize the direction of a block; the output is
+        ``g * v / ||v||`` with ``v`` the codeword of largest inner product and
+        ``g``: ``"learned"`` (default) a learned scalar per block position, initialised
+        to ``scale``; ``None`` the constant ``scale``; ``"block"`` the block's own
+        optimal gain ``<x, v> / ||v||`` (``||x|| cos θ``), continuous, or quantized to
+        ``gain_levels`` levels.  For ``"ball"`` the codebook is ``s * B`` with ``s`` the
+        learned (``"learned"``) or fixed (``None``) scale per block position.
+    gain_levels : int, optional
+        With ``gain="block"``: the number of gain levels (1 to 65536), fitted by EMA
+        Lloyd updates during training; the index becomes ``direction * K + level``.
+        ``None`` (default): continuous gains, which the indices do not carry.
+    scale : float, optional
+        Initial (or fixed) gain or ball scale.  Default: codewords of root mean square
+        1 per number, i.e. ``sqrt(24)`` for spherical codebooks and
+        ``sqrt(24 / max_norm)`` for the ball (its outermost shell).
+    codebook_dim : int, optional
+        Width of the quantized space, a multiple of 24.  Default: ``dim`` if it is a
+        multiple of 24, else the next multiple; learned linear projections map
+        ``dim`` to it and back when the two differ.
+    commitment_weight : float, optional
+        Weight of the commitment loss, the mean squared distance between the blocks
+        (normalised, for spherical codebooks with a scalar gain) and their detached
+        codewords.  Default 0: the codebook is fixed, so no loss is needed to train
+        it, and in the benchmark of :doc:`/vq` a weight of 0.25 pulled blocks onto
+        the codewords they already had and lowered the codebook usage.
+    rotation_trick : bool, optional
+        Pass gradients by the rotation trick (Fifty et al., 2024): the block is
+        rotated and rescaled onto its codeword by a detached linear map, so the
+        gradient keeps the angle between them.  Default: straight-through.
+    track_usage : bool, optional
+        Keep an EMA histogram of the codes (one float per code) for
+        :meth:`usage_stats`.  Default: when the codebook has at most 2**21 codes.
+    usage_decay, gain_decay : float, optional
+        EMA decays of the code histogram and of the gain levels (default 0.99).
+
+    Attributes
+    ----------
+    codebook_size : int
+        Number of codes per block (directions times gain levels).
+    bits : float
+        ``log2(codebook_size)``: bits per block (continuous gains not counted).
+    num_blocks : int
+        Blocks per input vector (``codebook_dim / 24``); ``indices`` has this last
+        dimension.
+
+    Notes
+    -----
+    *Search.*  Exact: the codeword of largest inner product (spherical, equivalently
+    the nearest one for any positive gain) or the nearest point of the scaled ball.
+    ``"minimal"`` uses :func:`torch_ext.nearest_minimal_vector`, so CPU tensors go to
+    leechlib's Numba kernel and CUDA tensors to its Numba CUDA (or pure-torch)
+    version, without leaving the GPU.  Other shells and the ball use
+    :func:`leechlib.constrained_nearest_point` on the CPU: CUDA tensors make a device
+    round trip (blocks copied to the host, searched, codewords and indices copied
+    back), documented in :doc:`/vq`.
+
+    *Indices* are int64, ``(..., num_blocks)``: for ``"minimal"`` the order of
+    :meth:`leechlib.LeechLattice.minimal_vectors` (the index of
+    :func:`torch_ext.nearest_minimal_vector`), for other shells that of
+    :class:`leechlib.ShellCodebook`, for the ball that of :class:`leechlib.BallCodebook`,
+    all computed from the lattice's structure.  :meth:`indices_to_codes` reproduces the
+    output of the call in eval mode exactly, and :meth:`codes_to_indices` inverts it.
+
+    *Precision.*  The quantizer runs in float32 (float64 for float64 input) with
+    autocast disabled; the output is cast back to the input's dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext import LeechVQ
+    >>> vq = LeechVQ(48)                                # two blocks, minimal vectors
+    >>> x = torch.randn(4, 10, 48)
+    >>> quantized, indices, aux_loss = vq(x)
+    >>> quantized.shape, indices.shape, indices.dtype
+    (torch.Size([4, 10, 48]), torch.Size([4, 10, 2]), torch.int64)
+    >>> round(vq.bits, 2), vq.codebook_size
+    (17.58, 196560)
+    >>> _ = vq.eval()
+    >>> bool(torch.equal(vq.indices_to_codes(vq(x)[1]), vq(x)[0]))
+    True
+    """
+
+    def __init__(self, dim, *, codebook="minimal", max_norm=None, gain="learned",
+                 gain_levels=None, scale=None, codebook_dim=None, commitment_weight=0.0,
+                 rotation_trick=False, track_usage=None, usage_decay=0.99, gain_decay=0.99):
+        super().__init__()
+        self.dim = _check_int(dim, "dim", 1)
+        self.cb = _parse_codebook(codebook, max_norm)
+        if gain not in ("learned", None, "block"):
+            raise ValueError(f"gain must be 'learned', None or 'block', got {gain!r}")
+        if gain == "block" and not self.cb.spherical:
+            raise ValueError("gain='block' needs a spherical codebook (a shell), not 'ball'")
+        if gain_levels is not None:
+            if gain != "block":
+                raise ValueError("gain_levels only applies to gain='block'")
+            gain_levels = _check_int(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
+        self.gain_mode = gain
+        self.gain_levels = gain_levels
+        if scale is None:  # codewords (outermost shell) of RMS 1 per number
+            scale = math.sqrt(24.0) if self.cb.spherical else math.sqrt(24.0 / self.cb.norm)
+        s = _check_real(scale, "scale", 0.0, math.inf, lo_open=True, hi_open=True)
+        if codebook_dim is None:
+            codebook_dim = 24 * math.ceil(self.dim / 24)
+        codebook_dim = _check_int(codebook_dim, "codebook_dim", 24)
+        if codebook_dim % 24:
+            raise ValueError(f"codebook_dim must be a multiple of 24, got {codebook_dim}")
+        self.codebook_dim = codebook_dim
+        self.num_blocks = codebook_dim // 24
+        if codebook_dim != self.dim:
+            self.project_in = nn.Linear(self.dim, codebook_dim)
+            self.project_out = nn.Linear(codebook_dim, self.dim)
+        else:
+            self.project_in = nn.Identity()
+            self.project_out = nn.Identity()
+        self.commitment_weight = _check_real(commitment_weight, "commitment_weight", 0.0,
+                                             math.inf, hi_open=True)
+        if not isinstance(rotation_trick, bool):
+            raise TypeError(f"rotation_trick must be a bool, got {type(rotation_trick).__name__}")
+        self.rotation_trick = rotation_trick
+        self.usage_decay = _check_real(usage_decay, "usage_decay", 0.0, 1.0, hi_open=True)
+        self.gain_decay = _check_real(gain_decay, "gain_decay", 0.0, 1.0, hi_open=True)
+        K = gain_levels or 1
+        self.codebook_size = self.cb.size * K
+        self.bits = math.log2(self.codebook_size)
+        init = torch.full((self.num_blocks,), s)
+        if gain == "learned":
+            self.scale = nn.Parameter(init)
+        elif gain is None:
+            self.register_buffer("scale", init)
+        else:
+            self.scale = None
+        if gain_levels is not None:
+            self.register_buffer("levels", s * (2 * torch.arange(K) + 1.0) / K)
+            self.register_buffer("levels_ready", torch.zeros((), dtype=torch.bool))
+        else:
+            self.levels = None
+        if track_usage is None:
+            track_usage = self.codebook_size <= AUTO_TRACK_MAX
+        if not isinstance(track_usage, bool):
+            raise TypeError(f"track_usage must be a bool or None, got {type(track_usage).__name__}")
+        if track_usage and self.codebook_size > TRACK_MAX:
+            raise ValueError(f"track_usage=True needs one float per code: {self.codebook_size} "
+                             f"codes is more than the limit {TRACK_MAX}")
+        self.track_usage = track_usage
+        if track_usage:
+            self.register_buffer("usage_ema", torch.zeros(self.codebook_size))
+        self._last_indices = None
+
+    def extra_repr(self) -> str:
+        cb = self.cb.kind if self.cb.kind != "shell" else f"shell {self.cb.norm}"
+        if self.cb.kind == "ball":
+            cb = f"ball max_norm={self.cb.norm}"
+        return (f"dim={self.dim}, codebook={cb!r}, codebook_size={self.codebook_size}, "
+                f"bits={self.bits:.2f}, num_blocks={self.num_blocks}, gain={self.gain_mode!r}"
+                + (f", gain_levels={self.gain_levels}" if self.gain_levels else "")
+                + (", rotation_trick=True" if self.rotation_trick else ""))
+
+    # ------------------------------------------------------------------ helpers
+    def _param_dtype(self) -> torch.dtype:
+        if self.scale is not None:
+            return self.scale.dtype
+        if self.levels is not None:
+            return self.levels.dtype
+        return torch.float32
+
+    def _straight(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """The value ``tgt`` (detached) with the gradient of ``src``: identity
+        (straight-through) or the rotation trick."""
+        if not self.rotation_trick:
+            return tgt + (src - src.detach())
+        with torch.no_grad():
+            ns = src.norm(dim=-1, keepdim=True)
+            nt = tgt.norm(dim=-1, keepdim=True)
+            sh = src / ns.clamp_min(_EPS)
+            th = tgt / nt.clamp_min(_EPS)
+            r = sh + th
+            r = r / r.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+            lam = nt / ns.clamp_min(_EPS)
+        rot = src - 2.0 * r * (r * src).sum(-1, keepdim=True) + 2.0 * th * (sh * src).sum(
+            -1, keepdim=True)
+        t = lam * rot
+        return tgt + (t - t.detach())
+
+    def _level_index(self, c: Tensor) -> Tensor:
+        mids = 0.5 * (self.levels[1:] + self.levels[:-1])
+        return torch.bucketize(c.to(mids.dtype).contiguous(), mids)
+
+    @torch.no_grad()
+    def _update_levels(self, c: Tensor) -> None:
+        c = c.reshape(-1).to(self.levels.dtype)
+        K = self.levels.shape[0]
+        if not bool(self.levels_ready):
+            q = (torch.arange(K, dtype=c.dtype, device=c.device) + 0.5) / K
+            self.levels.copy_(torch.quantile(c, q))
+            self.levels_ready.fill_(True)
+        k = self._level_index(c)
+        sums = torch.zeros_like(self.levels).scatter_add_(0, k, c)
+        cnt = torch.zeros_like(self.levels).scatter_add_(0, k, torch.ones_like(c))
+        target = torch.where(cnt > 0, sums / cnt.clamp_min(1.0), self.levels)
+        new = self.gain_decay * self.levels + (1.0 - self.gain_decay) * target
+        self.levels.copy_(torch.sort(new).values)
+
+    @torch.no_grad()
+    def _update_usage(self, idx: Tensor) -> None:
+        flat = idx.reshape(-1)
+        counts = torch.zeros_like(self.usage_ema).scatter_add_(
+            0, flat, torch.ones(flat.shape, dtype=self.usage_ema.dtype, device=flat.device))
+        self.usage_ema.mul_(self.usage_decay).add_(counts, alpha=1.0 - self.usage_decay)
+
+    def _check_x(self, x) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        if x.dim() == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (..., {self.dim}), got shape {tuple(x.shape)}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor, *, return_gains: bool = False):
+        """Quantize ``x`` (``(..., dim)``).
+
+        Returns
+        -------
+        quantized : torch.Tensor
+            ``(..., dim)``, the dtype of ``x``; its gradient reaches ``x`` (and the
+            learned gains) by straight-through or the rotation trick.
+        indices : torch.Tensor
+            int64, ``(..., num_blocks)``.
+        aux_loss : torch.Tensor
+            Scalar: ``commitment_weight`` times the commitment loss.
+        gains : torch.Tensor
+            Only with ``return_gains=True``: the gain of each block ``(...,
+            num_blocks)`` (the ball's scale for ``"ball"``), what
+            :meth:`indices_to_codes` needs for continuous gains.
+        """
+        self._check_x(x)
+        if not isinstance(return_gains, bool):
+            raise TypeError(f"return_gains must be a bool, got {type(return_gains).__name__}")
+        z = self.project_in(x)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            core = torch.float64 if z.dtype == torch.float64 else self._param_dtype()
+            zb = z.to(core).reshape(z.shape[:-1] + (self.num_blocks, 24))
+            q, idx, commit, g = self._quantize(zb)
+            q = q.reshape(z.shape[:-1] + (self.codebook_dim,))
+        out = self.project_out(q).to(x.dtype)
+        loss = commit * self.commitment_weight
+        if self.training:
+            self._last_indices = idx.detach()
+            if self.track_usage:
+                self._update_usage(idx)
+        if return_gains:
+            return out, idx, loss, g
+        return out, idx, loss
+
+    def _quantize(self, zb: Tensor):
+        cb = self.cb
+        flat = zb.detach().reshape(-1, 24)
+        lead = zb.shape[:-1]
+        if not cb.spherical:
+            s = self.scale.to(zb.dtype)[:, None]
+            y = zb / s
+            p_int, idx = cb.search(y.detach().reshape(-1, 24))
+            p = (p_int / SQRT8).to(zb.dtype).reshape(zb.shape)
+            out = s * self._straight(y, p)
+            commit = F.mse_loss(zb, (s * p).detach())
+            return out, idx.reshape(lead), commit, s[:, 0].expand(lead)
+        p_int, idx = cb.search(flat)
+        u = (p_int / math.sqrt(cb.int_norm)).to(zb.dtype).reshape(zb.shape)
+        idx = idx.reshape(lead)
+        if self.gain_mode == "block":
+            c = (zb.detach() * u).sum(-1)
+            if self.levels is not None:
+                if self.training:
+                    self._update_levels(c)
+                k = self._level_index(c)
+                g = self.levels.to(zb.dtype)[k]
+                idx = idx * self.levels.shape[0] + k
+            else:
+                g = c
+            tgt = g[..., None] * u
+            out = self._straight(zb, tgt)
+            commit = F.mse_loss(zb, tgt)
+            return out, idx, commit, g
+        r = zb.norm(dim=-1, keepdim=True)
+        xh = zb / r.clamp_min(_EPS)
+        s = self.scale.to(zb.dtype)[:, None]
+        out = s * self._straight(xh, u)
+        commit = F.mse_loss(xh, u)
+        return out, idx, commit, s[:, 0].expand(lead)
+
+    # ------------------------------------------------------------------ codes
+    def _check_indices(self, indices) -> Tensor:
+        if not isinstance(indices, Tensor):
+            raise TypeError(f"indices must be a torch.Tensor, got {type(indices).__name__}")
+        if indices.dtype != torch.int64:
+            raise TypeError(f"indices must be an int64 tensor, got dtype {indices.dtype} "
+                            f"(convert with .long())")
+        if indices.dim() == 0 or indices.shape[-1] != self.num_blocks:
+            raise ValueError(f"indices must have shape (..., {self.num_blocks}), got shape "
+                             f"{tuple(indices.shape)}")
+        if indices.numel():
+            lo, hi = int(indices.min()), int(indices.max())
+            if lo < 0 or hi >= self.codebook_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"indices out of range [0, {self.codebook_size}): got {bad}")
+        return indices
+
+    def indices_to_codes(self, indices: Tensor, *, gains: Tensor | None = None,
+                         project_out: bool = True) -> Tensor:
+        """The codewords of ``indices`` (int64, ``(..., num_blocks)``).
+
+        Parameters
+        ----------
+        indices : torch.Tensor
+            int64 indices in ``[0, codebook_size)``.
+        gains : torch.Tensor, optional
+            ``(..., num_blocks)``; required for ``gain="block"`` without
+            ``gain_levels`` (continuous gains, from ``forward(..., return_gains=True)``),
+            not accepted otherwise.
+        project_out : bool, optional
+            Apply the output projection (default), giving what the call returns (in
+            eval mode, exactly); ``False`` gives the codes of the quantized space,
+            ``(..., codebook_dim)``, the input of :meth:`codes_to_indices`.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(..., dim)`` (or ``(..., codebook_dim)``).
+        """
+        idx = self._check_indices(indices)
+        if not isinstance(project_out, bool):
+            raise TypeError(f"project_out must be a bool, got {type(project_out).__name__}")
+        continuous = self.gain_mode == "block" and self.levels is None
+        if continuous and gains is None:
+            raise ValueError("gains is required: gain='block' without gain_levels has "
+                             "continuous gains that the indices do not carry")
+        if gains is not None and not continuous:
+            raise ValueError("gains only applies to gain='block' without gain_levels")
+        dt = self._param_dtype()
+        K = self.levels.shape[0] if self.levels is not None else 1
+        p_int = self.cb.points(idx // K)
+        if not self.cb.spherical:
+            q = self.scale.to(dt)[:, None] * (p_int / SQRT8).to(dt)
+        else:
+            u = (p_int / math.sqrt(self.cb.int_norm)).to(dt)
+            if continuous:
+                if not isinstance(gains, Tensor) or not gains.is_floating_point():
+                    raise TypeError("gains must be a floating-point tensor")
+                if gains.shape != idx.shape:
+                    raise ValueError(f"gains must have the shape of indices {tuple(idx.shape)}, "
+                                     f"got {tuple(gains.shape)}")
+                g = gains.to(dt)[..., None]
+            elif self.levels is not None:
+                g = self.levels.to(dt)[idx % K][..., None]
+            else:
+                g = self.scale.to(dt)[:, None]
+            q = g * u
+        q = q.reshape(idx.shape[:-1] + (self.codebook_dim,))
+        return self.project_out(q) if project_out else q
+
+    def codes_to_indices(self, codes: Tensor) -> Tensor:
+        """Indices (int64, ``(..., num_blocks)``) of codes ``(..., codebook_dim)``.
+
+        The inverse of ``indices_to_codes(indices, project_out=False)``: exact for
+        every index (with positive gains).  For continuous gains the indices are
+        those of the directions and the gains are the norms of the code blocks.
+
+        Raises
+        ------
+        ValueError
+            If a block of ``codes`` is not a codeword of this quantizer.
+        """
+        if not isinstance(codes, Tensor):
+            raise TypeError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
+        if not codes.is_floating_point():
+            raise TypeError(f"codes must be a floating-point tensor, got dtype {codes.dtype}")
+        if codes.dim() == 0 or codes.shape[-1] != self.codebook_dim:
+            raise ValueError(f"codes must have shape (..., {self.codebook_dim}), got shape "
+                             f"{tuple(codes.shape)}")
+        zb = codes.detach().to(torch.float64).reshape(codes.shape[:-1] + (self.num_blocks, 24))
+        if zb.numel() and not bool(torch.isfinite(zb).all()):
+            raise ValueError("codes contains NaN or inf")
+        k = None
+        if not self.cb.spherical:
+            z = zb / self.scale.detach().to(torch.float64)[:, None] * SQRT8
+        else:
+            if self.gain_mode == "block" and self.levels is None:
+                g = zb.norm(dim=-1, keepdim=True)
+                g = torch.where(g > 0, g, 1.0)
+            elif self.levels is not None:
+                k = self._level_index(zb.norm(dim=-1))
+                g = self.levels.to(torch.float64)[k][..., None]
+            else:
+                g = self.scale.detach().to(torch.float64)[:, None]
+            z = zb / g * math.sqrt(self.cb.int_norm)
+            if self.gain_mode == "block" and self.levels is None:
+                zero = (zb == 0).all(dim=-1, keepdim=True)
+                z = torch.where(zero, self.cb.points(torch.zeros_like(zero[..., 0],
+                                                                      dtype=torch.int64)), z)
+        zi = torch.round(z)
+        idx = self.cb.indices(zi)
+        bad = (idx < 0) | ((z - zi).abs().amax(dim=-1) > 0.05)
+        if bool(bad.any()):
+            raise ValueError("codes are not codewords of this quantizer (a block is not "
+                             "a codeword times its gain)")
+        if k is not None:
+            idx = idx * self.levels.shape[0] + k
+        return idx
+
+    # ------------------------------------------------------------------ usage
+    @torch.no_grad()
+    def usage_stats(self, indices: Tensor | None = None) -> dict:
+        """Codebook usage and perplexity.
+
+        Parameters
+        ----------
+        indices : torch.Tensor, optional
+            Indices to measure (e.g. those of a whole evaluation set).  Default: the
+            last batch seen in training mode.
+
+        Returns
+        -------
+        dict
+            ``distinct`` (codes used), ``usage`` (``distinct / codebook_size``),
+            ``perplexity`` (``exp`` of the entropy of the codes' empirical
+            distribution, at most the number of blocks); when the module keeps a
+            histogram (``track_usage``), also ``ema_perplexity`` and ``ema_usage``:
+            the fraction of codes whose EMA count is at least ``(1 - usage_decay) /
+            e``, roughly those used in the last ``1 / (1 - usage_decay)`` batches.
+        """
+        if indices is None:
+            indices = self._last_indices
+            if indices is None:
+                raise RuntimeError("no batch seen in training mode yet: pass indices")
+        idx = self._check_indices(indices).reshape(-1)
+        out = {}
+        if idx.numel():
+            _, counts = torch.unique(idx, return_counts=True)
+            p = counts.to(torch.float64) / idx.numel()
+            out["distinct"] = int(counts.numel())
+            out["perplexity"] = float(torch.exp(-(p * p.log()).sum()))
+        else:
+            out["distinct"], out["perplexity"] = 0, 0.0
+        out["usage"] = out["distinct"] / self.codebook_size
+        if self.track_usage:
+            h = self.usage_ema.to(torch.float64)
+            tot = float(h.sum())
+            if tot > 0:
+                p = h[h > 0] / tot
+                out["ema_perplexity"] = float(torch.exp(-(p * p.log()).sum()))
+            else:
+                out["ema_perplexity"] = 0.0
+            thr = (1.0 - self.usage_decay) / math.e
+            out["ema_usage"] = float((h >= thr).to(torch.float64).mean())
+        return out
