@@ -20,10 +20,12 @@ other processes falls on both arms alike.  Compilation happens before the rounds
 (its time is reported, not counted).
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over each measurement
-(weights, optimizer state and activations); on the CPU the increase of the peak
-resident set size (``ru_maxrss``) of a fresh subprocess per model over the built
-model, for an inference forward and then a training step (eager only; the CPU
-allocator has no peak counter, and ``tracemalloc`` does not see tensor memory).
+(weights, optimizer state and activations); on the CPU, in a fresh subprocess per
+model (eager only, Linux), the peak resident set size during an inference forward and
+then during the first training step, above the resident size just before it (the
+kernel's high-water mark ``VmHWM``, reset through ``/proc/self/clear_refs``; the CPU
+allocator has no peak counter, and ``tracemalloc`` does not see tensor memory).  Memory
+that the allocator keeps after the forward is not counted again in the step.
 
 Usage::
 
@@ -37,9 +39,12 @@ eager arms only unless ``--compile`` is given: compiling ``lila-20m`` for traini
 several minutes per arm on such a machine (the full run takes 30-60 minutes there).
 Prints a markdown table; ``--out FILE`` also writes every measurement as JSON.  The
 ratio column is the frozen median tokens/s over the learned one (in brackets: the
-range of the ratios of single rounds); "by CPU time" is the same ratio computed from
+range of the ratios of single rounds); "best rounds" compares the fastest round of
+each arm (the least disturbed, as ``timeit`` advises); "by CPU time" is the ratio of
 the medians of the process CPU time per token, which a busy machine disturbs less
-than the wall clock (with one thread; with more, it also counts threads spinning).  ``--align-weight 0`` measures the models without
+than the wall clock (with one thread; with more, it also counts threads spinning).
+Below the table, the matrix-product flops per token of each mode (counted, so the
+same on any machine) give the ratio that a purely compute-bound run would approach.  ``--align-weight 0`` measures the models without
 the alignment loss (its cost depends on the hidden states, not on the attention).
 """
 
@@ -51,7 +56,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -199,6 +203,28 @@ def measure_preset(preset, dev, args, log):
     return out
 
 
+def _status(field):
+    """A ``/proc/self/status`` memory field in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _peak_during(fn):
+    """Peak resident set size while ``fn()`` runs, above the size before it (bytes).
+
+    Resets the kernel's high-water mark (``/proc/self/clear_refs``) and reads ``VmHWM``.
+    (``ru_maxrss`` cannot be reset and is inherited across ``exec`` from the parent.)
+    """
+    base = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    fn()
+    return _status("VmHWM") - base
+
+
 def memory_probe(preset, mode, batch, length, align_weight=None):
     """In a fresh process: peak RSS increase of a forward and of a training step (bytes)."""
     torch.manual_seed(0)
@@ -206,17 +232,38 @@ def memory_probe(preset, mode, batch, length, align_weight=None):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     idx = torch.randint(0, model.config.vocab_size, (batch, length))
 
-    def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    def forward():
+        with torch.inference_mode():
+            model.eval()(idx)
 
-    base = peak()
-    with torch.inference_mode():
-        model.eval()(idx)
-    fwd = peak()
-    model.train()
-    model(idx, targets=idx).loss.backward()
-    opt.step()
-    return {"forward": fwd - base, "train": peak() - base}
+    def train():
+        model.train()
+        model(idx, targets=idx).loss.backward()
+        opt.step()  # the first step also allocates AdamW's two moments
+
+    return {"forward": _peak_during(forward), "train": _peak_during(train)}
+
+
+def matmul_flops(preset, length, align_weight=None):
+    """Matrix-product flops per token of a training step and of a forward, per mode.
+
+    Counted by ``torch.utils.flop_counter`` (matmuls and attention) on one sequence;
+    the same on every machine, unlike the times.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    for mode in MODES:
+        torch.manual_seed(0)
+        model = LilaTransformer(config(preset, mode, align_weight))
+        idx = torch.randint(0, model.config.vocab_size, (1, length))
+        with FlopCounterMode(display=False) as fc:
+            model(idx, targets=idx).loss.backward()
+        train = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            model(idx)
+        out[mode] = {"train": train / length, "forward": fc.get_total_flops() / length}
+    return out
 
 
 def cpu_memory(preset, batch, length, align_weight=None):
@@ -248,6 +295,7 @@ def summarize(result):
                    "learned_tok_s": statistics.median(x["tok_s"] for x in l),
                    "ratio_min": min(ratios), "ratio_max": max(ratios)}
             row["ratio"] = row["frozen_tok_s"] / row["learned_tok_s"]
+            row["best_ratio"] = max(x["tok_s"] for x in f) / max(x["tok_s"] for x in l)
             fc = statistics.median(x["cpu_s"] / x["tokens"] for x in f)
             lc = statistics.median(x["cpu_s"] / x["tokens"] for x in l)
             row["cpu_ratio"] = lc / fc if fc > 0 else None
@@ -264,8 +312,8 @@ def _mib(b):
 
 def markdown(results) -> str:
     lines = ["| preset | device | batch × length | task | mode | frozen tokens/s | learned tokens/s "
-             "| frozen / learned (range) | by CPU time | peak MiB frozen / learned |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "| frozen / learned (rounds) | best rounds | by CPU time | peak MiB frozen / learned |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         mem = res.get("cpu_memory") or {}
         for row in summarize(res):
@@ -284,6 +332,7 @@ def markdown(results) -> str:
                 f"| {res['preset']} | {res['device']} | {shape} | {row['task']} | {row['compile']} "
                 f"| {row['frozen_tok_s']:,.0f} | {row['learned_tok_s']:,.0f} "
                 f"| {row['ratio']:.2f} ({row['ratio_min']:.2f}–{row['ratio_max']:.2f}) "
+                f"| {row['best_ratio']:.2f} "
                 f"| {'—' if row['cpu_ratio'] is None else format(row['cpu_ratio'], '.2f')} "
                 f"| {peak} |")
     return "\n".join(lines)
@@ -360,6 +409,7 @@ def main(argv=None) -> None:
     for dev in devices:
         for preset in args.presets:
             res = measure_preset(preset, dev, args, log)
+            res["flops_per_token"] = matmul_flops(preset, res["length"], args.align_weight)
             if dev.type == "cpu" and not (args.no_memory or args.quick):
                 res["cpu_memory"] = cpu_memory(preset, res["batch"], res["length"],
                                                args.align_weight)
@@ -374,6 +424,13 @@ def main(argv=None) -> None:
           f"(OMP_NUM_THREADS={info['OMP_NUM_THREADS']}), {args.rounds} interleaved rounds, "
           f"medians; {info['wall_s']:.0f} s\n")
     print(markdown(results))
+    print()
+    for r in results:
+        f, l = r["flops_per_token"]["frozen"], r["flops_per_token"]["learned"]
+        print(f"{r['preset']} ({r['device']}): matrix-product MFLOP per token, frozen / learned: "
+              f"training {f['train'] / 1e6:,.1f} / {l['train'] / 1e6:,.1f} "
+              f"(learned {l['train'] / f['train']:.3f}×), forward {f['forward'] / 1e6:,.1f} / "
+              f"{l['forward'] / 1e6:,.1f} (learned {l['forward'] / f['forward']:.3f}×)")
     comp = {k: round(v, 1) for r in results for k, v in r["compile_s"].items()}
     if comp:
         print("\nfirst two calls of each compiled arm (compilation included), s: "

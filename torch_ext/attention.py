@@ -57,7 +57,8 @@ class KVCache:
 
     One cache per attention layer; :meth:`append` writes the keys and values of new
     tokens after the stored ones and returns all of them.  Memory is allocated once,
-    for ``max_len`` positions.
+    for ``max_len`` positions.  It is for inference: gradients do not flow into the
+    stored keys and values.
 
     Parameters
     ----------
