@@ -40,7 +40,7 @@ In a batch given as a dict with a 2-D ``attention_mask``, tokens whose mask is 0
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -271,7 +271,7 @@ def _val_loss(layer, W: Tensor, H: Tensor | None) -> float:
     if H is None:
         return float("nan")
     D = layer.dequantize(torch.float64).cpu() - W.cpu()
-    return float(torch.einsum("ri,ij,rj->", D, H, D))
+    return float(((D @ H) * D).sum())
 
 
 @torch.no_grad()

@@ -55,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
@@ -68,6 +68,8 @@ MAX_TRIES = 12
 #: smallest squared Cholesky pivot accepted, relative to the mean diagonal (smaller
 #: pivots are rounding noise of a singular matrix, and would blow the feedback up)
 _MIN_PIVOT = 1e-10
+#: columns of a lazy-update chunk (rounded down to whole blocks)
+_LAZY_COLUMNS = 128
 #: damping tried after a failure with ``damp=0``
 _FIRST_NONZERO = 1e-6
 
@@ -182,11 +184,14 @@ def inverse_cholesky_upper(H, damp: float = 0.01) -> tuple[np.ndarray, FeedbackI
     for raised in range(MAX_TRIES + 1):
         Hd, dead = damped_hessian(H, d)
         try:
-            L = scipy.linalg.cholesky(Hd, lower=True, check_finite=False)
-            if np.min(np.diag(L)) ** 2 <= _MIN_PIVOT * np.mean(np.diag(Hd)):
+            # H = R R^T with R upper (the Cholesky factor of H with rows and columns
+            # reversed); then H^-1 = R^-T R^-1, and U = R^-1 is upper with a positive
+            # diagonal: the (unique) upper Cholesky factor of H^-1
+            Lr = scipy.linalg.cholesky(Hd[::-1, ::-1], lower=True, check_finite=False)
+            if np.min(np.diag(Lr)) ** 2 <= _MIN_PIVOT * np.mean(np.diag(Hd)):
                 raise np.linalg.LinAlgError("singular up to rounding")
-            Linv = scipy.linalg.solve_triangular(L, eye, lower=True, check_finite=False)
-            U = scipy.linalg.cholesky(Linv.T @ Linv, lower=False, check_finite=False)
+            R = np.ascontiguousarray(Lr[::-1, ::-1])
+            U = scipy.linalg.solve_triangular(R, eye, lower=False, check_finite=False)
             if np.all(np.isfinite(U)) and np.all(np.diag(U) > 0):
                 return U, FeedbackInfo(damp=d, raised=raised, dead=int(dead.sum()))
         except (np.linalg.LinAlgError, ValueError):
@@ -242,18 +247,28 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
     H = _check_hessian(H, n)
     U, info = inverse_cholesky_upper(H, damp)
     Q = np.empty_like(W)
-    for j in range(n // block):
-        a, b = j * block, (j + 1) * block
-        Qj = np.asarray(quantize_block(j, W[:, a:b].copy()), dtype=np.float64)
-        if Qj.shape != (out_f, block):
-            raise ValueError(f"quantize_block returned shape {Qj.shape} for block {j}, "
-                             f"expected {(out_f, block)}")
-        Q[:, a:b] = Qj
-        if b < n:
-            # E = (W_j - Q_j) U_jj^{-1}, i.e. U_jj^T E^T = (W_j - Q_j)^T
-            E = scipy.linalg.solve_triangular(U[a:b, a:b], (W[:, a:b] - Qj).T, trans="T",
-                                              lower=False, check_finite=False).T
-            W[:, b:] -= E @ U[a:b, b:]
+    # lazy batch updates (GPTQ): the error of a block moves the columns of its chunk at
+    # once, and the columns after the chunk once per chunk, by one matrix product
+    chunk = block * max(1, _LAZY_COLUMNS // block)
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        Err = np.empty((out_f, c1 - c0))
+        for a in range(c0, c1, block):
+            b = a + block
+            Qj = np.asarray(quantize_block(a // block, W[:, a:b].copy()), dtype=np.float64)
+            if Qj.shape != (out_f, block):
+                raise ValueError(f"quantize_block returned shape {Qj.shape} for block {a // block}, "
+                                 f"expected {(out_f, block)}")
+            Q[:, a:b] = Qj
+            # E = (W_j - Q_j) U_jj^{-1}
+            Ujj_inv = scipy.linalg.solve_triangular(U[a:b, a:b], np.eye(block), lower=False,
+                                                    check_finite=False)
+            E = (W[:, a:b] - Qj) @ Ujj_inv
+            Err[:, a - c0:b - c0] = E
+            if b < c1:
+                W[:, b:c1] -= E @ U[a:b, b:c1]
+        if c1 < n:
+            W[:, c1:] -= Err @ U[c0:c1, c1:]
     return Q, info
 
 
@@ -269,4 +284,4 @@ def proxy_loss(W, Q, H) -> float:
     """
     D = np.asarray(W, dtype=np.float64) - np.asarray(Q, dtype=np.float64)
     H = _check_hessian(H, D.shape[1])
-    return float(np.einsum("ri,ij,rj->", D, H, D))
+    return float(((D @ H) * D).sum())

@@ -27,6 +27,7 @@ import torch
 
 from .feedback import damped_hessian, ldlq
 
+
 def _round_scales(s: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, torch.dtype]:
     """Scales rounded to ``dtype`` (float32 if some non-zero scale does not fit it)."""
     t = torch.from_numpy(np.ascontiguousarray(s, dtype=np.float64))
@@ -125,7 +126,7 @@ def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtyp
         if H is None:
             return (E * E).sum(-1)
         e = E.reshape(out_f, L.padded)[:, :in_f]
-        return np.einsum("ri,ij,rj->r", e, H, e)[:, None] * np.ones((1, L.nblocks)) / L.nblocks
+        return ((e @ H) * e).sum(1)[:, None] * np.ones((1, L.nblocks)) / L.nblocks
 
     info = None
     if feedback:
@@ -224,7 +225,7 @@ def _ls_scales(blocks, U, L: _Layout, H, real, S_old) -> np.ndarray:
         uu, ww = u[a:a + chunk], w[a:a + chunk]
         M = np.zeros((len(uu), G, in_f))
         M[:, gidx, np.arange(in_f)] = uu
-        MH = M @ H  # (rows, G, in)
+        MH = (M.reshape(-1, in_f) @ H).reshape(M.shape)  # (rows, G, in), one product
         A = MH @ M.transpose(0, 2, 1)  # (rows, G, G)
         b = (MH @ ww[:, :, None])[:, :, 0]
         for i in range(len(uu)):
