@@ -235,7 +235,10 @@ def main(argv=None) -> int:
     for label, method, calib in runs:
         mq = copy.deepcopy(model)
         t0 = time.perf_counter()
-        quantize_model(mq, 2, method, data=calib, max_points=args.max_points, workers=-1)
+        # the pipeline of this table: no rotation, no feedback (benchmarks/quantize_models.py
+        # measures those); with data, calibration weights the scale refit only
+        quantize_model(mq, 2, method, data=calib, max_points=args.max_points, workers=-1,
+                       rotation="none", feedback="none")
         tq = time.perf_counter() - t0
         rep = model_bits_report(mq)
         mse, rel = _weight_mse(mq, ref)

@@ -328,8 +328,28 @@ def _build_model(config):
     return LilaTransformer(config)
 
 
+def _load_quantized(p: Path, meta: dict, device) -> Checkpoint:
+    """A quantized LILA model (``leechlib lila quantize``) as a :class:`Checkpoint`."""
+    from .quantize.io import load_quantized
+
+    try:
+        model = load_quantized(p)
+        step = int(meta.get("step", 0))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"quantized checkpoint {str(p)!r} is invalid: {exc}") from None
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return Checkpoint(model, step, meta, p, {})
+
+
 def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint` / :func:`torch_ext.train.train`.
+
+    A quantized LILA model written by ``leechlib lila quantize``
+    (:func:`~torch_ext.quantize.save_quantized` with the training metadata) loads
+    too, its :class:`~torch_ext.quantize.LeechQuantizedLinear` layers in place
+    (no optimizer state).
 
     Parameters
     ----------
@@ -365,14 +385,18 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
         md, shapes = read_safetensors_header(p)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or incomplete: {exc}") from None
-    if md.get("format") != FORMAT:
-        raise CheckpointError(f"{str(p)!r} is not a LILA training checkpoint (format {md.get('format')!r})")
     meta: dict[str, Any] = {}
     for k, v in md.items():
         try:
             meta[k] = json.loads(v)
         except ValueError:
             meta[k] = v
+    if md.get("format") != FORMAT:
+        from .quantize.io import QUANTIZED_FORMAT
+
+        if md.get("checkpoint") == QUANTIZED_FORMAT and "lila_config" in md:
+            return _load_quantized(p, meta, device)
+        raise CheckpointError(f"{str(p)!r} is not a LILA training checkpoint (format {md.get('format')!r})")
     try:
         step = int(meta["step"])
         config = meta["config"]

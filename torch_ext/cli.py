@@ -1,4 +1,4 @@
-"""The ``lila`` command line: ``leechlib lila {train,eval,demo} ...``.
+"""The ``lila`` command line: ``leechlib lila {train,eval,demo,quantize} ...``.
 
 :func:`main` is its one entry point.  ``leechlib lila ARGS`` forwards ``ARGS`` to it
 (leechlib imports torch_ext only there, lazily), and so do ``python -m torch_ext.cli
@@ -43,11 +43,12 @@ from .train_config import TrainConfig
 
 __all__ = ["main", "demo"]
 
-_USAGE = """usage: leechlib lila {train,eval,demo} [options]
+_USAGE = """usage: leechlib lila {train,eval,demo,quantize} [options]
 
-  train   train a LILA model (python -m torch_ext.train; torchrun-ready)
-  eval    bits per character over a whole split, perplexity, ranks, parameter counts
-  demo    train lila-tiny on the embedded Shakespeare corpus for about a minute, then a sample
+  train     train a LILA model (python -m torch_ext.train; torchrun-ready)
+  eval      bits per character over a whole split, perplexity, ranks, parameter counts
+  demo      train lila-tiny on the embedded Shakespeare corpus for about a minute, then a sample
+  quantize  quantize a checkpoint's linear layers to ~2 bits per weight (eval reads the result)
 
 'leechlib lila COMMAND --help' lists the options of a command.
 """
@@ -59,8 +60,8 @@ def main(argv=None) -> int:
     Parameters
     ----------
     argv : list of str, optional
-        Arguments after ``lila``: a command (``train``, ``eval``, ``demo``) and its
-        options (default ``sys.argv[1:]``).
+        Arguments after ``lila``: a command (``train``, ``eval``, ``demo``,
+        ``quantize``) and its options (default ``sys.argv[1:]``).
 
     Returns
     -------
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     Examples
     --------
     >>> main(["--help"])  # doctest: +ELLIPSIS
-    usage: leechlib lila {train,eval,demo} [options]
+    usage: leechlib lila {train,eval,demo,quantize} [options]
     ...
     0
     """
@@ -469,7 +470,95 @@ def _demo_command(argv) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train_command, "eval": _eval_command, "demo": _demo_command}
+def _quantize_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``leechlib lila quantize``."""
+    from .quantize import METHODS
+    from .quantize.rotation import ROTATIONS
+
+    p = argparse.ArgumentParser(
+        prog="leechlib lila quantize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Quantize the linear layers of a LILA checkpoint (calibration windows from its "
+                    "training split) and write a checkpoint that 'leechlib lila eval' reads.")
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
+    p.add_argument("--out", required=True, metavar="FILE", help="quantized checkpoint to write (.safetensors)")
+    p.add_argument("--method", default="leech-shape-gain", choices=list(METHODS))
+    p.add_argument("--bits", type=float, default=2.0, help="bits per weight of the codes")
+    p.add_argument("--rotation", default="hadamard", choices=list(ROTATIONS))
+    p.add_argument("--feedback", default=None, choices=["ldlq", "none"],
+                   help="error feedback (default: ldlq when --calib-steps > 0)")
+    p.add_argument("--calib-steps", type=int, default=32, help="calibration batches (0: no calibration)")
+    p.add_argument("--calib-batch-size", type=int, default=4, help="windows per calibration batch")
+    p.add_argument("--block-size", type=int, default=None, help="calibration window length (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rotations and of the windows")
+    p.add_argument("--damp", type=float, default=0.01, help="relative damping of the second moments")
+    p.add_argument("--max-points", type=int, default=None, help="blocks used to fit each codebook")
+    p.add_argument("--cache-dir", default=None, help="token cache root")
+    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the report here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _quantize_command(argv) -> int:
+    """``leechlib lila quantize CKPT --out FILE ...``: quantize, print the per-layer report.
+
+    Returns 0 on success, 2 for a bad argument, a missing or corrupt checkpoint or
+    an unavailable corpus, 1 when the output cannot be written.
+    """
+    from tqdm.auto import tqdm
+
+    from .quantize.lila import quantize_checkpoint
+
+    parser = _quantize_parser()
+    args = parser.parse_args(argv)
+    for name in ("calib_steps", "calib_batch_size", "block_size", "seed", "max_points"):
+        v = getattr(args, name)
+        low = 0 if name in ("calib_steps", "seed") else 1
+        if v is not None and v < low:
+            parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {v}")
+    bits = int(args.bits) if float(args.bits).is_integer() else args.bits
+    bar = None
+
+    def progress(name, info):
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=info["total"], unit="layer", dynamic_ncols=True, file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix_str(f"{name} {info['seconds']:.1f}s {info['calibration']}")
+
+    try:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        res = quantize_checkpoint(args.ckpt, args.out, method=args.method, bits=bits, rotation=args.rotation,
+                                  feedback=args.feedback, calib_steps=args.calib_steps,
+                                  calib_batch_size=args.calib_batch_size, block_size=args.block_size,
+                                  seed=args.seed, damp=args.damp, max_points=args.max_points,
+                                  cache_dir=args.cache_dir, callback=progress)
+    except (CheckpointError, DataUnavailableError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    r = res["report"]
+    print(f"checkpoint {res['checkpoint']} (step {res['step']}) -> {res['out']}")
+    print(f"{args.method}, rotation {args.rotation}, feedback {res['settings']['feedback']}, "
+          f"{res['calibration_tokens']:,} calibration tokens from the training split, {res['seconds']:.1f} s")
+    print(r.table())
+    if args.json_path:
+        doc = {k: v for k, v in res.items() if k != "report"}
+        doc["bits"] = {"bits_per_quantized_weight": r.bits_per_quantized_weight,
+                       "bits_per_param": r.bits_per_param, "notes": r.notes}
+        Path(args.json_path).write_text(json.dumps(doc, indent=2, default=_json_default))
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+_COMMANDS = {"train": _train_command, "eval": _eval_command, "demo": _demo_command,
+             "quantize": _quantize_command}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import numbers
 from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int
+from .calibrate import as_batches, calibrate_sequential
 from .codecs import check_method, get_codec
-from .layer import LeechQuantizedLinear
+from .layer import FEEDBACKS, LeechQuantizedLinear, is_conv1d
+from .rotation import check_rotation
 
 __all__ = ["quantize_model", "model_bits_report", "BitsReport"]
 
@@ -25,9 +29,10 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(owner, child, new)
 
 
-def _targets(model: nn.Module, skip) -> list[tuple[str, nn.Linear]]:
+def _targets(model: nn.Module, skip) -> list[tuple[str, nn.Module]]:
+    """The ``nn.Linear`` (and Hugging Face ``Conv1D``) layers not matched by ``skip``."""
     return [(n, m) for n, m in model.named_modules()
-            if type(m) is nn.Linear and not _matches(n, skip)]
+            if (type(m) is nn.Linear or is_conv1d(m)) and not _matches(n, skip)]
 
 
 @torch.no_grad()
@@ -74,12 +79,26 @@ def _hessians(model: nn.Module, targets, data) -> dict:
     return out
 
 
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if meta:
+        raise ValueError(f"the model is on the meta device ({meta[0]!r} has no values): load its "
+                         "weights first (e.g. from_pretrained, or load_state_dict(..., assign=True))")
+
+
 def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *,
                    skip: Iterable[str] = ("lm_head",), group="row", data=None,
-                   scale_iters: int = 1, scale_dtype: torch.dtype = torch.float16,
-                   max_points: int | None = None, workers: int | None = -1, cache: bool = True,
+                   rotation: str = "hadamard", feedback: str | None = None, seed: int = 0,
+                   damp: float = 0.01, scale_iters: int = 1,
+                   scale_dtype: torch.dtype = torch.float16, max_points: int | None = None,
+                   workers: int | None = -1, cache: bool = True,
                    callback: Callable[[str, dict], None] | None = None) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (in place) by a :class:`LeechQuantizedLinear`.
+
+    Hugging Face ``Conv1D`` layers (GPT-2's linear layers, weight stored
+    transposed) are replaced too.
 
     Parameters
     ----------
@@ -96,16 +115,36 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     group : "row", "tensor" or int
         Scale groups (see :class:`LeechQuantizedLinear`).
     data : torch.Tensor or iterable, optional
-        Calibration inputs: ``data`` itself if it is a tensor, else each of its items,
-        is fed to the model (``model(b)``; a tuple as ``model(*b)``, a dict as
-        ``model(**b)``) to measure the second moment ``E[x x^T]`` of every layer's
-        inputs (``in_features**2`` float64 numbers kept per layer), which then weights
-        the scale refit.
+        Calibration inputs: a tensor (cut into at most 8 batches along its first
+        dimension), an iterable of batches, or a ``DataLoader``.  Each batch is fed
+        to the model as ``model(b)``, a tuple as ``model(*b)``, a dict as
+        ``model(**b)``.  The layers are then quantized one group at a time in the
+        order the model calls them, each on the inputs of the already quantized
+        model, with a held-out guard (:mod:`torch_ext.quantize.calibrate`): every
+        4th batch is held out, and a layer keeps its calibrated quantization only
+        if its error on the held-out inputs is lower than without calibration.
+    rotation : {"hadamard", "hadamard-both", "none"}
+        Incoherence rotation of each layer (:mod:`torch_ext.quantize.rotation`):
+        randomized Hadamard transforms on the input side, on both sides, or none.
+        Layers whose size cannot be rotated fall back (noted in their ``stats``).
+    feedback : {"ldlq", "none"}, optional
+        Error feedback across the input dimension
+        (:mod:`torch_ext.quantize.feedback`); default ``"ldlq"`` with ``data``,
+        ``"none"`` without.  With ``data`` and ``"none"``, calibration only
+        weights the scale refit.
+    seed : int
+        Seed of the rotations (each layer's is derived from it and its name).
+    damp : float
+        Relative damping of the second moments (times their mean diagonal; GPTQ's
+        1 %), raised ten-fold while a factorization fails.
     scale_iters, scale_dtype, max_points, workers, cache
         As in :meth:`LeechQuantizedLinear.from_linear`.
     callback : callable, optional
         ``callback(name, info)`` after each layer; ``info`` has ``index``, ``total``,
-        ``mse``, ``seconds``, ``bits_per_weight``.
+        ``mse``, ``seconds`` (quantization), ``bits_per_weight``, ``rotation``,
+        ``feedback``, ``calibration`` (``"kept"``, ``"rejected"`` or ``"none"``),
+        ``notes`` and, when calibrated, ``val_error``, ``damp``, ``damp_raised``,
+        ``calibration_seconds``.
 
     Returns
     -------
@@ -115,8 +154,13 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     Raises
     ------
     ValueError
-        Unknown method, a weight with NaN or inf (naming the layer; checked before
-        anything is replaced), or a bad argument.
+        Unknown method, rotation or feedback; ``feedback="ldlq"`` without ``data``;
+        a model on the meta device; a weight with NaN or inf (naming the layer;
+        checked before anything is replaced); a calibration batch the model fails
+        on (naming the batch, the model's error chained); non-finite activations
+        (naming the layer); or a bad argument.
+    TypeError
+        ``data`` of the wrong kind.
 
     Examples
     --------
@@ -126,16 +170,36 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     >>> torch.manual_seed(0) and None
     >>> model = LilaTransformer(LilaConfig.preset("lila-tiny"))
     >>> _ = quantize_model(model, method="leech-ball", max_points=64)
-    >>> type(model.h[0].mlp.c_fc).__name__
-    'LeechQuantizedLinear'
+    >>> model.h[0].mlp.c_fc  # doctest: +ELLIPSIS
+    LeechQuantizedLinear(in_features=48, out_features=192, ..., method='leech-ball', ..., rotation='hadamard')
     >>> model(torch.randint(0, 256, (1, 8))).logits.shape
     torch.Size([1, 8, 256])
     >>> r = model_bits_report(model)
     >>> r.quantized_weights, round(r.bits_per_quantized_weight, 3)
     (46080, 2.233)
+
+    With calibration data (LDLQ feedback and the held-out guard):
+
+    >>> model = LilaTransformer(LilaConfig.preset("lila-tiny"))
+    >>> data = torch.randint(0, 256, (8, 32))        # 8 batches of one window; 2 held out
+    >>> _ = quantize_model(model, method="rtn", data=data)
+    >>> st = model.h[0].mlp.c_fc.stats
+    >>> st["feedback"], st["calibration"] in ("kept", "rejected")
+    ('ldlq', True)
     """
+    _check_model(model)
     method = check_method(method)
     get_codec(method, bits)  # validates bits early
+    check_rotation(rotation)
+    if feedback is None:
+        feedback = "ldlq" if data is not None else "none"
+    if feedback not in FEEDBACKS:
+        raise ValueError(f"feedback must be one of {FEEDBACKS}, got {feedback!r}")
+    if feedback == "ldlq" and data is None:
+        raise ValueError("feedback='ldlq' needs calibration data: pass data=")
+    check_int(seed, "seed", 0)
+    if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not 0 <= damp < 1e6:
+        raise ValueError(f"damp must be a number in [0, 1e6), got {damp!r}")
     if isinstance(skip, str):
         skip = (skip,)
     skip = tuple(skip)
@@ -145,16 +209,35 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     for n, m in targets:  # fail before replacing anything
         if not bool(torch.isfinite(m.weight.detach()).all()):
             raise ValueError(f"layer {n!r}: weight contains NaN or inf")
-    H = _hessians(model, targets, data) if data is not None else {}
-    for i, (n, m) in enumerate(targets):
-        q = LeechQuantizedLinear.from_linear(m, method, bits, group=group, scale_iters=scale_iters,
-                                             scale_dtype=scale_dtype, max_points=max_points,
-                                             workers=workers, hessian=H.get(n), cache=cache, name=n)
-        _set_module(model, n, q)
+    batches = as_batches(data) if data is not None else None
+
+    def quantize(name, lin, H):
+        return LeechQuantizedLinear.from_linear(
+            lin, method, bits, group=group, scale_iters=scale_iters, scale_dtype=scale_dtype,
+            max_points=max_points, workers=workers, hessian=H, cache=cache, name=name,
+            rotation=rotation, seed=seed, feedback=feedback if H is not None else "none",
+            damp=damp)
+
+    def replace(name, q, index):
+        _set_module(model, name, q)
         if callback is not None:
-            callback(n, {"index": i, "total": len(targets), "mse": q.stats["mse"],
-                         "seconds": q.stats["seconds"],
-                         "bits_per_weight": q.bits_report()["bits_per_weight"]})
+            st = q.stats
+            info = {"index": index, "total": len(targets), "mse": st["mse"],
+                    "seconds": st["seconds"], "bits_per_weight": q.bits_report()["bits_per_weight"],
+                    "rotation": st["rotation"], "feedback": st["feedback"],
+                    "calibration": st.get("calibration", "none"), "notes": list(st["notes"])}
+            for k in ("val_error", "damp", "damp_raised", "calibration_seconds"):
+                if k in st:
+                    info[k] = st[k]
+            callback(name, info)
+
+    if batches is None:
+        for i, (n, m) in enumerate(targets):
+            q = quantize(n, m, None)
+            q.stats["calibration"] = "none"
+            replace(n, q, i)
+    else:
+        calibrate_sequential(model, targets, batches, quantize, replace)
     return model
 
 
@@ -165,8 +248,11 @@ class BitsReport:
     Attributes
     ----------
     layers : list of dict
-        One per :class:`LeechQuantizedLinear`: ``name``, ``method`` and its
-        :meth:`~LeechQuantizedLinear.bits_report`.
+        One per :class:`LeechQuantizedLinear`: ``name``, ``method``, ``rotation``,
+        its :meth:`~LeechQuantizedLinear.bits_report` and, for a layer quantized in
+        this process, from its ``stats``: ``seconds`` (quantization, calibration
+        passes included), ``feedback``, ``calibration`` (``"kept"``, ``"rejected"``,
+        ``"none"``), ``damp``, ``damp_raised``, ``notes``.
     quantized_weights, quantized_bits : int
         Weights of the quantized layers, and the bits of their codes, scales, gains.
     bits_per_quantized_weight : float
@@ -178,6 +264,9 @@ class BitsReport:
         ``total_bits / total_params`` (the whole stored model).
     dense_bits : int
         The same parameters all in float32.
+    notes : list of str
+        ``"layer: note"`` for what did not go as asked (a rotation that fell back, a
+        damping that had to be raised, a layer the calibration data never reached).
 
     Notes
     -----
@@ -192,11 +281,11 @@ class BitsReport:
     >>> r = model_bits_report(quantize_model(net, method="rtn", skip=()))
     >>> r
     BitsReport(2 quantized layers: 1000 weights at 2.24 bits/weight; whole model: 1010 parameters at 2.535 bits/parameter, 12.6x smaller than float32)
-    >>> print(r.table())
-    layer             method  weights  code bits  scale bits  gain bits  bits/weight
-    0                 rtn         960       1920         160          0       2.1667
-    2                 rtn          40         96          64          0       4.0000
-    quantized layers             1000       2016         224          0       2.2400
+    >>> print(r.table())  # doctest: +ELLIPSIS
+    layer             method  weights  code bits  scale bits  gain bits  bits/weight  rotation  calibration  seconds
+    0                 rtn         960       1920         160          0       2.1667  hadamard  none         ...
+    2                 rtn          40         96          64          0       4.0000  hadamard  none         ...
+    quantized layers             1000       2016         224          0       2.2400 ...
     other tensors                  10                                        32.0000
     whole model                  1010                                         2.5347
     """
@@ -211,6 +300,7 @@ class BitsReport:
     total_bits: int
     bits_per_param: float
     dense_bits: int
+    notes: list = dataclasses.field(default_factory=list)
 
     @property
     def compression(self) -> float:
@@ -230,28 +320,35 @@ class BitsReport:
         """A text table, one row per quantized layer, then the totals.
 
         Columns: the layer's name and method, its weights, the bits of its codes,
-        scales and gains, and its bits per weight.  The totals: the quantized
-        layers, every other tensor of the state dict (at its own dtype), the whole
-        model.
+        scales and gains, its bits per weight, its rotation, whether calibration
+        was kept (``kept``, ``rejected``, ``none``; empty for a loaded layer) and the
+        seconds it took.  The totals: the quantized layers, every other tensor of
+        the state dict (at its own dtype), the whole model.  Then the notes, if any.
         """
         bits = ("code_bits", "scale_bits", "gain_bits")
         rows = [("layer", "method", "weights", "code bits", "scale bits", "gain bits",
-                 "bits/weight")]
-        for l in self.layers:
-            rows.append((l["name"], l["method"], str(l["weights"]), *(str(l[k]) for k in bits),
-                         f"{l['bits_per_weight']:.4f}"))
-        sums = [str(sum(l[k] for l in self.layers)) for k in bits]
+                 "bits/weight", "rotation", "calibration", "seconds")]
+        for x in self.layers:
+            sec = f"{x['seconds']:.2f}" if "seconds" in x else ""
+            rows.append((x["name"], x["method"], str(x["weights"]), *(str(x[k]) for k in bits),
+                         f"{x['bits_per_weight']:.4f}", x.get("rotation", ""),
+                         x.get("calibration", ""), sec))
+        sums = [str(sum(x[k] for x in self.layers)) for k in bits]
+        secs = [x["seconds"] for x in self.layers if "seconds" in x]
         rows.append(("quantized layers", "", str(self.quantized_weights), *sums,
-                     f"{self.bits_per_quantized_weight:.4f}"))
+                     f"{self.bits_per_quantized_weight:.4f}", "", "",
+                     f"{sum(secs):.2f}" if secs else ""))
         other = f"{self.other_bits / self.other_params:.4f}" if self.other_params else ""
-        rows.append(("other tensors", "", str(self.other_params), "", "", "", other))
+        rows.append(("other tensors", "", str(self.other_params), "", "", "", other, "", "", ""))
         rows.append(("whole model", "", str(self.total_params), "", "", "",
-                     f"{self.bits_per_param:.4f}"))
+                     f"{self.bits_per_param:.4f}", "", "", ""))
         width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = []
         for r in rows:
-            cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, width))]
+            cells = [c.ljust(w) if i < 2 or i in (7, 8) else c.rjust(w)
+                     for i, (c, w) in enumerate(zip(r, width, strict=True))]
             lines.append("  ".join(cells).rstrip())
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -294,13 +391,22 @@ def model_bits_report(model: nn.Module) -> BitsReport:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = []
+    layers, notes = [], []
     qw = qb = 0
     owned = set()
     for n, m in model.named_modules():
         if isinstance(m, LeechQuantizedLinear):
             r = m.bits_report()
-            layers.append({"name": n, "method": m.method, **r})
+            entry = {"name": n, "method": m.method, "rotation": m.rotation.kind, **r}
+            st = m.stats
+            if "seconds" in st:
+                entry["seconds"] = st["seconds"] + st.get("calibration_seconds", 0.0)
+            for k in ("feedback", "calibration", "damp", "damp_raised"):
+                if k in st:
+                    entry[k] = st[k]
+            entry["notes"] = list(st.get("notes", []))
+            notes += [f"{n}: {x}" for x in entry["notes"]]
+            layers.append(entry)
             qw += r["weights"]
             qb += r["total_bits"]
             for t in (m.packed, m.scales, m.gains):
@@ -321,4 +427,4 @@ def model_bits_report(model: nn.Module) -> BitsReport:
                       bits_per_quantized_weight=qb / qw if qw else float("nan"),
                       other_params=other_n, other_bits=other_b, total_params=total_p,
                       total_bits=total_b, bits_per_param=total_b / total_p if total_p else float("nan"),
-                      dense_bits=32 * total_p)
+                      dense_bits=32 * total_p, notes=notes)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .apply import _set_module
-from .layer import LeechQuantizedLinear
+from .layer import LeechQuantizedLinear, is_conv1d
 
 __all__ = ["save_quantized", "load_quantized", "QUANTIZED_FORMAT"]
 
@@ -17,13 +17,15 @@ __all__ = ["save_quantized", "load_quantized", "QUANTIZED_FORMAT"]
 QUANTIZED_FORMAT = "torch_ext.quantized/1"
 
 
-def save_quantized(model: nn.Module, path) -> None:
+def save_quantized(model: nn.Module, path, metadata: dict | None = None) -> None:
     """Write a quantized model to one safetensors file (no pickle).
 
     The state dict (packed codes, scales, gains, and every other tensor) plus JSON
-    metadata: the config of each quantized layer and, for a
-    :class:`~torch_ext.model.LilaTransformer`, the model config, so that
-    :func:`load_quantized` can rebuild it.
+    metadata: the config of each quantized layer (rotation seeds included) and,
+    for a :class:`~torch_ext.model.LilaTransformer`, the model config, so that
+    :func:`load_quantized` can rebuild it.  ``metadata`` adds more entries (a
+    str is stored as is, anything else as JSON; the reserved keys ``format``,
+    ``checkpoint``, ``quantized_layers`` and ``lila_config`` are refused).
 
     Examples
     --------
@@ -49,6 +51,10 @@ def save_quantized(model: nn.Module, path) -> None:
         state[k] = t.clone() if key in seen else t
         seen[key] = k
     meta = {"format": "pt", "checkpoint": QUANTIZED_FORMAT, "quantized_layers": json.dumps(layers)}
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or k in meta or k == "lila_config":
+            raise ValueError(f"metadata key {k!r} is reserved or not a str")
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
     cfg = getattr(model, "config", None)
     from ..model import LilaConfig, LilaTransformer
 
@@ -102,10 +108,14 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
             old = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"{p}: quantized layer {name!r} is not in the model") from None
-        if not isinstance(old, (nn.Linear, LeechQuantizedLinear)):
+        if is_conv1d(old):
+            shape = (old.nx, old.nf)
+        elif isinstance(old, (nn.Linear, LeechQuantizedLinear)):
+            shape = (old.in_features, old.out_features)
+        else:
             raise ValueError(f"{p}: {name!r} is a {type(old).__name__}, not a linear layer")
-        if (old.in_features, old.out_features) != (cfg.get("in_features"), cfg.get("out_features")):
-            raise ValueError(f"{p}: layer {name!r} is {old.out_features}x{old.in_features} in the "
+        if shape != (cfg.get("in_features"), cfg.get("out_features")):
+            raise ValueError(f"{p}: layer {name!r} is {shape[1]}x{shape[0]} in the "
                              f"model but {cfg.get('out_features')}x{cfg.get('in_features')} in the file")
         _set_module(model, name, LeechQuantizedLinear.from_config(cfg, name=name))
     expected = model.state_dict()

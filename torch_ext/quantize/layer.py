@@ -13,9 +13,13 @@ from torch import Tensor, nn
 from .._validation import check_int
 from ._unrank import pack_bits, unpack_bits
 from .codecs import get_codec
+from .rotation import LayerRotation, check_rotation, layer_seeds, plan_rotation
 from .scales import _Layout, _quantize_array
 
 __all__ = ["LeechQuantizedLinear"]
+
+#: error feedback modes of :meth:`LeechQuantizedLinear.from_linear`
+FEEDBACKS = ("none", "ldlq")
 
 _SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ROW_CHUNK = 4096  # rows dequantized at once
@@ -24,6 +28,30 @@ _ROW_CHUNK = 4096  # rows dequantized at once
 # ---------------------------------------------------------------------------
 # argument checks
 # ---------------------------------------------------------------------------
+
+
+def is_conv1d(module) -> bool:
+    """Whether ``module`` is a Hugging Face ``Conv1D`` (GPT-2's linear layer, weight ``(in, out)``)."""
+    w = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and isinstance(w, Tensor) and w.ndim == 2
+            and tuple(w.shape) == (getattr(module, "nx", None), getattr(module, "nf", None)))
+
+
+def as_linear(module) -> nn.Linear:
+    """``module`` itself if it is an ``nn.Linear``; a ``Conv1D`` as an ``nn.Linear`` view.
+
+    The view shares the ``Conv1D``'s tensors (its weight transposed), so it costs no copy.
+    """
+    if isinstance(module, nn.Linear):
+        return module
+    if is_conv1d(module):
+        lin = nn.Linear(module.nx, module.nf, bias=module.bias is not None, device="meta")
+        lin.weight = nn.Parameter(module.weight.detach().T, requires_grad=False)
+        if module.bias is not None:
+            lin.bias = module.bias
+        return lin
+    raise TypeError(f"linear must be a torch.nn.Linear (or a transformers Conv1D), got "
+                    f"{type(module).__name__}")
 
 
 def _dtype_name(dtype) -> str:
@@ -49,9 +77,15 @@ def _check_group(group, block: int):
 class LeechQuantizedLinear(nn.Module):
     r"""A linear layer whose weight is stored as lattice codes and scales.
 
-    ``y = x W_hat^T + b`` with ``W_hat`` the dequantized weight (:meth:`dequantize`):
-    row ``r`` is cut into blocks (24 weights for the Leech methods, 8 for E8, 1 for
-    RTN), and block ``j`` is ``scale[r, group(j)] * decode(code[r, j])``.  See
+    ``y = x W_hat^T + b`` with ``W_hat`` the dequantized weight (:meth:`dequantize`).
+    The stored weight ``W'`` is cut row by row into blocks (24 weights for the Leech
+    methods, 8 for E8, 1 for RTN), and block ``j`` of row ``r`` is
+    ``scale[r, group(j)] * decode(code[r, j])``.  Without rotation ``W_hat = W'``;
+    with ``rotation="hadamard"`` (``"hadamard-both"``) ``W'`` is the weight in a
+    rotated basis, ``W' = T_out W T_inᵀ`` (see :mod:`torch_ext.quantize.rotation`):
+    the forward pass applies the fast transform ``T_in`` to the inputs and
+    ``T_outᵀ`` to the outputs (then adds the bias), and :meth:`dequantize` returns
+    ``T_outᵀ W' T_in``, the weight in the original basis.  See
     :mod:`torch_ext.quantize` for the methods, padding and the scale fit.
 
     Build one with :meth:`from_linear` (quantizes an ``nn.Linear``) or
@@ -77,6 +111,11 @@ class LeechQuantizedLinear(nn.Module):
         Keep the dequantized weight of each device after the first forward.
     name : str
         Name used in error messages (set by :func:`quantize_model`).
+    rotation : {"none", "hadamard", "hadamard-both"}
+        The basis of the stored weight (see above).
+    rotation_seeds : (int, int), optional
+        Seeds of the input and output transforms (default: derived from seed 0 and
+        ``name`` by :func:`~torch_ext.quantize.rotation.layer_seeds`).
     device : torch.device, optional
         Where the buffers are created.
 
@@ -89,8 +128,14 @@ class LeechQuantizedLinear(nn.Module):
         ``(out_features, groups)`` or ``(1, 1)`` (buffer).
     gains : torch.Tensor
         Gain levels, ``"leech-shape-gain"`` only (buffer).
+    rotation : LayerRotation
+        The transforms (``rotation.kind`` is the rotation's name).
     stats : dict
-        After :meth:`from_linear`: ``mse`` (weight MSE), ``seconds``.
+        After :meth:`from_linear`: ``mse`` (weight MSE), ``seconds``, ``rotation``,
+        ``feedback``, and with feedback ``damp`` (the relative damping used),
+        ``damp_raised`` (ten-fold raises needed to factor ``H``), ``dead_inputs``;
+        ``notes``, a list of what did not go as asked (a rotation that fell back,
+        a raised damping).
 
     Examples
     --------
@@ -115,7 +160,8 @@ class LeechQuantizedLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  method: str = "leech-shape-gain", bits=2, group="row",
                  scale_dtype: torch.dtype = torch.float16, params: dict | None = None,
-                 cache: bool = True, name: str = "", device=None):
+                 cache: bool = True, name: str = "", rotation: str = "none",
+                 rotation_seeds=None, device=None):
         super().__init__()
         in_features = check_int(in_features, "in_features", 1)
         out_features = check_int(out_features, "out_features", 1)
@@ -125,6 +171,10 @@ class LeechQuantizedLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.method, self.bits = self.codec.name, bits
         self.layout = _Layout(out_features, in_features, self.codec.block, self.group)
+        if rotation_seeds is None:
+            rotation_seeds = layer_seeds(0, str(name))
+        self.rotation = LayerRotation(check_rotation(rotation), in_features, out_features,
+                                      rotation_seeds)
         L = self.layout
         nbytes = -(-L.nblocks * self.codec.code_bits // 8)
         self.register_buffer("packed", torch.zeros((out_features, nbytes), dtype=torch.uint8,
@@ -150,12 +200,14 @@ class LeechQuantizedLinear(nn.Module):
                     group="row", scale_iters: int = 1, scale_dtype: torch.dtype = torch.float16,
                     max_points: int | None = None, workers: int | None = -1,
                     hessian: Tensor | None = None, cache: bool = True,
-                    name: str = "") -> "LeechQuantizedLinear":
+                    name: str = "", rotation: str = "none", seed: int = 0,
+                    feedback: str = "none", damp: float = 0.01) -> "LeechQuantizedLinear":
         """Quantize an ``nn.Linear`` (its weight and bias are copied, not modified).
 
         Parameters
         ----------
         linear : torch.nn.Linear
+            (or a Hugging Face ``Conv1D``, GPT-2's transposed linear layer).
         method, bits, group, scale_dtype, cache, name
             As in the constructor.
         scale_iters : int
@@ -166,8 +218,22 @@ class LeechQuantizedLinear(nn.Module):
         workers : int, optional
             Threads of the Leech encoders (-1: all cores).
         hessian : torch.Tensor, optional
-            ``(in_features, in_features)`` second moment of the inputs: weights the
-            scale refit (see the module docstring).
+            ``(in_features, in_features)`` second moment of the inputs (in the
+            original basis), damped by ``damp``: weights the scale refit (see the
+            module docstring) and drives the feedback.
+        rotation : {"none", "hadamard", "hadamard-both"}
+            Quantize in a randomized Hadamard basis (see the class docstring).  A side
+            whose size has an odd part above :data:`~torch_ext.hadamard.MAX_ODD` is
+            not rotated; ``stats["notes"]`` says so.
+        seed : int
+            User seed of the rotation; the layer's seeds are derived from it and
+            ``name``.
+        feedback : {"none", "ldlq"}
+            ``"ldlq"``: block LDLQ error feedback across the input dimension
+            (:mod:`torch_ext.quantize.feedback`); needs ``hessian``.
+        damp : float
+            Relative damping of ``hessian`` (times its mean diagonal), raised
+            ten-fold while the factorization fails.
 
         Raises
         ------
@@ -175,28 +241,45 @@ class LeechQuantizedLinear(nn.Module):
             If the weight holds NaN or inf (the message names the layer), or for a bad
             argument.
         """
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        linear = as_linear(linear)
         scale_iters = check_int(scale_iters, "scale_iters", 0, 100)
         if max_points is not None:
             max_points = check_int(max_points, "max_points", 1)
         label = name or "the linear layer"
+        if feedback not in FEEDBACKS:
+            raise ValueError(f"feedback must be one of {FEEDBACKS}, got {feedback!r}")
+        if feedback == "ldlq" and hessian is None:
+            raise ValueError("feedback='ldlq' needs hessian (the second moment of the inputs)")
+        if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not 0 <= damp < 1e6:
+            raise ValueError(f"damp must be a number in [0, 1e6), got {damp!r}")
         w = linear.weight.detach()
+        if w.is_meta:
+            raise ValueError(f"layer {label!r}: the weight is on the meta device (no values to "
+                             "quantize); load the model's weights first")
         if not bool(torch.isfinite(w).all()):
             raise ValueError(f"layer {label!r}: weight contains NaN or inf")
+        kind, note = plan_rotation(rotation, linear.in_features, linear.out_features)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
                     method=method, bits=bits, group=group, scale_dtype=scale_dtype, cache=cache,
-                    name=name)
+                    name=name, rotation=kind, rotation_seeds=layer_seeds(seed, str(name)))
         H = None
         if hessian is not None:
-            H = torch.as_tensor(hessian).detach().to("cpu", torch.float64).numpy()
-            if H.shape != (linear.in_features,) * 2 or not np.all(np.isfinite(H)):
+            H = torch.as_tensor(hessian).detach().to("cpu", torch.float64)
+            if tuple(H.shape) != (linear.in_features,) * 2 or not bool(torch.isfinite(H).all()):
                 raise ValueError(f"layer {label!r}: hessian must be a finite "
                                  f"({linear.in_features}, {linear.in_features}) matrix")
+            H = layer.rotation.rotate_hessian(H).numpy()
         t0 = time.perf_counter()
-        res = _quantize_array(w.to("cpu", torch.float64).numpy(), layer.codec, layer.group,
-                              scale_iters=scale_iters, scale_dtype=scale_dtype, H=H,
-                              max_points=max_points, workers=workers)
+        w64 = layer.rotation.rotate_weight(w.to("cpu", torch.float64))
+        kw = dict(scale_iters=scale_iters, scale_dtype=scale_dtype, H=H, max_points=max_points,
+                  workers=workers, damp=float(damp))
+        fallback = None
+        try:
+            res = _quantize_array(w64.numpy(), layer.codec, layer.group,
+                                  feedback=feedback == "ldlq", **kw)
+        except np.linalg.LinAlgError as exc:  # H did not factor at any damping tried
+            fallback = f"feedback: {exc}; quantized without feedback"
+            res = _quantize_array(w64.numpy(), layer.codec, layer.group, feedback=False, **kw)
         dev = w.device
         codes = torch.from_numpy(res["codes"])
         layer.packed = pack_bits(codes, layer.codec.code_bits).to(dev)
@@ -206,7 +289,17 @@ class LeechQuantizedLinear(nn.Module):
         if linear.bias is not None:
             layer.bias = nn.Parameter(linear.bias.detach().clone(),
                                       requires_grad=linear.bias.requires_grad)
-        layer.stats = {"mse": res["mse"], "seconds": time.perf_counter() - t0}
+        notes = [x for x in (note, fallback) if x is not None]
+        stats = {"mse": res["mse"], "seconds": time.perf_counter() - t0, "rotation": kind,
+                 "feedback": feedback if fallback is None else "none"}
+        info = res["feedback"]
+        if info is not None:
+            stats.update(damp=info.damp, damp_raised=info.raised, dead_inputs=info.dead)
+            if info.raised:
+                notes.append(f"feedback: H did not factor with damping {damp:g}; raised "
+                             f"{info.raised} time(s) ten-fold to {info.damp:g}")
+        stats["notes"] = notes
+        layer.stats = stats
         return layer
 
     # ------------------------------------------------------------ decoding
@@ -217,18 +310,23 @@ class LeechQuantizedLinear(nn.Module):
                 "bias": self.bias is not None, "method": self.method, "bits": self.bits,
                 "group": self.group, "scale_dtype": _dtype_name(self.scales.dtype),
                 "params": self.codec.params, "code_bits": self.codec.code_bits,
-                "codebook_size": self.codec.size}
+                "codebook_size": self.codec.size, **self.rotation.to_config()}
 
     @classmethod
     def from_config(cls, config: dict, **kwargs) -> "LeechQuantizedLinear":
-        """An empty layer from :attr:`config` (``ValueError`` if inconsistent)."""
+        """An empty layer from :attr:`config` (``ValueError`` if inconsistent).
+
+        A config without ``rotation`` (files written before rotations existed) is
+        ``rotation="none"``.
+        """
         if not isinstance(config, dict):
             raise ValueError(f"config must be a dict, got {type(config).__name__}")
         try:
             layer = cls(config["in_features"], config["out_features"], bool(config["bias"]),
                         method=config["method"], bits=config["bits"], group=config["group"],
                         scale_dtype=_SCALE_DTYPES[config["scale_dtype"]],
-                        params=config.get("params"), **kwargs)
+                        params=config.get("params"), rotation=config.get("rotation", "none"),
+                        rotation_seeds=config.get("rotation_seeds", (0, 0)), **kwargs)
         except KeyError as exc:
             raise ValueError(f"quantized layer config lacks {exc}") from None
         for k in ("code_bits", "codebook_size"):
@@ -269,9 +367,19 @@ class LeechQuantizedLinear(nn.Module):
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The weight ``(out_features, in_features)`` from codes and scales (torch ops only).
 
-        Computed in float64 (float32 on devices without it) on the device of the
-        buffers, then cast to ``dtype``.
+        In the original basis: with a rotation, the stored weight rotated back
+        (``T_outᵀ W' T_in``), so that ``F.linear(x, dequantize(), bias)`` is the layer's
+        output up to rounding.  Computed in float64 (float32 on devices without it)
+        on the device of the buffers, then cast to ``dtype``.
         """
+        if not self.rotation.active:
+            return self._stored_weight(dtype)
+        work = torch.float64 if self.packed.device.type in ("cpu", "cuda") else torch.float32
+        return self.rotation.unrotate_weight(self._stored_weight(work)).to(dtype)
+
+    @torch.no_grad()
+    def _stored_weight(self, dtype: torch.dtype) -> Tensor:
+        """The stored (rotated) weight ``W'`` from codes and scales."""
         dev = self.packed.device
         work = torch.float64 if dev.type in ("cpu", "cuda") else torch.float32
         L, codec = self.layout, self.codec
@@ -291,14 +399,14 @@ class LeechQuantizedLinear(nn.Module):
 
     def _weight(self, device, dtype) -> Tensor:
         if not self.cache:
-            return self.dequantize(dtype)
+            return self._stored_weight(dtype)
         stamp = tuple((t.data_ptr(), t._version) for t in (self.packed, self.scales, self.gains)
                       if t is not None)
         key = (str(device), dtype)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        w = self.dequantize(dtype)
+        w = self._stored_weight(dtype)
         self._cache[key] = (stamp, w)
         return w
 
@@ -310,7 +418,10 @@ class LeechQuantizedLinear(nn.Module):
         dt = x.dtype if x.is_floating_point() else torch.float32
         w = self._weight(self.packed.device, dt)
         b = None if self.bias is None else self.bias.to(dt)
-        return F.linear(x, w, b)
+        if not self.rotation.active:
+            return F.linear(x, w, b)
+        y = self.rotation.outputs(F.linear(self.rotation.inputs(x.to(dt)), w))
+        return y if b is None else y + b
 
     def _apply(self, fn, recurse=True):
         self._cache.clear()
@@ -336,11 +447,13 @@ class LeechQuantizedLinear(nn.Module):
     def quantizer(self):
         """The leechlib quantizer of the normalised blocks (scale 1; ``None`` for RTN).
 
-        ``dequantize()`` equals ``scale * quantizer.decode(code)`` block by block.
+        Without rotation, ``dequantize()`` equals ``scale * quantizer.decode(code)``
+        block by block (with one, the stored weight does).
         """
         return self.codec.quantizer(None if self.gains is None else self.gains.cpu().numpy())
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, method={self.method!r}, bits={self.bits!r}, "
-                f"group={self.group!r}, bits_per_weight={self.bits_report()['bits_per_weight']:.4g}")
+                f"group={self.group!r}, bits_per_weight={self.bits_report()['bits_per_weight']:.4g}"
+                + (f", rotation={self.rotation.kind!r}" if self.rotation.active else ""))

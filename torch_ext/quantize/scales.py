@@ -25,6 +25,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .feedback import damped_hessian, ldlq
+
+
 def _round_scales(s: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, torch.dtype]:
     """Scales rounded to ``dtype`` (float32 if some non-zero scale does not fit it)."""
     t = torch.from_numpy(np.ascontiguousarray(s, dtype=np.float64))
@@ -51,6 +54,7 @@ class _Layout:
         self.scale_shape = (1, 1) if self.tensor else (out_f, self.ngroups)
         # group of each block, and the real-weight mask of the padded row
         self.block_group = np.arange(self.nblocks) // self.gblocks
+        self._group_starts = np.arange(0, self.nblocks, self.gblocks)
         self.real = (np.arange(self.padded) < in_f).reshape(self.nblocks, block)
 
     def expand(self, s: np.ndarray) -> np.ndarray:
@@ -61,17 +65,28 @@ class _Layout:
 
     def group_sum(self, v: np.ndarray) -> np.ndarray:
         """Sums of per-block values (out, nblocks) over each scale group -> scale_shape."""
-        out = np.zeros((self.out_f, self.ngroups))
-        np.add.at(out, (slice(None), self.block_group), v)
+        # groups are runs of gblocks consecutive blocks (the last one maybe shorter)
+        out = np.add.reduceat(np.asarray(v, dtype=np.float64), self._group_starts, axis=1)
         if self.tensor:
             return out.sum().reshape(1, 1)
         return out
 
 
 def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
-                    H: np.ndarray | None, max_points, workers) -> dict:
-    """Codes, scales and gains of an (out, in) float64 weight; see the module docstring."""
+                    H: np.ndarray | None, max_points, workers, feedback: bool = False,
+                    damp: float = 0.01) -> dict:
+    """Codes, scales and gains of an (out, in) float64 weight; see the module docstring.
+
+    With ``feedback`` (needs ``H``), the blocks are encoded by :func:`_encode_ldlq`
+    (error feedback across the input dimension) and the scales are then refitted
+    once in the ``H`` metric, the codes kept.  ``H`` is damped by ``damp`` (raised
+    if LDLQ had to) and weights the scale refit.
+    """
     out_f, in_f = W.shape
+    if feedback and H is None:
+        raise ValueError("feedback needs the input second moment H")
+    if H is not None and not feedback:
+        H = damped_hessian(H, damp)[0]
     L = _Layout(out_f, in_f, codec.block, group)
     P = np.zeros((out_f, L.padded))
     P[:, :in_f] = W
@@ -111,12 +126,17 @@ def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtyp
         if H is None:
             return (E * E).sum(-1)
         e = E.reshape(out_f, L.padded)[:, :in_f]
-        return np.einsum("ri,ij,rj->r", e, H, e)[:, None] * np.ones((1, L.nblocks)) / L.nblocks
+        return ((e @ H) * e).sum(1)[:, None] * np.ones((1, L.nblocks)) / L.nblocks
 
-    codes, U = encode(S)
+    info = None
+    if feedback:
+        codes, U, info = _encode_ldlq(P, H, codec, L, S, gains, damp, workers)
+        H = damped_hessian(H, info.damp)[0]
+    else:
+        codes, U = encode(S)
     err = errors(S, U)
-    # 3. least-squares scales, then encode again
-    for _ in range(scale_iters):
+    # 3. least-squares scales, then encode again (with feedback: refit only, once)
+    for _ in range(min(scale_iters, 1) if feedback else scale_iters):
         S_ls = _ls_scales(blocks, U, L, H, real, S)
         S_new, dt2 = _round_scales(np.where(zero, 0.0, S_ls), dt)
         if dt2 != dt:  # the refit left float16: keep the old scales
@@ -126,6 +146,8 @@ def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtyp
         better = unit(err_new) < unit(err)
         S = np.where(better, S_new, S)
         err = errors(S, U)
+        if feedback:
+            break
         c2, U2 = encode(S)
         err2 = errors(S, U2)
         if H is None:
@@ -137,7 +159,35 @@ def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtyp
         err = np.where(pick, err2, err)
     What = (L.expand(S)[:, :, None] * U).reshape(out_f, L.padded)[:, :in_f]
     return {"codes": codes, "scales": S.reshape(L.scale_shape), "scale_dtype": dt, "gains": gains,
-            "mse": float(np.mean((What - W) ** 2)), "layout": L}
+            "mse": float(np.mean((What - W) ** 2)), "layout": L, "feedback": info}
+
+
+def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: _Layout, S: np.ndarray, gains, damp,
+                 workers):
+    """Codes and decoded normalised blocks of the padded weight ``P`` with LDLQ feedback.
+
+    The scales ``S`` are fixed; block ``j`` of every row is normalised by its scale,
+    encoded by the codec and decoded, and its error is fed back onto the later
+    columns (:func:`~torch_ext.quantize.feedback.ldlq`).  The padding columns are
+    dead inputs of the padded ``H``.  Returns ``(codes, U, info)``.
+    """
+    out_f, in_f = L.out_f, L.in_f
+    Hp = np.zeros((L.padded, L.padded))
+    Hp[:in_f, :in_f] = H
+    Sb = L.expand(S)  # (out, nblocks)
+    codes = np.zeros((out_f, L.nblocks), dtype=np.int64)
+    U = np.zeros((out_f, L.nblocks, codec.block))
+
+    def quantize_block(j, Wj):
+        s = Sb[:, j][:, None]
+        x = Wj / np.where(s > 0, s, 1.0)
+        c = codec.encode(np.ascontiguousarray(x), gains, workers)
+        u = codec.decode(c, gains).reshape(out_f, codec.block)
+        codes[:, j], U[:, j] = c, u
+        return s * u
+
+    _, info = ldlq(P, Hp, quantize_block, block=codec.block, damp=damp)
+    return codes, U, info
 
 
 def _accept_unit(L: _Layout, H):
@@ -175,7 +225,7 @@ def _ls_scales(blocks, U, L: _Layout, H, real, S_old) -> np.ndarray:
         uu, ww = u[a:a + chunk], w[a:a + chunk]
         M = np.zeros((len(uu), G, in_f))
         M[:, gidx, np.arange(in_f)] = uu
-        MH = M @ H  # (rows, G, in)
+        MH = (M.reshape(-1, in_f) @ H).reshape(M.shape)  # (rows, G, in), one product
         A = MH @ M.transpose(0, 2, 1)  # (rows, G, G)
         b = (MH @ ww[:, :, None])[:, :, 0]
         for i in range(len(uu)):

