@@ -212,13 +212,13 @@ def _table(head, body, fmt):
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
     # reStructuredText grid table
-    cols = list(zip(head, *body))
+    cols = list(zip(head, *body, strict=False))
     w = [max(len(str(c)) for c in col) for col in cols]
     sep = "+" + "+".join("-" * (k + 2) for k in w) + "+"
     hsep = "+" + "+".join("=" * (k + 2) for k in w) + "+"
 
     def line(row):
-        return "| " + " | ".join(str(c).ljust(k) for c, k in zip(row, w)) + " |"
+        return "| " + " | ".join(str(c).ljust(k) for c, k in zip(row, w, strict=False)) + " |"
 
     out = [sep, line(head), hsep]
     for row in body:

@@ -114,7 +114,7 @@ def main(argv=None):
     print("| stage | µs/point | cumulative |")
     print("|---|---:|---:|")
     prev = 0.0
-    for (label, _), u in zip(variants, us):
+    for (label, _), u in zip(variants, us, strict=False):
         print(f"| {label} | {u - prev:.2f} | {u:.2f} |")
         prev = u
     print(f"\ncandidates whose exact cost is computed: {priced:.2f} per point on average (of 256)")

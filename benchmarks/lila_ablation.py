@@ -178,11 +178,13 @@ def plot(results: list[dict], path: Path, title: str) -> None:
                 continue
             steps = [h["step"] for h in rs[0]["history"]]
             vals = [[h["val_bpc"] for h in r["history"]] for r in rs]
-            mean = [statistics.fmean(v) for v in zip(*vals)]
-            sd = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in zip(*vals)]
+            mean = [statistics.fmean(v) for v in zip(*vals, strict=False)]
+            sd = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in zip(*vals, strict=False)]
             ls = "--" if align else "-"
             ax.plot(steps, mean, ls, color=colors[arm], label=f"{arm}{' + align' if align else ''}")
-            ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+            lo = [m - s for m, s in zip(mean, sd, strict=False)]
+            hi = [m + s for m, s in zip(mean, sd, strict=False)]
+            ax.fill_between(steps, lo, hi,
                             color=colors[arm], alpha=0.12)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("validation bits per character (whole split)")

@@ -44,7 +44,8 @@ each arm (the least disturbed, as ``timeit`` advises); "by CPU time" is the rati
 the medians of the process CPU time per token, which a busy machine disturbs less
 than the wall clock (with one thread; with more, it also counts threads spinning).
 Below the table, the matrix-product flops per token of each mode (counted, so the
-same on any machine) give the ratio that a purely compute-bound run would approach.  ``--align-weight 0`` measures the models without
+same on any machine) give the ratio that a purely compute-bound run would approach.
+``--align-weight 0`` measures the models without
 the alignment loss (its cost depends on the hidden states, not on the attention).
 """
 
@@ -52,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import os
 import platform
@@ -289,7 +289,7 @@ def summarize(result):
             l = times.get(f"learned {comp}|{task}")
             if not f or not l:
                 continue
-            ratios = [a["tok_s"] / b["tok_s"] for a, b in zip(f, l)]  # per round
+            ratios = [a["tok_s"] / b["tok_s"] for a, b in zip(f, l, strict=False)]  # per round
             row = {"task": task, "compile": comp,
                    "frozen_tok_s": statistics.median(x["tok_s"] for x in f),
                    "learned_tok_s": statistics.median(x["tok_s"] for x in l),

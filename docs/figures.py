@@ -80,7 +80,7 @@ def fig_shells():
     ax.legend(loc="lower right")
     ax.grid(True, which="major", axis="y", alpha=0.3)
     _save(fig, "fig_shells.png")
-    print("  shells:", {2 * int(i): int(v) for i, v in zip(k, th)})
+    print("  shells:", {2 * int(i): int(v) for i, v in zip(k, th, strict=False)})
     print(f"  ball norm<=26: {int(cum[13])} = 2^{math.log2(cum[13]):.4f}")
 
 
@@ -111,7 +111,7 @@ def fig_slice(n=401, seed=2):
     g = np.linspace(-3, 3, n)
     U, V = np.meshgrid(g, g)
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.3))
-    for ax, (title, e1, e2) in zip(axes, panels):
+    for ax, (title, e1, e2) in zip(axes, panels, strict=False):
         x = U.reshape(-1, 1) * e1 + V.reshape(-1, 1) * e2
         p = leechlib.nearest_point(x)
         rgb, k = _colour(p)

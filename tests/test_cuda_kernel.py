@@ -83,7 +83,7 @@ print(json.dumps(res))
 
 def _run(env_extra, n):
     env = dict(os.environ, **env_extra)
-    code = "ROOT = %r\nN = %d\n" % (ROOT, n) + _SCRIPT
+    code = f"ROOT = {ROOT!r}\nN = {n:d}\n" + _SCRIPT
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=900)
     if out.returncode != 0:

@@ -106,7 +106,7 @@ def test_octads_form_steiner_system(code):
         masks |= np.int64(1) << octs[:, i].astype(np.int64)
     # S(5, 8, 24): every 5-set lies in exactly one octad
     counts = {}
-    for m, o in zip(masks, octs):
+    for _m, o in zip(masks, octs, strict=False):
         for five in itertools.combinations(o.tolist(), 5):
             counts[five] = counts.get(five, 0) + 1
     assert len(counts) == 42504  # C(24, 5)

@@ -16,8 +16,9 @@ import hashlib
 import importlib.util
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ._textfiles import ENCODING_ERRORS, check_encoding, describe_kind, eos_documents, read_text, split_single_file
 
@@ -70,7 +71,7 @@ def split_of(name: str, val_fraction: float) -> str:
 
 
 def _unit_hash(name: str) -> float:
-    h = hashlib.sha256(f"{_SPLIT_SALT}:{name}".encode("utf-8")).digest()
+    h = hashlib.sha256(f"{_SPLIT_SALT}:{name}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2.0**64
 
 
@@ -211,7 +212,7 @@ class ShakespeareSource(TextSource):
 
     def iter_documents(self, split):
         check_split(split)
-        for p, n in zip(self.files, self._names):
+        for p, n in zip(self.files, self._names, strict=False):
             if self._split[n] == split:
                 yield n, strip_markdown(p.read_text(encoding="utf-8"))
 

@@ -31,7 +31,7 @@ import dataclasses
 import math
 import sys
 import time
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch

@@ -166,14 +166,14 @@ class LilaConfig:
         self.align_layers = tuple(sorted(set(out)))
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "LilaConfig":
+    def preset(cls, name: str, **overrides) -> LilaConfig:
         """A named configuration (``"lila-tiny"``, ``"lila-20m"``, ``"lila-20m-learned"``)."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LilaConfig":
+    def from_dict(cls, d: dict) -> LilaConfig:
         """Build from a dict (e.g. parsed JSON); unknown keys are a ``ValueError``."""
         if not isinstance(d, dict):
             raise ValueError(f"config must be a dict, got {type(d).__name__}")
@@ -506,7 +506,7 @@ class LilaTransformer(nn.Module):
         save_file(state, os.fspath(path), metadata=meta)
 
     @classmethod
-    def load(cls, path, map_location="cpu") -> "LilaTransformer":
+    def load(cls, path, map_location="cpu") -> LilaTransformer:
         """Rebuild a model saved by :meth:`save` (``ValueError`` if corrupt or mismatched).
 
         Nothing in the file is executed (safetensors and JSON only).  The stored

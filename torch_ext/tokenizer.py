@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -115,7 +115,7 @@ class BPETokenizer:
         return tokenizers
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 2048) -> "BPETokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 2048) -> BPETokenizer:
         """Train a byte-level BPE on ``texts`` (deterministic for the same input).
 
         Parameters

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 
@@ -77,7 +77,9 @@ class TrainConfig:
         measured after 10, 20, 40, 80... steps and the run's length re-planned to
         fit (at most ``steps``; the schedule follows); the run also ends when the
         budget is spent.  Not reproducible.
-    attention, kernel, kernel_seed, align_weight, align_directions, d_model, n_layer, n_head, block_size, dropout, shared_qk
+    attention, kernel, kernel_seed, align_weight, align_directions
+        ``LilaConfig`` overrides (``None``: the preset's value).
+    d_model, n_layer, n_head, block_size, dropout, shared_qk
         ``LilaConfig`` overrides (``None``: the preset's value).
     """
 
@@ -127,7 +129,7 @@ class TrainConfig:
     shared_qk: bool | None = None
 
     @classmethod
-    def from_any(cls, args) -> "TrainConfig":
+    def from_any(cls, args) -> TrainConfig:
         """A :class:`TrainConfig` from itself, a mapping or a namespace.
 
         A namespace is any object whose attributes are the fields
@@ -150,7 +152,7 @@ class TrainConfig:
             raise ValueError(f"args has unknown fields: {', '.join(unknown)}")
         return cls(**args)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ``TypeError``/``ValueError`` naming the first bad field; return ``self``."""
 
         def intlike(name, lo, allow_none=False):

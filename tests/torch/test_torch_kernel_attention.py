@@ -2,8 +2,8 @@
 score-neutral (the kernel changes the attention; a rotation inside the heads does not)."""
 
 import copy
-import math
 import importlib.util
+import math
 import os
 
 import numpy as np

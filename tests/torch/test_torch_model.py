@@ -134,7 +134,7 @@ def test_frozen_kernels_never_reach_the_optimizer():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    for k, b in zip(kern, before):
+    for k, b in zip(kern, before, strict=False):
         assert torch.equal(k.weight, b)
         assert torch.equal(k.weight, kernel_matrix(48, "leech", k.seed).float())
     assert [k.seed for k in kern] == [0, 2]
@@ -201,7 +201,7 @@ def test_loss_falls_on_a_copy_task():
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
     first = None
-    for step in range(300):
+    for step in range(300):  # noqa: B007 - read after the loop
         a = torch.randint(0, vocab, (32, half), generator=g)
         seq = torch.cat([a, a], 1)
         idx, tg = seq[:, :-1], seq[:, 1:].clone()
@@ -271,7 +271,7 @@ def test_save_load_roundtrip(tmp_path):
     assert m2.config == m.config
     idx = torch.randint(0, 256, (2, 10))
     assert torch.equal(m2.eval()(idx).logits, m(idx).logits)
-    for a, b in zip(_kernels(m), _kernels(m2)):
+    for a, b in zip(_kernels(m), _kernels(m2), strict=False):
         assert torch.equal(a.weight, b.weight)
 
 

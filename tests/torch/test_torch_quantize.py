@@ -356,7 +356,7 @@ def test_bits_report_repr_is_a_summary_and_table_lists_every_layer(tiny):
     lines = r.table().splitlines()
     assert len(lines) == 1 + len(names) + 3
     assert lines[0].split()[:2] == ["layer", "method"]
-    for line, layer in zip(lines[1:], r.layers):
+    for line, layer in zip(lines[1:], r.layers, strict=False):
         cells = line.split()
         assert cells[:2] == [layer["name"], "rtn"]
         assert [int(c) for c in cells[2:6]] == [layer[k] for k in ("weights", "code_bits",

@@ -307,7 +307,7 @@ def test_a_read_only_cache_is_a_clear_os_error(corpus_dir, tmp_path, monkeypatch
 def _latin1_corpus(tmp_path):
     d = tmp_path / "latin1"
     d.mkdir()
-    (d / "a.txt").write_bytes("première ligne\n".encode("utf-8") * 3)
+    (d / "a.txt").write_bytes("première ligne\n".encode() * 3)
     (d / "b.txt").write_bytes("déjà vu\n".encode("latin-1") * 3)  # 0xe9 at byte 1
     return d
 

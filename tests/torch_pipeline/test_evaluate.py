@@ -11,7 +11,12 @@ torch = pytest.importorskip("torch")
 
 from torch_ext.data import ByteTokenizer, TokenData, TokenSplit  # noqa: E402
 from torch_ext.evaluate import (  # noqa: E402
-    bits_per_character, eval_windows, evaluate, matrix_ranks, param_counts, weight_ranks,
+    bits_per_character,
+    eval_windows,
+    evaluate,
+    matrix_ranks,
+    param_counts,
+    weight_ranks,
 )
 from torch_ext.results import EvalResult, EvalSums  # noqa: E402
 
@@ -157,7 +162,7 @@ def test_ranks_and_counts_of_a_lila_model():
     m = LilaTransformer(LilaConfig.preset("lila-tiny", d_model=24, n_head=1, n_layer=1, block_size=8))
     ranks = weight_ranks(m)
     assert "wte.weight" in ranks and any(v["frozen"] for v in ranks.values())
-    for name, v in ranks.items():
+    for _name, v in ranks.items():
         assert 1.0 <= v["stable_rank"] <= min(v["shape"]) + 1e-9
         assert v["stable_rank"] <= v["effective_rank"] + 1e-9
     frozen = [v for v in ranks.values() if v["frozen"]]

@@ -36,7 +36,7 @@ def _assert_bitwise_equal(a, b):
 def test_lr_schedule():
     lrs = [T.lr_at(s, 100, 10, 1e-3, 0.1) for s in range(100)]
     assert lrs[9] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-4)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
     assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
@@ -124,7 +124,7 @@ def test_model_export_loads_with_the_model_class(tiny_args):
     res = T.train(dict(tiny_args, steps=2))
     m = LilaTransformer.load(Path(res["out"]) / "model.safetensors")
     ck = T.load_checkpoint(res["checkpoint"])
-    for (k, a), (_, b) in zip(sorted(m.state_dict().items()), sorted(ck.model.state_dict().items())):
+    for (k, a), (_, b) in zip(sorted(m.state_dict().items()), sorted(ck.model.state_dict().items()), strict=False):
         assert torch.equal(a, b), k
 
 

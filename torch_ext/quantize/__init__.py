@@ -110,7 +110,8 @@ Examples
 >>> ref = net(x)
 >>> _ = quantize_model(net, method="rtn")
 >>> net[0]
-LeechQuantizedLinear(in_features=48, out_features=32, bias=True, method='rtn', bits=2, group='row', bits_per_weight=2.333, rotation='hadamard')
+LeechQuantizedLinear(in_features=48, out_features=32, bias=True, method='rtn', bits=2, group='row',
+    bits_per_weight=2.333, rotation='hadamard')
 >>> net(x).shape
 torch.Size([5, 4])
 >>> round(model_bits_report(net).bits_per_quantized_weight, 3)

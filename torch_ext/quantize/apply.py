@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import numbers
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -280,7 +280,8 @@ class BitsReport:
     >>> net = nn.Sequential(nn.Linear(96, 10), nn.ReLU(), nn.Linear(10, 4, bias=False))
     >>> r = model_bits_report(quantize_model(net, method="rtn", skip=()))
     >>> r
-    BitsReport(2 quantized layers: 1000 weights at 2.24 bits/weight; whole model: 1010 parameters at 2.535 bits/parameter, 12.6x smaller than float32)
+    BitsReport(2 quantized layers: 1000 weights at 2.24 bits/weight;
+    whole model: 1010 parameters at 2.535 bits/parameter, 12.6x smaller than float32)
     >>> print(r.table())  # doctest: +ELLIPSIS
     layer             method  weights  code bits  scale bits  gain bits  bits/weight  rotation  calibration  seconds
     0                 rtn         960       1920         160          0       2.1667  hadamard  none         ...

@@ -105,7 +105,7 @@ def check_method(method) -> str:
     return method
 
 
-def get_codec(method: str, bits, params: dict | None = None) -> "Codec":
+def get_codec(method: str, bits, params: dict | None = None) -> Codec:
     """The codec of ``method`` at ``bits`` per weight (``params``: a stored codebook)."""
     return _REGISTRY[check_method(method)](bits, params)
 

@@ -146,7 +146,8 @@ class LeechQuantizedLinear(nn.Module):
     >>> lin = nn.Linear(50, 3)                         # 50 = 2 blocks of 24 + 2: padded
     >>> q = LeechQuantizedLinear.from_linear(lin, "leech-ball", max_points=64)
     >>> q
-    LeechQuantizedLinear(in_features=50, out_features=3, bias=True, method='leech-ball', bits=2, group='row', bits_per_weight=3.2)
+    LeechQuantizedLinear(in_features=50, out_features=3, bias=True, method='leech-ball', bits=2, group='row',
+    bits_per_weight=3.2)
     >>> q.packed.shape, q.packed.dtype, q.codes().shape   # 3 blocks x 48 bits = 18 bytes
     (torch.Size([3, 18]), torch.uint8, torch.Size([3, 3]))
     >>> w = q.dequantize()
@@ -201,7 +202,7 @@ class LeechQuantizedLinear(nn.Module):
                     max_points: int | None = None, workers: int | None = -1,
                     hessian: Tensor | None = None, cache: bool = True,
                     name: str = "", rotation: str = "none", seed: int = 0,
-                    feedback: str = "none", damp: float = 0.01) -> "LeechQuantizedLinear":
+                    feedback: str = "none", damp: float = 0.01) -> LeechQuantizedLinear:
         """Quantize an ``nn.Linear`` (its weight and bias are copied, not modified).
 
         Parameters
@@ -313,7 +314,7 @@ class LeechQuantizedLinear(nn.Module):
                 "codebook_size": self.codec.size, **self.rotation.to_config()}
 
     @classmethod
-    def from_config(cls, config: dict, **kwargs) -> "LeechQuantizedLinear":
+    def from_config(cls, config: dict, **kwargs) -> LeechQuantizedLinear:
         """An empty layer from :attr:`config` (``ValueError`` if inconsistent).
 
         A config without ``rotation`` (files written before rotations existed) is
