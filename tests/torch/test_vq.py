@@ -252,7 +252,7 @@ def test_torch_compile(codebook):
     x = torch.randn(5, 48)
     vq.eval()
     ref = vq(x)
-    compiled = torch.compile(vq, backend="aot_eager")
+    compiled = torch.compile(vq, backend="aot_eager", fullgraph=True)
     out = compiled(x)
     assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
     vq.train()
@@ -271,6 +271,25 @@ def test_custom_ops_opcheck():
     pts = torch.ops.leech_vq.unrank(idx, "shell", 6)
     torch.library.opcheck(torch.ops.leech_vq.rank.default, (pts, "shell", 6))
     assert torch.equal(torch.ops.leech_vq.rank(pts, "shell", 6), idx)
+
+
+@pytest.mark.parametrize("codebook", ["minimal", 6])
+def test_torch_thread_count_is_kept(codebook):
+    """leechlib's workers context must not change torch's OpenMP thread count."""
+    torch.set_num_threads(1)
+    vq = LeechVQ(24, codebook=codebook)
+    vq(torch.randn(4, 24))
+    vq.indices_to_codes(torch.zeros(1, 1, dtype=torch.int64))
+    assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("codebook", ["minimal", 6])
+def test_zero_block(codebook):
+    vq = _eval(LeechVQ(24, codebook=codebook, gain="block"))
+    q, idx, _, g = vq(torch.zeros(2, 24), return_gains=True)
+    assert torch.equal(idx, torch.zeros(2, 1, dtype=torch.int64))
+    assert torch.equal(q, torch.zeros(2, 24)) and torch.equal(g, torch.zeros(2, 1))
+    assert torch.equal(vq.codes_to_indices(q), idx)
 
 
 # ---------------------------------------------------------------------------
