@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import torch_ext
 from torch_ext import LeechVQ
 
 

@@ -39,14 +39,14 @@ from . import _minimal
 SQRT8 = math.sqrt(8.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shell_codebook(norm: int):
     from leechlib import ShellCodebook
 
     return ShellCodebook(norm, coords="int")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ball_codebook(max_norm: int):
     from leechlib import BallCodebook
 

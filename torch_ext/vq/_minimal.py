@@ -30,7 +30,7 @@ START3 = N_TYPE1 + N_TYPE2  # 98256
 SIZE = START3 + 4096 * 24  # 196560
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _numpy_tables():
     import leechlib
     from leechlib import kernels
