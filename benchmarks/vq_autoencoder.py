@@ -327,8 +327,8 @@ def train_one(make_quantizer, x_train, x_test, *, epochs, batch, lr, seed, laten
     distinct, ppl = usage(idx, quant.size)
     n_blocks = n_batches * batch * quant.blocks
     return {
-        "name": quant.name + ("" if latent_norm else ", no latent norm"), "bits": quant.bits, "size": quant.size,
-        "mse": mse, "se": se,
+        "name": quant.name + ("" if latent_norm else ", no latent norm"), "bits": quant.bits,
+        "size": quant.size, "mse": mse, "se": se,
         "distinct": distinct, "usage": distinct / quant.size, "perplexity": ppl,
         "blocks_test": idx.numel(), "ms_batch": 1e3 * t_train / n_batches,
         "us_block": 1e6 * t_quant / n_blocks,
@@ -420,13 +420,13 @@ def search_rows(n, reps, threads):
 
 
 def rst_table(header, rows):
-    cols = list(zip(header, *rows, strict=False))
+    cols = list(zip(header, *rows, strict=True))
     w = [max(len(str(c)) for c in col) for col in cols]
     line = "+" + "+".join("-" * (x + 2) for x in w) + "+"
     head = "+" + "+".join("=" * (x + 2) for x in w) + "+"
 
     def fmt(r):
-        return "|" + "|".join(f" {str(c):<{x}} " for c, x in zip(r, w, strict=False)) + "|"
+        return "|" + "|".join(f" {str(c):<{x}} " for c, x in zip(r, w, strict=True)) + "|"
 
     out = [line, fmt(header), head]
     for r in rows:
@@ -442,7 +442,7 @@ def write_docs(sections):
                          re.S)
         if not pat.search(text):
             raise SystemExit(f"docs/vq.rst has no BEGIN/END GENERATED {key} markers")
-        text = pat.sub(lambda mt: mt.group(1) + "\n" + table + "\n" + mt.group(3), text)
+        text = pat.sub(lambda mt, t=table: mt.group(1) + "\n" + t + "\n" + mt.group(3), text)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
 

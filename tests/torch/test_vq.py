@@ -87,6 +87,7 @@ def test_ball_search_is_exact_against_brute_force(minvecs):
     assert int((idx[:, 0] == 0).sum()) == int((brute.indices == 0).sum())
 
 
+@pytest.mark.slow
 def test_shell_search_is_exact_against_brute_force():
     """Norm-6 shell: the largest inner product over all 16 773 120 vectors (streamed)."""
     from leechlib import LeechLattice

@@ -72,10 +72,11 @@ def _cpu_rows(x: Tensor, name: str) -> np.ndarray:
 class _keep_torch_threads:
     """Restore torch's intra-op thread count after a call into leechlib's kernels.
 
-    Numba's OpenMP layer and torch share the OpenMP runtime: leaving leechlib's
-    ``workers`` context resets the thread count to Numba's default, which torch
-    then uses too (measured: a one-thread torch process switched to two threads,
-    and elementwise ops ran hundreds of times slower on a loaded 2-core machine).
+    Numba's OpenMP threading layer and torch share the OpenMP runtime: a call into
+    leechlib's parallel kernels (seen on the first one of a process) can set the
+    thread count to Numba's default, which torch then uses too (measured: a
+    one-thread torch process switched to two threads, and elementwise ops ran
+    hundreds of times slower on a loaded 2-core machine).
     """
 
     def __enter__(self):
