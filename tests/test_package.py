@@ -149,7 +149,7 @@ def test_cli_lila_dispatches_to_torch_ext():
         [sys.executable, "-m", "leechlib", "lila", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert res.returncode == 0, res.stderr
-    assert "usage: leechlib lila {train,eval,demo}" in res.stdout
+    assert "usage: leechlib lila {train,eval,demo,quantize}" in res.stdout
     res = subprocess.run(
         [sys.executable, "-m", "leechlib", "lila", "demo", "--seconds", "0"],
         capture_output=True, text=True, cwd=ROOT,
