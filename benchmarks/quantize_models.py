@@ -56,9 +56,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: (label, method, bits)
 METHODS = [("rtn-2", "rtn", 2), ("rtn-3", "rtn", 3), ("rtn-4", "rtn", 4), ("e8", "e8", 2),
            ("leech-ball", "leech-ball", 2), ("leech-shape-gain", "leech-shape-gain", 2)]
-#: label -> (rotation, calibrated)
+#: label -> (rotation, calibrated); the first four are the default grid
 PIPELINES = {"plain": ("none", False), "+rotation": ("hadamard", False),
-             "+feedback": ("none", True), "+both": ("hadamard", True)}
+             "+feedback": ("none", True), "+both": ("hadamard", True),
+             "+both, two-sided": ("hadamard-both", True)}
+DEFAULT_PIPELINES = ["plain", "+rotation", "+feedback", "+both"]
 QUICK = {"methods": ["rtn-2", "rtn-3", "leech-shape-gain"], "pipelines": ["plain", "+both"]}
 
 LILA_TRAIN = dict(preset="lila-tiny", data="shakespeare", tokenizer="byte", val_fraction=0.1,
@@ -190,11 +192,12 @@ def md_table(res: dict, kind: str) -> str:
     cells = res.get(kind, {})
     base = cells.get("float", {}).get("score")
     what = "Δ BPC" if kind == "lila" else "mean cosine"
-    head = ["method"] + [f"{p}: {what}" for p in PIPELINES] + ["bits/weight", "seconds (plain / +both)"]
+    pipes = [p for p in PIPELINES if any(k.endswith(" " + p) for k in cells)]
+    head = ["method"] + [f"{p}: {what}" for p in pipes] + ["bits/weight", "seconds (plain / +both)"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, _, _ in METHODS:
         vals, bpw, secs = [], "", {}
-        for p in PIPELINES:
+        for p in pipes:
             c = cells.get(f"{label} {p}")
             if c is None:
                 vals.append("—")
@@ -267,7 +270,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         res = json.loads(store.read_text()) if store.exists() else {}
         methods = args.methods or (QUICK["methods"] if args.quick else [m[0] for m in METHODS])
-        pipes = args.pipelines or (QUICK["pipelines"] if args.quick else list(PIPELINES))
+        pipes = args.pipelines or (QUICK["pipelines"] if args.quick else DEFAULT_PIPELINES)
         kinds = ["lila", "minilm"] if args.model == "both" else [args.model]
         for kind in kinds:
             model, calib, score, desc = (lila_setup if kind == "lila" else minilm_setup)(args, out)

@@ -316,6 +316,48 @@ def test_the_guard_keeps_the_uncalibrated_layer_when_calibration_hurts():
     assert infos["0"]["val_error"]["calibrated"] < infos["0"]["val_error"]["plain"]
 
 
+def _sink_batch(seed, n=64, d=96):
+    """ReLU-like inputs where every 16th token is a 'sink': one channel at 60, the rest ~0
+    (the pattern of the [CLS] token at the MLP down-projections of pretrained BERTs)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.relu(torch.randn(n, d, generator=g)) * 0.5
+    x[::16] = 0.01 * torch.randn(len(x[::16]), d, generator=g)
+    x[::16, 7] = 60.0
+    return x
+
+
+@pytest.mark.parametrize("feedback", ["none", "ldlq"])
+def test_the_guard_is_not_fooled_by_massive_activation_tokens(feedback):
+    """Calibrating on such inputs cuts the sink tokens' error and raises every other
+    token's; the plain held-out proxy tr(ΔW H ΔWᵀ) prefers that, the guard does not."""
+    torch.manual_seed(0)
+    lin = _linear(96, 48)
+    data = [_sink_batch(i) for i in range(8)]
+    infos = {}
+    net = nn.Sequential(lin)
+    quantize_model(net, method="rtn", data=data, rotation="none", feedback=feedback, skip=(),
+                   callback=lambda n, i: infos.update({n: i}))
+    assert infos["0"]["calibration"] == "rejected"
+    # what the plain proxy would have said, and what ordinary tokens get
+    Xf = torch.cat([data[i] for i in (0, 1, 2, 4, 5, 6)]).double()
+    Xv = torch.cat([data[3], data[7]]).double()
+    Hf, Hv = Xf.T @ Xf / len(Xf), Xv.T @ Xv / len(Xv)
+    W = lin.weight.detach().double()
+    cal = LeechQuantizedLinear.from_linear(lin, "rtn", hessian=Hf, feedback=feedback)
+    plain = LeechQuantizedLinear.from_linear(lin, "rtn")
+    ordinary = torch.ones(len(Xv), dtype=torch.bool)
+    ordinary[::16] = False
+
+    def errs(q):
+        D = q.dequantize(torch.float64) - W
+        return float(((D @ Hv) * D).sum()), float(((Xv[ordinary] @ D.T) ** 2).sum(1).mean())
+
+    (proxy_cal, ord_cal), (proxy_plain, ord_plain) = errs(cal), errs(plain)
+    assert proxy_cal < 0.5 * proxy_plain  # the plain proxy would keep the calibration
+    assert ord_cal > 1.5 * ord_plain  # which nearly doubles the error of ordinary tokens
+    assert torch.equal(net[0].packed, plain.packed)
+
+
 def test_data_forms_tensor_tuples_dicts_and_dataloader():
     class Two(nn.Module):
         def __init__(self):
