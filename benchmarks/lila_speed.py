@@ -46,7 +46,11 @@ than the wall clock (with one thread; with more, it also counts threads spinning
 Below the table, the matrix-product flops per token of each mode (counted, so the
 same on any machine) give the ratio that a purely compute-bound run would approach.
 ``--align-weight 0`` measures the models without
-the alignment loss (its cost depends on the hidden states, not on the attention).
+the alignment loss (its cost depends on the hidden states, not on the attention);
+``--attn-dropout 0.1`` with dropout on the attention probabilities, which the
+``lila-20m`` presets leave off: ``scaled_dot_product_attention`` then falls back from
+its fused kernels to the math path, which costs both arms alike and about 4× the
+attention time on a CPU, and the ratio moves towards 1.
 """
 
 from __future__ import annotations
@@ -84,10 +88,9 @@ SHAPES = {
 }
 
 
-def config(preset: str, mode: str, align_weight=None) -> LilaConfig:
-    """The frozen preset, or its learned twin (same config, learned q/k/v)."""
-    extra = {} if align_weight is None else {"align_weight": align_weight}
-    return LilaConfig.preset(preset, attention=mode, **extra)
+def config(preset: str, mode: str, overrides=None) -> LilaConfig:
+    """The frozen preset, or its learned twin (same config, learned q/k/v), with ``overrides``."""
+    return LilaConfig.preset(preset, attention=mode, **(overrides or {}))
 
 
 def _sync(dev):
@@ -104,11 +107,11 @@ def _autocast(dev):
 class Arm:
     """One model (mode × eager/compiled) and the three tasks on it."""
 
-    def __init__(self, preset, mode, compiled, dev, batch, length, gen_new, align_weight=None):
+    def __init__(self, preset, mode, compiled, dev, batch, length, gen_new, overrides=None):
         self.name = f"{mode} {'compiled' if compiled else 'eager'}"
         self.mode, self.compiled, self.dev = mode, compiled, dev
         torch.manual_seed(0)
-        self.model = LilaTransformer(config(preset, mode, align_weight)).to(dev)
+        self.model = LilaTransformer(config(preset, mode, overrides)).to(dev)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
         if compiled:
             # in place: generate() calls self(...), which then runs the compiled code
@@ -174,7 +177,7 @@ def measure_preset(preset, dev, args, log):
         raise SystemExit(f"--seq-len {length} exceeds the block size {block} of {preset}")
     gen_new = min(args.gen_tokens, block - max(1, length // 4))
     compiled = (False,) if args.no_compile else (False, True)
-    arms = [Arm(preset, m, c, dev, batch, length, gen_new, args.align_weight)
+    arms = [Arm(preset, m, c, dev, batch, length, gen_new, args.overrides)
             for c in compiled for m in MODES]
     reps = _reps(preset, dev, args.quick)
     out = {"preset": preset, "device": str(dev), "batch": batch, "length": length,
@@ -225,10 +228,10 @@ def _peak_during(fn):
     return _status("VmHWM") - base
 
 
-def memory_probe(preset, mode, batch, length, align_weight=None):
+def memory_probe(preset, mode, batch, length, overrides=None):
     """In a fresh process: peak RSS increase of a forward and of a training step (bytes)."""
     torch.manual_seed(0)
-    model = LilaTransformer(config(preset, mode, align_weight))
+    model = LilaTransformer(config(preset, mode, overrides))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     idx = torch.randint(0, model.config.vocab_size, (batch, length))
 
@@ -244,7 +247,7 @@ def memory_probe(preset, mode, batch, length, align_weight=None):
     return {"forward": _peak_during(forward), "train": _peak_during(train)}
 
 
-def matmul_flops(preset, length, align_weight=None):
+def matmul_flops(preset, length, overrides=None):
     """Matrix-product flops per token of a training step and of a forward, per mode.
 
     Counted by ``torch.utils.flop_counter`` (matmuls and attention) on one sequence;
@@ -255,7 +258,7 @@ def matmul_flops(preset, length, align_weight=None):
     out = {}
     for mode in MODES:
         torch.manual_seed(0)
-        model = LilaTransformer(config(preset, mode, align_weight))
+        model = LilaTransformer(config(preset, mode, overrides))
         idx = torch.randint(0, model.config.vocab_size, (1, length))
         with FlopCounterMode(display=False) as fc:
             model(idx, targets=idx).loss.backward()
@@ -266,11 +269,11 @@ def matmul_flops(preset, length, align_weight=None):
     return out
 
 
-def cpu_memory(preset, batch, length, align_weight=None):
+def cpu_memory(preset, batch, length, overrides=None):
     res = {}
     for mode in MODES:
         cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe",
-               json.dumps([preset, mode, batch, length, align_weight])]
+               json.dumps([preset, mode, batch, length, overrides])]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if p.returncode != 0:
             res[mode] = None
@@ -355,6 +358,9 @@ def parse_args(argv=None):
     ap.add_argument("--gen-tokens", type=int, default=None, help="new tokens per generate (64; quick: 16)")
     ap.add_argument("--align-weight", type=float, default=None,
                     help="override the presets' alignment-loss weight (0.01; 0 disables it)")
+    ap.add_argument("--attn-dropout", type=float, default=None,
+                    help="override the presets' attention-probability dropout (lila-20m: 0; "
+                         "with dropout, SDPA cannot use its fused kernels)")
     ap.add_argument("--no-memory", action="store_true", help="skip the CPU memory subprocesses")
     ap.add_argument("--out", default=None, help="also write the measurements as JSON")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
@@ -378,6 +384,10 @@ def parse_args(argv=None):
         args.gen_tokens = 16 if args.quick else 64
     if args.align_weight is not None and not args.align_weight >= 0:
         ap.error(f"--align-weight must be >= 0, got {args.align_weight}")
+    if args.attn_dropout is not None and not 0 <= args.attn_dropout < 1:
+        ap.error(f"--attn-dropout must be in [0, 1), got {args.attn_dropout}")
+    args.overrides = {k: v for k, v in (("align_weight", args.align_weight),
+                                        ("attn_dropout", args.attn_dropout)) if v is not None}
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device")
     return args
@@ -409,20 +419,21 @@ def main(argv=None) -> None:
     for dev in devices:
         for preset in args.presets:
             res = measure_preset(preset, dev, args, log)
-            res["flops_per_token"] = matmul_flops(preset, res["length"], args.align_weight)
+            res["flops_per_token"] = matmul_flops(preset, res["length"], args.overrides)
             if dev.type == "cpu" and not (args.no_memory or args.quick):
                 res["cpu_memory"] = cpu_memory(preset, res["batch"], res["length"],
-                                               args.align_weight)
+                                               args.overrides)
             results.append(res)
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS"),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(),
             "machine": platform.machine(), "cuda": torch.cuda.get_device_name() if any(
                 d.type == "cuda" for d in devices) else None,
-            "argv": sys.argv[1:], "wall_s": time.perf_counter() - t0}
+            "argv": sys.argv[1:], "overrides": args.overrides, "wall_s": time.perf_counter() - t0}
     print(f"torch {info['torch']}, {info['threads']} CPU threads "
           f"(OMP_NUM_THREADS={info['OMP_NUM_THREADS']}), {args.rounds} interleaved rounds, "
-          f"medians; {info['wall_s']:.0f} s\n")
+          f"medians; {info['wall_s']:.0f} s"
+          + (f"; config overrides {args.overrides}" if args.overrides else "") + "\n")
     print(markdown(results))
     print()
     for r in results:

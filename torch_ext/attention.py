@@ -172,7 +172,13 @@ class FrozenKernelAttention(nn.Module):
     shared_qk : bool
         One kernel ``W`` for queries and ``W.T`` for keys (see the module docstring).
     dropout : float
-        Attention and residual dropout.
+        Residual dropout (after the output projection), and the dropout of the
+        attention probabilities unless ``attn_dropout`` is given.
+    attn_dropout : float, optional
+        Dropout of the attention probabilities (``None``: ``dropout``).  With 0,
+        :func:`~torch.nn.functional.scaled_dot_product_attention` can use its fused
+        kernels when training; with dropout it falls back to the unfused math path,
+        which on the CPU costs about 4× as much (``benchmarks/lila_speed.py``).
     bias : bool
         Biases in the learned projections.
     use_sdpa : bool
@@ -205,6 +211,7 @@ class FrozenKernelAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = False,
         use_sdpa: bool = True,
+        attn_dropout: float | None = None,
     ):
         super().__init__()
         d_model = check_int(d_model, "d_model", 1)
@@ -220,10 +227,13 @@ class FrozenKernelAttention(nn.Module):
         for name, v in (("shared_qk", shared_qk), ("bias", bias), ("use_sdpa", use_sdpa)):
             if not isinstance(v, bool):
                 raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-            raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        for name, v in (("dropout", dropout), ("attn_dropout", attn_dropout)):
+            if v is None and name == "attn_dropout":
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"{name} must be a float, got {type(v).__name__}")
+            if not 0.0 <= float(v) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {v}")
         if mode == "frozen" and d_model % 24:
             raise ValueError(
                 f"d_model must be a multiple of 24 in 'frozen' mode (Leech blocks), got {d_model}"
@@ -237,6 +247,7 @@ class FrozenKernelAttention(nn.Module):
         self.kernel_seed = kernel_seed
         self.shared_qk = shared_qk
         self.dropout = float(dropout)
+        self.attn_dropout = self.dropout if attn_dropout is None else float(attn_dropout)
         self.use_sdpa = use_sdpa
         if mode == "frozen":
             self.q_kernel = LeechKernel(d_model, kernel, kernel_seed)
@@ -423,7 +434,7 @@ class FrozenKernelAttention(nn.Module):
         ``mask`` (``(B, Tk)``) marks the keys that are tokens.  Returns ``(B, H, Tq, hd)``.
         """
         tq, tk = q.shape[-2], k.shape[-2]
-        p = self.dropout if self.training else 0.0
+        p = self.attn_dropout if self.training else 0.0
         if self.use_sdpa:
             if mask is None and tq == tk:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)

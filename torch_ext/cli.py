@@ -143,6 +143,8 @@ def _train_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-head", type=int, default=None)
     g.add_argument("--block-size", type=int, default=None)
     g.add_argument("--dropout", type=float, default=None)
+    g.add_argument("--attn-dropout", type=float, default=None,
+                   help="dropout of the attention probabilities (default: the preset's; else --dropout)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=d.steps)
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per micro-batch per process")

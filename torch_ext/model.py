@@ -54,7 +54,8 @@ PRESETS: dict[str, dict] = {
     ),
     # the reference shape of the published LILA model (about 20M parameters)
     "lila-20m": dict(
-        vocab_size=2048, block_size=512, d_model=384, n_layer=12, n_head=8, dropout=0.1
+        vocab_size=2048, block_size=512, d_model=384, n_layer=12, n_head=8, dropout=0.1,
+        attn_dropout=0.0,
     ),
     # the same shape with learned q/k projections: the baseline
     "lila-20m-learned": dict(
@@ -64,6 +65,7 @@ PRESETS: dict[str, dict] = {
         n_layer=12,
         n_head=8,
         dropout=0.1,
+        attn_dropout=0.0,
         attention="learned",
     ),
 }
@@ -101,7 +103,8 @@ class LilaConfig:
     d_model: int = 384  # C: width, a multiple of 24 (C / 24 Leech blocks)
     n_layer: int = 12  # transformer blocks
     n_head: int = 8  # heads; head_dim = C / n_head
-    dropout: float = 0.0  # embedding, attention, residual dropout
+    dropout: float = 0.0  # embedding, residual (and attention, see attn_dropout) dropout
+    attn_dropout: float | None = None  # attention probabilities; None: same as dropout
     bias: bool = False  # biases in Linear layers (LayerNorms always have one)
     attention: str = "frozen"  # "frozen": q/k are frozen kernels; "learned": baseline
     kernel: str = "leech"  # "leech" | "random" | "identity" (frozen mode)
@@ -134,6 +137,11 @@ class LilaConfig:
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.dropout = float(self.dropout)
+        a = self.attn_dropout
+        if a is not None:
+            if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0.0 <= float(a) < 1.0:
+                raise ValueError(f"attn_dropout must be None or a float in [0, 1), got {a!r}")
+            self.attn_dropout = float(a)
         for name in ("bias", "shared_qk"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -247,6 +255,7 @@ class Block(nn.Module):
             shared_qk=cfg.shared_qk,
             dropout=cfg.dropout,
             bias=cfg.bias,
+            attn_dropout=cfg.attn_dropout,
         )
         self.ln_2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)

@@ -16,7 +16,7 @@ __all__ = ["TrainConfig", "MODEL_OVERRIDES"]
 
 #: LilaConfig fields that the command line can override
 MODEL_OVERRIDES = ("attention", "kernel", "kernel_seed", "align_weight", "align_directions", "d_model",
-                   "n_layer", "n_head", "block_size", "dropout", "shared_qk")
+                   "n_layer", "n_head", "block_size", "dropout", "attn_dropout", "shared_qk")
 
 
 @dataclass
@@ -79,7 +79,7 @@ class TrainConfig:
         budget is spent.  Not reproducible.
     attention, kernel, kernel_seed, align_weight, align_directions
         ``LilaConfig`` overrides (``None``: the preset's value).
-    d_model, n_layer, n_head, block_size, dropout, shared_qk
+    d_model, n_layer, n_head, block_size, dropout, attn_dropout, shared_qk
         ``LilaConfig`` overrides (``None``: the preset's value).
     """
 
@@ -126,6 +126,7 @@ class TrainConfig:
     n_head: int | None = None
     block_size: int | None = None
     dropout: float | None = None
+    attn_dropout: float | None = None
     shared_qk: bool | None = None
 
     @classmethod
@@ -192,7 +193,8 @@ class TrainConfig:
         floatlike("beta2", 0.0, 1.0)
         floatlike("grad_clip", 0.0)
         floatlike("align_weight", 0.0, allow_none=True)
-        floatlike("dropout", 0.0, 1.0, allow_none=True)
+        floatlike("dropout", 0.0, 1.0, allow_none=True, hi_open=True)
+        floatlike("attn_dropout", 0.0, 1.0, allow_none=True, hi_open=True)
         floatlike("time_budget", 0.0, lo_open=True, allow_none=True)
         floatlike("val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
         if self.stop_at is not None and self.stop_at > self.steps:

@@ -221,6 +221,8 @@ def test_qk_matrices_define_the_form():
         (dict(mode="sparse"), ValueError, "mode"),
         (dict(kernel="hadamard"), ValueError, "kernel"),
         (dict(dropout=1.0), ValueError, "dropout"),
+        (dict(attn_dropout=-0.1), ValueError, "attn_dropout"),
+        (dict(attn_dropout="0"), TypeError, "attn_dropout"),
         (dict(shared_qk=1), TypeError, "shared_qk"),
     ],
 )
@@ -437,3 +439,17 @@ def test_cache_errors():
         KVCache(1, 2, 0, 24)
     with pytest.raises(TypeError, match="dtype"):
         KVCache(1, 2, 4, 24, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_attn_dropout_applies_to_probabilities_only(use_sdpa):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 24) for _ in range(3))
+    # residual dropout on, attention dropout off: attend is deterministic in training
+    a = FrozenKernelAttention(48, 2, 8, dropout=0.5, attn_dropout=0.0, use_sdpa=use_sdpa).train()
+    assert torch.equal(a.attend(q, k, v), a.attend(q, k, v))
+    # attention dropout on: two training calls differ, evaluation ignores it
+    b = FrozenKernelAttention(48, 2, 8, dropout=0.0, attn_dropout=0.5, use_sdpa=use_sdpa).train()
+    assert not torch.equal(b.attend(q, k, v), b.attend(q, k, v))
+    b.eval()
+    torch.testing.assert_close(b.attend(q, k, v), a.eval().attend(q, k, v))

@@ -43,6 +43,8 @@ def test_presets_and_roundtrip():
         (dict(vocab_size=2.5), "vocab_size"),
         (dict(block_size=True), "block_size"),
         (dict(dropout=1.0), "dropout"),
+        (dict(attn_dropout=1.0), "attn_dropout"),
+        (dict(attn_dropout="0.1"), "attn_dropout"),
         (dict(attention="linear"), "attention"),
         (dict(kernel="hadamard"), "kernel"),
         (dict(kernel_seed=-1), "kernel_seed"),
@@ -393,3 +395,18 @@ def test_learned_checkpoints_with_separate_qkv_load(tmp_path):
     m3 = _tiny(attention="learned", bias=True)
     m3.load_state_dict(old, strict=True)  # plain load_state_dict too (train checkpoints)
     assert torch.equal(m3.eval()(idx).logits, m(idx).logits)
+
+
+def test_attn_dropout_defaults_and_presets():
+    # None follows dropout (configs and checkpoints written before the field behave as before)
+    cfg = LilaConfig.preset("lila-tiny", dropout=0.2)
+    assert cfg.attn_dropout is None
+    m = LilaTransformer(cfg)
+    assert {b.attn.attn_dropout for b in m.h} == {0.2}
+    # the 20m presets drop residuals but not attention probabilities (fused SDPA kernels)
+    for name in ("lila-20m", "lila-20m-learned"):
+        c = LilaConfig.preset(name)
+        assert (c.dropout, c.attn_dropout) == (0.1, 0.0)
+    c = LilaConfig.preset("lila-tiny", dropout=0.1, attn_dropout=0.3)
+    assert LilaConfig.from_dict(c.to_dict()) == c
+    assert {b.attn.attn_dropout for b in LilaTransformer(c).h} == {0.3}

@@ -154,6 +154,8 @@ def test_export_failure_is_a_clear_error(tiny_args, monkeypatch):
     (dict(preset="lila-huge"), "preset"),
     (dict(data="/no/such/dir"), "data"),
     (dict(dropout=1.5), "dropout"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(attn_dropout=1.0), "attn_dropout"),
     (dict(block_size=10**6), "block"),
     (dict(device="gpu0"), "device"),
 ])
