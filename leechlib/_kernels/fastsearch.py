@@ -1,0 +1,679 @@
+r"""The exact constrained search, faster (Numba kernels).
+
+Same problem, lattice structure and exactness argument as
+:mod:`leechlib._kernels.constrained` (read its docstring first): the nearest point
+of sqrt(8)*Lambda24 to ``y`` with squared norm in ``[n_lo, n_hi]``, by a best-first
+search over the 8192 cosets of 4*D24 with Lagrangian lower bounds and a dynamic
+programme (DP) per coset.  :func:`search_kernel` takes the arguments and gives the
+outputs of :func:`~leechlib._kernels.constrained.constrained_kernel`; what changes is
+the work per point:
+
+1. *Flat tables, scratch once per chunk*: every table of a point lives in flat
+   buffers allocated once per chunk of points.  Column tables per multiplier are
+   built from pairs of rows (16 patterns = 4 x 4 sums).
+2. *Cheap group keys*: a group (eps, hexacode word h, parity pi) of 32 cosets is
+   keyed by the sum over the columns of the cheaper top bit at the first
+   multiplier (six additions), a lower bound of every coset bound of the group.
+3. *Pruned expansion*: the cosets of a group differ from its key by the
+   differences ``d_j`` between the two top bits of the columns they flip.  A coset
+   whose flips cost more than ``(best - constant) / multiplier - key sum`` cannot
+   beat ``best``; with the ``d_j`` sorted, only the few flip sets below that budget
+   (of the parity the group needs) are looked at, and only their cosets get a full
+   bound (every multiplier, the parity change of ``sum(k)``).
+4. *Lazy candidate tables*: the costs ``(y_i - v)^2`` of the values of a class and
+   their order are built the first time a DP needs that (coordinate, class).
+5. *Norm-aware DP pruning*: a partial state of a coset after coordinate ``i`` with
+   cost ``c`` and partial norm ``R`` is dropped when ``c`` plus a lower bound of every
+   completion reaches the threshold.  Besides the old bound (the least cost of each
+   remaining coordinate) each multiplier ``lam`` of the search gives one: the
+   remaining coordinates cost at least
+   ``sum_{j>i} min_v [(y_j - v)^2 + lam v^2] - lam (n_ref - R)``
+   (``n_ref = n_hi`` for ``lam >= 0``, ``n_lo`` otherwise: the remaining norm lies in
+   ``[n_lo - R, n_hi - R]``).  States whose norm cannot stay within ``n_hi`` (the
+   remaining coordinates of class 2 mod 4 add at least 4 each, the odd ones 1) are
+   dropped too.  Only states that cannot lead below the threshold are dropped, so a
+   DP stays exact below its threshold.
+
+Every pruning test keeps the slack ``1e-9 (1 + ||y||^2 + n_hi)`` of the original.
+Ties: the first coset in visiting order reaching the minimum wins, as in the
+original, but the visiting order differs, so on exact ties the point returned may
+differ from the original kernel's (its distance does not).
+
+The fused encoders decode every row with the exact Leech decoder and search only
+where the nearest lattice point misses the norm range, in one parallel pass:
+:func:`ball_kernel` (a ball, with the overload bisection of the original numpy
+wrapper) and :func:`shell_kernel` (a shell).  References: the same DP over all 8192
+cosets in plain numpy (:func:`~leechlib._kernels.constrained.constrained_reference`)
+and brute force over explicit codebooks (``tests/test_fastsearch.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from .._jit import jit, pjit
+from .leech import CHUNK, _leech_one, _leech_scratch
+
+__all__ = ["search_kernel"]
+
+_INF = np.inf
+
+
+@jit
+def scratch(T, K, n_hi):
+    """Scratch buffers of :func:`search_one` (``T`` multipliers, ``K`` values per class)."""
+    S = n_hi // 4 + 1
+    return (
+        np.zeros(96, dtype=np.int64),  # 0 k0[4i + c]: the value at or below y_i (clipped)
+        np.empty(96),  # 1 mincost[4i + c]
+        np.zeros(96, dtype=np.int64),  # 2 built[4i + c]: candidate tables ready
+        np.empty(96 * K),  # 3 cst[(4i + c) K + k]
+        np.zeros(96 * K, dtype=np.int64),  # 4 order
+        np.empty(96 * 3),  # 5 per coordinate at t: min cost, its flip penalty, parity
+        np.empty(384 * T),  # 6 col[384 r + 192 eps + 16 j + P]: column sums
+        np.empty(384 * T),  # 7 cfl: cheapest parity flip of the column
+        np.zeros(384 * T, dtype=np.int64),  # 8 cpa: parity of the column
+        np.empty(96 * T),  # 9 gm[96 r + 4 (4 j + sym) + 2 eps + pi]: cheaper top bit
+        np.empty(4 * T),  # 10 coef[4 r + .]: 1/t, constant, lambda, n_ref
+        np.empty(96 * T),  # 11 lag[96 r + 4 i + c]: per-coordinate Lagrangian minima
+        np.empty(8192 + 256),  # 12 heap keys
+        np.zeros(8192 + 256, dtype=np.int64),  # 13 heap values
+        np.empty(2 * (S + 1) * 2),  # 14 DP costs [(cur, s, p)]
+        np.zeros(24 * (S + 1) * 2, dtype=np.int64),  # 15 DP choices [(i, s, p)]
+        np.empty(25),  # 16 suf
+        np.empty(25 * T),  # 17 lsuf[25 r + i]
+        np.zeros(25, dtype=np.int64),  # 18 minrem
+        np.zeros(24, dtype=np.int64),  # 19 vout
+        np.empty(12),  # 20 expansion: d_j, a_j
+        np.zeros(18, dtype=np.int64),  # 21 expansion: order, bits, colpat
+        np.empty(24),  # 22 column pairs
+        np.zeros(8, dtype=np.int64),  # 23 expansion stack: next position
+        np.zeros(8, dtype=np.int64),  # 24 expansion stack: flip mask
+        np.empty(8),  # 25 expansion stack: sum of differences
+        np.zeros(2 * (S + 1) + 1, dtype=np.int64),  # 26 DP stamps [(cur, s)], then the step count
+        np.zeros(2 * (S + 1), dtype=np.int64),  # 27 DP live states [(cur, .)]
+        np.empty(0),  # 28 (unused)
+        np.empty(256),  # 29 group keys
+    )
+
+
+@jit(inline="always")
+def _candidates(y, i, c, vals, nv, K, k0, cst, order):
+    """Costs of the values of class ``c`` at ``y_i`` and their order by cost.
+
+    The order of the original kernel: zig-zag from the value at or below ``y_i``,
+    ties to the smaller value.
+    """
+    n = nv[c]
+    yi = y[i]
+    b = (4 * i + c) * K
+    for k in range(n):
+        d = yi - vals[c, k]
+        cst[b + k] = d * d
+    lo = k0[4 * i + c]
+    hi = lo + 1
+    for r in range(n):
+        if hi >= n or (lo >= 0 and cst[b + lo] <= cst[b + hi]):
+            order[b + r] = lo
+            lo -= 1
+        else:
+            order[b + r] = hi
+            hi += 1
+
+
+@jit(inline="always")
+def _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc):
+    """Per-point tables (see :func:`scratch`); returns ``||y||^2``."""
+    k0 = sc[0]
+    mincost = sc[1]
+    built = sc[2]
+    mt = sc[5]
+    col = sc[6]
+    cfl = sc[7]
+    cpa = sc[8]
+    gm = sc[9]
+    coef = sc[10]
+    lag = sc[11]
+    pr = sc[22]
+    T = ts.shape[0]
+    ynorm = 0.0
+    for i in range(24):
+        yi = y[i]
+        ynorm += yi * yi
+        for c in range(4):
+            q = 4 * i + c
+            built[q] = 0
+            n = nv[c]
+            if n == 0:
+                mincost[q] = _INF
+                k0[q] = 0
+                continue
+            k = int(math.floor((yi - vals[c, 0]) * 0.25))
+            k = min(max(k, 0), n - 1)
+            k0[q] = k
+            d = yi - vals[c, k]
+            mc = d * d
+            if k + 1 < n:
+                d = yi - vals[c, k + 1]
+                mc = min(mc, d * d)
+            mincost[q] = mc
+    for r in range(T):
+        t = ts[r]
+        lam = 1.0 / t - 1.0
+        n_ref = n_hi if lam >= 0.0 else n_lo
+        coef[4 * r] = 1.0 / t
+        coef[4 * r + 1] = (1.0 - t) * ynorm - lam * n_ref
+        coef[4 * r + 2] = lam
+        coef[4 * r + 3] = n_ref
+        # per coordinate and class at t y: least (t y_i - v)^2, the penalty to flip
+        # the parity of k (a neighbouring value), that parity
+        for i in range(24):
+            z = t * y[i]
+            e = (1.0 - t) * y[i] * y[i]
+            for c in range(4):
+                q = 4 * i + c
+                n = nv[c]
+                if n == 0:
+                    mt[3 * q] = _INF
+                    mt[3 * q + 1] = _INF
+                    mt[3 * q + 2] = 0.0
+                    lag[96 * r + q] = _INF
+                    continue
+                k = int(math.floor((z - vals[c, 0]) * 0.25 + 0.5))
+                k = min(max(k, 0), n - 1)
+                d = z - vals[c, k]
+                d0 = d * d
+                d1 = _INF
+                if k > 0:
+                    d = z - vals[c, k - 1]
+                    d1 = d * d
+                if k < n - 1:
+                    d = z - vals[c, k + 1]
+                    d1 = min(d1, d * d)
+                mt[3 * q] = d0
+                mt[3 * q + 1] = d1 - d0
+                mt[3 * q + 2] = vpar[c, k]
+                lag[96 * r + q] = d0 / t + e
+        # column tables: pattern P = bits (b0, b1, b2, b3) of the rows; the sums of
+        # rows 0-1 and of rows 2-3 first (pr), then the 16 patterns
+        for eps in range(2):
+            for j in range(6):
+                o = 384 * r + 192 * eps + 16 * j
+                for h in range(2):
+                    for a in range(4):
+                        qa = 3 * (4 * (4 * j + 2 * h) + eps + 2 * (a & 1))
+                        qb = 3 * (4 * (4 * j + 2 * h + 1) + eps + 2 * (a >> 1))
+                        pr[4 * h + a] = mt[qa] + mt[qb]
+                        pr[8 + 4 * h + a] = min(mt[qa + 1], mt[qb + 1])
+                        pr[16 + 4 * h + a] = int(mt[qa + 2]) ^ int(mt[qb + 2])
+                for P in range(16):
+                    a = P & 3
+                    b = 4 + (P >> 2)
+                    col[o + P] = pr[a] + pr[b]
+                    cfl[o + P] = min(pr[8 + a], pr[8 + b])
+                    cpa[o + P] = int(pr[16 + a]) ^ int(pr[16 + b])
+        # per (column, symbol, eps, pi) the cheaper top bit: the group keys' terms
+        for eps in range(2):
+            for pi in range(2):
+                for j in range(6):
+                    for sym in range(4):
+                        b = (sym * 2 + pi) * 2
+                        o = 384 * r + 192 * eps + 16 * j
+                        gm[96 * r + 4 * (4 * j + sym) + 2 * eps + pi] = min(col[o + pat[b]],
+                                                                             col[o + pat[b + 1]])
+    return ynorm
+
+
+@jit(inline="always")
+def _sift_down(hk, hv, n, i):
+    while True:
+        lft = 2 * i + 1
+        if lft >= n:
+            return
+        sm = lft
+        if lft + 1 < n and _heap_before(hk, hv, lft + 1, lft):
+            sm = lft + 1
+        if _heap_before(hk, hv, i, sm):
+            return
+        _heap_swap(hk, hv, sm, i)
+        i = sm
+
+
+@jit(inline="always")
+def _push(hk, hv, n, key, val):
+    i = n
+    hk[i] = key
+    hv[i] = val
+    while i > 0:
+        par = (i - 1) // 2
+        if _heap_before(hk, hv, par, i):
+            break
+        _heap_swap(hk, hv, par, i)
+        i = par
+    return n + 1
+
+@jit(inline="always")
+def _heap_before(hk, hv, i, j):
+    """Entry i orders before entry j: smaller key, then smaller value."""
+    return hk[i] < hk[j] or (hk[i] == hk[j] and hv[i] < hv[j])
+
+
+@jit(inline="always")
+def _heap_swap(hk, hv, i, j):
+    tk = hk[i]
+    tv = hv[i]
+    hk[i] = hk[j]
+    hv[i] = hv[j]
+    hk[j] = tk
+    hv[j] = tv
+
+
+@jit(inline="always")
+def _heap_pop(hk, hv, n):
+    """Remove the root of a heap of size n >= 1; returns the new size."""
+    n -= 1
+    hk[0] = hk[n]
+    hv[0] = hv[n]
+    _sift_down(hk, hv, n, 0)
+    return n
+
+
+
+@jit(inline="always")
+def _push_groups(gk, hk, hv, nh, limit, skip):
+    """Append the groups with key below ``limit`` (but ``skip``) and re-heapify."""
+    for g in range(256):
+        if gk[g] < limit and g != skip:
+            hk[nh] = gk[g]
+            hv[nh] = -1 - g
+            nh += 1
+    for i in range(nh // 2 - 1, -1, -1):
+        _sift_down(hk, hv, nh, i)
+    return nh
+
+
+@jit(inline="always")
+def _dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, sc, T, thr0):
+    """Exact constrained optimum of coset (eps, w) if below ``thr0``, else inf.
+
+    ``w``: the Golay codeword as a 24-bit int.  On success the point is in
+    ``sc[19]`` and its distance (sum of (y_i - v_i)^2 in coordinate order) returned.
+    """
+    k0 = sc[0]
+    mincost = sc[1]
+    built = sc[2]
+    cst = sc[3]
+    order = sc[4]
+    coef = sc[10]
+    lag = sc[11]
+    buf = sc[14]
+    choice = sc[15]
+    stamp = sc[26]
+    live = sc[27]
+    suf = sc[16]
+    lsuf = sc[17]
+    minrem = sc[18]
+    vout = sc[19]
+    K = vals.shape[1]
+    W = n_hi // 4 + 2  # stride of the state axis
+    if eps == 0:
+        S = n_hi // 4
+        s_lo = (n_lo + 3) // 4
+    else:
+        if n_hi < 24:
+            return _INF
+        S = (n_hi - 24) // 8
+        s_lo = (n_lo - 24 + 7) // 8 if n_lo > 24 else 0
+    if s_lo > S:
+        return _INF
+    suf[24] = 0.0
+    minrem[24] = 0
+    for r in range(T):
+        lsuf[25 * r + 24] = 0.0
+    for i in range(23, -1, -1):
+        c = eps + 2 * ((w >> i) & 1)
+        suf[i] = suf[i + 1] + mincost[4 * i + c]
+        minrem[i] = minrem[i + 1] + (0 if c == 0 else (4 if c == 2 else 1))
+        for r in range(T):
+            lsuf[25 * r + i] = lsuf[25 * r + i + 1] + lag[96 * r + 4 * i + c]
+    if suf[0] >= thr0 or minrem[0] > n_hi:
+        return _INF
+    # states (partial norm index s, parity p of sum(k)) kept in lists of live s per
+    # step; a state's slots are initialised on first write (stamp = step number)
+    gen = stamp[2 * W]
+    buf[0] = 0.0
+    buf[1] = _INF
+    live[0] = 0
+    nl = 1
+    cur = 0
+    for i in range(24):
+        gen += 1
+        c = eps + 2 * ((w >> i) & 1)
+        n = nv[c]
+        q = 4 * i + c
+        if built[q] == 0:
+            _candidates(y, i, c, vals, nv, K, k0, cst, order)
+            built[q] = 1
+        b = q * K
+        nx = 1 - cur
+        thr = thr0 - suf[i + 1]
+        mc = mincost[q]
+        rem = minrem[i + 1]
+        nn = 0
+        for li in range(nl):
+            s = live[W * cur + li]
+            for p in range(2):
+                base = buf[2 * (W * cur + s) + p]
+                if base + mc >= thr:
+                    continue
+                for kk in range(n):
+                    k = order[b + kk]
+                    cc = base + cst[b + k]
+                    if cc >= thr:
+                        break
+                    s2 = s + step[c, k]
+                    if s2 > S:
+                        continue
+                    nrm = 4 * s2 if eps == 0 else 8 * s2 + i + 1
+                    if nrm + rem > n_hi:
+                        continue
+                    ok = True
+                    for r in range(T):
+                        if cc + lsuf[25 * r + i + 1] - coef[4 * r + 2] * (coef[4 * r + 3] - nrm) \
+                                >= thr0:
+                            ok = False
+                            break
+                    if not ok:
+                        continue
+                    o2 = W * nx + s2
+                    if stamp[o2] != gen:
+                        stamp[o2] = gen
+                        buf[2 * o2] = _INF
+                        buf[2 * o2 + 1] = _INF
+                        live[W * nx + nn] = s2
+                        nn += 1
+                    p2 = p ^ vpar[c, k]
+                    if cc < buf[2 * o2 + p2]:
+                        buf[2 * o2 + p2] = cc
+                        choice[2 * (W * i + s2) + p2] = k
+        cur = nx
+        nl = nn
+        if nl == 0:
+            stamp[2 * W] = gen
+            return _INF
+    stamp[2 * W] = gen
+    best = _INF
+    bs = -1
+    for li in range(nl):
+        s = live[W * cur + li]
+        if s < s_lo:
+            continue
+        v = buf[2 * (W * cur + s) + eps]
+        if v < best or (v == best and s < bs):
+            best = v
+            bs = s
+    if bs < 0 or best == _INF:
+        return _INF
+    s = bs
+    p = eps
+    for i in range(23, -1, -1):
+        c = eps + 2 * ((w >> i) & 1)
+        k = choice[2 * (W * i + s) + p]
+        vout[i] = vals[c, k]
+        s -= step[c, k]
+        p ^= vpar[c, k]
+    return best
+
+
+@jit(inline="always")
+def _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef):
+    """Lagrangian bound of the coset with top bits ``tops`` (max over the multipliers)."""
+    val = -_INF
+    for r in range(T):
+        s = 0.0
+        par = eps
+        fl = _INF
+        for j in range(6):
+            o = 384 * r + 192 * eps + colpat[2 * j + ((tops >> j) & 1)]
+            s += col[o]
+            par ^= cpa[o]
+            fl = min(fl, cfl[o])
+        if par != 0:
+            s += fl
+        val = max(val, coef[4 * r] * s + coef[4 * r + 1])
+    return val
+
+
+@jit(inline="always")
+def _expand(g, hexa, pat, T, sc, best, slack, nh):
+    """Push the cosets of group ``g`` whose bound may beat ``best``.
+
+    Returns ``(heap size, seed, seed key)``.  With no ``best`` yet all 32 cosets are
+    bounded and the one of least bound is not pushed but returned as the seed (the
+    caller runs its DP at once); otherwise the seed is -1 and only the flip sets
+    (columns moved off their cheaper top bit at the first multiplier) whose
+    differences fit the budget are looked at: a depth-first enumeration over the
+    differences sorted ascending, cut at the first that overflows.
+    """
+    col = sc[6]
+    cfl = sc[7]
+    cpa = sc[8]
+    coef = sc[10]
+    hk = sc[12]
+    hv = sc[13]
+    dd = sc[20]
+    iw = sc[21]
+    eps = g // 128
+    h = (g % 128) // 2
+    pi = g % 2
+    colpat = iw[6:18]
+    if best == _INF:
+        seed = -1
+        skey = _INF
+        for tops in range(64):
+            pc = 0
+            for j in range(6):
+                pc += (tops >> j) & 1
+            if pc % 2 != pi:
+                continue
+            for j in range(6):
+                b = (hexa[6 * h + j] * 2 + pi) * 2
+                colpat[2 * j] = 16 * j + pat[b]
+                colpat[2 * j + 1] = 16 * j + pat[b + 1]
+            val = _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef)
+            if val < skey:
+                if seed >= 0:
+                    nh = _push(hk, hv, nh, skey, g * 64 + seed)
+                seed = tops
+                skey = val
+            else:
+                nh = _push(hk, hv, nh, val, g * 64 + tops)
+        return nh, (g * 64 + seed if seed >= 0 else -1), skey
+    bits = 0
+    base = 0.0
+    for j in range(6):
+        b = (hexa[6 * h + j] * 2 + pi) * 2
+        colpat[2 * j] = 16 * j + pat[b]
+        colpat[2 * j + 1] = 16 * j + pat[b + 1]
+        a0 = col[192 * eps + colpat[2 * j]]
+        a1 = col[192 * eps + colpat[2 * j + 1]]
+        if a1 < a0:
+            bits |= 1 << j
+            base += a1
+            dd[j] = a0 - a1
+        else:
+            base += a0
+            dd[j] = a1 - a0
+        # insertion sort of the columns by difference (iw[0:6])
+        k = j
+        while k > 0 and dd[iw[k - 1]] > dd[j]:
+            iw[k] = iw[k - 1]
+            k -= 1
+        iw[k] = j
+    pc = 0
+    for j in range(6):
+        pc += (bits >> j) & 1
+    need = (pc + pi) & 1  # parity of the number of flips
+    budget = (best + slack - coef[1]) / coef[0] - base
+    budget += 1e-12 * (1.0 + abs(budget) + base)  # a pre-filter: err on the wide side
+    if need == 0:
+        val = _coset_key(eps, bits, T, colpat, col, cfl, cpa, coef)
+        if val < best + slack:
+            nh = _push(hk, hv, nh, val, g * 64 + bits)
+    # depth-first over the sorted differences: stack of (next position, sum, mask)
+    ks = sc[23]
+    ms = sc[24]
+    tots = sc[25]
+    top = 0
+    ks[0] = 0
+    ms[0] = 0
+    tots[0] = 0.0
+    while top >= 0:
+        k = ks[top]
+        if k >= 6:
+            top -= 1
+            continue
+        t2 = tots[top] + dd[iw[k]]
+        if t2 > budget:
+            top -= 1
+            continue
+        ks[top] = k + 1
+        m2 = ms[top] | (1 << iw[k])
+        if ((top + 1) & 1) == need:
+            tops = bits ^ m2
+            val = _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef)
+            if val < best + slack:
+                nh = _push(hk, hv, nh, val, g * 64 + tops)
+        top += 1
+        ks[top] = k + 1
+        ms[top] = m2
+        tots[top] = t2
+    return nh, -1, _INF
+
+
+@jit(inline="always")
+def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, step, vpar, out,
+               sc):
+    """Constrained nearest point of one point into ``out``; returns (distance, cosets visited).
+
+    Cosets are numbered ``g * 64 + tops`` with the group ``g = (eps * 64 + h) * 2 +
+    pi`` as in :func:`leechlib._kernels.constrained._solve_one`; ``hoff4[6 h + j] =
+    4 j + hexa[6 h + j]``.
+    """
+    T = ts.shape[0]
+    ynorm = _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc)
+    gm = sc[9]
+    coef = sc[10]
+    hk = sc[12]
+    hv = sc[13]
+    vout = sc[19]
+    slack = 1e-9 * (1.0 + ynorm + n_hi)
+    best = _INF
+    if has_ub:
+        d = 0.0
+        for i in range(24):
+            e = y[i] - ub_pt[i]
+            d += e * e
+            out[i] = ub_pt[i]
+        best = d
+    # group keys, four lanes (eps, pi) per hexacode word as in the Leech decoder
+    gk = sc[29]
+    n_lanes = 4 if n_hi >= 24 else 2
+    gmin = _INF
+    garg = 0
+    for h in range(64):
+        for lane in range(4):
+            val = -_INF
+            for r in range(T):
+                sg = 0.0
+                for j in range(6):
+                    sg += gm[96 * r + 4 * hoff4[6 * h + j] + lane]
+                val = max(val, coef[4 * r] * sg + coef[4 * r + 1])
+            g = 128 * (lane >> 1) + 2 * h + (lane & 1)
+            if lane >= n_lanes:
+                val = _INF
+            gk[g] = val
+            if val < gmin:
+                gmin = val
+                garg = g
+    # with no upper bound, the group of least key is expanded first and its best
+    # coset's DP gives one; the other groups enter the heap after that DP
+    nh = 0
+    pending = not (best < _INF)
+    if pending:
+        hk[0] = gmin
+        hv[0] = -1 - garg
+        nh = 1
+    else:
+        nh = _push_groups(gk, hk, hv, nh, best + slack, -1)
+    visited = 0
+    while nh > 0:
+        key = hk[0]
+        item = hv[0]
+        if key >= best + slack:
+            break
+        nh = _heap_pop(hk, hv, nh)
+        if item < 0:
+            nh, item, key = _expand(-1 - item, hexa, pat, T, sc, best, slack, nh)
+            if item < 0:
+                continue
+            # the first group expanded: its best coset's DP runs at once (a start)
+        visited += 1
+        g = item // 64
+        tops = item % 64
+        eps = g // 128
+        h = (g % 128) // 2
+        pi = g % 2
+        w = 0
+        for j in range(6):
+            w |= pat[(hexa[6 * h + j] * 2 + pi) * 2 + ((tops >> j) & 1)] << (4 * j)
+        # with no upper bound yet the thresholds are the bound + 16, + 64, then none
+        # (a DP below a threshold is exact among the points below it)
+        delta = 16.0
+        while True:
+            if best < _INF:
+                thr = best + slack
+            else:
+                thr = key + delta if delta < 100.0 else _INF
+            d = _dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, sc, T, thr)
+            if best < _INF or d < _INF or thr == _INF:
+                break
+            delta *= 4.0
+        if d < best:
+            best = d
+            for i in range(24):
+                out[i] = vout[i]
+        if pending:
+            pending = False
+            nh = _push_groups(gk, hk, hv, nh, best + slack, garg)
+    return best, visited
+
+
+@jit
+def hoff4_table(hexa):
+    """``4 j + hexa[6 h + j]`` for the 64 hexacode words (flat, 384)."""
+    out = np.zeros(384, dtype=np.int64)
+    for h in range(64):
+        for j in range(6):
+            out[6 * h + j] = 4 * j + hexa[6 * h + j]
+    return out
+
+
+@pjit
+def search_kernel(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, vals, nv, step, vpar, out,
+                  dist, visited):
+    """Drop-in for :func:`~leechlib._kernels.constrained.constrained_kernel` (same I/O)."""
+    n = y.shape[0]
+    T = ts.shape[1]
+    nch = (n + CHUNK - 1) // CHUNK
+    hoff4 = hoff4_table(hexa)
+    for ch in prange(nch):
+        sc = scratch(T, vals.shape[1], n_hi)
+        for r in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            d, v = search_one(y[r], n_lo, n_hi, ts[r], ub_pt[r], has_ub[r], hexa, pat, hoff4,
+                              vals, nv, step, vpar, out[r], sc)
+            dist[r] = d
+            visited[r] = v
