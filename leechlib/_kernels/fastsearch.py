@@ -95,8 +95,9 @@ def scratch(T, K, n_hi):
         np.empty(8),  # 25 expansion stack: sum of differences
         np.zeros(2 * (S + 1) + 1, dtype=np.int64),  # 26 DP stamps [(cur, s)], then the step count
         np.zeros(2 * (S + 1), dtype=np.int64),  # 27 DP live states [(cur, .)]
-        np.empty(0),  # 28 (unused)
+        np.empty(24),  # 28 the minimiser of a coset's Lagrangian
         np.empty(256),  # 29 group keys
+        np.empty(384 * T),  # 30 lnm[4 (96 r + 4 i + c) + .]: minimiser norm, flip: norm change, cost, parity
     )
 
 
@@ -138,6 +139,7 @@ def _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc):
     coef = sc[10]
     lag = sc[11]
     pr = sc[22]
+    lnm = sc[30]
     T = ts.shape[0]
     ynorm = 0.0
     for i in range(24):
@@ -181,22 +183,37 @@ def _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc):
                     mt[3 * q + 1] = _INF
                     mt[3 * q + 2] = 0.0
                     lag[96 * r + q] = _INF
+                    o = 4 * (96 * r + q)
+                    lnm[o] = 0.0
+                    lnm[o + 1] = 0.0
+                    lnm[o + 2] = _INF
+                    lnm[o + 3] = 0.0
                     continue
                 k = int(math.floor((z - vals[c, 0]) * 0.25 + 0.5))
                 k = min(max(k, 0), n - 1)
-                d = z - vals[c, k]
+                x = vals[c, k]
+                d = z - x
                 d0 = d * d
                 d1 = _INF
+                x1 = x
                 if k > 0:
                     d = z - vals[c, k - 1]
                     d1 = d * d
+                    x1 = vals[c, k - 1]
                 if k < n - 1:
                     d = z - vals[c, k + 1]
-                    d1 = min(d1, d * d)
+                    if d * d < d1:
+                        d1 = d * d
+                        x1 = vals[c, k + 1]
                 mt[3 * q] = d0
                 mt[3 * q + 1] = d1 - d0
                 mt[3 * q + 2] = vpar[c, k]
                 lag[96 * r + q] = d0 / t + e
+                o = 4 * (96 * r + q)
+                lnm[o] = x * x
+                lnm[o + 1] = x1 * x1 - x * x
+                lnm[o + 2] = (d1 - d0) / t
+                lnm[o + 3] = vpar[c, k]
         # column tables: pattern P = bits (b0, b1, b2, b3) of the rows; the sums of
         # rows 0-1 and of rows 2-3 first (pr), then the 16 patterns
         for eps in range(2):
@@ -283,10 +300,10 @@ def _heap_pop(hk, hv, n):
 
 
 @jit(inline="always")
-def _push_groups(gk, hk, hv, nh, limit, skip):
-    """Append the groups with key below ``limit`` (but ``skip``) and re-heapify."""
+def _push_groups(gk, hk, hv, nh, limit):
+    """Append the groups with key below ``limit`` and re-heapify."""
     for g in range(256):
-        if gk[g] < limit and g != skip:
+        if gk[g] < limit:
             hk[nh] = gk[g]
             hv[nh] = -1 - g
             nh += 1
@@ -429,6 +446,180 @@ def _dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, sc, T, thr0):
 
 
 @jit(inline="always")
+def _lagrangian(y, eps, w, lam, n_lo, n_hi, vals, nv, vpar, v):
+    """The Lagrangian of coset (eps, w) at ``lam``: its minimiser over the coset into
+    ``v`` and ``(value, slope, norm)``; ``value = -inf`` if the coset has no point.
+
+    ``min_v ||y - v||^2 + lam (||v||^2 - n_ref)`` (``n_ref = n_hi`` for ``lam >= 0``, else
+    ``n_lo``): per coordinate the value of the class nearest to ``y_i / (1 + lam)``
+    (the values of a class are ``vals[c, 0] + 4k``), then, if ``sum(k)`` has the
+    wrong parity, the cheapest change of one coordinate to a neighbouring value (the
+    one on the side of ``y_i / (1 + lam)``: the cost is convex in the value) -- exact,
+    as for the coset bounds.  ``slope = ||v||^2 - n_ref``.
+    """
+    zs = 1.0 / (1.0 + lam)
+    tot = 0.0
+    nrm = 0.0
+    par = 0
+    fl = _INF
+    fi = -1
+    fv = 0.0
+    c0 = eps
+    c1 = eps + 2
+    a0 = float(vals[c0, 0])
+    a1 = float(vals[c1, 0])
+    m0 = nv[c0] - 1
+    m1 = nv[c1] - 1
+    for i in range(24):
+        bit = (w >> i) & 1
+        c = c1 if bit else c0
+        v0 = a1 if bit else a0
+        mk = m1 if bit else m0
+        yi = y[i]
+        z = yi * zs
+        k = int(math.floor((z - v0) * 0.25 + 0.5))
+        k = min(max(k, 0), mk)
+        x = v0 + 4.0 * k
+        d = yi - x
+        cost = d * d + lam * x * x
+        tot += cost
+        nrm += x * x
+        par ^= vpar[c, k]
+        v[i] = x
+        # the neighbour of the other parity towards z (or the only one); branch-free
+        up = ((z > x) & (k < mk)) | (k == 0)
+        u = x + 4.0 if up else x - 4.0
+        ok = (k < mk) if up else (k > 0)
+        d = yi - u
+        f = d * d + lam * u * u - cost
+        f = f if ok else _INF
+        better = f < fl
+        fl = min(fl, f)
+        fi = i if better else fi
+        fv = u if better else fv
+    if par != eps:
+        if fi < 0:
+            return -_INF, 0.0, 0.0
+        tot += fl
+        nrm += fv * fv - v[fi] * v[fi]
+        v[fi] = fv
+    n_ref = n_hi if lam >= 0.0 else n_lo
+    return tot - lam * n_ref, nrm - n_ref, nrm
+
+
+@jit(inline="always")
+def _table_lagrangian(eps, w, r, n_lo, n_hi, sc):
+    """The Lagrangian of coset (eps, w) at the ``r``-th multiplier of the tables:
+    ``(value, slope)`` read from the per-coordinate minima, as :func:`_lagrangian`."""
+    coef = sc[10]
+    lag = sc[11]
+    lnm = sc[30]
+    tot = 0.0
+    nrm = 0.0
+    par = 0
+    fl = _INF
+    fn = 0.0
+    for i in range(24):
+        q = 96 * r + 4 * i + eps + 2 * ((w >> i) & 1)
+        tot += lag[q]
+        nrm += lnm[4 * q]
+        par ^= int(lnm[4 * q + 3])
+        f = lnm[4 * q + 2]
+        better = f < fl
+        fl = min(fl, f)
+        fn = lnm[4 * q + 1] if better else fn
+    if par != eps:
+        tot += fl
+        nrm += fn
+    lam = coef[4 * r + 2]
+    n_ref = coef[4 * r + 3]
+    return tot - lam * n_ref, nrm - n_ref
+
+
+@jit(inline="always")
+def _dual(y, eps, w, T, n_lo, n_hi, vals, nv, vpar, thr, v, sc):
+    """Bound coset (eps, w) by its Lagrangian dual, maximised over the multiplier.
+
+    Returns ``(0, q)`` if some value ``q`` of the dual reaches ``thr`` (the coset
+    cannot beat it), ``(1, d)`` if a minimiser is feasible with complementary
+    slackness (it is the coset's constrained optimum, at distance ``d``, in ``v``),
+    else ``(2, q)`` with ``q`` the best dual value found (a lower bound of the
+    coset's optimum): a DP is needed.  The dual is concave and piecewise linear in
+    the multiplier: its values and slopes at the ``T`` multipliers of the tables
+    come first (cheap), then it steps out until the slopes bracket the maximum and
+    cuts at the intersections of the tangents, stopping as soon as that
+    intersection (an upper bound of the maximum) falls below ``thr``.
+    """
+    coef = sc[10]
+    a = 0.0
+    qa = 0.0
+    sa = 0.0
+    b = 0.0
+    qb = 0.0
+    sb = 0.0
+    ha = False
+    hb = False
+    lam = coef[2]
+    stp = 0.05
+    qbest = -_INF
+    r = 0
+    for _ in range(10 + T):
+        if r < T:
+            lam = coef[4 * r + 2]
+            q, sl = _table_lagrangian(eps, w, r, n_lo, n_hi, sc)
+            nrm = sl + coef[4 * r + 3]
+            r += 1
+            if sl == 0.0:  # maybe feasible: look at the minimiser itself
+                r = T
+                continue
+        else:
+            q, sl, nrm = _lagrangian(y, eps, w, lam, n_lo, n_hi, vals, nv, vpar, v)
+            if q == -_INF:
+                return 0, q
+            if n_lo <= nrm <= n_hi and (lam == 0.0 or sl == 0.0):
+                d = 0.0
+                for i in range(24):
+                    e = y[i] - v[i]
+                    d += e * e
+                return 1, d
+        qbest = max(qbest, q)
+        if q >= thr:
+            return 0, q
+        if sl > 0.0 or (lam == 0.0 and nrm > n_hi):
+            a = lam
+            qa = q
+            sa = nrm - n_hi if lam == 0.0 else sl
+            ha = True
+        else:
+            b = lam
+            qb = q
+            sb = nrm - n_lo if lam == 0.0 else sl
+            hb = True
+        if ha and hb:
+            if not (sa > 0.0 and sb < 0.0 and a < b):
+                break
+            lx = (qb - qa + sa * a - sb * b) / (sa - sb)
+            ux = qa + sa * (lx - a)
+            if ux < thr or not (a < lx < b) or ux - qbest <= 1e-12 * (1.0 + abs(ux)):
+                break
+            lam = lx
+            r = T
+        elif r < T:
+            continue
+        elif ha:
+            lam = a + stp
+            stp *= 2.0
+        else:
+            lam = b - stp
+            stp *= 2.0
+            if lam <= -0.5:
+                lam = 0.5 * (b - 0.5)
+                if b <= -0.49:
+                    break
+    return 2, qbest
+
+
+@jit(inline="always")
 def _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef):
     """Lagrangian bound of the coset with top bits ``tops`` (max over the multipliers)."""
     val = -_INF
@@ -448,15 +639,14 @@ def _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef):
 
 
 @jit(inline="always")
-def _expand(g, hexa, pat, T, sc, best, slack, nh):
+def _expand(g, hexa, pat, T, sc, best, slack, nh, skip):
     """Push the cosets of group ``g`` whose bound may beat ``best``.
 
-    Returns ``(heap size, seed, seed key)``.  With no ``best`` yet all 32 cosets are
-    bounded and the one of least bound is not pushed but returned as the seed (the
-    caller runs its DP at once); otherwise the seed is -1 and only the flip sets
-    (columns moved off their cheaper top bit at the first multiplier) whose
-    differences fit the budget are looked at: a depth-first enumeration over the
-    differences sorted ascending, cut at the first that overflows.
+    Returns the heap size.  Only the flip sets (columns moved off their cheaper top
+    bit at the first multiplier) whose differences fit the budget are looked at: a
+    depth-first enumeration over the differences sorted ascending, cut at the first
+    that overflows (with no ``best`` yet, all 32).  The coset ``skip`` (the start,
+    already visited) is left out.
     """
     col = sc[6]
     cfl = sc[7]
@@ -470,28 +660,6 @@ def _expand(g, hexa, pat, T, sc, best, slack, nh):
     h = (g % 128) // 2
     pi = g % 2
     colpat = iw[6:18]
-    if best == _INF:
-        seed = -1
-        skey = _INF
-        for tops in range(64):
-            pc = 0
-            for j in range(6):
-                pc += (tops >> j) & 1
-            if pc % 2 != pi:
-                continue
-            for j in range(6):
-                b = (hexa[6 * h + j] * 2 + pi) * 2
-                colpat[2 * j] = 16 * j + pat[b]
-                colpat[2 * j + 1] = 16 * j + pat[b + 1]
-            val = _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef)
-            if val < skey:
-                if seed >= 0:
-                    nh = _push(hk, hv, nh, skey, g * 64 + seed)
-                seed = tops
-                skey = val
-            else:
-                nh = _push(hk, hv, nh, val, g * 64 + tops)
-        return nh, (g * 64 + seed if seed >= 0 else -1), skey
     bits = 0
     base = 0.0
     for j in range(6):
@@ -517,11 +685,13 @@ def _expand(g, hexa, pat, T, sc, best, slack, nh):
     for j in range(6):
         pc += (bits >> j) & 1
     need = (pc + pi) & 1  # parity of the number of flips
-    budget = (best + slack - coef[1]) / coef[0] - base
-    budget += 1e-12 * (1.0 + abs(budget) + base)  # a pre-filter: err on the wide side
+    budget = _INF
+    if best < _INF:
+        budget = (best + slack - coef[1]) / coef[0] - base
+        budget += 1e-12 * (1.0 + abs(budget) + base)  # a pre-filter: err on the wide side
     if need == 0:
         val = _coset_key(eps, bits, T, colpat, col, cfl, cpa, coef)
-        if val < best + slack:
+        if val < best + slack and g * 64 + bits != skip:
             nh = _push(hk, hv, nh, val, g * 64 + bits)
     # depth-first over the sorted differences: stack of (next position, sum, mask)
     ks = sc[23]
@@ -545,13 +715,45 @@ def _expand(g, hexa, pat, T, sc, best, slack, nh):
         if ((top + 1) & 1) == need:
             tops = bits ^ m2
             val = _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef)
-            if val < best + slack:
+            if val < best + slack and g * 64 + tops != skip:
                 nh = _push(hk, hv, nh, val, g * 64 + tops)
         top += 1
         ks[top] = k + 1
         ms[top] = m2
         tots[top] = t2
-    return nh, -1, _INF
+    return nh
+
+
+@jit(inline="always")
+def _seed(g, hexa, pat, sc):
+    """The coset of group ``g`` with the least bound at the first multiplier, the
+    parity of ``sum(k)`` aside: each column's cheaper top bit, and if their number of
+    ones has the wrong parity, the column of least difference flipped.  Returns its
+    top bits; fills the column patterns of the group (``sc[21][6:18]``)."""
+    col = sc[6]
+    colpat = sc[21][6:18]
+    eps = g // 128
+    h = (g % 128) // 2
+    pi = g % 2
+    bits = 0
+    pc = 0
+    dmin = _INF
+    jmin = 0
+    for j in range(6):
+        b = (hexa[6 * h + j] * 2 + pi) * 2
+        colpat[2 * j] = 16 * j + pat[b]
+        colpat[2 * j + 1] = 16 * j + pat[b + 1]
+        a0 = col[192 * eps + colpat[2 * j]]
+        a1 = col[192 * eps + colpat[2 * j + 1]]
+        if a1 < a0:
+            bits |= 1 << j
+            pc += 1
+        if abs(a1 - a0) < dmin:
+            dmin = abs(a1 - a0)
+            jmin = j
+    if (pc & 1) != pi:
+        bits ^= 1 << jmin
+    return bits
 
 
 @jit(inline="always")
@@ -570,6 +772,7 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
     hk = sc[12]
     hv = sc[13]
     vout = sc[19]
+    dv = sc[28]
     slack = 1e-9 * (1.0 + ynorm + n_hi)
     best = _INF
     if has_ub:
@@ -599,16 +802,20 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
             if val < gmin:
                 gmin = val
                 garg = g
-    # with no upper bound, the group of least key is expanded first and its best
-    # coset's DP gives one; the other groups enter the heap after that DP
+    # with no upper bound, the coset of least bound (first multiplier) of the group
+    # of least key is visited first (the start) and gives one; the groups enter the
+    # heap after it (the start is not visited again)
     nh = 0
     pending = not (best < _INF)
+    seed = -1
     if pending:
-        hk[0] = gmin
-        hv[0] = -1 - garg
+        tops = _seed(garg, hexa, pat, sc)
+        seed = garg * 64 + tops
+        hk[0] = _coset_key(garg // 128, tops, T, sc[21][6:18], sc[6], sc[7], sc[8], coef)
+        hv[0] = seed
         nh = 1
     else:
-        nh = _push_groups(gk, hk, hv, nh, best + slack, -1)
+        nh = _push_groups(gk, hk, hv, nh, best + slack)
     visited = 0
     while nh > 0:
         key = hk[0]
@@ -617,10 +824,8 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
             break
         nh = _heap_pop(hk, hv, nh)
         if item < 0:
-            nh, item, key = _expand(-1 - item, hexa, pat, T, sc, best, slack, nh)
-            if item < 0:
-                continue
-            # the first group expanded: its best coset's DP runs at once (a start)
+            nh = _expand(-1 - item, hexa, pat, T, sc, best, slack, nh, seed)
+            continue
         visited += 1
         g = item // 64
         tops = item % 64
@@ -630,25 +835,37 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
         w = 0
         for j in range(6):
             w |= pat[(hexa[6 * h + j] * 2 + pi) * 2 + ((tops >> j) & 1)] << (4 * j)
-        # with no upper bound yet the thresholds are the bound + 16, + 64, then none
-        # (a DP below a threshold is exact among the points below it)
-        delta = 16.0
-        while True:
-            if best < _INF:
-                thr = best + slack
-            else:
-                thr = key + delta if delta < 100.0 else _INF
-            d = _dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, sc, T, thr)
-            if best < _INF or d < _INF or thr == _INF:
-                break
-            delta *= 4.0
-        if d < best:
-            best = d
-            for i in range(24):
-                out[i] = vout[i]
+        # the coset's own Lagrangian dual first: it may exceed best (no DP) or have a
+        # feasible minimiser (the coset's optimum, no DP)
+        code, d = _dual(y, eps, w, T, n_lo, n_hi, vals, nv, vpar, best + slack, dv, sc)
+        if code == 0:
+            continue
+        if code == 1:
+            if d < best:
+                best = d
+                for i in range(24):
+                    out[i] = dv[i]
+        else:
+            # with no upper bound yet the thresholds are the bound + 16, + 64, then
+            # none (a DP below a threshold is exact among the points below it)
+            key = max(key, d)
+            delta = 16.0
+            while True:
+                if best < _INF:
+                    thr = best + slack
+                else:
+                    thr = key + delta if delta < 100.0 else _INF
+                d = _dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, sc, T, thr)
+                if best < _INF or d < _INF or thr == _INF:
+                    break
+                delta *= 4.0
+            if d < best:
+                best = d
+                for i in range(24):
+                    out[i] = vout[i]
         if pending:
             pending = False
-            nh = _push_groups(gk, hk, hv, nh, best + slack, garg)
+            nh = _push_groups(gk, hk, hv, nh, best + slack)
     return best, visited
 
 
