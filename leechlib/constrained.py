@@ -62,79 +62,74 @@ def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
     ``ts`` (n, T): the multipliers of the Lagrangian bounds per row; ``ub_pt`` (n, 24)
     with ``has_ub`` (n,): a feasible start per row, if any.
     """
-    from ._kernels.fastsearch import search_kernel
+    from ._kernels.fastencode import SEARCH
 
     n = len(y)
     if ub_pt is None:
         ub_pt = np.zeros((n, 24))
         has_ub = np.zeros(n, dtype=np.bool_)
-    vals, nv, step, vpar = _class_tables(int(n_hi))
+    return _encode(SEARCH, y, n_lo, n_hi, 0, ts, ub_pt, has_ub, workers)
+
+
+def _encode(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, workers):
+    """Call :func:`leechlib._kernels.fastencode.encode_kernel`; (points, dist, visited)."""
+    from ._kernels.fastencode import encode_kernel
+
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    n = len(y)
     out = np.zeros((n, 24))
     dist = np.empty(n)
     visited = np.empty(n, dtype=np.int64)
     if n:
+        t = kernel_tables()
         with num_threads(workers):
-            search_kernel(np.ascontiguousarray(y, dtype=np.float64), int(n_lo), int(n_hi),
+            encode_kernel(mode, y, int(n_lo), int(n_hi), int(steps),
                           np.ascontiguousarray(ts, dtype=np.float64),
                           np.ascontiguousarray(ub_pt, dtype=np.float64),
-                          np.ascontiguousarray(has_ub, dtype=np.bool_), *_mog_tables(), vals, nv,
-                          step, vpar, out, dist, visited)
+                          np.ascontiguousarray(has_ub, dtype=np.bool_), t["hexa"], t["pat"],
+                          t["hoff_leech"], *_class_tables(int(n_hi)), out, dist, visited)
     return out, dist, visited
 
 
-def _encode_args(n_hi):
-    t = kernel_tables()
-    return (t["hexa"], t["pat"], t["hoff_leech"], *_class_tables(int(n_hi)))
+_NO_UB = (np.zeros((1, 24)), np.zeros(1, dtype=np.bool_))
 
 
 def _ball_points(y, n_hi, workers=None, *, bisection_steps=3, return_stats=False):
     """Nearest points of norm <= n_hi (integer frame) of the rows of ``y`` (integer frame).
 
-    One fused kernel (:func:`leechlib._kernels.fastencode.ball_kernel`): the nearest
-    lattice point when its norm is <= n_hi; otherwise (overload) the dual scale t of
-    the Lagrangian bound by bisection on the norm of Q(t y) (the feasible Q(t y) give
-    the starting upper bound), then the exact search.  With ``return_stats`` also the
-    overload mask and the cosets visited per row.
+    One fused kernel pass (:func:`leechlib._kernels.fastencode.encode_kernel`): the
+    nearest lattice point when its norm is <= n_hi; otherwise (overload) the dual
+    scale t of the Lagrangian bound by bisection on the norm of Q(t y) (the feasible
+    Q(t y) give the starting upper bound), then the exact search.  With
+    ``return_stats`` also the overload mask and the cosets visited per row.
     """
-    from ._kernels.fastencode import ball_kernel
+    from ._kernels.fastencode import BALL
 
-    y = np.ascontiguousarray(y, dtype=np.float64)
-    p = np.empty(y.shape)
-    visited = np.empty(len(y), dtype=np.int64)
-    if len(y):
-        with num_threads(workers):
-            ball_kernel(y, int(n_hi), int(bisection_steps), *_encode_args(n_hi), p, visited)
+    p, _, visited = _encode(BALL, y, 0, n_hi, bisection_steps, np.ones((1, 1)), *_NO_UB,
+                            workers)
     if return_stats:
-        over = visited >= 0
-        return p, over, np.maximum(visited, 0)
+        return p, visited >= 0, np.maximum(visited, 0)
     return p
 
 
 #: the multipliers t of the shell search's Lagrangian bounds (lambda = 1/t - 1 of both
 #: signs, both valid for an equality constraint): half the cosets visited of t = 1
-_SHELL_TS = np.array([0.93, 1.07])
+_SHELL_TS = np.array([[0.93, 1.07]])
 
 
 def _shell_points(y, n_int, workers=None, *, return_stats=False):
     """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``.
 
-    One fused kernel (:func:`leechlib._kernels.fastencode.shell_kernel`): the nearest
-    lattice point when it lies on the shell, else the exact search.
+    One fused kernel pass (:func:`leechlib._kernels.fastencode.encode_kernel`): the
+    nearest lattice point when it lies on the shell, else the exact search.
     """
-    from ._kernels.fastencode import shell_kernel
+    from ._kernels.fastencode import SHELL
 
-    y = np.ascontiguousarray(y, dtype=np.float64)
-    p = np.empty(y.shape)
-    visited = np.empty(len(y), dtype=np.int64)
-    bad = 0
-    if len(y):
-        with num_threads(workers):
-            bad = shell_kernel(y, int(n_int), _SHELL_TS, *_encode_args(n_int), p, visited)
-    if bad:  # pragma: no cover - every shell used is non-empty
+    p, dist, visited = _encode(SHELL, y, n_int, n_int, 0, _SHELL_TS, *_NO_UB, workers)
+    if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
         raise RuntimeError("constrained search found no shell point")
     if return_stats:
-        miss = visited >= 0
-        return p, miss, np.maximum(visited, 0)
+        return p, visited >= 0, np.maximum(visited, 0)
     return p
 
 

@@ -52,12 +52,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
+from .._jit import jit
 
-from .._jit import jit, pjit
-from .leech import CHUNK, _leech_one, _leech_scratch
-
-__all__ = ["search_kernel"]
+__all__ = ["search_one", "scratch", "hoff4_table"]
 
 _INF = np.inf
 
@@ -88,7 +85,7 @@ def scratch(T, K, n_hi):
         np.zeros(25, dtype=np.int64),  # 18 minrem
         np.zeros(24, dtype=np.int64),  # 19 vout
         np.empty(12),  # 20 expansion: d_j, a_j
-        np.zeros(18, dtype=np.int64),  # 21 expansion: order, bits, colpat
+        np.zeros(6, dtype=np.int64),  # 21 expansion: order of the columns
         np.empty(24),  # 22 column pairs
         np.zeros(8, dtype=np.int64),  # 23 expansion stack: next position
         np.zeros(8, dtype=np.int64),  # 24 expansion stack: flip mask
@@ -97,7 +94,7 @@ def scratch(T, K, n_hi):
         np.zeros(2 * (S + 1), dtype=np.int64),  # 27 DP live states [(cur, .)]
         np.empty(24),  # 28 the minimiser of a coset's Lagrangian
         np.empty(256),  # 29 group keys
-        np.empty(384 * T),  # 30 lnm[4 (96 r + 4 i + c) + .]: minimiser norm, flip: norm change, cost, parity
+        np.zeros(12, dtype=np.int64),  # 30 column patterns of the group being expanded
     )
 
 
@@ -139,7 +136,6 @@ def _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc):
     coef = sc[10]
     lag = sc[11]
     pr = sc[22]
-    lnm = sc[30]
     T = ts.shape[0]
     ynorm = 0.0
     for i in range(24):
@@ -183,37 +179,23 @@ def _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc):
                     mt[3 * q + 1] = _INF
                     mt[3 * q + 2] = 0.0
                     lag[96 * r + q] = _INF
-                    o = 4 * (96 * r + q)
-                    lnm[o] = 0.0
-                    lnm[o + 1] = 0.0
-                    lnm[o + 2] = _INF
-                    lnm[o + 3] = 0.0
                     continue
                 k = int(math.floor((z - vals[c, 0]) * 0.25 + 0.5))
                 k = min(max(k, 0), n - 1)
-                x = vals[c, k]
-                d = z - x
+                d = z - vals[c, k]
                 d0 = d * d
                 d1 = _INF
-                x1 = x
                 if k > 0:
                     d = z - vals[c, k - 1]
                     d1 = d * d
-                    x1 = vals[c, k - 1]
                 if k < n - 1:
                     d = z - vals[c, k + 1]
-                    if d * d < d1:
-                        d1 = d * d
-                        x1 = vals[c, k + 1]
+                    d1 = min(d1, d * d)
                 mt[3 * q] = d0
                 mt[3 * q + 1] = d1 - d0
                 mt[3 * q + 2] = vpar[c, k]
                 lag[96 * r + q] = d0 / t + e
-                o = 4 * (96 * r + q)
-                lnm[o] = x * x
-                lnm[o + 1] = x1 * x1 - x * x
-                lnm[o + 2] = (d1 - d0) / t
-                lnm[o + 3] = vpar[c, k]
+
         # column tables: pattern P = bits (b0, b1, b2, b3) of the rows; the sums of
         # rows 0-1 and of rows 2-3 first (pr), then the 16 patterns
         for eps in range(2):
@@ -508,35 +490,6 @@ def _lagrangian(y, eps, w, lam, n_lo, n_hi, vals, nv, vpar, v):
 
 
 @jit(inline="always")
-def _table_lagrangian(eps, w, r, n_lo, n_hi, sc):
-    """The Lagrangian of coset (eps, w) at the ``r``-th multiplier of the tables:
-    ``(value, slope)`` read from the per-coordinate minima, as :func:`_lagrangian`."""
-    coef = sc[10]
-    lag = sc[11]
-    lnm = sc[30]
-    tot = 0.0
-    nrm = 0.0
-    par = 0
-    fl = _INF
-    fn = 0.0
-    for i in range(24):
-        q = 96 * r + 4 * i + eps + 2 * ((w >> i) & 1)
-        tot += lag[q]
-        nrm += lnm[4 * q]
-        par ^= int(lnm[4 * q + 3])
-        f = lnm[4 * q + 2]
-        better = f < fl
-        fl = min(fl, f)
-        fn = lnm[4 * q + 1] if better else fn
-    if par != eps:
-        tot += fl
-        nrm += fn
-    lam = coef[4 * r + 2]
-    n_ref = coef[4 * r + 3]
-    return tot - lam * n_ref, nrm - n_ref
-
-
-@jit(inline="always")
 def _dual(y, eps, w, T, n_lo, n_hi, vals, nv, vpar, thr, v, sc):
     """Bound coset (eps, w) by its Lagrangian dual, maximised over the multiplier.
 
@@ -545,8 +498,8 @@ def _dual(y, eps, w, T, n_lo, n_hi, vals, nv, vpar, thr, v, sc):
     slackness (it is the coset's constrained optimum, at distance ``d``, in ``v``),
     else ``(2, q)`` with ``q`` the best dual value found (a lower bound of the
     coset's optimum): a DP is needed.  The dual is concave and piecewise linear in
-    the multiplier: its values and slopes at the ``T`` multipliers of the tables
-    come first (cheap), then it steps out until the slopes bracket the maximum and
+    the multiplier: from the search's first multiplier (and its second, if any, on
+    the side of the maximum) it steps out until the slopes bracket the maximum, then
     cuts at the intersections of the tangents, stopping as soon as that
     intersection (an upper bound of the maximum) falls below ``thr``.
     """
@@ -562,26 +515,17 @@ def _dual(y, eps, w, T, n_lo, n_hi, vals, nv, vpar, thr, v, sc):
     lam = coef[2]
     stp = 0.05
     qbest = -_INF
-    r = 0
-    for _ in range(10 + T):
-        if r < T:
-            lam = coef[4 * r + 2]
-            q, sl = _table_lagrangian(eps, w, r, n_lo, n_hi, sc)
-            nrm = sl + coef[4 * r + 3]
-            r += 1
-            if sl == 0.0:  # maybe feasible: look at the minimiser itself
-                r = T
-                continue
-        else:
-            q, sl, nrm = _lagrangian(y, eps, w, lam, n_lo, n_hi, vals, nv, vpar, v)
-            if q == -_INF:
-                return 0, q
-            if n_lo <= nrm <= n_hi and (lam == 0.0 or sl == 0.0):
-                d = 0.0
-                for i in range(24):
-                    e = y[i] - v[i]
-                    d += e * e
-                return 1, d
+    lam1 = coef[6] if T > 1 else _INF
+    for _ in range(10):
+        q, sl, nrm = _lagrangian(y, eps, w, lam, n_lo, n_hi, vals, nv, vpar, v)
+        if q == -_INF:
+            return 0, q
+        if n_lo <= nrm <= n_hi and (lam == 0.0 or sl == 0.0):
+            d = 0.0
+            for i in range(24):
+                e = y[i] - v[i]
+                d += e * e
+            return 1, d
         qbest = max(qbest, q)
         if q >= thr:
             return 0, q
@@ -603,14 +547,13 @@ def _dual(y, eps, w, T, n_lo, n_hi, vals, nv, vpar, thr, v, sc):
             if ux < thr or not (a < lx < b) or ux - qbest <= 1e-12 * (1.0 + abs(ux)):
                 break
             lam = lx
-            r = T
-        elif r < T:
-            continue
         elif ha:
-            lam = a + stp
+            lam = lam1 if a < lam1 < _INF else a + stp
+            lam1 = _INF
             stp *= 2.0
         else:
-            lam = b - stp
+            lam = lam1 if lam1 < b else b - stp
+            lam1 = _INF
             stp *= 2.0
             if lam <= -0.5:
                 lam = 0.5 * (b - 0.5)
@@ -659,7 +602,7 @@ def _expand(g, hexa, pat, T, sc, best, slack, nh, skip):
     eps = g // 128
     h = (g % 128) // 2
     pi = g % 2
-    colpat = iw[6:18]
+    colpat = sc[30]
     bits = 0
     base = 0.0
     for j in range(6):
@@ -729,9 +672,9 @@ def _seed(g, hexa, pat, sc):
     """The coset of group ``g`` with the least bound at the first multiplier, the
     parity of ``sum(k)`` aside: each column's cheaper top bit, and if their number of
     ones has the wrong parity, the column of least difference flipped.  Returns its
-    top bits; fills the column patterns of the group (``sc[21][6:18]``)."""
+    top bits; fills the column patterns of the group (``sc[30]``)."""
     col = sc[6]
-    colpat = sc[21][6:18]
+    colpat = sc[30]
     eps = g // 128
     h = (g % 128) // 2
     pi = g % 2
@@ -784,24 +727,32 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
         best = d
     # group keys, four lanes (eps, pi) per hexacode word as in the Leech decoder
     gk = sc[29]
-    n_lanes = 4 if n_hi >= 24 else 2
+    for g in range(256):
+        gk[g] = -_INF
+    for r in range(T):
+        o = 96 * r
+        c0 = coef[4 * r]
+        c1 = coef[4 * r + 1]
+        for h in range(64):
+            o0 = o + 4 * hoff4[6 * h]
+            o1 = o + 4 * hoff4[6 * h + 1]
+            o2 = o + 4 * hoff4[6 * h + 2]
+            o3 = o + 4 * hoff4[6 * h + 3]
+            o4 = o + 4 * hoff4[6 * h + 4]
+            o5 = o + 4 * hoff4[6 * h + 5]
+            for lane in range(4):
+                sg = gm[o0 + lane] + gm[o1 + lane] + gm[o2 + lane] + gm[o3 + lane] \
+                    + gm[o4 + lane] + gm[o5 + lane]
+                g = 128 * (lane >> 1) + 2 * h + (lane & 1)
+                gk[g] = max(gk[g], c0 * sg + c1)
     gmin = _INF
     garg = 0
-    for h in range(64):
-        for lane in range(4):
-            val = -_INF
-            for r in range(T):
-                sg = 0.0
-                for j in range(6):
-                    sg += gm[96 * r + 4 * hoff4[6 * h + j] + lane]
-                val = max(val, coef[4 * r] * sg + coef[4 * r + 1])
-            g = 128 * (lane >> 1) + 2 * h + (lane & 1)
-            if lane >= n_lanes:
-                val = _INF
-            gk[g] = val
-            if val < gmin:
-                gmin = val
-                garg = g
+    for g in range(256):
+        if g >= 128 and n_hi < 24:
+            gk[g] = _INF
+        if gk[g] < gmin:
+            gmin = gk[g]
+            garg = g
     # with no upper bound, the coset of least bound (first multiplier) of the group
     # of least key is visited first (the start) and gives one; the groups enter the
     # heap after it (the start is not visited again)
@@ -811,7 +762,7 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
     if pending:
         tops = _seed(garg, hexa, pat, sc)
         seed = garg * 64 + tops
-        hk[0] = _coset_key(garg // 128, tops, T, sc[21][6:18], sc[6], sc[7], sc[8], coef)
+        hk[0] = _coset_key(garg // 128, tops, T, sc[30], sc[6], sc[7], sc[8], coef)
         hv[0] = seed
         nh = 1
     else:
@@ -877,20 +828,3 @@ def hoff4_table(hexa):
         for j in range(6):
             out[6 * h + j] = 4 * j + hexa[6 * h + j]
     return out
-
-
-@pjit
-def search_kernel(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, vals, nv, step, vpar, out,
-                  dist, visited):
-    """Drop-in for :func:`~leechlib._kernels.constrained.constrained_kernel` (same I/O)."""
-    n = y.shape[0]
-    T = ts.shape[1]
-    nch = (n + CHUNK - 1) // CHUNK
-    hoff4 = hoff4_table(hexa)
-    for ch in prange(nch):
-        sc = scratch(T, vals.shape[1], n_hi)
-        for r in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            d, v = search_one(y[r], n_lo, n_hi, ts[r], ub_pt[r], has_ub[r], hexa, pat, hoff4,
-                              vals, nv, step, vpar, out[r], sc)
-            dist[r] = d
-            visited[r] = v
