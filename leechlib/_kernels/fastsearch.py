@@ -57,6 +57,12 @@ from .._jit import jit
 __all__ = ["search_one", "scratch", "hoff4_table"]
 
 _INF = np.inf
+#: first width of the search window above the start's key (see :func:`search_one`)
+_WIN0 = 2.0
+#: heap value of the window's sentinel (groups are -1 - g >= -256, cosets >= 0)
+_SENTINEL = -1000
+#: added to a coset's number when its dual is done and its DP is due
+_DEFERRED = 16384
 
 
 @jit
@@ -95,6 +101,7 @@ def scratch(T, K, n_hi):
         np.empty(24),  # 28 the minimiser of a coset's Lagrangian
         np.empty(256),  # 29 group keys
         np.zeros(12, dtype=np.int64),  # 30 column patterns of the group being expanded
+        np.zeros(256, dtype=np.int64),  # 31 groups expanded
     )
 
 
@@ -282,10 +289,10 @@ def _heap_pop(hk, hv, n):
 
 
 @jit(inline="always")
-def _push_groups(gk, hk, hv, nh, limit):
-    """Append the groups with key below ``limit`` and re-heapify."""
+def _push_groups(gk, hk, hv, nh, lo, hi):
+    """Append the groups with key in ``[lo, hi)`` and re-heapify."""
     for g in range(256):
-        if gk[g] < limit:
+        if lo <= gk[g] < hi:
             hk[nh] = gk[g]
             hv[nh] = -1 - g
             nh += 1
@@ -582,14 +589,14 @@ def _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef):
 
 
 @jit(inline="always")
-def _expand(g, hexa, pat, T, sc, best, slack, nh, skip):
-    """Push the cosets of group ``g`` whose bound may beat ``best``.
+def _expand(g, hexa, pat, T, sc, lo, hi, nh, skip):
+    """Push the cosets of group ``g`` with a bound in ``[lo, hi)``.
 
     Returns the heap size.  Only the flip sets (columns moved off their cheaper top
-    bit at the first multiplier) whose differences fit the budget are looked at: a
-    depth-first enumeration over the differences sorted ascending, cut at the first
-    that overflows (with no ``best`` yet, all 32).  The coset ``skip`` (the start,
-    already visited) is left out.
+    bit at the first multiplier) whose differences fit the budget of ``hi`` are
+    looked at: a depth-first enumeration over the differences sorted ascending, cut
+    at the first that overflows (with ``hi = inf``, all 32).  The coset ``skip``
+    (the start, already visited) is left out.
     """
     col = sc[6]
     cfl = sc[7]
@@ -629,12 +636,12 @@ def _expand(g, hexa, pat, T, sc, best, slack, nh, skip):
         pc += (bits >> j) & 1
     need = (pc + pi) & 1  # parity of the number of flips
     budget = _INF
-    if best < _INF:
-        budget = (best + slack - coef[1]) / coef[0] - base
+    if hi < _INF:
+        budget = (hi - coef[1]) / coef[0] - base
         budget += 1e-12 * (1.0 + abs(budget) + base)  # a pre-filter: err on the wide side
     if need == 0:
         val = _coset_key(eps, bits, T, colpat, col, cfl, cpa, coef)
-        if val < best + slack and g * 64 + bits != skip:
+        if lo <= val < hi and g * 64 + bits != skip:
             nh = _push(hk, hv, nh, val, g * 64 + bits)
     # depth-first over the sorted differences: stack of (next position, sum, mask)
     ks = sc[23]
@@ -658,7 +665,7 @@ def _expand(g, hexa, pat, T, sc, best, slack, nh, skip):
         if ((top + 1) & 1) == need:
             tops = bits ^ m2
             val = _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef)
-            if val < best + slack and g * 64 + tops != skip:
+            if lo <= val < hi and g * 64 + tops != skip:
                 nh = _push(hk, hv, nh, val, g * 64 + tops)
         top += 1
         ks[top] = k + 1
@@ -754,11 +761,21 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
             gmin = gk[g]
             garg = g
     # with no upper bound, the coset of least bound (first multiplier) of the group
-    # of least key is visited first (the start) and gives one; the groups enter the
-    # heap after it (the start is not visited again)
+    # of least key is visited first (the start; it is not visited again).  Then a
+    # window: only the groups and cosets with keys below ``lim`` (the start's key +
+    # 2, 4, 8, ... and never above best) are in the heap, with a sentinel of key
+    # ``lim``; when the sentinel comes first, the window widens (the groups with keys
+    # in the new band are pushed, the groups already expanded push their cosets in
+    # it).  So every coset with a bound below best is visited, as without a window,
+    # but the many groups and cosets far above the answer never enter the heap.
     nh = 0
     pending = not (best < _INF)
     seed = -1
+    gexp = sc[31]
+    for g in range(256):
+        gexp[g] = 0
+    lim = _INF
+    wid = _WIN0
     if pending:
         tops = _seed(garg, hexa, pat, sc)
         seed = garg * 64 + tops
@@ -766,7 +783,7 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
         hv[0] = seed
         nh = 1
     else:
-        nh = _push_groups(gk, hk, hv, nh, best + slack)
+        nh = _push_groups(gk, hk, hv, nh, -_INF, best + slack)
     visited = 0
     while nh > 0:
         key = hk[0]
@@ -774,10 +791,24 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
         if key >= best + slack:
             break
         nh = _heap_pop(hk, hv, nh)
-        if item < 0:
-            nh = _expand(-1 - item, hexa, pat, T, sc, best, slack, nh, seed)
+        if item == _SENTINEL:
+            new = min(lim + wid, best + slack)
+            wid *= 2.0
+            for g in range(256):
+                if gexp[g] != 0:
+                    nh = _expand(g, hexa, pat, T, sc, lim, new, nh, seed)
+            nh = _push_groups(gk, hk, hv, nh, lim, new)
+            lim = new
+            if lim < best + slack:
+                nh = _push(hk, hv, nh, lim, _SENTINEL)
             continue
-        visited += 1
+        if item < 0:
+            gexp[-1 - item] = 1
+            nh = _expand(-1 - item, hexa, pat, T, sc, -_INF, min(best + slack, lim), nh, seed)
+            continue
+        deferred = item >= _DEFERRED
+        if deferred:
+            item -= _DEFERRED
         g = item // 64
         tops = item % 64
         eps = g // 128
@@ -786,20 +817,25 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
         w = 0
         for j in range(6):
             w |= pat[(hexa[6 * h + j] * 2 + pi) * 2 + ((tops >> j) & 1)] << (4 * j)
-        # the coset's own Lagrangian dual first: it may exceed best (no DP) or have a
-        # feasible minimiser (the coset's optimum, no DP)
-        code, d = _dual(y, eps, w, T, n_lo, n_hi, vals, nv, vpar, best + slack, dv, sc)
-        if code == 0:
-            continue
-        if code == 1:
-            if d < best:
-                best = d
-                for i in range(24):
-                    out[i] = dv[i]
+        if not deferred:
+            # the coset's own Lagrangian dual first: it may exceed best (no DP), have a
+            # feasible minimiser (the coset's optimum, no DP), or raise the coset's
+            # key: then it goes back into the heap with that key, and gets its DP only
+            # when it comes first again (often never: a better point is found first)
+            visited += 1
+            code, d = _dual(y, eps, w, T, n_lo, n_hi, vals, nv, vpar, best + slack, dv, sc)
+            if pending:
+                lim = max(key, d) + wid
+            if code == 1:
+                if d < best:
+                    best = d
+                    for i in range(24):
+                        out[i] = dv[i]
+            elif code == 2:
+                nh = _push(hk, hv, nh, max(key, d), item + _DEFERRED)
         else:
-            # with no upper bound yet the thresholds are the bound + 16, + 64, then
+            # with no upper bound yet the thresholds are the key + 16, + 64, then
             # none (a DP below a threshold is exact among the points below it)
-            key = max(key, d)
             delta = 16.0
             while True:
                 if best < _INF:
@@ -816,7 +852,9 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
                     out[i] = vout[i]
         if pending:
             pending = False
-            nh = _push_groups(gk, hk, hv, nh, best + slack)
+            nh = _push_groups(gk, hk, hv, nh, -_INF, min(best + slack, lim))
+            if lim < best + slack:
+                nh = _push(hk, hv, nh, lim, _SENTINEL)
     return best, visited
 
 
