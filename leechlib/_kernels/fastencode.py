@@ -13,9 +13,11 @@ once, so it compiles once):
   :class:`~leechlib.ShapeGainQuantizer`); the search bounds every coset at the
   multipliers ``ts`` (``t = 0.93, 1.07``, as before) and starts with no upper bound.
 * ``BALL``: nearest points of a ball (:class:`~leechlib.BallQuantizer`); an
-  overloaded row first runs the bisection of the original numpy wrapper: the dual
-  scale ``t`` of the Lagrangian bound and a feasible start from the norms and
-  distances of ``nearest(t y)`` at ``t = lo`` and ``steps`` midpoints, then the search.
+  overloaded row first runs a bisection (that of the original numpy wrapper, less
+  its probe at ``lo`` when a midpoint is feasible): the dual scale ``t`` of the
+  Lagrangian bound and a feasible start from the norms and distances of
+  ``nearest(t y)`` at ``steps`` midpoints of ``[lo, hi]`` (and at ``t = lo``,
+  feasible, only if no midpoint was), then the search.
 * ``SEARCH``: the constrained search alone, row by row (the arguments of
   :func:`~leechlib._kernels.constrained.constrained_kernel`).
 
@@ -131,14 +133,15 @@ def _encode_chunk(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff
                 st[0] = np.inf
                 st[1] = -np.inf
                 st[2] = lo if lo > 0 else hi
-                for probe in range(steps + 1):
-                    t = lo if probe == 0 else 0.5 * (lo + hi)
-                    feas = _probe(yk, t, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp)
-                    if probe > 0:
-                        if feas:
-                            lo = t
-                        else:
-                            hi = t
+                lo0 = lo
+                for _ in range(steps):
+                    t = 0.5 * (lo + hi)
+                    if _probe(yk, t, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp):
+                        lo = t
+                    else:
+                        hi = t
+                if lo == lo0:  # no midpoint was feasible: lo is
+                    _probe(yk, lo, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp)
                 tsb[0] = st[2]
                 hub = st[0] < np.inf
         d, v = search_one(yk, n_lo, n_hi, tsr, ubp, hub, hexa, pat, hoff4, vals, nv, step, vpar,
