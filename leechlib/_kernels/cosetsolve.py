@@ -28,6 +28,27 @@ from .._jit import jit
 _INF = float("inf")
 
 @jit(inline="always")
+def _coord_min(y, i, c, vals, nv, k0, mincost):
+    """The value of class ``c`` at or below ``y_i`` (clipped) and the least cost."""
+    q = 4 * i + c
+    n = nv[c]
+    if n == 0:
+        mincost[q] = _INF
+        k0[q] = 0
+        return
+    yi = y[i]
+    k = int(math.floor((yi - vals[c, 0]) * 0.25))
+    k = min(max(k, 0), n - 1)
+    k0[q] = k
+    d = yi - vals[c, k]
+    mc = d * d
+    if k + 1 < n:
+        d = yi - vals[c, k + 1]
+        mc = min(mc, d * d)
+    mincost[q] = mc
+
+
+@jit(inline="always")
 def _candidates(y, i, c, vals, nv, K, k0, cst, order):
     """Costs of the values of class ``c`` at ``y_i`` and their order by cost.
 
@@ -91,6 +112,9 @@ def _dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, sc, T, thr0):
         lsuf[25 * r + 24] = 0.0
     for i in range(23, -1, -1):
         c = eps + 2 * ((w >> i) & 1)
+        if built[4 * i + c] == 0:
+            _coord_min(y, i, c, vals, nv, k0, mincost)
+            built[4 * i + c] = 1
         suf[i] = suf[i + 1] + mincost[4 * i + c]
         minrem[i] = minrem[i + 1] + (0 if c == 0 else (4 if c == 2 else 1))
         for r in range(T):
@@ -110,9 +134,9 @@ def _dp(y, eps, w, n_lo, n_hi, vals, nv, step, vpar, sc, T, thr0):
         c = eps + 2 * ((w >> i) & 1)
         n = nv[c]
         q = 4 * i + c
-        if built[q] == 0:
+        if built[q] == 1:
             _candidates(y, i, c, vals, nv, K, k0, cst, order)
-            built[q] = 1
+            built[q] = 2
         b = q * K
         nx = 1 - cur
         thr = thr0 - suf[i + 1]

@@ -21,8 +21,9 @@ the work per point:
    beat ``best``; with the ``d_j`` sorted, only the few flip sets below that budget
    (of the parity the group needs) are looked at, and only their cosets get a full
    bound (every multiplier, the parity change of ``sum(k)``).
-4. *Lazy candidate tables*: the costs ``(y_i - v)^2`` of the values of a class and
-   their order are built the first time a DP needs that (coordinate, class).
+4. *Lazy candidate tables*: the least cost of a class at ``y_i``, the costs
+   ``(y_i - v)^2`` of its values and their order are built the first time a DP
+   needs that (coordinate, class).
 5. *Norm-aware DP pruning*: a partial state of a coset after coordinate ``i`` with
    cost ``c`` and partial norm ``R`` is dropped when ``c`` plus a lower bound of every
    completion reaches the threshold.  Besides the old bound (the least cost of each
@@ -83,7 +84,7 @@ def scratch(T, K, n_hi):
     return (
         np.zeros(96, dtype=np.int64),  # 0 k0[4i + c]: the value at or below y_i (clipped)
         np.empty(96),  # 1 mincost[4i + c]
-        np.zeros(96, dtype=np.int64),  # 2 built[4i + c]: candidate tables ready
+        np.zeros(96, dtype=np.int64),  # 2 built[4i + c]: 1 k0 and mincost, 2 the candidates too
         np.empty(96 * K),  # 3 cst[(4i + c) K + k]
         np.zeros(96 * K, dtype=np.int64),  # 4 order
         np.empty(96 * 3),  # 5 per coordinate at t: min cost, its flip penalty, parity
@@ -119,8 +120,6 @@ def scratch(T, K, n_hi):
 @jit(inline="always")
 def _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc):
     """Per-point tables (see :func:`scratch`); returns ``||y||^2``."""
-    k0 = sc[0]
-    mincost = sc[1]
     built = sc[2]
     mt = sc[5]
     col = sc[6]
@@ -136,22 +135,7 @@ def _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc):
         yi = y[i]
         ynorm += yi * yi
         for c in range(4):
-            q = 4 * i + c
-            built[q] = 0
-            n = nv[c]
-            if n == 0:
-                mincost[q] = _INF
-                k0[q] = 0
-                continue
-            k = int(math.floor((yi - vals[c, 0]) * 0.25))
-            k = min(max(k, 0), n - 1)
-            k0[q] = k
-            d = yi - vals[c, k]
-            mc = d * d
-            if k + 1 < n:
-                d = yi - vals[c, k + 1]
-                mc = min(mc, d * d)
-            mincost[q] = mc
+            built[4 * i + c] = 0  # k0, mincost and the candidates: on a DP's demand
     for r in range(T):
         t = ts[r]
         lam = 1.0 / t - 1.0
