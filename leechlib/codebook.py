@@ -131,11 +131,12 @@ def _union_tables(norms: tuple, offsets: tuple):
             starts[n // 2, : len(st)] = st
             per_u[n // 2, : len(pu)] = pu
             lookup[n // 2] = lk
-    out = (t.T, t.vals, t.vpar, t.nvals, starts, lookup, per_u, offset, t.info_set,
-           t.class_of_msg, t.pos_in_class, t.class_words)
-    for a in out:
+    # cached: read-only; the shared _Tables arrays are left as they are (torch_ext
+    # turns them into tensors, which warns on read-only arrays)
+    for a in (starts, lookup, per_u, offset):
         a.flags.writeable = False
-    return out
+    return (t.T, t.vals, t.vpar, t.nvals, starts, lookup, per_u, offset, t.info_set,
+            t.class_of_msg, t.pos_in_class, t.class_words)
 
 
 def _rank_union(z: np.ndarray, norms: tuple, offsets: tuple, workers=None) -> np.ndarray:
