@@ -113,6 +113,46 @@ def _tables(max_int_norm: int) -> _Tables:
     return _Tables(max_int_norm)
 
 
+@functools.lru_cache(maxsize=32)
+def _union_tables(norms: tuple, offsets: tuple):
+    """Tables of :func:`~leechlib._kernels.shells.rank_union_kernel` for the shells of
+    unit norms ``norms`` (0: the origin) at index ``offsets``."""
+    top = max(8 * max(norms), 8 * 26)
+    t = _tables(top)
+    nn = top // 16 + 1
+    starts = np.zeros((nn, 10), dtype=np.int64)
+    lookup = np.full((nn, 2, 5), -1, dtype=np.int64)
+    per_u = np.zeros((nn, 10), dtype=np.int64)
+    offset = np.full(nn, -1, dtype=np.int64)
+    for n, off in zip(norms, offsets, strict=True):
+        offset[n // 2] = off
+        if n:
+            st, _, _, pu, lk, _ = t.blocks(8 * n)
+            starts[n // 2, : len(st)] = st
+            per_u[n // 2, : len(pu)] = pu
+            lookup[n // 2] = lk
+    # cached: read-only; the shared _Tables arrays are left as they are (torch_ext
+    # turns them into tensors, which warns on read-only arrays)
+    for a in (starts, lookup, per_u, offset):
+        a.flags.writeable = False
+    return (t.T, t.vals, t.vpar, t.nvals, starts, lookup, per_u, offset, t.info_set,
+            t.class_of_msg, t.pos_in_class, t.class_words)
+
+
+def _rank_union(z: np.ndarray, norms: tuple, offsets: tuple, workers=None) -> np.ndarray:
+    """Indices of the int64 points ``z`` (n, 24) in the union of the shells ``norms``
+    (entries bounded by the caller); -1 for a point not in it.  One kernel pass,
+    membership included."""
+    from ._kernels.shells import rank_union_kernel
+
+    out = np.full(z.shape[0], -1, dtype=np.int64)
+    if z.shape[0]:
+        with num_threads(workers):
+            rank_union_kernel(np.ascontiguousarray(z, dtype=np.int64),
+                              *_union_tables(norms, offsets), out)
+    return out
+
+
 def _as_indices(indices, size: int, name: str = "indices") -> np.ndarray:
     arr = as_codes(indices, name, allow_empty=True)
     check_range(arr, size, name)
@@ -128,6 +168,9 @@ def _as_points(points, coords: str, max_abs: int, name: str = "points"):
     ``ValueError`` if an in-range point is not integral in the integer model.
     """
     arr = as_real_points(points, name, allow_empty=True)
+    if coords == "int" and arr.dtype.kind in "iu":  # integers: exact as they are
+        small = (arr <= max_abs) & (arr >= -max_abs)
+        return np.where(small, arr, 0).astype(np.int64), small.all(axis=-1)
     with np.errstate(over="ignore", invalid="ignore"):  # huge entries may become inf
         z = arr.astype(np.float64) * (SQRT8 if coords == "unit" else 1.0)
         zi = np.rint(z)
@@ -227,24 +270,13 @@ class ShellCodebook:
         return r.reshape(z.shape[:-1])
 
     def _rank_int(self, z: np.ndarray, workers=None) -> np.ndarray:
-        from ._kernels.shells import rank_kernel
-
         out = np.full(z.shape[0], -1, dtype=np.int64)
         if z.shape[0] and self.size:
-            from .lattice import LeechLattice
-
             # no vector of the shell has an entry beyond sqrt(N): leave such rows
             # out, so that the kernel's int64 norm cannot wrap around
             b = math.isqrt(self._N)
             member = ((z <= b) & (z >= -b)).all(axis=1)
-            z = np.where(member[:, None], z, 0)
-            member &= LeechLattice._contains_int(z)
-            starts, _, _, per_u, lookup, _ = self._blocks
-            t = self._t
-            zz = np.ascontiguousarray(z, dtype=np.int64)
-            with num_threads(workers):
-                rank_kernel(zz, self._N, t.T, t.vals, t.vpar, t.nvals, starts, lookup, per_u,
-                            t.info_set, t.class_of_msg, t.pos_in_class, out)
+            out = _rank_union(np.where(member[:, None], z, 0), (self.norm,), (0,), workers)
             out[~member] = -1
         return out
 
@@ -329,15 +361,8 @@ class BallCodebook:
         z, ok = _as_points(points, self.coords, math.isqrt(8 * self.max_norm))
         flat = z.reshape(-1, 24)
         ok = ok.ravel()
-        norms = np.where(ok, (flat * flat).sum(axis=1), -1)  # bounded entries: no overflow
-        out = np.full(flat.shape[0], -1, dtype=np.int64)
-        out[norms == 0] = 0
-        for k, n in enumerate(self.shell_norms):
-            sel = norms == 8 * n
-            if n == 0 or not sel.any():
-                continue
-            out[sel] = self._shells[n]._rank_int(flat[sel], workers)
-            out[sel] = np.where(out[sel] >= 0, out[sel] + self.shell_offsets[k], -1)
+        out = _rank_union(flat, self.shell_norms, self.shell_offsets, workers)  # bounded entries
+        out[~ok] = -1
         if out.size and out.min() < 0:
             raise ValueError(f"points are not all lattice vectors of norm <= {self.max_norm}")
         return out.reshape(z.shape[:-1])

@@ -6,7 +6,7 @@ vector with squared norm in ``[min_norm, max_norm]``; ``min_norm = 0`` is a ball
 (:class:`~leechlib.BallQuantizer`), ``min_norm = max_norm`` a shell (the shapes of
 :class:`~leechlib.ShapeGainQuantizer`).  The nearest lattice point
 (:func:`~leechlib.nearest_point`) answers whenever it satisfies the constraint;
-otherwise the exact search of :mod:`leechlib._kernels.constrained` (Lagrangian
+otherwise the exact search of :mod:`leechlib._kernels.fastsearch` (Lagrangian
 lower bounds for the 8192 cosets of :math:`4D_{24}`, best-first, a dynamic
 programme over the coordinates per coset) finds the nearest point.  For a ball the
 search starts from the feasible points ``nearest_point(t x)``, ``t < 1``, and the
@@ -19,7 +19,6 @@ Everything here works in the integer frame (``coords="int"``).
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -58,100 +57,79 @@ def _nearest_int(y, workers):
 
 
 def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
-    """Run the constrained kernel on rows of ``y`` (integer frame); (points, dist, visited)."""
-    from ._kernels.constrained import constrained_kernel
+    """Run the constrained search on rows of ``y`` (integer frame); (points, dist, visited).
+
+    ``ts`` (n, T): the multipliers of the Lagrangian bounds per row; ``ub_pt`` (n, 24)
+    with ``has_ub`` (n,): a feasible start per row, if any.
+    """
+    from ._kernels.fastencode import SEARCH
 
     n = len(y)
     if ub_pt is None:
         ub_pt = np.zeros((n, 24))
         has_ub = np.zeros(n, dtype=np.bool_)
-    vals, nv, step, vpar = _class_tables(int(n_hi))
+    return _encode(SEARCH, y, n_lo, n_hi, 0, ts, ub_pt, has_ub, workers)
+
+
+def _encode(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, workers):
+    """Call :func:`leechlib._kernels.fastencode.encode_kernel`; (points, dist, visited)."""
+    from ._kernels.fastencode import encode_kernel
+
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    n = len(y)
     out = np.zeros((n, 24))
     dist = np.empty(n)
     visited = np.empty(n, dtype=np.int64)
     if n:
+        t = kernel_tables()
         with num_threads(workers):
-            constrained_kernel(np.ascontiguousarray(y, dtype=np.float64), int(n_lo), int(n_hi),
-                               np.ascontiguousarray(ts, dtype=np.float64),
-                               np.ascontiguousarray(ub_pt, dtype=np.float64),
-                               np.ascontiguousarray(has_ub), *_mog_tables(), vals, nv, step,
-                               vpar, out, dist, visited)
+            encode_kernel(mode, y, int(n_lo), int(n_hi), int(steps),
+                          np.ascontiguousarray(ts, dtype=np.float64),
+                          np.ascontiguousarray(ub_pt, dtype=np.float64),
+                          np.ascontiguousarray(has_ub, dtype=np.bool_), t["hexa"], t["pat"],
+                          t["hoff_leech"], *_class_tables(int(n_hi)), out, dist, visited)
     return out, dist, visited
+
+
+_NO_UB = (np.zeros((1, 24)), np.zeros(1, dtype=np.bool_))
 
 
 def _ball_points(y, n_hi, workers=None, *, bisection_steps=3, return_stats=False):
     """Nearest points of norm <= n_hi (integer frame) of the rows of ``y`` (integer frame).
 
-    Fast path: the nearest lattice point, when its norm is <= n_hi.  Overload: the
-    dual scale t of the Lagrangian bound by bisection on the norm of Q(t y) (the
-    feasible Q(t y) give the starting upper bound), then the exact search.
+    One fused kernel pass (:func:`leechlib._kernels.fastencode.encode_kernel`): the
+    nearest lattice point when its norm is <= n_hi; otherwise (overload) the dual
+    scale t of the Lagrangian bound by bisection on the norm of Q(t y) (the feasible
+    Q(t y) give the starting upper bound), then the exact search.  With
+    ``return_stats`` also the overload mask and the cosets visited per row.
     """
-    p = _nearest_int(y, workers)
-    over = (p * p).sum(axis=1) > n_hi
-    visited = np.zeros(len(y), dtype=np.int64)
-    if over.any():
-        yo = y[over]
-        m = len(yo)
-        yn2 = (yo * yo).sum(axis=1)
-        yn = np.sqrt(yn2)
-        r = math.sqrt(n_hi)
-        # ||Q(z)|| <= ||z|| + 4 (covering radius 4 in the integer frame): feasible below
-        lo = np.maximum(r - 4.0, 0.0) / yn
-        hi = np.minimum((r + 4.5) / yn, 1.0)
-        ub = np.full(m, np.inf)
-        ub_pt = np.zeros((m, 24))
-        g_best = np.full(m, -np.inf)
-        t_best = np.where(lo > 0, lo, hi)
+    from ._kernels.fastencode import BALL
 
-        def visit(t):
-            q = _nearest_int(yo * t[:, None], workers)
-            nq = (q * q).sum(axis=1)
-            feas = nq <= n_hi
-            d = ((yo - q) ** 2).sum(axis=1)
-            better = feas & (d < ub)
-            ub[better] = d[better]
-            ub_pt[better] = q[better]
-            tt = np.maximum(t, 1e-300)
-            lam = 1.0 / tt - 1.0
-            g = ((q - yo * t[:, None]) ** 2).sum(axis=1) / tt + (1.0 - t) * yn2 - lam * n_hi
-            g = np.where(t > 0, g, -np.inf)
-            up = g > g_best
-            g_best[up] = g[up]
-            t_best[up] = t[up]
-            return feas
-
-        visit(lo)
-        for _ in range(bisection_steps):
-            mid = 0.5 * (lo + hi)
-            feas = visit(mid)
-            lo = np.where(feas, mid, lo)
-            hi = np.where(feas, hi, mid)
-        has_ub = np.isfinite(ub)
-        pts, _, vis = _search(yo, 0, n_hi, t_best[:, None], ub_pt, has_ub, workers)
-        p[over] = pts
-        visited[over] = vis
+    p, _, visited = _encode(BALL, y, 0, n_hi, bisection_steps, np.ones((1, 1)), *_NO_UB,
+                            workers)
     if return_stats:
-        return p, over, visited
+        return p, visited >= 0, np.maximum(visited, 0)
     return p
 
 
+#: the multipliers t of the shell search's Lagrangian bounds (lambda = 1/t - 1 of both
+#: signs, both valid for an equality constraint): half the cosets visited of t = 1
+_SHELL_TS = np.array([[0.93, 1.07]])
+
+
 def _shell_points(y, n_int, workers=None, *, return_stats=False):
-    """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``."""
-    p = _nearest_int(y, workers)
-    miss = (p * p).sum(axis=1) != n_int
-    visited = np.zeros(len(y), dtype=np.int64)
-    if miss.any():
-        ym = y[miss]
-        # two-sided Lagrangian bounds (t = 0.93 and 1.07, i.e. lambda of both signs,
-        # both valid for an equality constraint): half the cosets visited of t = 1
-        ts = np.tile(np.array([0.93, 1.07]), (len(ym), 1))
-        pts, dist, vis = _search(ym, n_int, n_int, ts, workers=workers)
-        if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
-            raise RuntimeError("constrained search found no shell point")
-        p[miss] = pts
-        visited[miss] = vis
+    """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``.
+
+    One fused kernel pass (:func:`leechlib._kernels.fastencode.encode_kernel`): the
+    nearest lattice point when it lies on the shell, else the exact search.
+    """
+    from ._kernels.fastencode import SHELL
+
+    p, dist, visited = _encode(SHELL, y, n_int, n_int, 0, _SHELL_TS, *_NO_UB, workers)
+    if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
+        raise RuntimeError("constrained search found no shell point")
     if return_stats:
-        return p, miss, visited
+        return p, visited >= 0, np.maximum(visited, 0)
     return p
 
 

@@ -48,7 +48,7 @@ from ._gains import SHELL_ANGLE_ERROR, as_shells, best_shell, lloyd_max
 from ._optimize import golden_min
 from ._validation import SQRT8 as _SQRT8
 from ._validation import as_blocks, as_codes, check_int, check_positive, check_range, subsample
-from .codebook import BallCodebook, ShellCodebook
+from .codebook import BallCodebook, ShellCodebook, _rank_union
 from .constrained import MAX_ABS as _MAX_ABS
 from .constrained import _ball_points, _shell_points, constrained_nearest_point
 from .protocol import Quantizer
@@ -93,6 +93,16 @@ def _check_rate(bits_per_dim) -> float:
 # ---------------------------------------------------------------------------
 # spherical shaping
 # ---------------------------------------------------------------------------
+
+
+def _rank_encoded(z, norms, offsets, workers):
+    """Indices of the int64 points ``z`` (n, 24) that an encoder produced, in the
+    union of the shells ``norms`` at ``offsets``: the index kernel without the input
+    checks of ``index`` (the encoders return codebook points, exact integers)."""
+    out = _rank_union(z, tuple(norms), tuple(offsets), workers)
+    if out.size and out.min() < 0:  # pragma: no cover - the encoders only return codebook points
+        raise RuntimeError("internal error: an encoded point is not in the codebook")
+    return out
 
 
 @functools.cache
@@ -287,7 +297,8 @@ class BallQuantizer:
         s = self._scale()
         y, shape = self._frame(x, s)
         p = _ball_points(y, 8 * self.max_norm, workers)
-        idx = self._int_codebook.index(p.astype(np.int64), workers=workers)
+        cb = self._int_codebook
+        idx = _rank_encoded(p.astype(np.int64), cb.shell_norms, cb.shell_offsets, workers)
         return idx.reshape(shape)
 
     def decode(self, codes, *, workers=None) -> np.ndarray:
@@ -455,24 +466,32 @@ class ShapeGainQuantizer:
         # directions u = y / ||y||, computed without under/overflow
         amax = np.abs(y).max(axis=1)
         nz = amax > 0
-        u = np.zeros_like(y)
-        u[nz] = y[nz] / amax[nz, None]
-        u[nz] /= np.sqrt((u[nz] * u[nz]).sum(axis=1))[:, None]
+        every = bool(nz.all())
+        if every:  # the same operations as below, without the masked copies
+            u = y / amax[:, None]
+            u /= np.sqrt((u * u).sum(axis=1))[:, None]
+        else:
+            u = np.zeros_like(y)
+            u[nz] = y[nz] / amax[nz, None]
+            u[nz] /= np.sqrt((u[nz] * u[nz]).sum(axis=1))[:, None]
         best_c = np.full(n, -np.inf)
         best_k = np.zeros(n, dtype=np.int64)
         best_v = np.zeros((n, 24))
         for k, m in enumerate(self.shells):
             N = 8 * m
-            v = np.zeros((n, 24))
-            if nz.any():
-                z = u[nz] * math.sqrt(N)
-                v[nz] = _shell_points(z, N, workers)
-            if not nz.all():
+            if every:
+                v = _shell_points(u * math.sqrt(N), N, workers)
+            else:
+                v = np.zeros((n, 24))
+                if nz.any():
+                    v[nz] = _shell_points(u[nz] * math.sqrt(N), N, workers)
                 v[~nz] = self._codebooks[k].point(
                     np.zeros(int((~nz).sum()), dtype=np.int64), workers=workers
                 )
             c = (y * v).sum(axis=1) / math.sqrt(N)
             c[~nz] = 0.0
+            if len(self.shells) == 1:  # c is finite: every row takes this shell
+                return best_k, v, c
             up = c > best_c
             best_c[up] = c[up]
             best_k[up] = k
@@ -519,11 +538,7 @@ class ShapeGainQuantizer:
         y, shape = as_blocks(x)
         k, v, c = self._shapes(y, workers)
         out = np.empty((len(y), 2), dtype=np.int64)
-        vi = v.astype(np.int64)
-        for j, cb in enumerate(self._codebooks):
-            sel = k == j
-            if sel.any():
-                out[sel, 0] = cb.index(vi[sel], workers=workers) + self._offsets[j]
+        out[:, 0] = _rank_encoded(v.astype(np.int64), self.shells, self._offsets, workers)
         out[:, 1] = self._gain_index(c)
         return out.reshape(shape + (2,))
 

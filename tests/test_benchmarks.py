@@ -28,3 +28,14 @@ def test_benchmark_script_imports(path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert callable(getattr(mod, "main", None))
+
+
+def test_bench_encode_smoke(capsys):
+    """A tiny run of the encoder benchmark: it runs and both encoders give the same codes."""
+    path = os.path.join(ROOT, "benchmarks", "bench_encode.py")
+    spec = importlib.util.spec_from_file_location("bench_bench_encode_smoke", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--blocks", "48", "--rates", "2.0", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| yes |") == 4 and "| NO |" not in out

@@ -28,6 +28,7 @@ from .._jit import jit, pjit
 __all__ = [
     "unrank_kernel",
     "rank_kernel",
+    "rank_union_kernel",
     "unrank_reference",
     "rank_reference",
 ]
@@ -157,6 +158,80 @@ def rank_kernel(points, N, T, vals, vpar, nvals, block_start, block_lookup, per_
             out[t] = -1
             continue
         out[t] = block_start[b] + pos_in_class[msg] * per_u[b] + r
+
+
+@pjit
+def rank_union_kernel(points, T, vals, vpar, nvals, starts, lookup, per_u, offset, info_set,
+                      class_of_msg, pos_in_class, class_words, out):
+    """Indices of points (n, 24) int64 in a union of shells; -1 if not in it.
+
+    One pass for codebooks made of several shells (a ball, the shapes of a
+    shape-gain quantizer): shell ``N = 16 m`` has the tables ``starts[m]``,
+    ``lookup[m]``, ``per_u[m]`` of :func:`rank_kernel` and its index offset
+    ``offset[m]`` (-1: not in the union; ``offset[0]`` is the origin's index or -1).
+    Membership is checked in the kernel: the entries have one parity, the Golay
+    word ``u`` of ``x = eps + 2u + 4y`` is the codeword of its message, and
+    ``sum(y) = eps (mod 2)``.  The caller bounds the entries (no int64 overflow).
+    """
+    n = points.shape[0]
+    nn = offset.shape[0]
+    for t in prange(n):
+        x = points[t]
+        eps = x[0] & 1
+        nrm = 0
+        for i in range(24):
+            nrm += x[i] * x[i]
+        m = nrm // 16
+        if nrm % 16 != 0 or m >= nn or offset[m] < 0:
+            out[t] = -1
+            continue
+        if nrm == 0:
+            out[t] = offset[0]
+            continue
+        word = 0
+        k1 = 0
+        bad = False
+        for i in range(24):
+            d = x[i] - eps
+            if d & 1:
+                bad = True
+            b = (d >> 1) & 1
+            word |= b << i
+            k1 += b
+        msg = 0
+        for k in range(12):
+            msg |= ((word >> info_set[k]) & 1) << k
+        cls = class_of_msg[msg]
+        if bad or class_words[cls, pos_in_class[msg]] != word:
+            out[t] = -1
+            continue
+        b = lookup[m, eps, cls]
+        k0 = 24 - k1
+        rem = nrm
+        par = 0
+        r = 0
+        for i in range(24):
+            c = (word >> i) & 1
+            if c == 1:
+                k1 -= 1
+            else:
+                k0 -= 1
+            for j in range(nvals[eps, c]):
+                v = vals[eps, c, j]
+                if v >= x[i]:
+                    break
+                s = v * v
+                if s > rem:
+                    continue
+                need = (eps - par - vpar[eps, c, j]) & 1
+                r += T[eps, k1, k0, rem - s, need]
+            rem -= x[i] * x[i]
+            yi = (x[i] - eps - 2 * c) // 4
+            par = (par + yi) & 1
+        if par != eps or rem != 0 or b < 0:
+            out[t] = -1
+            continue
+        out[t] = offset[m] + starts[m, b] + pos_in_class[msg] * per_u[m, b] + r
 
 
 # ---------------------------------------------------------------------------

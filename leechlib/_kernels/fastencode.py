@@ -1,0 +1,178 @@
+r"""Fused exact encoders of the Leech quantizers (Numba kernels).
+
+One parallel pass per batch: every row is decoded by the exact Leech decoder
+(:func:`leechlib._kernels.leech._leech_one`); the rows whose nearest lattice point
+misses the norm range go through the exact constrained search of
+:mod:`leechlib._kernels.fastsearch` right away, with no masks, gathers or further
+passes from Python.
+
+One kernel, :func:`encode_kernel`, in three modes (the search's code is inlined
+once, so it compiles once):
+
+* ``SHELL``: nearest points of one shell (the shapes of
+  :class:`~leechlib.ShapeGainQuantizer`); the search bounds every coset at the
+  multipliers ``ts`` (``t = 0.93, 1.07``, as before) and starts with no upper bound.
+* ``BALL``: nearest points of a ball (:class:`~leechlib.BallQuantizer`); an
+  overloaded row first runs a bisection (that of the original numpy wrapper, less
+  its probe at ``lo`` when a midpoint is feasible): the dual scale ``t`` of the
+  Lagrangian bound and a feasible start from the norms and distances of
+  ``nearest(t y)`` at ``steps`` midpoints of ``[lo, hi]`` (and at ``t = lo``,
+  feasible, only if no midpoint was), then the search.
+* ``SEARCH``: the constrained search alone, row by row (the arguments of
+  :func:`~leechlib._kernels.constrained.constrained_kernel`).
+
+Every mode gives, for every row, a nearest point of the range (the search is
+exact), so the answers agree with those of the original numpy wrappers (kept in
+:mod:`leechlib._legacy_encode`) up to ties.  References in the tests: the
+exhaustive DP of :func:`~leechlib._kernels.constrained.constrained_reference`, brute
+force over explicit codebooks, and the original wrappers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from .._jit import jit, pjit
+from .fastsearch import hoff4_table, scratch, search_one
+from .leech import CHUNK, _leech_one, _leech_scratch
+
+__all__ = ["encode_kernel", "SEARCH", "SHELL", "BALL"]
+
+
+#: modes of :func:`encode_kernel`
+SEARCH = 0
+SHELL = 1
+BALL = 2
+
+
+@jit(inline="always")
+def _probe(y, t, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp):
+    """One probe of the ball bisection: ``q = nearest(t y)``; updates the feasible
+    start (``st[0]`` its distance, point in ``ubp``) and the best dual value
+    (``st[1]``, its ``t`` in ``st[2]``); returns whether ``q`` is in the ball."""
+    for i in range(24):
+        yb[i] = y[i] * t
+    _leech_one(yb, qb, pat, hexa, hoff, fs, js)
+    nq = 0.0
+    d = 0.0
+    e = 0.0
+    for i in range(24):
+        nq += qb[i] * qb[i]
+        a = y[i] - qb[i]
+        d += a * a
+        b = qb[i] - yb[i]
+        e += b * b
+    feas = nq <= n_hi
+    if feas and d < st[0]:
+        st[0] = d
+        for i in range(24):
+            ubp[i] = qb[i]
+    if t > 0.0:
+        tt = max(t, 1e-300)
+        lam = 1.0 / tt - 1.0
+        g = e / tt + (1.0 - t) * yn2 - lam * n_hi
+        if g > st[1]:
+            st[1] = g
+            st[2] = t
+    return feas
+
+
+@jit(_nrt=False)
+def _encode_chunk(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff, hoff4, vals,
+                  nv, step, vpar, out, dist, visited, start, stop, sc, fs, js, buf):
+    """Rows ``start:stop`` of :func:`encode_kernel`, with the chunk's scratch.
+
+    Serial, so the compiler's parallel passes do not see the search, and compiled
+    without reference counting (``_nrt=False``: it allocates nothing; the scratch
+    comes from the caller), which the search's many array views would otherwise pay
+    for on every coset.
+    """
+    r0 = math.sqrt(n_hi)
+    ob = buf[0]
+    yb = buf[1]
+    qb = buf[2]
+    ubp = buf[3]
+    tsb = buf[4, :1]
+    st = buf[5, :3]
+    for k in range(start, stop):
+        yk = y[k]
+        tsr = tsb
+        hub = False
+        if mode == SEARCH:
+            tsr = ts[k]
+            hub = has_ub[k]
+            for i in range(24):
+                ubp[i] = ub_pt[k, i]
+        else:
+            _leech_one(yk, ob, pat, hexa, hoff, fs, js)
+            nrm = 0.0
+            d = 0.0
+            for i in range(24):
+                nrm += ob[i] * ob[i]
+                e = yk[i] - ob[i]
+                d += e * e
+            if n_lo <= nrm <= n_hi:
+                for i in range(24):
+                    out[k, i] = ob[i]
+                dist[k] = d
+                visited[k] = -1
+                continue
+            if mode == SHELL:
+                tsr = ts[0]
+            else:
+                yn2 = 0.0
+                for i in range(24):
+                    yn2 += yk[i] * yk[i]
+                yn = math.sqrt(yn2)
+                # ||nearest(z)|| <= ||z|| + 4 (covering radius 4): feasible below lo
+                lo = max(r0 - 4.0, 0.0) / yn
+                hi = min((r0 + 4.5) / yn, 1.0)
+                st[0] = np.inf
+                st[1] = -np.inf
+                st[2] = lo if lo > 0 else hi
+                lo0 = lo
+                for _ in range(steps):
+                    t = 0.5 * (lo + hi)
+                    if _probe(yk, t, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp):
+                        lo = t
+                    else:
+                        hi = t
+                if lo == lo0:  # no midpoint was feasible: lo is
+                    _probe(yk, lo, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp)
+                tsb[0] = st[2]
+                hub = st[0] < np.inf
+        d, v = search_one(yk, n_lo, n_hi, tsr, ubp, hub, hexa, pat, hoff4, vals, nv, step, vpar,
+                          out[k], sc)
+        dist[k] = d
+        visited[k] = v
+
+
+@pjit
+def encode_kernel(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff, vals, nv, step,
+                  vpar, out, dist, visited):
+    """Exact nearest points of norm in ``[n_lo, n_hi]`` of the rows of ``y`` (n, 24).
+
+    ``mode``: ``SEARCH`` runs the constrained search on every row with the
+    multipliers ``ts[k]`` and the start ``ub_pt[k]`` if ``has_ub[k]`` (the arguments
+    and outputs of :func:`~leechlib._kernels.constrained.constrained_kernel`);
+    ``SHELL`` (``n_lo = n_hi``) and ``BALL`` (``n_lo = 0``) first decode the row and
+    search only if the nearest lattice point is outside, the shell with the
+    multipliers ``ts[0]`` and no start, the ball after ``steps`` bisection probes
+    (see the module docstring).  ``out`` (n, 24), ``dist`` (n,) the squared
+    distance (inf if the range holds no lattice point), ``visited`` (n,) the
+    cosets visited (-1: the nearest lattice point answered).
+    """
+    n = y.shape[0]
+    nch = (n + CHUNK - 1) // CHUNK
+    hoff4 = hoff4_table(hexa)
+    T = 1 if mode == BALL else ts.shape[1]
+    for ch in prange(nch):
+        sc = scratch(T, vals.shape[1], n_hi)
+        fs, js = _leech_scratch()
+        buf = np.zeros((6, 24))
+        _encode_chunk(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff, hoff4,
+                      vals, nv, step, vpar, out, dist, visited, ch * CHUNK,
+                      min(n, (ch + 1) * CHUNK), sc, fs, js, buf)
