@@ -260,6 +260,31 @@ def test_a_crafted_config_is_refused_before_anything_is_built(tiny_args, tmp_pat
 # ------------------------------------------------------------------ 5. signals
 
 
+@pytest.fixture(autouse=True)
+def _sigint_default():
+    # a shell's background job (``cmd &`` without job control) inherits SIGINT ignored, and
+    # the trainer rightly leaves an ignored signal alone: these tests want Python's default
+    old = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def _default_sigint_in_child():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python then installs its KeyboardInterrupt handler
+
+
+def test_an_ignored_sigint_stays_ignored():
+    from torch_ext._signals import StopSignals
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with StopSignals() as stop:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested is None
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_a_signal_checkpoints_the_step_and_resume_is_bit_identical(tiny_args, tmp_path, name):
     sig = getattr(signal, name)
@@ -320,7 +345,8 @@ def test_a_second_signal_stops_at_once_without_a_checkpoint(tiny_args):
 def test_the_command_line_exits_cleanly_on_a_signal(tiny_args, name, code):
     args = dict(tiny_args, steps=100_000, save_every=10**6)
     proc = subprocess.Popen([sys.executable, "-m", "torch_ext.cli", *_argv(args)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint_in_child)
     try:
         for line in proc.stderr:  # the run has started: its first log line after the data
             if line.startswith("run "):
