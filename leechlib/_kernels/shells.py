@@ -95,6 +95,38 @@ def unrank_kernel(ranks, N, T, vals, vpar, nvals, block_start, block_eps, block_
     return ok
 
 
+@jit
+def _lex_rank(x, word, eps, k1, nrm, T, vals, vpar, nvals):
+    """Lexicographic rank of ``x = eps + 2u + 4y`` among the points of norm ``nrm``
+    with the same ``eps`` and Golay word ``u`` (bit ``i`` of ``word``; ``k1`` its
+    weight); -1 if the norm or the parity ``sum(y) = eps (mod 2)`` does not hold."""
+    k0 = 24 - k1
+    rem = nrm
+    par = 0
+    r = 0
+    for i in range(24):
+        c = (word >> i) & 1
+        if c == 1:
+            k1 -= 1
+        else:
+            k0 -= 1
+        for j in range(nvals[eps, c]):
+            v = vals[eps, c, j]
+            if v >= x[i]:
+                break
+            s = v * v
+            if s > rem:
+                continue
+            need = (eps - par - vpar[eps, c, j]) & 1
+            r += T[eps, k1, k0, rem - s, need]
+        rem -= x[i] * x[i]
+        yi = (x[i] - eps - 2 * c) // 4
+        par = (par + yi) & 1
+    if par != eps or rem != 0:
+        return -1
+    return r
+
+
 @pjit
 def rank_kernel(points, N, T, vals, vpar, nvals, block_start, block_lookup, per_u,
                 info_set, class_of_msg, pos_in_class, out):
@@ -114,47 +146,26 @@ def rank_kernel(points, N, T, vals, vpar, nvals, block_start, block_lookup, per_
         if nrm != N:
             out[t] = -1
             continue
-        u_bits = np.empty(24, dtype=np.int64)
+        word = 0
         k1 = 0
         bad = False
         for i in range(24):
             d = x[i] - eps
             if d & 1:
                 bad = True
-            u_bits[i] = (d >> 1) & 1
-            k1 += u_bits[i]
+            bit = (d >> 1) & 1
+            word |= bit << i
+            k1 += bit
         if bad:
             out[t] = -1
             continue
         msg = 0
         for k in range(12):
-            msg |= u_bits[info_set[k]] << k
+            msg |= ((word >> info_set[k]) & 1) << k
         cls = class_of_msg[msg]
         b = block_lookup[eps, cls]
-        # lexicographic rank within (eps, u)
-        k0 = 24 - k1
-        rem = N
-        par = 0
-        r = 0
-        for i in range(24):
-            c = u_bits[i]
-            if c == 1:
-                k1 -= 1
-            else:
-                k0 -= 1
-            for j in range(nvals[eps, c]):
-                v = vals[eps, c, j]
-                if v >= x[i]:
-                    break
-                s = v * v
-                if s > rem:
-                    continue
-                need = (eps - par - vpar[eps, c, j]) & 1
-                r += T[eps, k1, k0, rem - s, need]
-            rem -= x[i] * x[i]
-            yi = (x[i] - eps - 2 * c) // 4
-            par = (par + yi) & 1
-        if par != eps or rem != 0 or b < 0:
+        r = _lex_rank(x, word, eps, k1, N, T, vals, vpar, nvals)
+        if r < 0 or b < 0:
             out[t] = -1
             continue
         out[t] = block_start[b] + pos_in_class[msg] * per_u[b] + r
@@ -206,29 +217,8 @@ def rank_union_kernel(points, T, vals, vpar, nvals, starts, lookup, per_u, offse
             out[t] = -1
             continue
         b = lookup[m, eps, cls]
-        k0 = 24 - k1
-        rem = nrm
-        par = 0
-        r = 0
-        for i in range(24):
-            c = (word >> i) & 1
-            if c == 1:
-                k1 -= 1
-            else:
-                k0 -= 1
-            for j in range(nvals[eps, c]):
-                v = vals[eps, c, j]
-                if v >= x[i]:
-                    break
-                s = v * v
-                if s > rem:
-                    continue
-                need = (eps - par - vpar[eps, c, j]) & 1
-                r += T[eps, k1, k0, rem - s, need]
-            rem -= x[i] * x[i]
-            yi = (x[i] - eps - 2 * c) // 4
-            par = (par + yi) & 1
-        if par != eps or rem != 0 or b < 0:
+        r = _lex_rank(x, word, eps, k1, nrm, T, vals, vpar, nvals)
+        if r < 0 or b < 0:
             out[t] = -1
             continue
         out[t] = offset[m] + starts[m, b] + pos_in_class[msg] * per_u[m, b] + r
