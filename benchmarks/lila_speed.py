@@ -395,9 +395,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    # leechlib's Numba kernels (the alignment loss) restore Numba's thread count after
-    # each call, which sets the OpenMP threads that torch uses too: make the two agree,
-    # or a run with OMP_NUM_THREADS=1 would train on every core after the first step
+    # the alignment loss's Numba kernels run on as many threads as torch (leechlib gives
+    # torch its own count back after each call; this keeps Numba's regions to it too)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(torch.get_num_threads()))
     if args.memory_probe:
         print(json.dumps(memory_probe(*json.loads(args.memory_probe))))

@@ -18,11 +18,19 @@ threading layers run parallel regions launched from several Python threads side 
 side; its ``workqueue`` layer (the fallback when neither is installed) cannot, and
 aborts the process.  Where the layer is not thread-safe, :class:`num_threads` holds
 one process-wide lock for the duration of the call, so concurrent calls take turns.
+
+Numba's OpenMP layer sets the thread count of the process's OpenMP runtime, which
+other libraries in the process share: PyTorch's CPU operators run on the same
+``libgomp``, and would keep whatever count Numba restored on exit (its own, the
+number of cores) instead of the one set with ``torch.set_num_threads``.  When torch
+has already been imported by someone else, :class:`num_threads` gives torch its
+count back on exit; leechlib itself never imports torch.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 __all__ = ["jit", "pjit", "num_threads", "layer_is_threadsafe", "CACHE"]
@@ -102,6 +110,13 @@ def layer_is_threadsafe() -> bool:
     return safe
 
 
+def _torch_threads():
+    """torch's intra-op thread count if torch is already imported (never imports it)."""
+    torch = sys.modules.get("torch")
+    get = getattr(torch, "get_num_threads", None)
+    return get() if callable(get) else None
+
+
 class num_threads:
     """Context manager running Numba parallel kernels on ``workers`` threads.
 
@@ -114,6 +129,7 @@ class num_threads:
         self.n = resolve_workers(workers)
 
     def __enter__(self):
+        self._torch = _torch_threads()  # before the layer starts: that may change it
         nb = _numba()
         self._locked = not layer_is_threadsafe()
         if self._locked:
@@ -130,6 +146,8 @@ class num_threads:
     def __exit__(self, *exc):
         try:
             _numba().set_num_threads(self._old)
+            if self._torch is not None and _torch_threads() != self._torch:
+                sys.modules["torch"].set_num_threads(self._torch)
         finally:
             if self._locked:
                 _PARALLEL_LOCK.release()
