@@ -56,10 +56,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: (label, method, bits)
 METHODS = [("rtn-2", "rtn", 2), ("rtn-3", "rtn", 3), ("rtn-4", "rtn", 4), ("e8", "e8", 2),
            ("leech-ball", "leech-ball", 2), ("leech-shape-gain", "leech-shape-gain", 2)]
-#: label -> (rotation, calibrated); the first four are the default grid
-PIPELINES = {"plain": ("none", False), "+rotation": ("hadamard", False),
-             "+feedback": ("none", True), "+both": ("hadamard", True),
-             "+both, two-sided": ("hadamard-both", True)}
+#: label -> (rotation, calibrated, act-order); the first four are the default grid
+PIPELINES = {"plain": ("none", False, False), "+rotation": ("hadamard", False, False),
+             "+feedback": ("none", True, False), "+both": ("hadamard", True, False),
+             "+both, act-order": ("hadamard", True, True),
+             "+both, two-sided": ("hadamard-both", True, False)}
 DEFAULT_PIPELINES = ["plain", "+rotation", "+feedback", "+both"]
 QUICK = {"methods": ["rtn-2", "rtn-3", "leech-shape-gain"], "pipelines": ["plain", "+both"]}
 
@@ -160,7 +161,7 @@ def minilm_setup(args, out: Path):
     return st, calib, score, desc
 
 
-def quantize_one(model, kind: str, method: str, bits, rotation: str, calib, workers=-1):
+def quantize_one(model, kind: str, method: str, bits, rotation: str, calib, workers=-1, act_order=False):
     """A quantized copy of ``model`` and what it cost."""
     from torch_ext.quantize import model_bits_report, quantize_model
 
@@ -169,7 +170,7 @@ def quantize_one(model, kind: str, method: str, bits, rotation: str, calib, work
     infos = []
     t0 = time.perf_counter()
     quantize_model(target, bits, method, data=calib, rotation=rotation,
-                   skip=("lm_head", "pooler.*", "pooler"), workers=workers,
+                   skip=("lm_head", "pooler.*", "pooler"), workers=workers, act_order=act_order,
                    callback=lambda n, i: infos.append(i))
     seconds = time.perf_counter() - t0
     r = model_bits_report(target)
@@ -284,9 +285,9 @@ def main(argv=None) -> int:
                 if label not in methods:
                     continue
                 for pipe in pipes:
-                    rotation, calibrated = PIPELINES[pipe]
+                    rotation, calibrated, ao = PIPELINES[pipe]
                     m, info = quantize_one(model, kind, method, bits, rotation,
-                                           calib if calibrated else None)
+                                           calib if calibrated else None, act_order=ao)
                     info["score"] = score(m)
                     cells[f"{label} {pipe}"] = info
                     kept = "" if info["kept"] is None else f", calibration kept in {info['kept']}/{info['layers']}"

@@ -493,6 +493,8 @@ def _quantize_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=None, help="calibration window length (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rotations and of the windows")
     p.add_argument("--damp", type=float, default=0.01, help="relative damping of the second moments")
+    p.add_argument("--act-order", action="store_true",
+                   help="feed back the column blocks in decreasing order of input energy")
     p.add_argument("--max-points", type=int, default=None, help="blocks used to fit each codebook")
     p.add_argument("--cache-dir", default=None, help="token cache root")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the report here")
@@ -534,7 +536,8 @@ def _quantize_command(argv) -> int:
         res = quantize_checkpoint(args.ckpt, args.out, method=args.method, bits=bits, rotation=args.rotation,
                                   feedback=args.feedback, calib_steps=args.calib_steps,
                                   calib_batch_size=args.calib_batch_size, block_size=args.block_size,
-                                  seed=args.seed, damp=args.damp, max_points=args.max_points,
+                                  seed=args.seed, damp=args.damp, act_order=args.act_order,
+                                  max_points=args.max_points,
                                   cache_dir=args.cache_dir, callback=progress)
     except (CheckpointError, DataUnavailableError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

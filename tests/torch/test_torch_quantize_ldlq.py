@@ -15,6 +15,7 @@ from torch_ext.quantize import (
     save_quantized,
 )
 from torch_ext.quantize.feedback import (
+    act_order,
     damped_hessian,
     inverse_cholesky_upper,
     ldlq,
@@ -480,3 +481,65 @@ def test_tiny_transformers_models_quantize_run_save_and_reload(arch, tmp_path):
     with torch.no_grad():
         again = back(input_ids=ids[:2])
     assert torch.equal(first, again.last_hidden_state if arch == "bert" else again.logits)
+
+
+# --------------------------------------------------------------------------- act-order
+
+
+def test_act_order_feeds_the_blocks_in_the_given_order():
+    rng = np.random.default_rng(3)
+    H = _correlated(48)[1].numpy()
+    W = rng.standard_normal((5, 48))
+
+    def q(j, Wj):
+        return np.round(Wj * 2) / 2
+
+    Q0, _ = ldlq(W, H, q, block=8)
+    np.testing.assert_array_equal(ldlq(W, H, q, block=8, order=np.arange(6))[0], Q0)
+    order = act_order(H, 8)
+    d = np.diag(H).reshape(6, 8).sum(1)
+    assert np.all(np.diff(d[order]) <= 0) and sorted(order.tolist()) == list(range(6))
+    seen = []
+    Qa, _ = ldlq(W, H, lambda j, Wj: (seen.append(j), q(j, Wj))[1], block=8, order=order)
+    assert seen == order.tolist()  # each block once, with its own index, in that order
+    cols = (order[:, None] * 8 + np.arange(8)).reshape(-1)
+    ref = _obs_reference(W[:, cols], H[np.ix_(cols, cols)], q, 8, 0.01)
+    np.testing.assert_allclose(Qa[:, cols], ref, atol=1e-9)
+    assert not np.array_equal(Qa, Q0)  # the order matters when inputs are coupled
+    # uncoupled inputs (diagonal H): every order gives the same weights
+    D = np.diag(np.diag(H))
+    np.testing.assert_array_equal(ldlq(W, D, q, block=8, order=order[::-1].copy())[0],
+                                  ldlq(W, D, q, block=8)[0])
+    for bad in ([0, 1], np.arange(1, 7), np.array([0, 0, 1, 2, 3, 4]), np.arange(6.0)):
+        with pytest.raises(ValueError, match="order"):
+            ldlq(W, H, q, block=8, order=bad)
+    with pytest.raises(ValueError, match="block"):
+        act_order(H, 5)
+
+
+@pytest.mark.parametrize("method", ["rtn", "leech-shape-gain"])
+def test_act_order_through_the_layer_and_quantize_model(method):
+    lin = _linear(96, 32)
+    X, H = _correlated(96)
+    W = lin.weight.detach().double().numpy()
+    kw = dict(rotation="none", name="layer", hessian=H, feedback="ldlq", **FAST)
+    ao = LeechQuantizedLinear.from_linear(lin, method, act_order=True, **kw)
+    fb = LeechQuantizedLinear.from_linear(lin, method, **kw)
+    plain = LeechQuantizedLinear.from_linear(lin, method, rotation="none", name="layer", **FAST)
+
+    def loss(q):
+        return proxy_loss(W, q.dequantize(torch.float64).numpy(), H.numpy())
+
+    assert ao.stats["act_order"] is True and fb.stats["act_order"] is False
+    assert loss(ao) < 0.95 * loss(plain)
+    assert ao.bits_report() == fb.bits_report()  # same layout and file, another order
+    x = X[:7].float()
+    torch.testing.assert_close(ao(x), F.linear(x, ao.dequantize(torch.float32), ao.bias))
+    model = nn.Sequential(_linear(96, 32))
+    data = [X[i:i + 250].float() for i in range(0, 2000, 250)]
+    quantize_model(model, 2, method, data=data, rotation="hadamard", act_order=True, **FAST)
+    assert torch.isfinite(model(x)).all()
+    with pytest.raises(TypeError, match="act_order"):
+        quantize_model(nn.Sequential(_linear(96, 32)), 2, method, act_order=1)
+    with pytest.raises(TypeError, match="act_order"):
+        LeechQuantizedLinear.from_linear(lin, method, act_order="yes", **kw)

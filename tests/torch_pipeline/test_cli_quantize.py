@@ -36,7 +36,7 @@ def test_quantize_then_eval(trained, tmp_path, capsys, monkeypatch):
     j = tmp_path / "q.json"
     run = Path(trained.checkpoint).parent
     assert cli.main(["quantize", str(run), "--out", str(out), "--method", "rtn", "--calib-steps", "8",
-                     "--calib-batch-size", "2", "--json", str(j), "--quiet"]) == 0
+                     "--calib-batch-size", "2", "--act-order", "--json", str(j), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "rotation hadamard, feedback ldlq" in text and "calibration" in text
     rep = json.loads(j.read_text())
@@ -50,6 +50,7 @@ def test_quantize_then_eval(trained, tmp_path, capsys, monkeypatch):
     # eval reads the quantized checkpoint like any other
     q = load_checkpoint(out)
     assert q.step == ck.step and q.meta["quantization"]["method"] == "rtn"
+    assert q.meta["quantization"]["act_order"] is True
     assert sum(isinstance(m, LeechQuantizedLinear) for m in q.model.modules()) == 4
     je = tmp_path / "eval.json"
     assert cli.main(["eval", str(out), "--json", str(je), "--no-ranks"]) == 0

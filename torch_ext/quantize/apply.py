@@ -91,7 +91,7 @@ def _check_model(model) -> None:
 def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *,
                    skip: Iterable[str] = ("lm_head",), group="row", data=None,
                    rotation: str = "hadamard", feedback: str | None = None, seed: int = 0,
-                   damp: float = 0.01, scale_iters: int = 1,
+                   damp: float = 0.01, act_order: bool = False, scale_iters: int = 1,
                    scale_dtype: torch.dtype = torch.float16, max_points: int | None = None,
                    workers: int | None = -1, cache: bool = True,
                    callback: Callable[[str, dict], None] | None = None) -> nn.Module:
@@ -137,6 +137,9 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     damp : float
         Relative damping of the second moments (times their mean diagonal; GPTQ's
         1 %), raised ten-fold while a factorization fails.
+    act_order : bool
+        With feedback, quantize each layer's column blocks in decreasing order of
+        input energy (see :meth:`LeechQuantizedLinear.from_linear`).
     scale_iters, scale_dtype, max_points, workers, cache
         As in :meth:`LeechQuantizedLinear.from_linear`.
     callback : callable, optional
@@ -200,6 +203,8 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     check_int(seed, "seed", 0)
     if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not 0 <= damp < 1e6:
         raise ValueError(f"damp must be a number in [0, 1e6), got {damp!r}")
+    if not isinstance(act_order, bool):
+        raise TypeError(f"act_order must be a bool, got {type(act_order).__name__}")
     if isinstance(skip, str):
         skip = (skip,)
     skip = tuple(skip)
@@ -216,7 +221,7 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
             lin, method, bits, group=group, scale_iters=scale_iters, scale_dtype=scale_dtype,
             max_points=max_points, workers=workers, hessian=H, cache=cache, name=name,
             rotation=rotation, seed=seed, feedback=feedback if H is not None else "none",
-            damp=damp)
+            damp=damp, act_order=act_order)
 
     def replace(name, q, index):
         _set_module(model, name, q)

@@ -60,7 +60,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.linalg
 
-__all__ = ["FeedbackInfo", "damped_hessian", "inverse_cholesky_upper", "ldlq", "proxy_loss",
+__all__ = ["FeedbackInfo", "act_order", "damped_hessian", "inverse_cholesky_upper", "ldlq", "proxy_loss",
            "MAX_TRIES"]
 
 #: ten-fold raises of the damping tried before giving up on a factorization
@@ -200,8 +200,27 @@ def inverse_cholesky_upper(H, damp: float = 0.01) -> tuple[np.ndarray, FeedbackI
     raise np.linalg.LinAlgError(f"H does not factor even with damping {d / 10:g}")
 
 
+def act_order(H, block: int) -> np.ndarray:
+    """Column blocks in decreasing order of their inputs' energy (GPTQ's act-order).
+
+    Block ``j``'s energy is the sum of the diagonal of ``H`` over its ``block``
+    columns; ties keep their natural order.  Pass the result as ``ldlq(order=...)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch_ext.quantize.feedback import act_order
+    >>> act_order(np.diag([1.0, 1.0, 5.0, 0.0, 2.0, 2.0]), 2).tolist()
+    [1, 2, 0]
+    """
+    d = np.diagonal(np.asarray(H, dtype=np.float64))
+    if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1 or len(d) % block:
+        raise ValueError(f"block must be a positive int dividing {len(d)}, got {block!r}")
+    return np.argsort(-d.reshape(-1, block).sum(1), kind="stable")
+
+
 def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block: int,
-         damp: float = 0.01) -> tuple[np.ndarray, FeedbackInfo]:
+         damp: float = 0.01, order=None) -> tuple[np.ndarray, FeedbackInfo]:
     """Quantize ``W`` column block by column block with block LDL error feedback.
 
     Parameters
@@ -214,11 +233,16 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
     quantize_block : callable
         ``quantize_block(j, Wj)`` returns the quantized values ``(out, block)`` of
         column block ``j`` given its current (feedback-corrected) values ``Wj``.
-        It is called once per block, in order.
+        It is called once per block, in the order of ``order``.
     block : int
         Columns quantized jointly.
     damp : float
         Relative damping (see the module docstring).
+    order : array_like of int, optional
+        The order in which the column blocks are quantized (a permutation of
+        ``range(n // block)``, e.g. :func:`act_order`); default left to right.
+        Errors are fed forward in that order; ``quantize_block`` still receives each
+        block's own index, and ``Q`` is in the original column order.
 
     Returns
     -------
@@ -245,6 +269,19 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
     if n % block:
         raise ValueError(f"the columns of W ({n}) must be a multiple of block ({block})")
     H = _check_hessian(H, n)
+    if order is not None:
+        nb = n // block
+        order = np.asarray(order)
+        if (order.shape != (nb,) or order.dtype.kind not in "iu"
+                or not np.array_equal(np.sort(order), np.arange(nb))):
+            raise ValueError(f"order must be a permutation of range({nb}) (the column blocks)")
+        cols = (order[:, None] * block + np.arange(block)).reshape(-1)
+        inner = quantize_block
+        Qp, info = ldlq(W[:, cols], H[np.ix_(cols, cols)], lambda j, Wj: inner(int(order[j]), Wj),
+                        block=block, damp=damp)
+        Q = np.empty_like(Qp)
+        Q[:, cols] = Qp
+        return Q, info
     U, info = inverse_cholesky_upper(H, damp)
     Q = np.empty_like(W)
     # lazy batch updates (GPTQ): the error of a block moves the columns of its chunk at

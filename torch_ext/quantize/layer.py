@@ -202,7 +202,8 @@ class LeechQuantizedLinear(nn.Module):
                     max_points: int | None = None, workers: int | None = -1,
                     hessian: Tensor | None = None, cache: bool = True,
                     name: str = "", rotation: str = "none", seed: int = 0,
-                    feedback: str = "none", damp: float = 0.01) -> LeechQuantizedLinear:
+                    feedback: str = "none", damp: float = 0.01,
+                    act_order: bool = False) -> LeechQuantizedLinear:
         """Quantize an ``nn.Linear`` (its weight and bias are copied, not modified).
 
         Parameters
@@ -235,6 +236,11 @@ class LeechQuantizedLinear(nn.Module):
         damp : float
             Relative damping of ``hessian`` (times its mean diagonal), raised
             ten-fold while the factorization fails.
+        act_order : bool
+            With feedback: quantize the column blocks in decreasing order of their
+            inputs' energy (diagonal of the rotated ``hessian``; GPTQ's act-order at
+            the codec's block length) instead of left to right.  The stored codes
+            keep the column order, so the layer and its file are unchanged.
 
         Raises
         ------
@@ -253,6 +259,8 @@ class LeechQuantizedLinear(nn.Module):
             raise ValueError("feedback='ldlq' needs hessian (the second moment of the inputs)")
         if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not 0 <= damp < 1e6:
             raise ValueError(f"damp must be a number in [0, 1e6), got {damp!r}")
+        if not isinstance(act_order, bool):
+            raise TypeError(f"act_order must be a bool, got {type(act_order).__name__}")
         w = linear.weight.detach()
         if w.is_meta:
             raise ValueError(f"layer {label!r}: the weight is on the meta device (no values to "
@@ -277,7 +285,7 @@ class LeechQuantizedLinear(nn.Module):
         fallback = None
         try:
             res = _quantize_array(w64.numpy(), layer.codec, layer.group,
-                                  feedback=feedback == "ldlq", **kw)
+                                  feedback=feedback == "ldlq", act_order=act_order, **kw)
         except np.linalg.LinAlgError as exc:  # H did not factor at any damping tried
             fallback = f"feedback: {exc}; quantized without feedback"
             res = _quantize_array(w64.numpy(), layer.codec, layer.group, feedback=False, **kw)
@@ -295,7 +303,8 @@ class LeechQuantizedLinear(nn.Module):
                  "feedback": feedback if fallback is None else "none"}
         info = res["feedback"]
         if info is not None:
-            stats.update(damp=info.damp, damp_raised=info.raised, dead_inputs=info.dead)
+            stats.update(damp=info.damp, damp_raised=info.raised, dead_inputs=info.dead,
+                         act_order=act_order)
             if info.raised:
                 notes.append(f"feedback: H did not factor with damping {damp:g}; raised "
                              f"{info.raised} time(s) ten-fold to {info.damp:g}")

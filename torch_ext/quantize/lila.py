@@ -59,7 +59,7 @@ def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
                         rotation: str = "hadamard", feedback: str | None = None,
                         calib_steps: int = 32, calib_batch_size: int = 4,
                         block_size: int | None = None, seed: int = 0, damp: float = 0.01,
-                        group="row", max_points: int | None = None, workers: int | None = -1,
+                        act_order: bool = False, group="row", max_points: int | None = None, workers: int | None = -1,
                         cache_dir=None, callback=None) -> dict:
     """Quantize the LILA checkpoint ``ckpt`` and write it to ``out``.
 
@@ -69,7 +69,7 @@ def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
         A checkpoint file or a run directory (its latest checkpoint).
     out : str or Path
         The quantized checkpoint to write (safetensors).
-    method, bits, rotation, feedback, seed, damp, group, max_points, workers
+    method, bits, rotation, feedback, seed, damp, act_order, group, max_points, workers
         As in :func:`~torch_ext.quantize.quantize_model` (``feedback`` defaults to
         ``"ldlq"`` when there are calibration batches).
     calib_steps : int
@@ -130,11 +130,12 @@ def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
     settings = {"method": method, "bits": bits, "rotation": rotation,
                 "feedback": feedback if feedback is not None else ("ldlq" if windows else "none"),
                 "calib_steps": calib_steps, "calib_batch_size": calib_batch_size, "seed": seed,
-                "damp": damp, "group": group, "max_points": max_points}
+                "damp": damp, "act_order": act_order, "group": group, "max_points": max_points}
     t0 = time.perf_counter()
     with torch.no_grad():
         quantize_model(model, bits, method, data=windows, rotation=rotation, feedback=feedback,
-                       seed=seed, damp=damp, group=group, max_points=max_points, workers=workers,
+                       seed=seed, damp=damp, act_order=act_order, group=group, max_points=max_points,
+                       workers=workers,
                        callback=cb)
     seconds = time.perf_counter() - t0
     report = model_bits_report(model)

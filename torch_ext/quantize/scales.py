@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .feedback import act_order as _act_order
 from .feedback import damped_hessian, ldlq
 
 
@@ -74,13 +75,14 @@ class _Layout:
 
 def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
                     H: np.ndarray | None, max_points, workers, feedback: bool = False,
-                    damp: float = 0.01) -> dict:
+                    damp: float = 0.01, act_order: bool = False) -> dict:
     """Codes, scales and gains of an (out, in) float64 weight; see the module docstring.
 
     With ``feedback`` (needs ``H``), the blocks are encoded by :func:`_encode_ldlq`
     (error feedback across the input dimension) and the scales are then refitted
     once in the ``H`` metric, the codes kept.  ``H`` is damped by ``damp`` (raised
-    if LDLQ had to) and weights the scale refit.
+    if LDLQ had to) and weights the scale refit.  ``act_order``: the blocks are fed
+    back in decreasing order of input energy (the codes stay in column order).
     """
     out_f, in_f = W.shape
     if feedback and H is None:
@@ -130,7 +132,7 @@ def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtyp
 
     info = None
     if feedback:
-        codes, U, info = _encode_ldlq(P, H, codec, L, S, gains, damp, workers)
+        codes, U, info = _encode_ldlq(P, H, codec, L, S, gains, damp, workers, act_order)
         H = damped_hessian(H, info.damp)[0]
     else:
         codes, U = encode(S)
@@ -163,7 +165,7 @@ def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtyp
 
 
 def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: _Layout, S: np.ndarray, gains, damp,
-                 workers):
+                 workers, act_order: bool = False):
     """Codes and decoded normalised blocks of the padded weight ``P`` with LDLQ feedback.
 
     The scales ``S`` are fixed; block ``j`` of every row is normalised by its scale,
@@ -186,7 +188,8 @@ def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: _Layout, S: np.ndarray,
         codes[:, j], U[:, j] = c, u
         return s * u
 
-    _, info = ldlq(P, Hp, quantize_block, block=codec.block, damp=damp)
+    order = _act_order(Hp, codec.block) if act_order else None
+    _, info = ldlq(P, Hp, quantize_block, block=codec.block, damp=damp, order=order)
     return codes, U, info
 
 
