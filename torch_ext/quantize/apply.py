@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Callable, Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .._validation import check_int
 from .calibrate import as_batches, calibrate_sequential
@@ -33,50 +33,6 @@ def _targets(model: nn.Module, skip) -> list[tuple[str, nn.Module]]:
     """The ``nn.Linear`` (and Hugging Face ``Conv1D``) layers not matched by ``skip``."""
     return [(n, m) for n, m in model.named_modules()
             if (type(m) is nn.Linear or is_conv1d(m)) and not _matches(n, skip)]
-
-
-@torch.no_grad()
-def _hessians(model: nn.Module, targets, data) -> dict:
-    """Second moments E[x x^T] (float64, CPU) of the inputs of the target layers."""
-    sums = {n: None for n, _ in targets}
-    counts = {n: 0 for n, _ in targets}
-    hooks = []
-
-    def hook_for(name):
-        def hook(mod, args):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
-            h = (x.T @ x).cpu()
-            sums[name] = h if sums[name] is None else sums[name] + h
-            counts[name] += x.shape[0]
-        return hook
-
-    for n, m in targets:
-        hooks.append(m.register_forward_pre_hook(hook_for(n)))
-    was = model.training
-    model.eval()
-    try:
-        batches = [data] if isinstance(data, Tensor) else list(data)
-        if not batches:
-            raise ValueError("data holds no calibration batch")
-        for b in batches:
-            if isinstance(b, dict):
-                model(**b)
-            elif isinstance(b, (tuple, list)):
-                model(*b)
-            else:
-                model(b)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    out = {}
-    for n, _ in targets:
-        if sums[n] is None:
-            continue
-        H = sums[n] / max(counts[n], 1)
-        H = H + 1e-2 * float(torch.diagonal(H).mean()) * torch.eye(H.shape[0], dtype=H.dtype)
-        out[n] = H
-    return out
 
 
 def _check_model(model) -> None:
