@@ -96,6 +96,26 @@ def unrank_kernel(ranks, N, T, vals, vpar, nvals, block_start, block_eps, block_
 
 
 @jit
+def _golay_parts(x, eps, info_set):
+    """``(word, weight, message)`` of the binary word ``u`` of ``x = eps + 2u + 4y``
+    (bit ``i`` of ``word`` is ``u_i``; ``message`` its bits on ``info_set``), or
+    ``(-1, 0, 0)`` if an entry of ``x`` has the wrong parity."""
+    word = 0
+    k1 = 0
+    for i in range(24):
+        d = x[i] - eps
+        if d & 1:
+            return -1, 0, 0
+        bit = (d >> 1) & 1
+        word |= bit << i
+        k1 += bit
+    msg = 0
+    for k in range(12):
+        msg |= ((word >> info_set[k]) & 1) << k
+    return word, k1, msg
+
+
+@jit
 def _lex_rank(x, word, eps, k1, nrm, T, vals, vpar, nvals):
     """Lexicographic rank of ``x = eps + 2u + 4y`` among the points of norm ``nrm``
     with the same ``eps`` and Golay word ``u`` (bit ``i`` of ``word``; ``k1`` its
@@ -146,22 +166,10 @@ def rank_kernel(points, N, T, vals, vpar, nvals, block_start, block_lookup, per_
         if nrm != N:
             out[t] = -1
             continue
-        word = 0
-        k1 = 0
-        bad = False
-        for i in range(24):
-            d = x[i] - eps
-            if d & 1:
-                bad = True
-            bit = (d >> 1) & 1
-            word |= bit << i
-            k1 += bit
-        if bad:
+        word, k1, msg = _golay_parts(x, eps, info_set)
+        if word < 0:
             out[t] = -1
             continue
-        msg = 0
-        for k in range(12):
-            msg |= ((word >> info_set[k]) & 1) << k
         cls = class_of_msg[msg]
         b = block_lookup[eps, cls]
         r = _lex_rank(x, word, eps, k1, N, T, vals, vpar, nvals)
@@ -199,21 +207,12 @@ def rank_union_kernel(points, T, vals, vpar, nvals, starts, lookup, per_u, offse
         if nrm == 0:
             out[t] = offset[0]
             continue
-        word = 0
-        k1 = 0
-        bad = False
-        for i in range(24):
-            d = x[i] - eps
-            if d & 1:
-                bad = True
-            b = (d >> 1) & 1
-            word |= b << i
-            k1 += b
-        msg = 0
-        for k in range(12):
-            msg |= ((word >> info_set[k]) & 1) << k
+        word, k1, msg = _golay_parts(x, eps, info_set)
+        if word < 0:
+            out[t] = -1
+            continue
         cls = class_of_msg[msg]
-        if bad or class_words[cls, pos_in_class[msg]] != word:
+        if class_words[cls, pos_in_class[msg]] != word:
             out[t] = -1
             continue
         b = lookup[m, eps, cls]
