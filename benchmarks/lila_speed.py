@@ -45,7 +45,8 @@ the medians of the process CPU time per token, which a busy machine disturbs les
 than the wall clock (with one thread; with more, it also counts threads spinning).
 Below the table, the matrix-product flops per token of each mode (counted, so the
 same on any machine) give the ratio that a purely compute-bound run would approach.
-``--align-weight 0`` measures the models without
+``--profile`` prints instead where a CPU training step of each mode goes
+(``torch.profiler`` self time per operator).  ``--align-weight 0`` measures the models without
 the alignment loss (its cost depends on the hidden states, not on the attention);
 ``--attn-dropout 0.1`` with dropout on the attention probabilities, which the
 ``lila-20m`` presets leave off: ``scaled_dot_product_attention`` then falls back from
@@ -269,6 +270,41 @@ def matmul_flops(preset, length, overrides=None):
     return out
 
 
+def profile_train(preset, batch, length, overrides=None, steps=2, rows=12) -> str:
+    """Where a CPU training step goes: ``torch.profiler`` self time per operator, per mode.
+
+    Both arms run ``steps`` profiled steps (eager) after two warm-up steps; the table
+    gives each operator's share of the step and its milliseconds per step.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    out = []
+    for mode in MODES:
+        torch.manual_seed(0)
+        model = LilaTransformer(config(preset, mode, overrides)).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        idx = torch.randint(0, model.config.vocab_size, (batch, length))
+
+        def step(model=model, opt=opt, idx=idx):
+            model(idx, targets=idx).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step()
+        step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+        ev = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        total = sum(e.self_cpu_time_total for e in ev)
+        ev.sort(key=lambda e: -e.self_cpu_time_total)
+        out.append(f"{preset} {mode}, {batch} × {length}: {total / steps / 1e3:,.0f} ms of self CPU time "
+                   "per step")
+        out += [f"  {e.self_cpu_time_total / total:6.1%}  {e.self_cpu_time_total / steps / 1e3:9.1f} ms  "
+                f"{e.key}" for e in ev[:rows]]
+    return "\n".join(out)
+
+
 def cpu_memory(preset, batch, length, overrides=None):
     res = {}
     for mode in MODES:
@@ -362,6 +398,8 @@ def parse_args(argv=None):
                     help="override the presets' attention-probability dropout (lila-20m: 0; "
                          "with dropout, SDPA cannot use its fused kernels)")
     ap.add_argument("--no-memory", action="store_true", help="skip the CPU memory subprocesses")
+    ap.add_argument("--profile", action="store_true",
+                    help="only profile a CPU training step of each mode (torch.profiler, eager)")
     ap.add_argument("--out", default=None, help="also write the measurements as JSON")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -400,6 +438,11 @@ def main(argv=None) -> None:
     os.environ.setdefault("NUMBA_NUM_THREADS", str(torch.get_num_threads()))
     if args.memory_probe:
         print(json.dumps(memory_probe(*json.loads(args.memory_probe))))
+        return
+    if args.profile:
+        for preset in args.presets:
+            batch, length = SHAPES[(preset, "cpu", "quick" if args.quick else "full")]
+            print(profile_train(preset, args.batch_size or batch, args.seq_len or length, args.overrides))
         return
     devices = []
     if args.device in ("auto", "cpu"):
