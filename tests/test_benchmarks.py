@@ -16,7 +16,7 @@ SCRIPTS = sorted(
     if not os.path.basename(p).startswith("test_")
 )
 TORCH_SCRIPTS = {"bench_torch_ops.py", "gpu_check.py", "kernel_neutrality.py", "lila_ablation.py",
-                 "lila_speed.py",
+                 "lila_speed.py", "bench_rtn_scales.py",
                  "quantize_lila.py", "vq_autoencoder.py"}
 
 
