@@ -204,6 +204,26 @@ def test_shell_and_ball_points_match_legacy():
     assert np.array_equal(_ball_points(z, 208), legacy.ball_points(z, 208))
 
 
+
+def test_ball_probe_on_the_outer_shell_is_optimal():
+    """An overloaded row whose scale probe ``Q(t y)`` (t <= 1) lands on the outer shell
+    is answered by that probe, without a search (visited 0): the Lagrangian argument
+    makes it a nearest point of the ball.  Checked against the exhaustive DP."""
+    from leechlib import GolayCode
+    from leechlib._kernels.constrained import constrained_reference
+
+    U = GolayCode().codewords()
+    rng = np.random.default_rng(21)
+    y = rng.standard_normal((200, 24)) * 2.2
+    p, over, visited = _ball_points(y, 64, return_stats=True)
+    short = np.flatnonzero(over & (visited == 0))
+    assert len(short) >= 5  # the path is taken
+    assert (over & (visited > 0)).any()  # and the search too
+    for k in short[:8]:
+        assert (p[k] * p[k]).sum() == 64
+        _, dr = constrained_reference(y[k], 0, 64, U)
+        assert ((y[k] - p[k]) ** 2).sum() == pytest.approx(dr, rel=1e-12, abs=1e-9)
+
 def test_index_matches_legacy(quantizers, blocks):
     """rank_union_kernel (membership inside) against the original numpy membership
     test + rank kernel, on codebook points and on points outside."""
