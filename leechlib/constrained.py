@@ -19,6 +19,7 @@ Everything here works in the integer frame (``coords="int"``).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
     return _encode(SEARCH, y, n_lo, n_hi, 0, ts, ub_pt, has_ub, workers)
 
 
-def _encode(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, workers):
+def _encode(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, workers, t0=1.0):
     """Call :func:`leechlib._kernels.fastencode.encode_kernel`; (points, dist, visited)."""
     from ._kernels.fastencode import encode_kernel
 
@@ -83,7 +84,7 @@ def _encode(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, workers):
     if n:
         t = kernel_tables()
         with num_threads(workers):
-            encode_kernel(mode, y, int(n_lo), int(n_hi), int(steps),
+            encode_kernel(mode, y, int(n_lo), int(n_hi), int(steps), float(t0),
                           np.ascontiguousarray(ts, dtype=np.float64),
                           np.ascontiguousarray(ub_pt, dtype=np.float64),
                           np.ascontiguousarray(has_ub, dtype=np.bool_), t["hexa"], t["pat"],
@@ -112,20 +113,45 @@ def _ball_points(y, n_hi, workers=None, *, bisection_steps=3, return_stats=False
     return p
 
 
-#: the multipliers t of the shell search's Lagrangian bounds (lambda = 1/t - 1 of both
-#: signs, both valid for an equality constraint): half the cosets visited of t = 1
+#: the normalized second moment of Lambda24 (Conway and Sloane)
+_NSM = 0.065771
+
+#: the multipliers t of the shell search's Lagrangian bounds, relative to the probe
+#: scale t0 of :func:`_shell_probe_scale` (lambda = 1/t - 1 of both signs, both valid
+#: for an equality constraint): half the cosets visited of t = 1; centred on t0
+#: (where the dual is largest on average) 3-12 % fewer than on 1
 _SHELL_TS = np.array([[0.93, 1.07]])
+
+
+def _shell_probe_scale(n_int):
+    r"""The scale ``t0`` of the first decode of a row ``y`` with ``||y||^2 = n_int`` in
+    the shell encoder: ``t0^2 = 1 - 24 G V^(1/12) / n_int``.
+
+    For a point uniform modulo the lattice, ``||Q(z)||^2 = ||z||^2 + 2 <z, e> + ||e||^2``
+    with ``e = Q(z) - z``, whose mean square is ``24 G V^(1/12)`` (``G`` = 0.065771,
+    the normalized second moment of Lambda24; ``V^(1/12) = 8`` in the integer frame,
+    so 12.6); the cross term averages out.  At ``t0`` the expected norm of the
+    decoded point is the shell's, and the decode lands on the shell most often: for
+    directions uniform on the sphere 31 % of rows at norm 192 (25 % at ``t0 = 1``),
+    47 % at 96 (31 %), 95 % at 32 (26 %).  Only the speed depends on ``t0``, never
+    the answer.  Clipped to ``[0.5, 1]``.
+    """
+    return math.sqrt(min(max(1.0 - 24 * _NSM * 8.0 / n_int, 0.25), 1.0))
 
 
 def _shell_points(y, n_int, workers=None, *, return_stats=False):
     """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``.
 
     One fused kernel pass (:func:`leechlib._kernels.fastencode.encode_kernel`): the
-    nearest lattice point when it lies on the shell, else the exact search.
+    nearest lattice point of ``t0 y`` when it lies on the shell (then it is a nearest
+    shell point of ``y``, for any ``t0 > 0``), else the exact search.  ``t0`` is
+    :func:`_shell_probe_scale` of the shell.
     """
     from ._kernels.fastencode import SHELL
 
-    p, dist, visited = _encode(SHELL, y, n_int, n_int, 0, _SHELL_TS, *_NO_UB, workers)
+    t0 = _shell_probe_scale(n_int)
+    p, dist, visited = _encode(SHELL, y, n_int, n_int, 0, t0 * _SHELL_TS, *_NO_UB, workers,
+                               t0=t0)
     if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
         raise RuntimeError("constrained search found no shell point")
     if return_stats:

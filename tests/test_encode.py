@@ -25,6 +25,7 @@ from leechlib.constrained import _ball_points, _search, _shell_points
 from leechlib.quantizers import BallQuantizer, ShapeGainQuantizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_NO_UB_ARGS = (np.zeros((1, 24)), np.zeros(1, dtype=np.bool_))
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +224,35 @@ def test_ball_probe_on_the_outer_shell_is_optimal():
         assert (p[k] * p[k]).sum() == 64
         _, dr = constrained_reference(y[k], 0, 64, U)
         assert ((y[k] - p[k]) ** 2).sum() == pytest.approx(dr, rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize("n", [32, 96, 192])
+def test_shell_probe_scale_changes_speed_not_answers(n):
+    """The shell encoder's first decode is at ``t0 y``: any ``t0 > 0`` gives the same
+    points (a lattice point of ``t0 y`` on the shell maximises ``<y, v>`` there);
+    the chosen ``t0`` answers more rows without a search than ``t0 = 1``."""
+    from leechlib import nearest_point
+    from leechlib._kernels.fastencode import SHELL
+    from leechlib.constrained import _SHELL_TS, _encode, _shell_probe_scale
+
+    t0 = _shell_probe_scale(n)
+    assert 0.5 <= t0 < 1.0
+    assert t0 == pytest.approx(math.sqrt(1 - 24 * 0.065771 * 8 / n))
+    rng = np.random.default_rng(n)
+    y = rng.standard_normal((300, 24))
+    y *= math.sqrt(n) / np.linalg.norm(y, axis=1)[:, None]
+    ref = legacy.shell_points(y, n)
+    hits = {}
+    for t in (t0, 1.0, 0.8, 1.1):
+        p, d, visited = _encode(SHELL, y, n, n, 0, _SHELL_TS, *_NO_UB_ARGS, None, t0=t)
+        assert np.array_equal(p, ref)
+        np.testing.assert_allclose(d, ((y - ref) ** 2).sum(axis=1), rtol=1e-12)
+        hits[t] = int((visited < 0).sum())
+        # the rows answered without a search are exactly those decoded onto the shell
+        q = nearest_point(y * t, coords="int")
+        assert np.array_equal(visited < 0, (q * q).sum(axis=1) == n)
+    assert hits[t0] > hits[1.0]
+    assert np.array_equal(_shell_points(y, n), ref)
 
 def test_index_matches_legacy(quantizers, blocks):
     """rank_union_kernel (membership inside) against the original numpy membership

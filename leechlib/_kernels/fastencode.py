@@ -10,8 +10,14 @@ One kernel, :func:`encode_kernel`, in three modes (the search's code is inlined
 once, so it compiles once):
 
 * ``SHELL``: nearest points of one shell (the shapes of
-  :class:`~leechlib.ShapeGainQuantizer`); the search bounds every coset at the
-  multipliers ``ts`` (``t = 0.93, 1.07``, as before) and starts with no upper bound.
+  :class:`~leechlib.ShapeGainQuantizer`).  The row is first decoded at a scale
+  ``t0``: all shell points have the same norm, so if ``q = nearest(t0 y)`` lies on
+  the shell, ``||t0 y - q||^2 <= ||t0 y - v||^2`` gives ``<y, q> >= <y, v>`` for every
+  shell point ``v``, and ``q`` is a nearest shell point of ``y`` whatever ``t0 > 0``.
+  The caller picks the ``t0`` at which that happens most often (see
+  :func:`leechlib.constrained._shell_points`).  Otherwise the search bounds every
+  coset at the multipliers ``ts`` (``t = 0.93 t0, 1.07 t0``) and starts with no
+  upper bound.
 * ``BALL``: nearest points of a ball (:class:`~leechlib.BallQuantizer`); an
   overloaded row first runs a bisection (that of the original numpy wrapper, less
   its probe at ``lo`` when a midpoint is feasible): the dual scale ``t`` of the
@@ -89,8 +95,8 @@ def _probe(y, t, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp):
 
 
 @jit(_nrt=False)
-def _encode_chunk(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff, hoff4, vals,
-                  nv, step, vpar, out, dist, visited, start, stop, sc, fs, js, buf):
+def _encode_chunk(mode, y, n_lo, n_hi, steps, t0, ts, ub_pt, has_ub, hexa, pat, hoff, hoff4,
+                  vals, nv, step, vpar, out, dist, visited, start, stop, sc, fs, js, buf):
     """Rows ``start:stop`` of :func:`encode_kernel`, with the chunk's scratch.
 
     Serial, so the compiler's parallel passes do not see the search, and compiled
@@ -115,7 +121,12 @@ def _encode_chunk(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff
             for i in range(24):
                 ubp[i] = ub_pt[k, i]
         else:
-            _leech_one(yk, ob, pat, hexa, hoff, fs, js)
+            if t0 != 1.0:  # SHELL: the first decode at t0 y (see encode_kernel)
+                for i in range(24):
+                    yb[i] = yk[i] * t0
+                _leech_one(yb, ob, pat, hexa, hoff, fs, js)
+            else:
+                _leech_one(yk, ob, pat, hexa, hoff, fs, js)
             nrm = 0.0
             d = 0.0
             for i in range(24):
@@ -166,8 +177,8 @@ def _encode_chunk(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff
 
 
 @pjit
-def encode_kernel(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff, vals, nv, step,
-                  vpar, out, dist, visited):
+def encode_kernel(mode, y, n_lo, n_hi, steps, t0, ts, ub_pt, has_ub, hexa, pat, hoff, vals, nv,
+                  step, vpar, out, dist, visited):
     """Exact nearest points of norm in ``[n_lo, n_hi]`` of the rows of ``y`` (n, 24).
 
     ``mode``: ``SEARCH`` runs the constrained search on every row with the
@@ -176,7 +187,9 @@ def encode_kernel(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff
     ``SHELL`` (``n_lo = n_hi``) and ``BALL`` (``n_lo = 0``) first decode the row and
     search only if the nearest lattice point is outside, the shell with the
     multipliers ``ts[0]`` and no start, the ball after ``steps`` bisection probes
-    (see the module docstring).  ``out`` (n, 24), ``dist`` (n,) the squared
+    (see the module docstring).  ``t0``: in ``SHELL`` mode the first decode is of
+    ``t0 y`` (any ``t0 > 0`` is exact: a nearest lattice point of ``t0 y`` on the
+    shell is a nearest shell point of ``y``); 1 in the other modes.  ``out`` (n, 24), ``dist`` (n,) the squared
     distance (inf if the range holds no lattice point), ``visited`` (n,) the
     cosets visited (-1: the nearest lattice point answered).
     """
@@ -188,6 +201,6 @@ def encode_kernel(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff
         sc = scratch(T, vals.shape[1], n_hi)
         fs, js = _leech_scratch()
         buf = np.zeros((6, 24))
-        _encode_chunk(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, hexa, pat, hoff, hoff4,
+        _encode_chunk(mode, y, n_lo, n_hi, steps, t0, ts, ub_pt, has_ub, hexa, pat, hoff, hoff4,
                       vals, nv, step, vpar, out, dist, visited, ch * CHUNK,
                       min(n, (ch + 1) * CHUNK), sc, fs, js, buf)
