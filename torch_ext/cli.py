@@ -109,6 +109,17 @@ def _error(exc) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except where there is nothing to show: required options,
+    ``None`` defaults (their help says what happens), switches (off unless given)."""
+
+    def _get_help_string(self, action):
+        if (action.required or action.default is None or action.default is False
+                or "(default" in (action.help or "")):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _encoding_options(g) -> None:
     g.add_argument("--encoding", default="utf-8", help="encoding of local text files")
     g.add_argument("--encoding-errors", default="strict", choices=list(ENCODING_ERRORS),
@@ -120,7 +131,7 @@ def _train_parser() -> argparse.ArgumentParser:
     """Argument parser of ``leechlib lila train`` (``python -m torch_ext.train``)."""
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="leechlib lila train", description="Train a LILA model (torchrun-ready).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", default=d.data, help="shakespeare | tinystories | fineweb-edu | PATH")
     g.add_argument("--tokenizer", default=d.tokenizer, choices=["byte", "bpe"])
@@ -292,7 +303,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's)")
     p.add_argument("--stride", type=int, default=None, help="window stride (default: block size)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--cache-dir", default=None, help="token cache root")
+    p.add_argument("--cache-dir", default=None, help="token cache root (default: the one the model was trained with)")
     _encoding_options(p)
     p.add_argument("--no-ranks", action="store_true", help="skip the singular values")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the results here")
@@ -478,14 +489,17 @@ def _quantize_parser() -> argparse.ArgumentParser:
     from .quantize.rotation import ROTATIONS
 
     p = argparse.ArgumentParser(
-        prog="leechlib lila quantize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="leechlib lila quantize", formatter_class=_HelpFormatter,
         description="Quantize the linear layers of a LILA checkpoint (calibration windows from its "
                     "training split) and write a checkpoint that 'leechlib lila eval' reads.")
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
     p.add_argument("--out", required=True, metavar="FILE", help="quantized checkpoint to write (.safetensors)")
-    p.add_argument("--method", default="leech-shape-gain", choices=list(METHODS))
+    p.add_argument("--method", default="leech-shape-gain", choices=list(METHODS),
+                   help="quantizer of the weights")
     p.add_argument("--bits", type=float, default=2.0, help="bits per weight of the codes")
-    p.add_argument("--rotation", default="hadamard", choices=list(ROTATIONS))
+    p.add_argument("--rotation", default="hadamard", choices=list(ROTATIONS),
+                   help="seeded randomized Hadamard rotation of each layer's input side "
+                        "(hadamard), of both sides (hadamard-both), or none")
     p.add_argument("--feedback", default=None, choices=["ldlq", "none"],
                    help="error feedback (default: ldlq when --calib-steps > 0)")
     p.add_argument("--calib-steps", type=int, default=32, help="calibration batches (0: no calibration)")
@@ -495,8 +509,10 @@ def _quantize_parser() -> argparse.ArgumentParser:
     p.add_argument("--damp", type=float, default=0.01, help="relative damping of the second moments")
     p.add_argument("--act-order", action="store_true",
                    help="feed back the column blocks in decreasing order of input energy")
-    p.add_argument("--max-points", type=int, default=None, help="blocks used to fit each codebook")
-    p.add_argument("--cache-dir", default=None, help="token cache root")
+    p.add_argument("--max-points", type=int, default=None,
+                   help="blocks used to fit each codebook (default: the quantizer's own, "
+                        "20000 for shape-gain, 4000 for the ball, 2000 for E8)")
+    p.add_argument("--cache-dir", default=None, help="token cache root (default: the one the model was trained with)")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the report here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -231,16 +231,18 @@ def weight_ranks(model: torch.nn.Module) -> dict[str, dict]:
     """:func:`matrix_ranks` of every 2-D parameter and buffer of ``model``.
 
     Buffers (e.g. frozen attention kernels) are marked ``"frozen": True``; so are
-    parameters with ``requires_grad=False``.  Tied weights appear once.
+    parameters with ``requires_grad=False``.  Tied weights appear once.  Vectors
+    stored as ``(n, 1)`` or ``(1, n)`` (the row scales of quantized layers) are not
+    matrices and are left out.
     """
     out: dict[str, dict] = {}
     seen: set[int] = set()
     for name, p in model.named_parameters():
-        if p.ndim == 2 and id(p) not in seen:
+        if p.ndim == 2 and min(p.shape) > 1 and id(p) not in seen:
             seen.add(id(p))
             out[name] = {**matrix_ranks(p), "frozen": not p.requires_grad}
     for name, b in model.named_buffers():
-        if b.ndim == 2 and b.is_floating_point() and id(b) not in seen:
+        if b.ndim == 2 and min(b.shape) > 1 and b.is_floating_point() and id(b) not in seen:
             seen.add(id(b))
             out[name] = {**matrix_ranks(b), "frozen": True}
     return out

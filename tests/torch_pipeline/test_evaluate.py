@@ -172,6 +172,19 @@ def test_ranks_and_counts_of_a_lila_model():
     assert c["params_frozen"] == m.num_params().frozen > 0
 
 
+def test_ranks_leave_out_the_row_scales_of_quantized_layers():
+    from torch_ext.model import LilaConfig, LilaTransformer
+    from torch_ext.quantize import quantize_model
+
+    torch.manual_seed(0)
+    m = LilaTransformer(LilaConfig.preset("lila-tiny", d_model=24, n_head=1, n_layer=1, block_size=8))
+    quantize_model(m, method="rtn", rotation="none")
+    assert any(b.ndim == 2 and min(b.shape) == 1 for b in m.buffers())  # (n, 1) scales
+    ranks = weight_ranks(m)
+    assert ranks and all(min(v["shape"]) > 1 for v in ranks.values())
+    assert "wte.weight" in ranks
+
+
 def test_results_are_frozen_dataclasses_with_the_json_keys():
     sp = _split(["ab", "b"])
     r = bits_per_character(FixedModel(), sp, eos_id=EOS, block_size=4)
