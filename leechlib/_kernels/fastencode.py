@@ -18,17 +18,17 @@ once, so it compiles once):
   :func:`leechlib.constrained._shell_points`).  Otherwise the search bounds every
   coset at the multipliers ``ts`` (``t = 0.93 t0, 1.07 t0``) and starts with no
   upper bound.
-* ``BALL``: nearest points of a ball (:class:`~leechlib.BallQuantizer`); an
-  overloaded row first runs a bisection (that of the original numpy wrapper, less
-  its probe at ``lo`` when a midpoint is feasible): the dual scale ``t`` of the
-  Lagrangian bound and a feasible start from the norms and distances of
-  ``nearest(t y)`` at ``steps`` midpoints of ``[lo, hi]`` (and at ``t = lo``,
-  feasible, only if no midpoint was), then the search -- unless a probe landed on
-  the outer shell: if ``q = nearest(t y)`` with ``0 < t <= 1`` has ``||q||^2 = n_hi``,
-  then for every lattice point ``v`` with ``||v||^2 <= n_hi``,
+* ``BALL``: nearest points of a ball (:class:`~leechlib.BallQuantizer`).  An
+  overloaded row first probes ``q = nearest(t y)`` at ``steps`` scales ``t`` of
+  ``[lo, hi]`` (the original numpy wrapper bisected from the midpoint): the first
+  where ``||q||^2`` is ``n_hi`` on average (``t^2 ||y||^2 + MSE_INT = n_hi``), then
+  bisection midpoints, and ``t = lo`` (feasible) only if no probe was.  The probes
+  give the dual scale of the Lagrangian bound and a feasible start for the search,
+  and may make it unnecessary: if a probe with ``0 < t <= 1`` has
+  ``||q||^2 = n_hi``, then for every lattice point ``v`` with ``||v||^2 <= n_hi``,
   ``||y - v||^2 - ||y - q||^2 >= (1/t - 1) (||q||^2 - ||v||^2) >= 0`` (divide
   ``||t y - v||^2 >= ||t y - q||^2`` by ``t``), so ``q`` is a nearest point of the
-  ball and the row needs no search (``visited`` 0; about a quarter of the
+  ball: no further probe and no search (``visited`` 0; about a quarter of the
   overloaded 2-bit rows).
 * ``SEARCH``: the constrained search alone, row by row (the arguments of
   :func:`~leechlib._kernels.constrained.constrained_kernel`).
@@ -51,8 +51,14 @@ from .._jit import jit, pjit
 from .fastsearch import hoff4_table, scratch, search_one
 from .leech import CHUNK, _leech_one, _leech_scratch
 
-__all__ = ["encode_kernel", "SEARCH", "SHELL", "BALL"]
+__all__ = ["encode_kernel", "SEARCH", "SHELL", "BALL", "NSM", "MSE_INT"]
 
+
+#: the normalized second moment of Lambda24 (Conway and Sloane)
+NSM = 0.065771
+#: the mean of ||Q(z) - z||^2 for z uniform modulo sqrt(8) Lambda24 (24 G V^(1/12),
+#: V^(1/12) = 8): for a random point, ||Q(z)||^2 is about ||z||^2 + MSE_INT
+MSE_INT = 24 * NSM * 8.0
 
 #: modes of :func:`encode_kernel`
 SEARCH = 0
@@ -153,14 +159,17 @@ def _encode_chunk(mode, y, n_lo, n_hi, steps, t0, ts, ub_pt, has_ub, hexa, pat, 
                 st[1] = -np.inf
                 st[2] = lo if lo > 0 else hi
                 st[3] = 0.0
-                lo0 = lo
+                # the first probe where the decoded norm is n_hi on average
+                t = min(max(math.sqrt(max(n_hi - MSE_INT, 0.0)) / yn, lo), hi)
                 for _ in range(steps):
-                    t = 0.5 * (lo + hi)
                     if _probe(yk, t, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp):
                         lo = t
                     else:
                         hi = t
-                if lo == lo0:  # no midpoint was feasible: lo is
+                    if st[3] > 0.0:
+                        break
+                    t = 0.5 * (lo + hi)
+                if st[0] == np.inf:  # no probe was feasible: lo is
                     _probe(yk, lo, n_hi, yn2, pat, hexa, hoff, fs, js, yb, qb, st, ubp)
                 if st[3] > 0.0:  # a probe on the outer shell: optimal, no search
                     for i in range(24):
