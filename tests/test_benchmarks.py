@@ -39,3 +39,29 @@ def test_bench_encode_smoke(capsys):
     assert mod.main(["--blocks", "48", "--rates", "2.0", "--reps", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("| yes |") == 4 and "| NO |" not in out
+
+
+def test_quantize_models_tables_and_doc_blocks(tmp_path):
+    """The results tables of ``quantize_models.py``: loss models (LILA, GPT-2) show the
+    change against the float model, MiniLM its cosine; ``--update-doc`` rewrites only
+    the marked blocks."""
+    path = os.path.join(ROOT, "benchmarks", "quantize_models.py")
+    spec = importlib.util.spec_from_file_location("bench_quantize_models_tables", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cell = {"bits_per_weight": 2.0625, "seconds": 3.0, "layers": 16, "kept": None}
+    res = {"gpt2": {"desc": "A GPT-2.", "float": {"score": 2.5},
+                    "rtn-2 plain": {**cell, "score": 2.6},
+                    "rtn-2 +both": {**cell, "score": 2.55, "kept": 15}},
+           "minilm": {"desc": "MiniLM.", "float": {"score": 1.0},
+                      "rtn-2 plain": {**cell, "score": 0.5371}}}
+    md = mod.md_table(res, "gpt2")
+    assert "Δ bits/token" in md and "+0.1000" in md and "+0.0500 (15/16)" in md
+    assert "| rtn-3 | — | — |" in md  # not measured
+    assert "0.5371" in mod.md_table(res, "minilm") and "mean cosine" in mod.md_table(res, "minilm")
+    doc = tmp_path / "doc.rst"
+    doc.write_text("Intro\n\n.. models-gpt2-begin\n\nold\n\n.. models-gpt2-end\n\nOutro\n")
+    assert mod.update_doc(doc, res) == ["gpt2"]
+    text = doc.read_text()
+    assert "old" not in text and text.startswith("Intro") and text.rstrip().endswith("Outro")
+    assert "Float model: 2.5000 bits/token." in text and "     - +0.1000" in text
