@@ -36,9 +36,10 @@ def test_bench_encode_smoke(capsys):
     spec = importlib.util.spec_from_file_location("bench_bench_encode_smoke", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.main(["--blocks", "48", "--rates", "2.0", "--reps", "1"]) == 0
+    assert mod.main(["--blocks", "48", "--rates", "2.0", "--reps", "1", "--stats"]) == 0
     out = capsys.readouterr().out
     assert out.count("| yes |") == 4 and "| NO |" not in out
+    assert "cosets visited" in out and out.count("%") == 4  # one row per source and quantizer
 
 
 def test_quantize_models_tables_and_doc_blocks(tmp_path):
