@@ -3,10 +3,11 @@ as they were before the fused kernels (kept for benchmarks and tests).
 
 The numpy wrappers around :func:`leechlib._kernels.constrained.constrained_kernel`
 (decode everything, gather the rows outside the norm range, bisect on the scale
-with whole-batch decodes, search), the index maps with the membership test in numpy,
-and the two ``encode`` methods written with them.  ``benchmarks/bench_encode.py``
-times them beside the current encoders in the same run, and the tests check that
-both give the same codes.  Not used by the library itself.
+with whole-batch decodes, search), the index maps with the membership test in
+numpy and the one-shell rank kernel, and the two ``encode`` methods written with
+them.  ``benchmarks/bench_encode.py`` times them beside the current encoders in the
+same run, and the tests check that both give the same codes.  Not used by the
+library itself.
 """
 
 from __future__ import annotations
@@ -14,10 +15,58 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import prange
 
-from ._jit import num_threads
+from ._jit import num_threads, pjit
+from ._kernels.shells import _golay_parts, _lex_rank
+from ._mog import kernel_tables
 from ._validation import as_blocks
-from .constrained import _class_tables, _mog_tables, _nearest_int
+from .constrained import _class_tables
+
+
+def _mog_tables():
+    t = kernel_tables()
+    return t["hexa"], t["pat"]
+
+
+def _nearest_int(y, workers):
+    from .decode import nearest_point
+
+    return nearest_point(y, coords="int", workers=workers)
+
+
+@pjit
+def rank_kernel(points, N, T, vals, vpar, nvals, block_start, block_lookup, per_u,
+                info_set, class_of_msg, pos_in_class, out):
+    """Rank lattice points (n, 24) int64 of the shell of norm ``N``; -1 if not in it.
+
+    ``block_lookup[eps, cls]`` is the block number; ``info_set`` the 12 coordinates
+    holding the message of a codeword; ``class_of_msg``/``pos_in_class`` map a
+    message index to the weight class and position of its codeword.
+    """
+    n = points.shape[0]
+    for t in prange(n):
+        x = points[t]
+        eps = x[0] & 1
+        nrm = 0
+        for i in range(24):
+            nrm += x[i] * x[i]
+        if nrm != N:
+            out[t] = -1
+            continue
+        word, k1, msg = _golay_parts(x, eps, info_set)
+        if word < 0:
+            out[t] = -1
+            continue
+        cls = class_of_msg[msg]
+        b = block_lookup[eps, cls]
+        r = _lex_rank(x, word, eps, k1, N, T, vals, vpar, nvals)
+        if r < 0 or b < 0:
+            out[t] = -1
+            continue
+        out[t] = block_start[b] + pos_in_class[msg] * per_u[b] + r
+
+
 
 __all__ = ["search", "ball_points", "shell_points", "ball_encode", "shape_gain_encode"]
 
@@ -106,7 +155,6 @@ def shell_points(y, n_int, workers=None):
 
 def _rank_shell(cb, z, workers=None):
     """Original :meth:`ShellCodebook._rank_int`: membership in numpy, then the rank kernel."""
-    from ._kernels.shells import rank_kernel
     from .lattice import LeechLattice
 
     out = np.full(z.shape[0], -1, dtype=np.int64)

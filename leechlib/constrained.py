@@ -36,11 +36,6 @@ __all__ = ["constrained_nearest_point", "MAX_ABS"]
 MAX_ABS = 2.0**30
 
 
-def _mog_tables():
-    t = kernel_tables()
-    return t["hexa"], t["pat"]
-
-
 @functools.lru_cache(maxsize=16)
 def _class_tables(n_hi: int):
     from ._kernels.constrained import class_tables
@@ -49,12 +44,6 @@ def _class_tables(n_hi: int):
     for a in out:
         a.flags.writeable = False
     return out
-
-
-def _nearest_int(y, workers):
-    from .decode import nearest_point
-
-    return nearest_point(y, coords="int", workers=workers)
 
 
 def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
@@ -75,6 +64,9 @@ def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
 def _encode(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, workers, t0=1.0):
     """Call :func:`leechlib._kernels.fastencode.encode_kernel`; (points, dist, visited)."""
     from ._kernels.fastencode import encode_kernel
+
+    if t0 != 1.0 and n_lo != n_hi:  # pragma: no cover - internal misuse
+        raise ValueError("a first decode at t0 != 1 is exact for a shell only")
 
     y = np.ascontiguousarray(y, dtype=np.float64)
     n = len(y)
@@ -221,13 +213,10 @@ def constrained_nearest_point(x, *, min_norm=0, max_norm, coords="unit", workers
         p = _ball_points(y, hi_i, workers)
     elif lo_i == hi_i:
         p = _shell_points(y, hi_i, workers)
-    else:
-        p = _nearest_int(y, workers)
-        nrm = (p * p).sum(axis=1)
-        bad = (nrm < lo_i) | (nrm > hi_i)
-        if bad.any():
-            ts = np.ones((int(bad.sum()), 1))
-            p[bad] = _search(y[bad], lo_i, hi_i, ts, workers=workers)[0]
+    else:  # decode, and search (multiplier 1) where the decoded point is outside
+        from ._kernels.fastencode import SHELL
+
+        p = _encode(SHELL, y, lo_i, hi_i, 0, np.ones((1, 1)), *_NO_UB, workers)[0]
     d = ((y - p) ** 2).sum(axis=1)
     if coords == "unit":
         p /= _SQRT8

@@ -10,7 +10,8 @@ One kernel, :func:`encode_kernel`, in three modes (the search's code is inlined
 once, so it compiles once):
 
 * ``SHELL``: nearest points of one shell (the shapes of
-  :class:`~leechlib.ShapeGainQuantizer`).  The row is first decoded at a scale
+  :class:`~leechlib.ShapeGainQuantizer`), or, with ``t0 = 1``, of any norm range
+  (:func:`~leechlib.constrained_nearest_point`).  The row is first decoded at a scale
   ``t0``: all shell points have the same norm, so if ``q = nearest(t0 y)`` lies on
   the shell, ``||t0 y - q||^2 <= ||t0 y - v||^2`` gives ``<y, q> >= <y, v>`` for every
   shell point ``v``, and ``q`` is a nearest shell point of ``y`` whatever ``t0 > 0``.
@@ -192,15 +193,16 @@ def encode_kernel(mode, y, n_lo, n_hi, steps, t0, ts, ub_pt, has_ub, hexa, pat, 
 
     ``mode``: ``SEARCH`` runs the constrained search on every row with the
     multipliers ``ts[k]`` and the start ``ub_pt[k]`` if ``has_ub[k]`` (the arguments
-    and outputs of :func:`~leechlib._kernels.constrained.constrained_kernel`);
-    ``SHELL`` (``n_lo = n_hi``) and ``BALL`` (``n_lo = 0``) first decode the row and
-    search only if the nearest lattice point is outside, the shell with the
-    multipliers ``ts[0]`` and no start, the ball after ``steps`` bisection probes
-    (see the module docstring).  ``t0``: in ``SHELL`` mode the first decode is of
-    ``t0 y`` (any ``t0 > 0`` is exact: a nearest lattice point of ``t0 y`` on the
-    shell is a nearest shell point of ``y``); 1 in the other modes.  ``out`` (n, 24), ``dist`` (n,) the squared
-    distance (inf if the range holds no lattice point), ``visited`` (n,) the
-    cosets visited (-1: the nearest lattice point answered).
+    and outputs of :func:`~leechlib._kernels.constrained.constrained_kernel`).
+    ``SHELL`` and ``BALL`` (``n_lo = 0``) first decode the row and search only if the
+    nearest lattice point is outside the range: ``SHELL`` with the multipliers
+    ``ts[0]`` and no start (for a shell, ``n_lo = n_hi``, or with ``t0 = 1`` any
+    range), ``BALL`` after ``steps`` scale probes (see the module docstring).
+    ``t0``: in ``SHELL`` mode the first decode is of ``t0 y``, exact for any
+    ``t0 > 0`` on a shell only (a nearest lattice point of ``t0 y`` on the shell is a
+    nearest shell point of ``y``); 1 otherwise.  ``out`` (n, 24); ``dist`` (n,) the
+    squared distance (inf if the range holds no lattice point); ``visited`` (n,) the
+    cosets visited (-1: the decode answered).
     """
     n = y.shape[0]
     nch = (n + CHUNK - 1) // CHUNK

@@ -27,7 +27,6 @@ from .._jit import jit, pjit
 
 __all__ = [
     "unrank_kernel",
-    "rank_kernel",
     "rank_union_kernel",
     "unrank_reference",
     "rank_reference",
@@ -148,45 +147,14 @@ def _lex_rank(x, word, eps, k1, nrm, T, vals, vpar, nvals):
 
 
 @pjit
-def rank_kernel(points, N, T, vals, vpar, nvals, block_start, block_lookup, per_u,
-                info_set, class_of_msg, pos_in_class, out):
-    """Rank lattice points (n, 24) int64 of the shell of norm ``N``; -1 if not in it.
-
-    ``block_lookup[eps, cls]`` is the block number; ``info_set`` the 12 coordinates
-    holding the message of a codeword; ``class_of_msg``/``pos_in_class`` map a
-    message index to the weight class and position of its codeword.
-    """
-    n = points.shape[0]
-    for t in prange(n):
-        x = points[t]
-        eps = x[0] & 1
-        nrm = 0
-        for i in range(24):
-            nrm += x[i] * x[i]
-        if nrm != N:
-            out[t] = -1
-            continue
-        word, k1, msg = _golay_parts(x, eps, info_set)
-        if word < 0:
-            out[t] = -1
-            continue
-        cls = class_of_msg[msg]
-        b = block_lookup[eps, cls]
-        r = _lex_rank(x, word, eps, k1, N, T, vals, vpar, nvals)
-        if r < 0 or b < 0:
-            out[t] = -1
-            continue
-        out[t] = block_start[b] + pos_in_class[msg] * per_u[b] + r
-
-
-@pjit
 def rank_union_kernel(points, T, vals, vpar, nvals, starts, lookup, per_u, offset, info_set,
                       class_of_msg, pos_in_class, class_words, out):
     """Indices of points (n, 24) int64 in a union of shells; -1 if not in it.
 
     One pass for codebooks made of several shells (a ball, the shapes of a
-    shape-gain quantizer): shell ``N = 16 m`` has the tables ``starts[m]``,
-    ``lookup[m]``, ``per_u[m]`` of :func:`rank_kernel` and its index offset
+    shape-gain quantizer; one shell is a union of one): shell ``N = 16 m`` has the
+    block starts ``starts[m]``, the block number ``lookup[m, eps, cls]`` of a weight
+    class and the points per Golay word ``per_u[m]`` of its block, and its index offset
     ``offset[m]`` (-1: not in the union; ``offset[0]`` is the origin's index or -1).
     Membership is checked in the kernel: the entries have one parity, the Golay
     word ``u`` of ``x = eps + 2u + 4y`` is the codeword of its message, and
