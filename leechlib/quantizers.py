@@ -467,13 +467,8 @@ class ShapeGainQuantizer:
         amax = np.abs(y).max(axis=1)
         nz = amax > 0
         every = bool(nz.all())
-        if every:  # the same operations as below, without the masked copies
-            u = y / amax[:, None]
-            u /= np.sqrt((u * u).sum(axis=1))[:, None]
-        else:
-            u = np.zeros_like(y)
-            u[nz] = y[nz] / amax[nz, None]
-            u[nz] /= np.sqrt((u[nz] * u[nz]).sum(axis=1))[:, None]
+        u = y / np.where(nz, amax, 1.0)[:, None]  # zero rows stay zero
+        u /= np.where(nz, np.sqrt((u * u).sum(axis=1)), 1.0)[:, None]
         best_c = np.full(n, -np.inf)
         best_k = np.zeros(n, dtype=np.int64)
         best_v = np.zeros((n, 24))
