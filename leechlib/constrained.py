@@ -95,8 +95,8 @@ def _ball_points(y, n_hi, workers=None, *, bisection_steps=2, return_stats=False
     scale t of the Lagrangian bound by bisection on the norm of Q(t y), from the t
     at which that norm is n_hi on average (the feasible Q(t y) give the starting
     upper bound; one on the outer shell is the answer), then the exact search.  Two
-    probes: 4 % faster per 2-bit block than three (more answer a few more rows
-    without a search but cost a decode each).  With ``return_stats`` also the
+    probes by default: a third answers a few more rows without a search but costs a
+    decode on every overloaded row.  With ``return_stats`` also the
     overload mask and the cosets visited per row (0 for the rows a probe answered).
     """
     from ._kernels.fastencode import BALL
@@ -110,8 +110,7 @@ def _ball_points(y, n_hi, workers=None, *, bisection_steps=2, return_stats=False
 
 #: the multipliers t of the shell search's Lagrangian bounds, relative to the probe
 #: scale t0 of :func:`_shell_probe_scale` (lambda = 1/t - 1 of both signs, both valid
-#: for an equality constraint): half the cosets visited of t = 1; centred on t0
-#: (where the dual is largest on average) 3-12 % fewer than on 1
+#: for an equality constraint), centred on t0, where the dual is largest on average
 _SHELL_TS = np.array([[0.93, 1.07]])
 
 
@@ -123,10 +122,10 @@ def _shell_probe_scale(n_int):
     with ``e = Q(z) - z``, whose mean square is ``24 G V^(1/12)`` (``G`` = 0.065771,
     the normalized second moment of Lambda24; ``V^(1/12) = 8`` in the integer frame,
     so 12.6); the cross term averages out.  At ``t0`` the expected norm of the
-    decoded point is the shell's, and the decode lands on the shell most often: for
-    directions uniform on the sphere 31 % of rows at norm 192 (25 % at ``t0 = 1``),
-    47 % at 96 (31 %), 95 % at 32 (26 %).  Only the speed depends on ``t0``, never
-    the answer.  Clipped to ``[0.5, 1]``.
+    decoded point is the shell's, so the decode lands on the shell more often than
+    at ``t0 = 1`` (``tests/test_encode.py`` checks it; ``python
+    benchmarks/bench_encode.py --stats`` prints the share of blocks still searched).
+    Only the speed depends on ``t0``, never the answer.  Clipped to ``[0.5, 1]``.
     """
     from ._kernels.fastencode import MSE_INT
 

@@ -29,8 +29,7 @@ once, so it compiles once):
   ``||q||^2 = n_hi``, then for every lattice point ``v`` with ``||v||^2 <= n_hi``,
   ``||y - v||^2 - ||y - q||^2 >= (1/t - 1) (||q||^2 - ||v||^2) >= 0`` (divide
   ``||t y - v||^2 >= ||t y - q||^2`` by ``t``), so ``q`` is a nearest point of the
-  ball: no further probe and no search (``visited`` 0; about a quarter of the
-  overloaded 2-bit rows).
+  ball: no further probe and no search (``visited`` 0).
 * ``SEARCH``: the constrained search alone, row by row (the arguments of
   :func:`~leechlib._kernels.constrained.constrained_kernel`).
 
