@@ -292,6 +292,35 @@ def _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef):
 
 
 @jit(inline="always")
+def _columns(g, hexa, pat, sc):
+    """The columns of group ``g`` at the first multiplier: their two pattern offsets
+    into ``sc[30]``, the difference between their two top bits' sums into ``sc[20]``;
+    returns the cheaper top bits and the sum of the cheaper columns."""
+    col = sc[6]
+    dd = sc[20]
+    colpat = sc[30]
+    eps = g // 128
+    h = (g % 128) // 2
+    pi = g % 2
+    bits = 0
+    base = 0.0
+    for j in range(6):
+        b = (hexa[6 * h + j] * 2 + pi) * 2
+        colpat[2 * j] = 16 * j + pat[b]
+        colpat[2 * j + 1] = 16 * j + pat[b + 1]
+        a0 = col[192 * eps + colpat[2 * j]]
+        a1 = col[192 * eps + colpat[2 * j + 1]]
+        if a1 < a0:
+            bits |= 1 << j
+            base += a1
+            dd[j] = a0 - a1
+        else:
+            base += a0
+            dd[j] = a1 - a0
+    return bits, base
+
+
+@jit(inline="always")
 def _expand(g, hexa, pat, T, sc, lo, hi, nh, skip):
     """Push the cosets of group ``g`` with a bound in ``[lo, hi)``.
 
@@ -310,24 +339,10 @@ def _expand(g, hexa, pat, T, sc, lo, hi, nh, skip):
     dd = sc[20]
     iw = sc[21]
     eps = g // 128
-    h = (g % 128) // 2
     pi = g % 2
     colpat = sc[30]
-    bits = 0
-    base = 0.0
+    bits, base = _columns(g, hexa, pat, sc)
     for j in range(6):
-        b = (hexa[6 * h + j] * 2 + pi) * 2
-        colpat[2 * j] = 16 * j + pat[b]
-        colpat[2 * j + 1] = 16 * j + pat[b + 1]
-        a0 = col[192 * eps + colpat[2 * j]]
-        a1 = col[192 * eps + colpat[2 * j + 1]]
-        if a1 < a0:
-            bits |= 1 << j
-            base += a1
-            dd[j] = a0 - a1
-        else:
-            base += a0
-            dd[j] = a1 - a0
         # insertion sort of the columns by difference (iw[0:6])
         k = j
         while k > 0 and dd[iw[k - 1]] > dd[j]:
@@ -383,28 +398,17 @@ def _seed(g, hexa, pat, sc):
     parity of ``sum(k)`` aside: each column's cheaper top bit, and if their number of
     ones has the wrong parity, the column of least difference flipped.  Returns its
     top bits; fills the column patterns of the group (``sc[30]``)."""
-    col = sc[6]
-    colpat = sc[30]
-    eps = g // 128
-    h = (g % 128) // 2
-    pi = g % 2
-    bits = 0
+    dd = sc[20]
+    bits, _ = _columns(g, hexa, pat, sc)
     pc = 0
     dmin = _INF
     jmin = 0
     for j in range(6):
-        b = (hexa[6 * h + j] * 2 + pi) * 2
-        colpat[2 * j] = 16 * j + pat[b]
-        colpat[2 * j + 1] = 16 * j + pat[b + 1]
-        a0 = col[192 * eps + colpat[2 * j]]
-        a1 = col[192 * eps + colpat[2 * j + 1]]
-        if a1 < a0:
-            bits |= 1 << j
-            pc += 1
-        if abs(a1 - a0) < dmin:
-            dmin = abs(a1 - a0)
+        pc += (bits >> j) & 1
+        if dd[j] < dmin:
+            dmin = dd[j]
             jmin = j
-    if (pc & 1) != pi:
+    if (pc & 1) != g % 2:
         bits ^= 1 << jmin
     return bits
 
