@@ -182,6 +182,8 @@ def _train_gpt2(data, run: Path, steps: int):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from torch_ext.train import lr_at
+
     h = dict(GPT2_TRAIN, steps=steps)
     torch.manual_seed(h["seed"])
     cfg = GPT2Config(vocab_size=data.vocab_size, n_positions=h["n_positions"], n_embd=h["n_embd"],
@@ -199,11 +201,7 @@ def _train_gpt2(data, run: Path, steps: int):
     model.train()
     loss = None
     for step in range(h["steps"]):
-        if step < h["warmup"]:
-            lr = h["lr"] * (step + 1) / h["warmup"]
-        else:
-            f = (step - h["warmup"]) / max(1, h["steps"] - h["warmup"])
-            lr = h["lr"] * (h["min_lr_ratio"] + (1 - h["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * f)))
+        lr = lr_at(step, h["steps"], h["warmup"], h["lr"], h["min_lr_ratio"])
         for g in opt.param_groups:
             g["lr"] = lr
         starts = rng.integers(0, len(tokens) - T + 1, size=B)
@@ -235,7 +233,8 @@ def gpt2_setup(args, out: Path):
     from torch_ext.quantize.lila import calibration_windows
 
     run = out / "gpt2"
-    data = load_data("shakespeare", "byte", val_fraction=0.1)
+    # the LILA model's corpus, tokens and split
+    data = load_data(LILA_TRAIN["data"], LILA_TRAIN["tokenizer"], val_fraction=LILA_TRAIN["val_fraction"])
     if (run / "config.json").exists():
         model = GPT2LMHeadModel.from_pretrained(run)
     else:
