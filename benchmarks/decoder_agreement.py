@@ -73,7 +73,7 @@ def main(argv=None):
     try:
         import torch
 
-        from torch_ext._decoder import leech_nearest_int, nearest_minvec_int
+        from torch_ext.ops._decoder import leech_nearest_int, nearest_minvec_int
     except ImportError:
         print("torch not installed: exact-tie agreement with the pure-torch decoders skipped")
         return

@@ -294,9 +294,9 @@ def test_lazy_and_guarded_imports_are_told_apart():
 def test_the_model_sees_the_project():
     mods = _modules()
     assert {"leechlib", "leechlib.decode", "leechlib.kernels", "torch_ext", "torch_ext.ops",
-            "torch_ext._backends"} <= set(mods)
-    targets = {i.target for i in _imports("torch_ext._backends")}
-    assert {"leechlib", "leechlib.kernels", "torch_ext._decoder"} <= targets
+            "torch_ext.ops._backends"} <= set(mods)
+    targets = {i.target for i in _imports("torch_ext.ops._backends")}
+    assert {"leechlib", "leechlib.kernels", "torch_ext.ops._decoder"} <= targets
     assert any(i.lazy for i in _imports("leechlib.cli") if _package(i.target) == "torch_ext")
     assert "_NUMBA_CUDA_FAILED" in _private_definitions("torch_ext")
     assert "_decode_table" in _private_definitions("leechlib")

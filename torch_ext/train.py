@@ -54,8 +54,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from leechlib.kernels import SQRT8
+
 from ._clock import WARM_STEPS, Clock, is_calibration_step
-from ._constants import SQRT8
 from ._run_setup import (
     fingerprint_args,
     load_run_data,

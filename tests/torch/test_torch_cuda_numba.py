@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from numba import cuda as ncuda
 import torch_ext
-from torch_ext import _backends, ops
+from torch_ext import ops
+from torch_ext.ops import _backends
 
 # CPU stand-ins for the CUDA plumbing
 ncuda.as_cuda_array = lambda t: t.numpy()
@@ -88,7 +89,8 @@ def test_numba_cuda_paths_match_cpu_ops_in_the_simulator():
 
 
 def test_cuda_backend_env_override(monkeypatch):
-    from torch_ext import _backends, ops
+    from torch_ext import ops
+    from torch_ext.ops import _backends
 
     monkeypatch.setenv("TORCH_EXT_CUDA_BACKEND", "torch")
     assert ops.cuda_backend() == "torch"
@@ -104,7 +106,8 @@ def test_cuda_backend_env_override(monkeypatch):
 def test_numba_cuda_failure_falls_back_to_pure_torch_with_a_warning(monkeypatch):
     import torch
 
-    from torch_ext import _backends, ops
+    from torch_ext import ops
+    from torch_ext.ops import _backends
 
     def broken(*args):
         raise RuntimeError("NVVM exploded")

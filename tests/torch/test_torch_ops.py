@@ -10,7 +10,7 @@ import leechlib
 import torch_ext
 from leechlib._kernels.reference import leech_nearest_ref, nearest_minvec_ref
 from torch_ext import ops
-from torch_ext._decoder import leech_nearest_int, nearest_minvec_int
+from torch_ext.ops._decoder import leech_nearest_int, nearest_minvec_int
 
 SQRT8 = math.sqrt(8.0)
 _NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -455,7 +455,7 @@ def test_compiled_decoder_path_matches_eager(nrng):
 
 
 def test_chunk_padding_to_powers_of_two(nrng):
-    from torch_ext import _decoder
+    from torch_ext.ops import _decoder
 
     seen = []
 
@@ -474,7 +474,7 @@ def test_chunk_padding_to_powers_of_two(nrng):
 
 def test_float32_search_with_float64_fallback(nrng, leech):
     """The float32 search certifies its winner or hands the point to float64."""
-    from torch_ext._decoder import _leech_nearest_chunk32
+    from torch_ext.ops._decoder import _leech_nearest_chunk32
 
     mv = leech.minimal_vectors(coords="int").astype(np.float64)
     octad = mv[1104 + 128 * np.r_[0:758:40, 758]]  # (±2^8): another Golay coset
@@ -528,7 +528,7 @@ def test_torch_minvec_breaks_exact_ties_like_leechlib(nrng):
 def test_cuda_output_frame_is_true_division():
     # torch divides CUDA tensors by a Python scalar as a multiplication by its
     # reciprocal; the ops' frame change must round like numpy (leechlib) does
-    from torch_ext._backends import _true_div
+    from torch_ext.ops._backends import _true_div
 
     v = torch.randn(100_000, dtype=torch.float64) * 1e4
     got = _true_div(v.cuda(), SQRT8).cpu()
@@ -537,7 +537,7 @@ def test_cuda_output_frame_is_true_division():
 
 def test_decoder_tables_come_from_leechlib_and_are_cached_per_device():
     from leechlib.kernels import mog_tables
-    from torch_ext import _decoder
+    from torch_ext.ops import _decoder
 
     tab = _decoder._tables("cpu")
     assert _decoder._tables(torch.device("cpu")) is tab  # one entry per device

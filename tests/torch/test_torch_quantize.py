@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch_ext.ops.codebook import ball_points, e8_table, shell_union_points
 from torch_ext.quantize import (
     METHODS,
     LeechQuantizedLinear,
@@ -19,7 +20,6 @@ from torch_ext.quantize import (
     quantize_model,
     save_quantized,
 )
-from torch_ext.quantize._unrank import ball_points, e8_table, shell_union_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = dict(max_points=64)

@@ -39,7 +39,7 @@ def test_shell_numbering_follows_leechlib():
 
 
 def test_minimal_index_maps_match_leechlib_order(minvecs):
-    from torch_ext.vq import _minimal
+    from torch_ext.ops import minimal as _minimal
 
     idx = torch.arange(196560)
     assert torch.equal(_minimal.unrank(idx), minvecs)
@@ -264,13 +264,13 @@ def test_torch_compile(codebook):
 
 def test_custom_ops_opcheck():
     x = torch.randn(5, 24, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.leech_vq.search.default, (x, "shell", 6))
-    torch.library.opcheck(torch.ops.leech_vq.search.default, (x, "ball", 4))
+    torch.library.opcheck(torch.ops.leech.codebook_search.default, (x, "shell", 6))
+    torch.library.opcheck(torch.ops.leech.codebook_search.default, (x, "ball", 4))
     idx = torch.tensor([0, 5, 16773119])
-    torch.library.opcheck(torch.ops.leech_vq.unrank.default, (idx, "shell", 6))
-    pts = torch.ops.leech_vq.unrank(idx, "shell", 6)
-    torch.library.opcheck(torch.ops.leech_vq.rank.default, (pts, "shell", 6))
-    assert torch.equal(torch.ops.leech_vq.rank(pts, "shell", 6), idx)
+    torch.library.opcheck(torch.ops.leech.codebook_unrank.default, (idx, "shell", 6))
+    pts = torch.ops.leech.codebook_unrank(idx, "shell", 6)
+    torch.library.opcheck(torch.ops.leech.codebook_rank.default, (pts, "shell", 6))
+    assert torch.equal(torch.ops.leech.codebook_rank(pts, "shell", 6), idx)
 
 
 @pytest.mark.parametrize("codebook", ["minimal", 6])

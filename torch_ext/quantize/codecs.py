@@ -63,13 +63,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from leechlib.kernels import SQRT8
+
 from .._validation import check_int, subsample
-from ._unrank import ball_points, e8_table, shell_union_points
+from ..ops.codebook import ball_points, e8_table, shell_union_points
 from .scales import _rtn_scales
 
 __all__ = ["Codec", "register", "get_codec", "check_method", "METHODS"]
 
-_SQRT8 = math.sqrt(8.0)
 #: blocks the E8 fit uses by default: E8Quantizer.fit searches overloaded points by
 #: brute force over the ball, so 2000 blocks (not 4000) keep it to seconds per layer
 _E8_FIT_POINTS = 2000
@@ -253,7 +254,7 @@ class BallCodec(Codec):
         return self.quantizer().encode(x, workers=_workers(len(x), workers))
 
     def decode_torch(self, codes, gains, dtype):
-        return ball_points(codes, self.params["max_norm"]).to(dtype) / _SQRT8
+        return ball_points(codes, self.params["max_norm"]).to(dtype) / SQRT8
 
 
 def _e8_ball_size(max_norm: int) -> int:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_int
-from ._unrank import pack_bits, unpack_bits
+from ..ops.codebook import pack_bits, unpack_bits
 from .codecs import get_codec
 from .rotation import LayerRotation, check_rotation, layer_seeds, plan_rotation
 from .scales import _Layout, _quantize_array

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._codebooks import SQRT8, Codebook
+from leechlib.kernels import SQRT8
+
+from ._codebooks import Codebook
 
 #: codebooks up to this size keep an EMA histogram of their codes by default
 AUTO_TRACK_MAX = 1 << 21

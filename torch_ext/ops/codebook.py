@@ -1,4 +1,5 @@
-"""Torch-side decoding primitives of :mod:`torch_ext.quantize` (private).
+"""The torch side of every Leech index map: unrank, rank and search, shared by
+:mod:`torch_ext.quantize` and :mod:`torch_ext.vq`.
 
 * the vectorised torch port of the enumerative shell unranking of
   :class:`~leechlib.BallCodebook` / :class:`~leechlib.ShellCodebook` ``point``
@@ -8,13 +9,23 @@
 * bit packing of codes into ``uint8`` rows, least significant bit first
   (:func:`pack_bits`, :func:`unpack_bits`).
 
-Torch operations only (any device, no Numba).
+These are torch operations only (any device, no Numba).
+
+* the custom ops ``torch.ops.leech.codebook_search``, ``codebook_rank`` and
+  ``codebook_unrank`` of the shell and ball codebooks of :class:`torch_ext.LeechVQ`
+  (fake kernels, so ``torch.compile`` traces them).  Search and rank run on the CPU
+  (leechlib's exact Numba kernels; a tensor on another device is copied there and
+  back); unrank runs on the tensor's device through :func:`ball_points` /
+  :func:`shell_union_points`, and on the CPU through leechlib's numpy unranking
+  (the same indices, faster there).  Numba's thread count never leaks into torch's:
+  leechlib's calls give torch its count back (:class:`leechlib.kernels.num_threads`
+  is not needed here).
 
 Examples
 --------
 >>> import numpy as np, torch
 >>> from leechlib import BallCodebook
->>> from torch_ext.quantize._unrank import ball_points, pack_bits, unpack_bits
+>>> from torch_ext.ops.codebook import ball_points, pack_bits, unpack_bits
 >>> idx = torch.tensor([0, 1, 196560, 280974212784720])
 >>> bool((ball_points(idx, 26).numpy() == BallCodebook(26, coords="int").point(idx.numpy())).all())
 True
@@ -27,15 +38,24 @@ tensor([[5, 0, 7]])
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from leechlib import shell_count
-from leechlib.kernels import count_tables
+import leechlib
+from leechlib import BallCodebook, ShellCodebook, shell_count
+from leechlib.baselines import e8_ball
+from leechlib.kernels import SQRT8, count_tables
 
-__all__ = ["ball_points", "shell_union_points", "e8_table", "pack_bits", "unpack_bits"]
+from . import minimal
+from .nearest import nearest_minimal_vector
+
+__all__ = ["ball_points", "shell_union_points", "e8_table", "pack_bits", "unpack_bits",
+           "codebook_search", "codebook_rank", "codebook_unrank"]
 
 UNRANK_CHUNK = 1 << 18  # blocks unranked at once
 
@@ -51,8 +71,6 @@ def e8_table(max_norm: int, device, dtype) -> Tensor:
     key = ("e8", max_norm, str(device), dtype)
     t = _CACHE.get(key)
     if t is None:
-        from leechlib.baselines import e8_ball
-
         t = torch.from_numpy(np.ascontiguousarray(e8_ball(max_norm))).to(device=device, dtype=dtype)
         _CACHE[key] = t
     return t
@@ -229,3 +247,173 @@ def unpack_bits(packed: Tensor, n: int, width: int) -> Tensor:
     return (bits.reshape(R, n, width) << sh).sum(-1)
 
 
+# ---------------------------------------------------------------------------
+# the shell and ball codebooks of LeechVQ: search, rank, unrank (custom ops)
+# ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _shell_codebook(norm: int):
+    return ShellCodebook(norm, coords="int")
+
+
+@functools.cache
+def _ball_codebook(max_norm: int):
+    return BallCodebook(max_norm, coords="int")
+
+
+def _workers() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def _cpu_rows(x: Tensor, name: str) -> np.ndarray:
+    y = x.detach().to("cpu", torch.float64).reshape(-1, 24).contiguous().numpy()
+    if y.size and not np.isfinite(y).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return y
+
+
+# ---------------------------------------------------------------------------
+# custom ops (CPU implementation, device round trip elsewhere)
+# ---------------------------------------------------------------------------
+
+
+@torch.library.custom_op("leech::codebook_search", mutates_args=())
+def _search_op(x: Tensor, kind: str, norm: int) -> tuple[Tensor, Tensor]:
+    """Nearest codeword of a shell (by direction) or a ball: (integer points, indices)."""
+    if kind == "minimal" and x.device.type != "cpu":  # the GPU path of torch_ext
+        v, idx = nearest_minimal_vector(x.detach(), coords="int", return_index=True)
+        return v.to(torch.float64), idx
+    p, idx = _search_cpu(_cpu_rows(x, "x"), kind, norm)
+    shape = x.shape[:-1]
+    return (torch.from_numpy(p).to(x.device).reshape(shape + (24,)),
+            torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)).to(x.device).reshape(shape))
+
+
+def _search_cpu(y: np.ndarray, kind: str, norm: int):
+    n = y.shape[0]
+    if n == 0:
+        return np.zeros((0, 24)), np.zeros(0, dtype=np.int64)
+    if kind == "minimal":
+        p, idx = leechlib.nearest_minimal_vector(y, coords="int", workers=_workers(),
+                                                 return_index=True)
+        return p, idx
+    if kind == "shell":
+        p = np.zeros((n, 24))
+        r = np.sqrt((y * y).sum(axis=1))
+        nz = r > 0
+        if nz.any():
+            z = y[nz] * (math.sqrt(8.0 * norm) / r[nz, None])
+            p[nz] = leechlib.constrained_nearest_point(
+                z, min_norm=8 * norm, max_norm=8 * norm, coords="int", workers=_workers())
+        if not nz.all():  # no direction: the codeword of index 0
+            p[~nz] = _shell_codebook(norm).point(np.zeros(1, dtype=np.int64))[0]
+        return p, _shell_codebook(norm).index(p.astype(np.int64), workers=_workers())
+    p = leechlib.constrained_nearest_point(y * SQRT8, max_norm=8 * norm, coords="int",
+                                           workers=_workers())
+    return p, _ball_codebook(norm).index(p.astype(np.int64), workers=_workers())
+
+
+@_search_op.register_fake
+def _(x, kind, norm):
+    return (x.new_empty(x.shape, dtype=torch.float64),
+            x.new_empty(x.shape[:-1], dtype=torch.int64))
+
+
+def _no_grad_backward(ctx, grad_p, grad_idx):
+    return torch.zeros_like(grad_p), None, None
+
+
+def _setup_none(ctx, inputs, output):
+    return None
+
+
+_search_op.register_autograd(_no_grad_backward, setup_context=_setup_none)
+
+
+@torch.library.custom_op("leech::codebook_unrank", mutates_args=())
+def _unrank_op(idx: Tensor, kind: str, norm: int) -> Tensor:
+    """Integer-model points (float64) of shell or ball indices (checked by the caller)."""
+    flat = idx.detach().reshape(-1)
+    if flat.device.type != "cpu":  # torch unranking on the device, no round trip
+        if kind == "shell":
+            pts = shell_union_points(flat, (norm,))[0]
+        else:
+            pts = ball_points(flat, norm)
+        return pts.to(torch.float64).reshape(idx.shape + (24,))
+    cb = _shell_codebook(norm) if kind == "shell" else _ball_codebook(norm)
+    flat = flat.numpy()
+    pts = cb.point(flat, workers=_workers()).astype(np.float64) if flat.size else np.zeros((0, 24))
+    return torch.from_numpy(pts).reshape(idx.shape + (24,))
+
+
+@_unrank_op.register_fake
+def _(idx, kind, norm):
+    return idx.new_empty(idx.shape + (24,), dtype=torch.float64)
+
+
+@torch.library.custom_op("leech::codebook_rank", mutates_args=())
+def _rank_op(points: Tensor, kind: str, norm: int) -> Tensor:
+    """Indices of integer-model points of a shell or ball; -1 where a row is not one."""
+    cb = _shell_codebook(norm) if kind == "shell" else _ball_codebook(norm)
+    z = points.detach().to("cpu", torch.float64).reshape(-1, 24).numpy()
+    zi = np.rint(z).astype(np.int64)
+    out = np.full(len(zi), -1, dtype=np.int64)
+    ok = np.all(zi == z, axis=1)
+    if ok.any():
+        _rank_rows(cb, zi, ok, out)
+    return torch.from_numpy(out).to(points.device).reshape(points.shape[:-1])
+
+
+def _rank_rows(cb, zi, ok, out):
+    # the public index() raises on a non-member: rank row by row only then
+    try:
+        out[ok] = cb.index(zi[ok], workers=_workers())
+    except ValueError:
+        for r in np.flatnonzero(ok):
+            try:
+                out[r] = int(cb.index(zi[r : r + 1])[0])
+            except ValueError:
+                out[r] = -1
+
+
+@_rank_op.register_fake
+def _(points, kind, norm):
+    return points.new_empty(points.shape[:-1], dtype=torch.int64)
+
+
+def codebook_search(x: Tensor, kind: str, norm: int) -> tuple[Tensor, Tensor]:
+    """Nearest codewords of the rows of ``x`` (unit coordinates) in a Leech codebook.
+
+    ``kind`` is ``"minimal"``, ``"shell"`` (the vector of largest inner product: the
+    scale of ``x`` does not matter) or ``"ball"`` (the nearest point of norm at most
+    ``norm``); ``norm`` is the unit squared norm of the shell or the ball's largest.
+    Returns integer-model points (float64, ``x.shape``) and int64 indices
+    (``x.shape[:-1]``) of :meth:`leechlib.LeechLattice.minimal_vectors`,
+    :class:`leechlib.ShellCodebook` or :class:`leechlib.BallCodebook`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext.ops.codebook import codebook_search, codebook_unrank
+    >>> p, i = codebook_search(torch.randn(3, 24), "ball", 8)
+    >>> torch.equal(codebook_unrank(i, "ball", 8), p)
+    True
+    """
+    return torch.ops.leech.codebook_search(x, kind, norm)
+
+
+def codebook_unrank(idx: Tensor, kind: str, norm: int) -> Tensor:
+    """Integer-model points (float64, ``idx.shape + (24,)``) of in-range codebook indices."""
+    if kind == "minimal":
+        return minimal.unrank(idx)
+    return torch.ops.leech.codebook_unrank(idx, kind, norm)
+
+
+def codebook_rank(points: Tensor, kind: str, norm: int) -> Tensor:
+    """Indices of integer-model points (rounded first); -1 for a row that is no codeword."""
+    z = points.to(torch.float64)
+    if kind == "minimal":
+        zi = torch.round(z)
+        return torch.where((zi == z).all(dim=-1), minimal.rank(zi), -1)
+    return torch.ops.leech.codebook_rank(z, kind, norm)

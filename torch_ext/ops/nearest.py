@@ -25,7 +25,7 @@ Backends
 The functions dispatch to the custom ops ``torch.ops.leech.nearest_point``,
 ``torch.ops.leech.quantize_ste`` and ``torch.ops.leech.nearest_minimal_vector``
 (whose schemas keep the order ``x, coords, scale``), whose kernels live in
-:mod:`torch_ext._backends`:
+:mod:`torch_ext.ops._backends`:
 
 * CPU tensors go to leechlib's Numba kernels through numpy (no copy for contiguous
   float32/float64 input), unless ``TORCH_EXT_CPU_BACKEND=torch`` selects the
@@ -35,7 +35,7 @@ The functions dispatch to the custom ops ``torch.ops.leech.nearest_point``,
   per point) when ``numba.cuda`` works here, and otherwise to the pure-torch decoder
   (:func:`cuda_backend` says which; ``TORCH_EXT_CUDA_BACKEND=torch`` or ``numba``
   forces one); the same for the nearest minimal vector;
-* the pure-torch decoder of :mod:`torch_ext._decoder` (any device) is the structured
+* the pure-torch decoder of :mod:`torch_ext.ops._decoder` (any device) is the structured
   algorithm (two cosets, four candidates per coordinate, sixteen patterns per MOG
   column, 64 hexacode words × 2 parities, parity repair by a min-plus DP), vectorised
   over the batch: float64 costs, the 256-way search in float32 with a certified

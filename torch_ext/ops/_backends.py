@@ -5,7 +5,7 @@
 * ``numba``: leechlib's kernels compiled for the GPU by Numba CUDA, launched on
   torch's current stream through :mod:`leechlib.kernels` (CUDA tensors); if Numba
   CUDA fails at run time the ops warn once and use pure torch from then on;
-* ``torch``: the pure-torch decoders of :mod:`torch_ext._decoder` (any device),
+* ``torch``: the pure-torch decoders of :mod:`torch_ext.ops._decoder` (any device),
   optionally ``torch.compile``-d (:func:`set_decoder_compile`).
 
 :func:`cpu_backend` and :func:`cuda_backend` say which runs (both public through
@@ -26,9 +26,9 @@ from torch import Tensor
 
 import leechlib
 from leechlib import kernels as _kernels
+from leechlib.kernels import SQRT8
 
 from . import _decoder
-from ._constants import SQRT8
 
 #: inputs with |coordinate| (integer model, after dividing by ``scale``) at or above
 #: this bound are rejected: float64 no longer resolves the lattice there
