@@ -7,7 +7,7 @@ Same corpus, tokenizer, steps, batches and seeds for every arm:
 * ``random``   frozen Q/K projections = random orthogonal kernels (the control);
 
 each without and with the alignment loss, over several seeds.  Every run is scored
-on the *whole* validation split with :func:`torch_ext.evaluate.evaluate` (bits per
+on the *whole* validation split with :func:`torch_ext.lila.evaluate.evaluate` (bits per
 character = total NLL in bits / characters of the split).  Writes, under ``--out``:
 
 * ``ablation.md``   markdown table: validation BPC mean ± sd over seeds, parameters,
@@ -85,13 +85,13 @@ def _init_worker(threads):
 
 def _one_run(job: dict) -> dict:
     """Train and evaluate one (arm, align, seed); runs in a worker process."""
-    from torch_ext.evaluate import evaluate
-    from torch_ext.train import load_checkpoint, train
+    from torch_ext.lila.evaluate import evaluate
+    from torch_ext.lila.train import load_checkpoint, train
 
     t0 = time.perf_counter()
     res = train(job["train"])
     ck = load_checkpoint(res.checkpoint)
-    from torch_ext.data import load_data
+    from torch_ext.lila.data import load_data
 
     a = job["train"]
     data = load_data(a["data"], a["tokenizer"], cache_dir=a.get("cache_dir"), val_fraction=a["val_fraction"],
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
             p.error("--config gpu needs a CUDA device")
 
     # build the token cache once, before the workers start
-    from torch_ext.data import load_data
+    from torch_ext.lila.data import load_data
 
     t = conf["train"]
     data = load_data(t["data"], t["tokenizer"], cache_dir=t.get("cache_dir"), val_fraction=t["val_fraction"],

@@ -100,7 +100,7 @@ def _sync(dev):
 
 
 def _autocast(dev):
-    if dev.type == "cuda":  # as torch_ext.train does on GPUs
+    if dev.type == "cuda":  # as torch_ext.lila.train does on GPUs
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -1,9 +1,9 @@
 """2-bit weight quantization of a trained LILA model: Leech shape-gain, Leech ball, E8, RTN.
 
 Trains (or reuses with ``--ckpt``) a small LILA model on the embedded Shakespeare
-corpus with :func:`torch_ext.train.train`, then quantizes every ``nn.Linear`` of a
+corpus with :func:`torch_ext.lila.train.train`, then quantizes every ``nn.Linear`` of a
 copy of it with :func:`torch_ext.quantize.quantize_model` by each method and scores
-each model on the *whole* validation split with :func:`torch_ext.evaluate.evaluate`
+each model on the *whole* validation split with :func:`torch_ext.lila.evaluate.evaluate`
 (bits per character).  Reported per row: true bits per weight of the quantized
 layers and bits per parameter of the whole stored model (codes, scales, gains,
 and the float embeddings/LayerNorms; :func:`torch_ext.quantize.model_bits_report`),
@@ -167,10 +167,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from torch_ext.data import load_data
-    from torch_ext.evaluate import evaluate
+    from torch_ext.lila.data import load_data
+    from torch_ext.lila.evaluate import evaluate
+    from torch_ext.lila.train import load_checkpoint, train
     from torch_ext.quantize import load_quantized, model_bits_report, quantize_model
-    from torch_ext.train import load_checkpoint, train
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -93,11 +93,11 @@ def lila_setup(args, out: Path):
     """The trained LILA model, its data, calibration batches and a scoring function."""
     import torch
 
-    from torch_ext.checkpoint import list_checkpoints, load_checkpoint
-    from torch_ext.data import load_data
-    from torch_ext.evaluate import evaluate
-    from torch_ext.quantize.lila import calibration_windows
-    from torch_ext.train import train
+    from torch_ext.lila.checkpoint import list_checkpoints, load_checkpoint
+    from torch_ext.lila.data import load_data
+    from torch_ext.lila.evaluate import evaluate
+    from torch_ext.lila.quantize import calibration_windows
+    from torch_ext.lila.train import train
 
     run = out / "lila"
     if not list_checkpoints(run):
@@ -131,7 +131,7 @@ def lila_setup(args, out: Path):
 
 
 def _lines(split: str, n: int, seed: int) -> list[str]:
-    from torch_ext.corpora import ShakespeareSource
+    from torch_ext.lila.corpora import ShakespeareSource
 
     out = []
     for _, text in ShakespeareSource(0.1).iter_documents(split):
@@ -182,7 +182,7 @@ def _train_gpt2(data, run: Path, steps: int):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from torch_ext.train import lr_at
+    from torch_ext.lila.train import lr_at
 
     h = dict(GPT2_TRAIN, steps=steps)
     torch.manual_seed(h["seed"])
@@ -229,8 +229,8 @@ def gpt2_setup(args, out: Path):
     import torch
     from transformers import GPT2LMHeadModel
 
-    from torch_ext.data import load_data
-    from torch_ext.quantize.lila import calibration_windows
+    from torch_ext.lila.data import load_data
+    from torch_ext.lila.quantize import calibration_windows
 
     run = out / "gpt2"
     # the LILA model's corpus, tokens and split

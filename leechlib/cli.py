@@ -7,7 +7,7 @@ lattice live and prints a pass/fail table (exit status 1 if any fails).
 lattice and the decoder, with timings, then (with torch) ``leechlib lila demo``.
 
 ``leechlib lila ...``  the LILA commands, which live in torch_ext
-(:func:`torch_ext.cli.main`); ``_torch_ext_cli`` below is the one, lazy, import of
+(:func:`torch_ext.lila.cli.main`); ``_torch_ext_cli`` below is the one, lazy, import of
 torch_ext in leechlib.
 
 Only this module prints; the library itself never does.
@@ -277,7 +277,7 @@ def _demo_decoder(rng, args):
 
 
 def _torch_ext_cli():
-    """``torch_ext.cli.main``, the ``lila`` command line (needs torch).
+    """``torch_ext.lila.cli.main``, the ``lila`` command line (needs torch).
 
     This is the only place where leechlib imports torch_ext: ``leechlib lila ARGS``
     forwards ``ARGS`` to it, and the LILA section of ``leechlib demo`` is ``leechlib lila
@@ -289,7 +289,7 @@ def _torch_ext_cli():
     ImportError
         If torch or torch_ext is not installed.
     """
-    from torch_ext.cli import main
+    from torch_ext.lila.cli import main
 
     return main
 
@@ -308,7 +308,7 @@ def _demo_lila(args) -> int:
 
 
 def cmd_lila(args) -> int:
-    """``leechlib lila ARGS``: the LILA commands of torch_ext (:func:`torch_ext.cli.main`)."""
+    """``leechlib lila ARGS``: the LILA commands of torch_ext (:func:`torch_ext.lila.cli.main`)."""
     try:
         lila_main = _torch_ext_cli()
     except ImportError as exc:

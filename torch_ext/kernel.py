@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from leechlib import LeechLattice
+
 from ._validation import check_int
 
 __all__ = ["LeechKernel", "kernel_matrix", "diag_blocks", "blockwise", "KINDS"]
@@ -56,8 +58,6 @@ def _blocks(kind: str, seed: int, n_blocks: int) -> np.ndarray:
     if kind == "identity":
         out[:] = np.eye(24)
     elif kind == "leech":
-        from leechlib import LeechLattice
-
         lat = LeechLattice()
         for b in range(n_blocks):
             out[b] = lat.random_automorphism(rng=np.random.default_rng([seed, b]))

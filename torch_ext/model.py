@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._stored import check_stored_config, read_safetensors_header
+from ._safetensors import read_safetensors, read_safetensors_header
 from .attention import MODES, FrozenKernelAttention, KVCache, _fuse_qkv_keys
 from .kernel import KINDS, LeechKernel
 from .losses import AlignmentLoss
@@ -265,27 +265,6 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def read_safetensors(path, *, what: str = "checkpoint") -> tuple[dict, dict]:
-    """Metadata and tensors of a safetensors file (on the CPU).
-
-    Raises ``FileNotFoundError`` if there is no file and ``ValueError`` if it is not
-    a readable safetensors file; ``what`` names the file in the messages.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no {what} at {path}")
-    try:
-        with safe_open(path, framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{path} is not a readable safetensors {what}: {exc}") from None
-    return meta, tensors
-
-
 def _fuse_qkv_shapes(shapes: dict, n_layer: int) -> dict:
     """The header shapes with legacy ``q/k/v_proj`` triples as one ``c_attn`` entry."""
     shapes = dict(shapes)
@@ -298,6 +277,66 @@ def _fuse_qkv_shapes(shapes: dict, n_layer: int) -> dict:
                 shape = (sum(p[0][0] for p in parts),) + tuple(parts[0][0][1:])
                 shapes[fused] = (shape, parts[0][1])
     return shapes
+
+
+# ---------------------------------------------------------------------------
+# What a stored model file must bear out before anything is built
+# ---------------------------------------------------------------------------
+
+
+def check_stored_config(config: LilaConfig, shapes: dict, file_size: int, where: str, prefix: str = "") -> None:
+    """Refuse a stored config that the file's tensors do not bear out, before any allocation.
+
+    A config fixes the shapes of the weights; a file fixes their sizes.  Checked
+    here, from the header alone: the token and position embeddings, every block's
+    MLP and LayerNorms and the final LayerNorm must be stored with the shapes the
+    config gives (``n_layer`` blocks, no more), and the bytes those weights need
+    must fit in the file.  So a crafted config (``d_model=96000, n_layer=64`` next
+    to small tensors) is a ``ValueError`` in microseconds, not 74 GB of
+    allocations; what remains to build is bounded by the file's size.
+
+    Parameters
+    ----------
+    config : LilaConfig
+        The stored config, parsed.
+    shapes : dict
+        ``{name: (shape, bytes per element)}`` (:func:`read_safetensors_header`).
+    file_size : int
+        Size of the file in bytes.
+    where : str
+        The file, for the messages.
+    prefix : str
+        Prefix of the model's tensors in the file (``"model/"`` in training checkpoints).
+    """
+    c = config
+    d, hidden = c.d_model, c.mlp_ratio * c.d_model
+    wte = shapes.get(prefix + "wte.weight")
+    item = wte[1] if wte is not None else 1
+    need = item * (c.vocab_size * d + c.block_size * d + c.n_layer * 2 * hidden * d)
+    if need > file_size:
+        raise ValueError(
+            f"{where} does not match its config: vocab_size={c.vocab_size}, block_size={c.block_size}, "
+            f"d_model={d}, n_layer={c.n_layer}, mlp_ratio={c.mlp_ratio} need at least {need:,} bytes of "
+            f"weights, the file has {file_size:,} bytes"
+        )
+    blocks = set()
+    for k in shapes:
+        parts = k[len(prefix):].split(".") if k.startswith(prefix + "h.") else ()
+        if len(parts) > 2 and parts[1].isdigit():
+            blocks.add(int(parts[1]))
+    if blocks != set(range(c.n_layer)):
+        raise ValueError(f"{where} does not match its config: it stores blocks {sorted(blocks)[:8]}"
+                         f"{'...' if len(blocks) > 8 else ''}, the config has n_layer={c.n_layer}")
+    want = {"wte.weight": (c.vocab_size, d), "wpe.weight": (c.block_size, d), "ln_f.weight": (d,)}
+    for i in range(c.n_layer):
+        want.update({f"h.{i}.ln_1.weight": (d,), f"h.{i}.ln_2.weight": (d,),
+                     f"h.{i}.mlp.c_fc.weight": (hidden, d), f"h.{i}.mlp.c_proj.weight": (d, hidden)})
+    for k, shape in want.items():
+        got = shapes.get(prefix + k)
+        if got is None:
+            raise ValueError(f"{where} does not match its config: tensor {prefix + k!r} is missing")
+        if got[0] != shape:
+            raise ValueError(f"{where}: tensor {prefix + k!r} has shape {got[0]}, the config implies {shape}")
 
 
 class LilaTransformer(nn.Module):
@@ -520,7 +559,7 @@ class LilaTransformer(nn.Module):
 
         Nothing in the file is executed (safetensors and JSON only).  The stored
         config is checked against the shapes in the file's header before the model is
-        built (:func:`torch_ext._stored.check_stored_config`), and every weight must be finite.
+        built (:func:`check_stored_config`), and every weight must be finite.
         """
         path = os.fspath(path)
         meta, shapes = read_safetensors_header(path, what="checkpoint")

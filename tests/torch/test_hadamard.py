@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from torch_ext.hadamard import MAX_ODD, RandomizedHadamard, _factors, fwht
+from torch_ext.quantize.hadamard import MAX_ODD, RandomizedHadamard, _factors, fwht
 
 
 @pytest.mark.parametrize("n", [1, 2, 8, 64, 1024])

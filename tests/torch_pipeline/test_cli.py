@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from torch_ext import cli  # noqa: E402
+from torch_ext.lila import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = {"bpc", "n_chars", "nll_bits", "perplexity", "params_trainable", "params_frozen", "stable_rank"}
@@ -98,11 +98,11 @@ def test_help_exits_0(capsys):
 
 def test_module_entry_point_and_stop_at(corpus_dir, cache_dir, tmp_path):
     argv = _train_argv(corpus_dir, cache_dir, tmp_path / "run", steps=4, stop_at=2)[1:]
-    res = subprocess.run([sys.executable, "-m", "torch_ext.train", *argv], cwd=ROOT, capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "torch_ext.lila", "train", *argv], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "stopped at step 2 of 4" in res.stdout
-    res = subprocess.run([sys.executable, "-m", "torch_ext.train", *argv[:-3], "--resume", "--quiet"],
+    res = subprocess.run([sys.executable, "-m", "torch_ext.lila", "train", *argv[:-3], "--resume", "--quiet"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "step 4:" in res.stdout

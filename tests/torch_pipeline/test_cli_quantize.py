@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch_ext import cli  # noqa: E402
-from torch_ext.train import train  # noqa: E402
+from torch_ext.lila import cli  # noqa: E402
+from torch_ext.lila.train import train  # noqa: E402
 
 
 @pytest.fixture
@@ -18,10 +18,10 @@ def trained(tiny_args):
 
 
 def test_quantize_then_eval(trained, tmp_path, capsys, monkeypatch):
-    import torch_ext.quantize.lila as qlila
-    from torch_ext.checkpoint import load_checkpoint
-    from torch_ext.data import load_data
-    from torch_ext.evaluate import evaluate
+    import torch_ext.lila.quantize as qlila
+    from torch_ext.lila.checkpoint import load_checkpoint
+    from torch_ext.lila.data import load_data
+    from torch_ext.lila.evaluate import evaluate
     from torch_ext.quantize import LeechQuantizedLinear
 
     seen = {}

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from torch_ext import corpora  # noqa: E402
-from torch_ext import data as D  # noqa: E402
+from torch_ext.lila import corpora  # noqa: E402
+from torch_ext.lila import data as D  # noqa: E402
 
 
 def _names(src, split):
@@ -245,7 +245,7 @@ def test_missing_path_and_empty_folder(tmp_path):
 
 
 def test_data_reexports_the_tokenizers_and_corpora():
-    from torch_ext import tokenizer
+    from torch_ext.lila import tokenizer
 
     assert all(hasattr(D, n) for n in D.__all__)
     for name in tokenizer.__all__:

@@ -30,14 +30,14 @@ def test_two_gloo_processes_match_one_process(tiny_args, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     ddp_json = tmp_path / "ddp.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "torch_ext.train", *_cli_args(base), "--batch-size", "2", "--out", str(tmp_path / "ddp"),
+           "-m", "torch_ext.lila", "train", *_cli_args(base), "--batch-size", "2", "--out", str(tmp_path / "ddp"),
            "--json", str(ddp_json), "--quiet"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     ddp = json.loads(ddp_json.read_text())
     assert ddp["world_size"] == 2
 
-    from torch_ext.train import train
+    from torch_ext.lila.train import train
 
     one = train(dict(base, batch_size=4, out=str(tmp_path / "one")))
     assert one["world_size"] == 1

@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch_ext.data import ByteTokenizer, TokenData, TokenSplit  # noqa: E402
-from torch_ext.evaluate import (  # noqa: E402
+from torch_ext.lila.data import ByteTokenizer, TokenData, TokenSplit  # noqa: E402
+from torch_ext.lila.evaluate import (  # noqa: E402
     bits_per_character,
     eval_windows,
     evaluate,
@@ -18,7 +18,7 @@ from torch_ext.evaluate import (  # noqa: E402
     param_counts,
     weight_ranks,
 )
-from torch_ext.results import EvalResult, EvalSums  # noqa: E402
+from torch_ext.lila.results import EvalResult, EvalSums  # noqa: E402
 
 EOS = 256
 #: the keys of bits_per_character's result (and of the JSON written by the CLI)

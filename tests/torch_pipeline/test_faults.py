@@ -16,8 +16,8 @@ pytest.importorskip("safetensors")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from torch_ext import cli  # noqa: E402
-from torch_ext import train as T  # noqa: E402
+from torch_ext.lila import cli  # noqa: E402
+from torch_ext.lila import train as T  # noqa: E402
 from torch_ext.model import LilaTransformer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +38,8 @@ def _argv(args: dict, *extra) -> list:
 
 
 def _lila(argv, timeout=300, **kw):
-    """``python -m torch_ext.cli ARGV`` in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "torch_ext.cli", *argv], cwd=ROOT, capture_output=True,
+    """``python -m torch_ext.lila ARGV`` in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "torch_ext.lila", *argv], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, **kw)
 
 
@@ -275,7 +275,7 @@ def _default_sigint_in_child():
 
 
 def test_an_ignored_sigint_stays_ignored():
-    from torch_ext._signals import StopSignals
+    from torch_ext.lila._signals import StopSignals
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with StopSignals() as stop:
@@ -344,7 +344,7 @@ def test_a_second_signal_stops_at_once_without_a_checkpoint(tiny_args):
 @pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_the_command_line_exits_cleanly_on_a_signal(tiny_args, name, code):
     args = dict(tiny_args, steps=100_000, save_every=10**6)
-    proc = subprocess.Popen([sys.executable, "-m", "torch_ext.cli", *_argv(args)], cwd=ROOT, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "torch_ext.lila", *_argv(args)], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=_default_sigint_in_child)
     try:
@@ -391,8 +391,8 @@ def test_out_that_is_a_file_or_under_one_is_one_line_exit_2(tiny_args, tmp_path,
 
 
 def test_unwritable_outputs_are_refused_before_any_work(tiny_args, tmp_path, capsys, monkeypatch):
-    import torch_ext._rundir as R
-    from torch_ext import data as D
+    import torch_ext.lila._rundir as R
+    from torch_ext.lila import data as D
 
     started = []
     monkeypatch.setattr(T, "load_run_data", lambda *a, **k: started.append(1))
@@ -474,8 +474,8 @@ def tiny_checkpoint(tiny_args):
 
 
 def test_eval_scores_all_of_a_single_document(tiny_checkpoint, tmp_path, capsys):
-    from torch_ext.data import ByteTokenizer, TokenSplit
-    from torch_ext.evaluate import evaluate
+    from torch_ext.lila.data import ByteTokenizer, TokenSplit
+    from torch_ext.lila.evaluate import evaluate
 
     held = tmp_path / "held-out.txt"
     text = "Now is the winter of our discontent\nmade glorious summer by this sun of York;\n"

@@ -11,8 +11,8 @@ pytest.importorskip("safetensors")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from torch_ext import train as T  # noqa: E402
-from torch_ext.results import TrainResult  # noqa: E402
+from torch_ext.lila import train as T  # noqa: E402
+from torch_ext.lila.results import TrainResult  # noqa: E402
 
 #: the keys of the JSON that `leechlib lila train --json` writes (TrainResult.to_dict)
 TRAIN_KEYS = {"out", "step", "steps", "final_loss", "val", "history", "checkpoint", "tokens_per_s",

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import leechlib
+from leechlib import kernels
+
 N_TYPE1 = 1104
 N_TYPE2 = 759 * 128
 START3 = N_TYPE1 + N_TYPE2  # 98256
@@ -32,9 +35,6 @@ SIZE = START3 + 4096 * 24  # 196560
 
 @functools.cache
 def _numpy_tables():
-    import leechlib
-    from leechlib import kernels
-
     pairs = np.array([(i, j) for i in range(24) for j in range(i + 1, 24)], dtype=np.int64)
     octads = np.asarray(kernels.mog_tables()["octads"], dtype=np.int64)
     words = np.asarray(leechlib.GolayCode().codewords(), dtype=np.int64)

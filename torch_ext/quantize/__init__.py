@@ -95,9 +95,17 @@ One concept each; this package re-exports the public names.
 ``apply``
     :func:`quantize_model` (calibration included) and :func:`model_bits_report`.
 ``io``
-    :func:`save_quantized` and :func:`load_quantized` (safetensors).
-``_unrank``
-    The torch decoding primitives: shell unranking, per-device tables, bit packing.
+    :func:`save_quantized` and :func:`load_quantized` (safetensors);
+    :func:`register_architecture` for models that rebuild themselves from the file.
+``rotation``, ``hadamard``
+    Seeded randomized Hadamard rotations of the weights (incoherence processing).
+``calibrate``, ``feedback``
+    Second moments of each layer's inputs, gathered block by block; LDLQ error
+    feedback and act-order.
+
+The torch decoding primitives (shell unranking, per-device tables, bit packing) are
+:mod:`torch_ext.ops.codebook`'s, shared with :mod:`torch_ext.vq`.  This package
+knows no model class: LILA checkpoints are quantized by :mod:`torch_ext.lila.quantize`.
 
 Examples
 --------
@@ -120,7 +128,7 @@ torch.Size([5, 4])
 
 from .apply import BitsReport, model_bits_report, quantize_model
 from .codecs import METHODS
-from .io import QUANTIZED_FORMAT, load_quantized, save_quantized
+from .io import QUANTIZED_FORMAT, load_quantized, register_architecture, save_quantized
 from .layer import LeechQuantizedLinear
 
 __all__ = [
@@ -132,5 +140,6 @@ __all__ = [
     "save_quantized",
     "load_quantized",
     "QUANTIZED_FORMAT",
+    "register_architecture",
 ]
 

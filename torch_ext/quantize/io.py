@@ -1,20 +1,76 @@
-"""Save and load quantized models: one safetensors file, no pickle."""
+"""Save and load quantized models: one safetensors file, no pickle.
+
+A quantized file holds the model's state dict and, as JSON metadata, the config of
+each quantized layer.  A model class registered with :func:`register_architecture`
+also stores its own config, so that :func:`load_quantized` rebuilds it without a
+float instance; :class:`~torch_ext.LilaTransformer` is registered (under
+``"lila_config"``) by :mod:`torch_ext.lila`, which ``import torch_ext`` imports.
+This module knows no model class of its own.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from .._safetensors import read_safetensors
 from .apply import _set_module
 from .layer import LeechQuantizedLinear, is_conv1d
 
-__all__ = ["save_quantized", "load_quantized", "QUANTIZED_FORMAT"]
+__all__ = ["save_quantized", "load_quantized", "register_architecture", "QUANTIZED_FORMAT"]
 
 #: ``checkpoint`` metadata value of files written by :func:`save_quantized`
 QUANTIZED_FORMAT = "torch_ext.quantized/1"
+
+#: metadata key -> (model class, rebuild from the stored config dict)
+_ARCHITECTURES: dict[str, tuple[type, Callable[[dict], nn.Module], str]] = {}
+_RESERVED = ("format", "checkpoint", "quantized_layers")
+
+
+def register_architecture(key: str, cls: type, build: Callable[[dict], nn.Module], *,
+                          name: str | None = None) -> None:
+    """Let quantized files of ``cls`` models carry their config and rebuild themselves.
+
+    :func:`save_quantized` stores ``model.config.to_dict()`` of a ``cls`` instance
+    under the metadata key ``key``; :func:`load_quantized` without ``model=`` calls
+    ``build(config_dict)`` (which must raise ``TypeError``/``ValueError`` on a bad
+    config) to get the float model to load into.
+
+    Parameters
+    ----------
+    key : str
+        Metadata key of the stored config (reserved for it from now on).
+    cls : type
+        An ``nn.Module`` subclass whose instances have ``config.to_dict()``.
+    build : callable
+        ``dict -> nn.Module``.
+    name : str, optional
+        What the config is called in error messages (default ``"<class name> config"``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from torch_ext.quantize.io import register_architecture
+    >>> class Mlp(nn.Sequential):
+    ...     pass
+    >>> register_architecture("mlp_config", Mlp, lambda d: Mlp(nn.Linear(d["n"], 2)))
+    """
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"key must be a non-empty str, got {key!r}")
+    if key in _RESERVED:
+        raise ValueError(f"key {key!r} is reserved")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"cls must be a torch.nn.Module subclass, got {cls!r}")
+    if not callable(build):
+        raise TypeError(f"build must be callable, got {type(build).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    _ARCHITECTURES[key] = (cls, build, name or f"{cls.__name__} config")
 
 
 def save_quantized(model: nn.Module, path, metadata: dict | None = None) -> None:
@@ -22,10 +78,12 @@ def save_quantized(model: nn.Module, path, metadata: dict | None = None) -> None
 
     The state dict (packed codes, scales, gains, and every other tensor) plus JSON
     metadata: the config of each quantized layer (rotation seeds included) and,
-    for a :class:`~torch_ext.model.LilaTransformer`, the model config, so that
+    for a model of a registered architecture (:func:`register_architecture`; a
+    :class:`~torch_ext.LilaTransformer`), the model config, so that
     :func:`load_quantized` can rebuild it.  ``metadata`` adds more entries (a
     str is stored as is, anything else as JSON; the reserved keys ``format``,
-    ``checkpoint``, ``quantized_layers`` and ``lila_config`` are refused).
+    ``checkpoint``, ``quantized_layers`` and the architectures' keys, such as
+    ``lila_config``, are refused).
 
     Examples
     --------
@@ -52,14 +110,14 @@ def save_quantized(model: nn.Module, path, metadata: dict | None = None) -> None
         seen[key] = k
     meta = {"format": "pt", "checkpoint": QUANTIZED_FORMAT, "quantized_layers": json.dumps(layers)}
     for k, v in (metadata or {}).items():
-        if not isinstance(k, str) or k in meta or k == "lila_config":
+        if not isinstance(k, str) or k in meta or k in _ARCHITECTURES:
             raise ValueError(f"metadata key {k!r} is reserved or not a str")
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     cfg = getattr(model, "config", None)
-    from ..model import LilaConfig, LilaTransformer
-
-    if isinstance(model, LilaTransformer) and isinstance(cfg, LilaConfig):
-        meta["lila_config"] = json.dumps(cfg.to_dict())
+    for key, (cls, _, _) in _ARCHITECTURES.items():
+        if isinstance(model, cls) and callable(getattr(cfg, "to_dict", None)):
+            meta[key] = json.dumps(cfg.to_dict())
+            break
     save_file(state, os.fspath(path), metadata=meta)
 
 
@@ -71,8 +129,9 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
     path : str or Path
     model : torch.nn.Module, optional
         A float model of the same architecture to load into (its ``nn.Linear``
-        layers named in the file are replaced).  Default: rebuild the
-        :class:`~torch_ext.model.LilaTransformer` from the stored config.
+        layers named in the file are replaced).  Default: rebuild the model from
+        the config stored by a registered architecture (:func:`register_architecture`;
+        a :class:`~torch_ext.LilaTransformer`).
     map_location : str or torch.device
 
     Raises
@@ -81,8 +140,6 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
         Not a quantized checkpoint, a mismatch with ``model``, codes beyond the
         codebook, or non-finite values (messages name the layer or tensor).
     """
-    from ..model import read_safetensors
-
     p = os.fspath(path)
     meta, tensors = read_safetensors(p, what="quantized checkpoint")
     if meta.get("checkpoint") != QUANTIZED_FORMAT or "quantized_layers" not in meta:
@@ -92,15 +149,16 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: quantized layer metadata is not valid JSON: {exc}") from None
     if model is None:
-        if "lila_config" not in meta:
-            raise ValueError(f"{p} holds no LILA config: pass model= (a float model of the same "
+        key = next((k for k in _ARCHITECTURES if k in meta), None)
+        if key is None:
+            known = " or ".join(v[2] for v in _ARCHITECTURES.values()) or "model config"
+            raise ValueError(f"{p} holds no {known}: pass model= (a float model of the same "
                              "architecture)")
-        from ..model import LilaConfig, LilaTransformer
-
+        _, build, what = _ARCHITECTURES[key]
         try:
-            model = LilaTransformer(LilaConfig.from_dict(json.loads(meta["lila_config"])))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{p}: invalid stored LILA config: {exc}") from None
+            model = build(json.loads(meta[key]))
+        except (TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"{p}: invalid stored {what}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for name, cfg in layers.items():

@@ -225,7 +225,7 @@ class LeechQuantizedLinear(nn.Module):
             module docstring) and drives the feedback.
         rotation : {"none", "hadamard", "hadamard-both"}
             Quantize in a randomized Hadamard basis (see the class docstring).  A side
-            whose size has an odd part above :data:`~torch_ext.hadamard.MAX_ODD` is
+            whose size has an odd part above :data:`~torch_ext.quantize.hadamard.MAX_ODD` is
             not rotated; ``stats["notes"]`` says so.
         seed : int
             User seed of the rotation; the layer's seeds are derived from it and

@@ -12,9 +12,9 @@ so the layer computes the same function with any ``W'``, and the quantization er
 ``T_out (W − Ŵ) T_inᵀ`` is spread over all coordinates (no input or output carries
 outsized energy: *incoherence processing*, QuIP#, LLVQ).  The input second moment
 rotates with the activations, ``H' = T_in H T_inᵀ``.  ``T`` is
-:class:`~torch_ext.hadamard.RandomizedHadamard`: a Sylvester–Hadamard transform on
+:class:`~torch_ext.quantize.hadamard.RandomizedHadamard`: a Sylvester–Hadamard transform on
 the power-of-two factor of the size, Kronecker a seeded Haar-random orthogonal
-matrix on its odd part (at most :data:`~torch_ext.hadamard.MAX_ODD`), times random
+matrix on its odd part (at most :data:`~torch_ext.quantize.hadamard.MAX_ODD`), times random
 signs; applied in ``O(n log n)`` and stored as an integer seed, never as a matrix.
 
 Rotations
@@ -53,7 +53,7 @@ import numbers
 
 from torch import Tensor
 
-from ..hadamard import MAX_ODD, RandomizedHadamard
+from .hadamard import MAX_ODD, RandomizedHadamard
 
 __all__ = ["ROTATIONS", "check_rotation", "layer_seeds", "plan_rotation", "LayerRotation"]
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leechlib import shell_count
 from leechlib.kernels import SQRT8
 
 from ._codebooks import Codebook
@@ -43,8 +44,6 @@ def _check_real(value, name, lo, hi, *, lo_open=False, hi_open=False) -> float:
 
 
 def _parse_codebook(codebook, max_norm) -> Codebook:
-    from leechlib import shell_count
-
     if isinstance(codebook, str):
         if codebook == "minimal":
             kind, norm = "minimal", 4

@@ -1,12 +1,12 @@
 """Quantize a LILA training checkpoint into a quantized checkpoint (``leechlib lila quantize``).
 
 :func:`quantize_checkpoint` loads a checkpoint written by
-:func:`torch_ext.train.train`, draws calibration windows from the **training**
+:func:`torch_ext.lila.train.train`, draws calibration windows from the **training**
 split of the corpus it was trained on (never the validation split, on which
 ``leechlib lila eval`` scores it), quantizes every ``nn.Linear`` with
 :func:`~torch_ext.quantize.quantize_model`, and writes the result with
 :func:`~torch_ext.quantize.save_quantized` plus the checkpoint's training metadata
-(step, arguments, tokenizer), so that :func:`torch_ext.checkpoint.load_checkpoint`,
+(step, arguments, tokenizer), so that :func:`torch_ext.lila.checkpoint.load_checkpoint`,
 and with it ``leechlib lila eval``, reads it like any other checkpoint.
 """
 
@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from .._validation import check_int
-from .apply import model_bits_report, quantize_model
-from .io import save_quantized
+from ..quantize.apply import model_bits_report, quantize_model
+from ..quantize.io import save_quantized
+from .checkpoint import load_checkpoint, resolve_checkpoint
+from .data import load_data
 
 __all__ = ["calibration_windows", "quantize_checkpoint"]
 
@@ -36,7 +38,7 @@ def calibration_windows(tokens: np.ndarray, steps: int, batch_size: int, block_s
     Examples
     --------
     >>> import numpy as np
-    >>> from torch_ext.quantize.lila import calibration_windows
+    >>> from torch_ext.lila.quantize import calibration_windows
     >>> b = calibration_windows(np.arange(1000), steps=3, batch_size=2, block_size=16)
     >>> len(b), tuple(b[0].shape), b[0].dtype
     (3, (2, 16), torch.int64)
@@ -93,16 +95,13 @@ def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
 
     Raises
     ------
-    torch_ext.checkpoint.CheckpointError
+    torch_ext.lila.checkpoint.CheckpointError
         A missing or corrupt checkpoint.
-    torch_ext.corpora.DataUnavailableError
+    torch_ext.lila.corpora.DataUnavailableError
         The corpus cannot be loaded here.
     ValueError
         A bad argument.
     """
-    from ..checkpoint import load_checkpoint, resolve_checkpoint
-    from ..data import load_data
-
     calib_steps = check_int(calib_steps, "calib_steps", 0)
     path = resolve_checkpoint(ckpt)
     ck = load_checkpoint(path, device="cpu")

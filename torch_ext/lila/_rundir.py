@@ -82,7 +82,7 @@ def prepare_run_dir(out, *, force: bool = False, resume: bool = False) -> list[t
     Returns
     -------
     list of (int, Path)
-        The checkpoints in ``out`` (:func:`~torch_ext.checkpoint.list_checkpoints`).
+        The checkpoints in ``out`` (:func:`~torch_ext.lila.checkpoint.list_checkpoints`).
 
     Raises
     ------

@@ -1,11 +1,10 @@
 """The ``lila`` command line: ``leechlib lila {train,eval,demo,quantize} ...``.
 
 :func:`main` is its one entry point.  ``leechlib lila ARGS`` forwards ``ARGS`` to it
-(leechlib imports torch_ext only there, lazily), and so do ``python -m torch_ext.cli
-ARGS``, ``python -m torch_ext.train ARGS`` (``train``, torchrun-ready) and ``python -m
-torch_ext.evaluate ARGS`` (``eval``).  The LILA section of ``leechlib demo`` is
-``leechlib lila demo``; :func:`demo` is the same run as a function.  Only this module
-prints (the progress bar and the results); the library reports through callbacks.
+(leechlib imports torch_ext only there, lazily), and so does ``python -m torch_ext.lila
+ARGS`` (torchrun-ready: ``torchrun -m torch_ext.lila train ...``).  The LILA section of
+``leechlib demo`` is ``leechlib lila demo``; :func:`torch_ext.lila.demo.demo` is the same
+run as a function.  Only this module prints (the progress bar and the results); the library reports through callbacks.
 
 Exit status: 0 success (also ``train --stop-at``); 2 a usage error, bad data or
 checkpoint, or an operating-system error (a one-line message, never a traceback;
@@ -21,31 +20,32 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..quantize import METHODS
+from ..quantize.rotation import ROTATIONS
 from ._rundir import check_output_file
 from ._signals import EXIT_CODES
 from .checkpoint import CheckpointError, NonFiniteError, load_checkpoint, resolve_checkpoint
 from .corpora import ENCODING_ERRORS, get_source
 from .data import DataUnavailableError, load_corpus, load_data
+from .demo import demo
 from .evaluate import evaluate, format_table
+from .quantize import quantize_checkpoint
 from .tokenizer import ByteTokenizer, tokenizer_from_json
 from .train import train
 from .train_config import TrainConfig
 
-__all__ = ["main", "demo"]
+__all__ = ["main", "demo"]  # demo: re-exported from .demo
 
 _USAGE = """usage: leechlib lila {train,eval,demo,quantize} [options]
 
-  train     train a LILA model (python -m torch_ext.train; torchrun-ready)
+  train     train a LILA model (python -m torch_ext.lila train; torchrun-ready)
   eval      bits per character over a whole split, perplexity, ranks, parameter counts
   demo      train lila-tiny on the embedded Shakespeare corpus for about a minute, then a sample
   quantize  quantize a checkpoint's linear layers to ~2 bits per weight (eval reads the result)
@@ -128,7 +128,7 @@ def _encoding_options(g) -> None:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``leechlib lila train`` (``python -m torch_ext.train``)."""
+    """Argument parser of ``leechlib lila train`` (``python -m torch_ext.lila train``)."""
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="leechlib lila train", description="Train a LILA model (torchrun-ready).",
                                 formatter_class=_HelpFormatter)
@@ -188,7 +188,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 class _Progress:
-    """A tqdm progress bar on stderr, fed by the events of :func:`~torch_ext.train.train`'s callback."""
+    """A tqdm progress bar on stderr, fed by the events of :func:`~torch_ext.lila.train.train`'s callback."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
@@ -287,7 +287,7 @@ def _train_command(argv) -> int:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``leechlib lila eval`` (``python -m torch_ext.evaluate``)."""
+    """Argument parser of ``leechlib lila eval`` (``python -m torch_ext.lila eval``)."""
     p = argparse.ArgumentParser(
         prog="leechlib lila eval",
         description="Bits per character over a whole split, perplexity, ranks, parameter counts.",
@@ -386,71 +386,6 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def demo(seconds: float = 60.0, out=None, *, seed: int = 0, callback=None) -> dict:
-    """Train ``lila-tiny`` on the embedded Shakespeare corpus for about ``seconds``.
-
-    The run's length is set from the measured step time so that training plus
-    the final evaluation (the whole validation split) take about ``seconds``.
-
-    Parameters
-    ----------
-    seconds : float
-        Wall-clock budget, roughly.
-    out : str or Path, optional
-        Run directory to keep; by default a temporary one, deleted afterwards.
-    seed : int
-        Seed of the run and of the sample.
-    callback : callable, optional
-        Passed to :func:`torch_ext.train.train` (progress events).
-
-    Returns
-    -------
-    dict
-        ``bpc``, ``n_chars``, ``perplexity``, ``params_trainable``, ``params_frozen``,
-        ``steps``, ``tokens_per_s``, ``train_seconds``, ``seconds``, ``sample``
-        (generated text), ``out`` (``None`` when temporary) and ``val`` (the
-        :class:`~torch_ext.results.EvalResult` of the whole validation split).
-    """
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
-        raise ValueError(f"seconds must be a positive number, got {seconds!r}")
-    t0 = time.perf_counter()
-    tmp = None
-    if out is None:
-        tmp = tempfile.mkdtemp(prefix="lila-demo-")
-        run_dir = Path(tmp) / "run"
-    else:
-        run_dir = Path(out)
-    try:
-        # The final evaluation reads ~0.7 M validation tokens; on CPU it costs about a
-        # quarter of the training throughput's time per token, so keep ~30 % for it.
-        # one thread on small machines: torch's threads slow down many times over when
-        # they compete with other processes for two cores
-        threads = 1 if (os.cpu_count() or 1) <= 2 else None
-        cfg = TrainConfig(preset="lila-tiny", data="shakespeare", steps=100_000, warmup=30, lr=2e-3,
-                          seed=seed, out=str(run_dir), time_budget=max(1.0, 0.7 * seconds),
-                          eval_batch_size=64, save_every=10**9, num_threads=threads)
-        res = train(cfg, callback=callback)
-        model = load_checkpoint(res.checkpoint).model
-        tok = res.tokenizer
-        prompt = [tok.eos_id] + tok.encode("ROMEO\n").tolist()
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.tensor([prompt], dtype=torch.long)
-        with torch.no_grad():
-            gen = model.generate(idx, max_new_tokens=300, temperature=0.8, top_k=40, generator=g)
-        sample = tok.decode(gen[0].tolist(), eos="\n\n")
-        v = res.val
-        return {
-            "bpc": v.bpc, "n_chars": v.n_chars, "perplexity": v.perplexity,
-            "params_trainable": res.params_trainable, "params_frozen": res.params_frozen,
-            "steps": res.step, "tokens_per_s": res.tokens_per_s, "train_seconds": res.train_seconds,
-            "seconds": time.perf_counter() - t0, "sample": sample.strip("\n"),
-            "out": None if tmp else str(run_dir), "val": v,
-        }
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _demo_command(argv) -> int:
     """``leechlib lila demo [--seconds S]``: :func:`demo` with a progress bar; print BPC and a sample.
 
@@ -485,8 +420,6 @@ def _demo_command(argv) -> int:
 
 def _quantize_parser() -> argparse.ArgumentParser:
     """Argument parser of ``leechlib lila quantize``."""
-    from .quantize import METHODS
-    from .quantize.rotation import ROTATIONS
 
     p = argparse.ArgumentParser(
         prog="leechlib lila quantize", formatter_class=_HelpFormatter,
@@ -526,7 +459,6 @@ def _quantize_command(argv) -> int:
     """
     from tqdm.auto import tqdm
 
-    from .quantize.lila import quantize_checkpoint
 
     parser = _quantize_parser()
     args = parser.parse_args(argv)

@@ -1,8 +1,8 @@
 """What evaluation and training return: small frozen dataclasses.
 
-:class:`EvalResult` is what :func:`torch_ext.evaluate.evaluate` and
-:func:`~torch_ext.evaluate.bits_per_character` return, :class:`TrainResult` what
-:func:`torch_ext.train.train` returns; ``.to_dict()`` gives the JSON that
+:class:`EvalResult` is what :func:`torch_ext.lila.evaluate.evaluate` and
+:func:`~torch_ext.lila.evaluate.bits_per_character` return, :class:`TrainResult` what
+:func:`torch_ext.lila.train.train` returns; ``.to_dict()`` gives the JSON that
 ``leechlib lila`` writes.  :class:`EvalSums` are the sums one process gathers over
 its windows of a split (``bits_per_character(..., shard=...)``); summed over the
 processes they give the :class:`EvalResult` of the whole split.  Both the
@@ -107,7 +107,7 @@ def _copy(v):
 
 @dataclass(frozen=True)
 class EvalResult(_Record):
-    """The evaluation of a model on a whole split (see :mod:`torch_ext.evaluate`).
+    """The evaluation of a model on a whole split (see :mod:`torch_ext.lila.evaluate`).
 
     Attributes
     ----------
@@ -134,9 +134,9 @@ class EvalResult(_Record):
     block_size, stride : int
         The windows.
     split : str, optional
-        Name of the split (set by :func:`~torch_ext.evaluate.evaluate`).
+        Name of the split (set by :func:`~torch_ext.lila.evaluate.evaluate`).
     params_trainable, params_frozen : int, optional
-        Parameter counts (set by :func:`~torch_ext.evaluate.evaluate` and the training loop).
+        Parameter counts (set by :func:`~torch_ext.lila.evaluate.evaluate` and the training loop).
     stable_rank, effective_rank : dict, optional
         ``{matrix name: rank}`` of every weight matrix (``evaluate(..., ranks=True)``).
     ranks : dict, optional
@@ -150,8 +150,8 @@ class EvalResult(_Record):
     Examples
     --------
     >>> import torch
-    >>> from torch_ext.data import ByteTokenizer, TokenSplit
-    >>> from torch_ext.evaluate import bits_per_character
+    >>> from torch_ext.lila.data import ByteTokenizer, TokenSplit
+    >>> from torch_ext.lila.evaluate import bits_per_character
     >>> split = TokenSplit.from_texts(["ab", "b"], ByteTokenizer())
     >>> uniform = lambda idx: torch.zeros(*idx.shape, 257)   # p = 1/257 for every token
     >>> r = bits_per_character(uniform, split, eos_id=256, block_size=4)
@@ -194,7 +194,7 @@ _EVAL_OPTIONAL = frozenset(f.name for f in dataclasses.fields(EvalResult) if f.d
 
 @dataclass(frozen=True)
 class TrainResult(_Record):
-    """The outcome of :func:`torch_ext.train.train`.
+    """The outcome of :func:`torch_ext.lila.train.train`.
 
     Attributes
     ----------
@@ -236,7 +236,7 @@ class TrainResult(_Record):
 
     Examples
     --------
-    >>> from torch_ext.data import ByteTokenizer
+    >>> from torch_ext.lila.data import ByteTokenizer
     >>> r = TrainResult(out="runs/a", step=4, steps=10, final_loss=2.5, val=None, history=[],
     ...                 checkpoint="runs/a/ckpt-0000004.safetensors", tokens_per_s=1e4,
     ...                 train_seconds=0.5, wall_seconds=0.7, resumed_from=None, stopped=True,

@@ -23,6 +23,10 @@ from typing import Any
 
 import torch
 
+from .._safetensors import read_safetensors_header
+from ..model import LilaConfig, LilaTransformer, check_stored_config
+from ..quantize.io import QUANTIZED_FORMAT, load_quantized
+
 __all__ = [
     "FORMAT",
     "Checkpoint",
@@ -51,7 +55,7 @@ class CheckpointError(ValueError):
 class NonFiniteError(FloatingPointError):
     """Training produced a non-finite loss, gradient, weight or hidden state.
 
-    Raised by :func:`torch_ext.train.train` at the step where it happened (before
+    Raised by :func:`torch_ext.lila.train.train` at the step where it happened (before
     that step is applied; ``--skip-nonfinite`` skips such steps instead) and by
     :func:`save_checkpoint`, which never writes non-finite weights.
 
@@ -322,16 +326,8 @@ def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None
     return path
 
 
-def _build_model(config):
-    from .model import LilaTransformer
-
-    return LilaTransformer(config)
-
-
 def _load_quantized(p: Path, meta: dict, device) -> Checkpoint:
     """A quantized LILA model (``leechlib lila quantize``) as a :class:`Checkpoint`."""
-    from .quantize.io import load_quantized
-
     try:
         model = load_quantized(p)
         step = int(meta.get("step", 0))
@@ -344,7 +340,7 @@ def _load_quantized(p: Path, meta: dict, device) -> Checkpoint:
 
 
 def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint` / :func:`torch_ext.train.train`.
+    """Load a checkpoint written by :func:`save_checkpoint` / :func:`torch_ext.lila.train.train`.
 
     A quantized LILA model written by ``leechlib lila quantize``
     (:func:`~torch_ext.quantize.save_quantized` with the training metadata) loads
@@ -374,11 +370,9 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
     -----
     Nothing in the file is executed: safetensors tensors and JSON metadata only.
     The config is checked against the shapes in the file's header (and its size)
-    before anything is allocated (:func:`torch_ext._stored.check_stored_config`).
+    before anything is allocated (:func:`torch_ext.model.check_stored_config`).
     """
     from safetensors import safe_open
-
-    from ._stored import check_stored_config, read_safetensors_header
 
     p = resolve_checkpoint(path)
     try:
@@ -392,8 +386,6 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
         except ValueError:
             meta[k] = v
     if md.get("format") != FORMAT:
-        from .quantize.io import QUANTIZED_FORMAT
-
         if md.get("checkpoint") == QUANTIZED_FORMAT and "lila_config" in md:
             return _load_quantized(p, meta, device)
         raise CheckpointError(f"{str(p)!r} is not a LILA training checkpoint (format {md.get('format')!r})")
@@ -405,8 +397,6 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
     try:
         if not isinstance(config, dict):
             raise TypeError(f"it must be a JSON object, got {type(config).__name__}")
-        from .model import LilaConfig
-
         cfg = LilaConfig.from_dict(dict(config))
         check_stored_config(cfg, shapes, p.stat().st_size, "the file", prefix="model/")  # before building
     except (TypeError, ValueError) as exc:
@@ -421,7 +411,7 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
     if bad:
         raise CheckpointError(f"checkpoint {str(p)!r} holds non-finite values (NaN or inf) in "
                               f"{', '.join(bad[:4])}{'...' if len(bad) > 4 else ''}: it cannot be used")
-    model = _build_model(cfg)
+    model = LilaTransformer(cfg)
     sd = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     try:
         model.load_state_dict(sd, strict=True)

@@ -1,6 +1,6 @@
 """SIGINT and SIGTERM during training: finish the step, write a checkpoint, stop.
 
-:class:`StopSignals` is installed by :func:`torch_ext.train.train` for the length of
+:class:`StopSignals` is installed by :func:`torch_ext.lila.train.train` for the length of
 a run (in the main thread only, and only over the default handlers: a handler the
 caller installed is left alone; the previous handlers come back afterwards).  A
 first SIGINT or SIGTERM is recorded; the training loop sees it when the current

@@ -3,8 +3,8 @@
 One command trains a preset on a corpus and evaluates it on the whole validation
 split::
 
-    python -m torch_ext.train --preset lila-tiny --data shakespeare --steps 2000 --out runs/tiny
-    torchrun --nproc_per_node 8 -m torch_ext.train --preset lila-20m --data tinystories ...
+    python -m torch_ext.lila train --preset lila-tiny --data shakespeare --steps 2000 --out runs/tiny
+    torchrun --nproc_per_node 8 -m torch_ext.lila train --preset lila-20m --data tinystories ...
 
 Reproducibility
 ---------------
@@ -34,9 +34,9 @@ from the generator (identically on every process); process ``r`` takes columns
 ``W`` processes sees exactly the windows of a one-process run with
 ``--batch-size W*batch_size``.
 
-The arguments and their checks are in :mod:`torch_ext.train_config`, checkpoint
-files in :mod:`torch_ext.checkpoint`, the ``torch.distributed`` calls in
-:mod:`torch_ext.distributed`; the command line is :mod:`torch_ext.cli`.
+The arguments and their checks are in :mod:`torch_ext.lila.train_config`, checkpoint
+files in :mod:`torch_ext.lila.checkpoint`, the ``torch.distributed`` calls in
+:mod:`torch_ext.lila.distributed`; the command line is :mod:`torch_ext.lila.cli`.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,8 @@ import torch
 
 from leechlib.kernels import SQRT8
 
-from ._clock import WARM_STEPS, Clock, is_calibration_step
+from ..model import LilaTransformer
+from ..ops import MAX_ABS
 from ._run_setup import (
     fingerprint_args,
     load_run_data,
@@ -92,8 +93,6 @@ from .distributed import (
     wrap_ddp,
 )
 from .evaluate import bits_per_character, param_counts
-from .model import LilaTransformer
-from .ops import MAX_ABS
 from .results import EvalResult, TrainResult
 from .train_config import TrainConfig
 
@@ -109,6 +108,45 @@ __all__ = [
     "resolve_checkpoint",
     "list_checkpoints",
 ]
+
+
+
+# ---------------------------------------------------------------------------
+# step timing: throughput after the first steps, and when ``time_budget`` re-plans
+# ---------------------------------------------------------------------------
+
+#: steps excluded from the throughput (first-call overheads), when the run is long enough
+WARM_STEPS = 2
+#: steps after the warm-up ones that first measure the step time for ``time_budget``
+CALIBRATION_STEPS = 10
+
+
+def is_calibration_step(n: int) -> bool:
+    """``time_budget`` re-plans after 10, 20, 40, 80... steps past the warm-up."""
+    if n < CALIBRATION_STEPS or n % CALIBRATION_STEPS:
+        return False
+    k = n // CALIBRATION_STEPS
+    return k & (k - 1) == 0
+
+
+@dataclass
+class Clock:
+    """Seconds spent in optimizer steps: in all, and by the end of the warm-up steps."""
+
+    train: float = 0.0
+    warm: float | None = None
+
+    def add(self, seconds: float, done: int) -> None:
+        """Count a step that took ``seconds``, the ``done``-th of this process."""
+        self.train += seconds
+        if done == WARM_STEPS:
+            self.warm = self.train
+
+    def throughput(self, tokens_per_step: int, done: int) -> float:
+        """Training tokens per second, over the steps after the first ``WARM_STEPS`` when possible."""
+        if self.warm is not None and done > 2 * WARM_STEPS and self.train > self.warm:
+            return tokens_per_step * (done - WARM_STEPS) / (self.train - self.warm)
+        return tokens_per_step * done / self.train if self.train > 0 else 0.0
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_lr_ratio: float = 0.1) -> float:
@@ -571,9 +609,3 @@ def _validation_result(model, data: TokenData, batch_size: int, dist_info: DistI
         res = dataclasses.replace(res, nll_nats=nll, sep_nats=sep, n_tokens_scored=int(round(n)))
         res = res.result(data.validation)
     return dataclasses.replace(res, **param_counts(model))
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m torch_ext.train` is `leechlib lila train`
-    from torch_ext.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

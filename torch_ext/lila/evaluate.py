@@ -2,7 +2,7 @@
 
 What is measured (:func:`evaluate`)
 -----------------------------------
-The split is the stream ``[EOS] d1 [EOS] d2 ... [EOS]`` of :mod:`torch_ext.data`.
+The split is the stream ``[EOS] d1 [EOS] d2 ... [EOS]`` of :mod:`torch_ext.lila.data`.
 Every token after the leading ``EOS`` is scored **exactly once**: the document
 characters and the ``EOS`` that ends each document (the end of a document is
 information a decoder needs, so it is paid for).  Windows of ``block_size`` inputs
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Iterator, Mapping
 
@@ -139,15 +138,15 @@ def bits_per_character(model, split: TokenSplit, *, eos_id: int, block_size: int
         log-softmax is always taken in float32 and sums kept in float64.
     shard : (int, int), optional
         ``(rank, world_size)``: score only windows ``rank::world_size`` and return
-        their :class:`~torch_ext.results.EvalSums`; the sums of all ranks, added up,
+        their :class:`~torch_ext.lila.results.EvalSums`; the sums of all ranks, added up,
         give the result of the split (:meth:`EvalSums.result
-        <torch_ext.results.EvalSums.result>`): distributed evaluation.
+        <torch_ext.lila.results.EvalSums.result>`): distributed evaluation.
 
     Returns
     -------
     EvalResult or EvalSums
-        The :class:`~torch_ext.results.EvalResult` of the split (its optional
-        fields unset); with ``shard``, the :class:`~torch_ext.results.EvalSums`
+        The :class:`~torch_ext.lila.results.EvalResult` of the split (its optional
+        fields unset); with ``shard``, the :class:`~torch_ext.lila.results.EvalSums`
         of the shard.
     """
     if not isinstance(split, TokenSplit):
@@ -354,8 +353,8 @@ def _device_of(model) -> torch.device:
 def format_table(res: EvalResult | Mapping) -> str:
     """A plain-text table of an :func:`evaluate` result (used by the CLI).
 
-    ``res`` is an :class:`~torch_ext.results.EvalResult` or its :meth:`to_dict
-    <torch_ext.results.EvalResult.to_dict>` (to which the CLI adds
+    ``res`` is an :class:`~torch_ext.lila.results.EvalResult` or its :meth:`to_dict
+    <torch_ext.lila.results.EvalResult.to_dict>` (to which the CLI adds
     ``train_tokens_per_s``, shown when present).
     """
     if isinstance(res, EvalResult):
@@ -386,9 +385,3 @@ def format_table(res: EvalResult | Mapping) -> str:
             lines.append(f"{k:<{nw}}  {shape:>12}  {v['stable_rank']:>11.2f}  {v['effective_rank']:>9.2f}  "
                          f"{'yes' if v['frozen'] else ''}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m torch_ext.evaluate` is `leechlib lila eval`
-    from torch_ext.cli import main
-
-    sys.exit(main(["eval", *sys.argv[1:]]))

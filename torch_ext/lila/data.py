@@ -11,7 +11,7 @@ stream::
 so every token after the first one is a prediction target exactly once, and the
 end of a document is an explicit token (id ``tokenizer.eos_id``), never a silent
 join.  Padding has no token id: evaluation masks padded positions out (see
-:mod:`torch_ext.evaluate`).  For bits per character every split also records
+:mod:`torch_ext.lila.evaluate`).  For bits per character every split also records
 ``n_chars``, the number of Unicode characters of the documents' text, and
 ``n_bytes``, its UTF-8 size.
 
@@ -434,7 +434,7 @@ def load_corpus(data, tokenizer, *, cache_dir=None, max_docs: int | None = None,
     all of it, with the checkpoint's tokenizer.  The stream is the one of
     :func:`load_data` (``[EOS] d1 [EOS] ... [EOS]``), so bits per character mean the
     same; one document is enough.  Documents come in the order of
-    :meth:`TextSource.iter_all <torch_ext.corpora.TextSource.iter_all>` (a folder:
+    :meth:`TextSource.iter_all <torch_ext.lila.corpora.TextSource.iter_all>` (a folder:
     its files by path; one file: the documents between its ``<|endoftext|>``
     lines, or the whole file).  Cached like :func:`load_data`.
 

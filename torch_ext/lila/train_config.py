@@ -21,7 +21,7 @@ MODEL_OVERRIDES = ("attention", "kernel", "kernel_seed", "align_weight", "align_
 
 @dataclass
 class TrainConfig:
-    """Arguments of :func:`~torch_ext.train.train` (``leechlib lila train`` maps onto these).
+    """Arguments of :func:`~torch_ext.lila.train.train` (``leechlib lila train`` maps onto these).
 
     Attributes
     ----------
@@ -65,7 +65,7 @@ class TrainConfig:
         directory (no ``.lila-run`` marker); files of a run's names in it are replaced.
     skip_nonfinite : bool
         Skip (count, and report) an optimizer step whose loss or gradient norm is not
-        finite, instead of stopping the run with :class:`~torch_ext.checkpoint.NonFiniteError`.
+        finite, instead of stopping the run with :class:`~torch_ext.lila.checkpoint.NonFiniteError`.
     stop_at : int, optional
         End after this step as an interruption would (checkpoint, no final evaluation).
     compile : bool

@@ -1,6 +1,6 @@
 """The set-up of a training run: its directory, data, model config, optimizer groups, resumption.
 
-Pieces of :func:`torch_ext.train.train` that run before the first step.  Under
+Pieces of :func:`torch_ext.lila.train.train` that run before the first step.  Under
 ``torchrun`` the main process prepares the run directory and the token cache first
 (:func:`main_first`), and every process raises the same error if that fails.
 """
@@ -12,11 +12,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..model import LilaConfig
 from ._rundir import prepare_run_dir
 from .checkpoint import Checkpoint, CheckpointError, _weights_finite, list_checkpoints, load_checkpoint
 from .data import TokenData, load_data
 from .distributed import DistInfo, all_gather_objects
-from .model import LilaConfig
 from .train_config import MODEL_OVERRIDES, TrainConfig
 
 #: arguments that may differ between an interrupted run and its resumption
@@ -55,7 +55,7 @@ def load_run_data(cfg: TrainConfig, dist_info: DistInfo, emit) -> TokenData:
 
 
 def run_dir(cfg: TrainConfig, dist_info: DistInfo) -> tuple[Path, list[tuple[int, Path]]]:
-    """The run directory, prepared by rank 0 (:func:`~torch_ext._rundir.prepare_run_dir`), and its checkpoints."""
+    """The run directory, prepared by rank 0 (:func:`~torch_ext.lila._rundir.prepare_run_dir`), and its checkpoints."""
     if cfg.out:
         out = Path(cfg.out)
     else:
