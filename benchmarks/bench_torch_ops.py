@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import torch_ext  # noqa: E402
-from torch_ext.ops import _decoder, ops  # noqa: E402
+from torch_ext import ops  # noqa: E402
+from torch_ext.ops import _decoder  # noqa: E402
 
 
 def _sync(device):

@@ -33,6 +33,8 @@ import operator
 
 import numpy as np
 
+from ._constants import SQRT8  # noqa: F401  (re-exported: the package's one sqrt(8))
+
 __all__ = [
     "SQRT8",
     "COORDS",
@@ -50,8 +52,6 @@ __all__ = [
     "subsample",
 ]
 
-#: sqrt(8): the integer model sqrt(8)*Lambda24 is the unit model scaled by it
-SQRT8 = math.sqrt(8.0)
 #: the coordinate conventions of the API (``coords=``)
 COORDS = ("unit", "int")
 
@@ -71,17 +71,40 @@ def check_coords(coords) -> str:
     return check_choice(coords, "coords", COORDS)
 
 
-def check_int(n, name: str, low: int = 0, high: int | None = None) -> int:
-    """Validate an integer argument (Python or numpy int, not bool) in ``[low, high]``."""
+def check_int(n, name: str, low: int | None = 0, high: int | None = None) -> int:
+    """Validate an integer argument (Python or numpy int, not bool) in ``[low, high]``.
+
+    The one integer check of the project (torch_ext takes it through
+    :mod:`leechlib.kernels`).  ``None`` leaves a side open.  ``TypeError`` for a
+    non-integer (bools included), ``ValueError`` naming the argument and its range
+    otherwise.
+
+    Examples
+    --------
+    >>> from leechlib._validation import check_int
+    >>> check_int(3, "n", 1)
+    3
+    >>> check_int(9, "bits", 1, 8)
+    Traceback (most recent call last):
+    ...
+    ValueError: bits must be in [1, 8], got 9
+    >>> check_int(-1, "seed")
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be >= 0, got -1
+    """
     if isinstance(n, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool")
     try:
         v = operator.index(n)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(n).__name__}") from None
-    if v < low or (high is not None and v > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be in {rng}, got {v}")
+    if (low is not None and v < low) or (high is not None and v > high):
+        if low is not None and high is not None:
+            rng = f"in [{low}, {high}]"
+        else:
+            rng = f">= {low}" if high is None else f"<= {high}"
+        raise ValueError(f"{name} must be {rng}, got {v}")
     return v
 
 

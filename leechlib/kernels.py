@@ -5,8 +5,10 @@ run the same mathematics on other devices need a little more: the raw tables the
 exact algorithms are built from, the Numba CUDA launchers, and a way to build a
 quantizer's index tables once, ahead of time.  This module is the one place that
 offers them, so that no extension imports a private ``leechlib._…`` module or
-reaches into a private attribute; and the one constant ``SQRT8`` (the scale between
-``coords="unit"`` and ``coords="int"``).
+reaches into a private attribute; the package's constants ``SQRT8`` (the scale
+between ``coords="unit"`` and ``coords="int"``) and ``MAX_ABS`` (the decoders' input
+bound in the integer model), its one integer check ``check_int`` and ``subsample``
+(the rows a quantizer fits on), so that an extension defines none of them again.
 
 It is documented and tested, but it is an *internal* interface: its names may
 change between minor versions together with ``torch_ext``.  Nothing here imports
@@ -22,16 +24,22 @@ Examples
 True
 >>> round(kernels.SQRT8 ** 2, 12)    # the unit model times SQRT8 is the integer model
 8.0
+>>> kernels.MAX_ABS == 2.0**50
+True
+>>> kernels.check_int(2, "bits", 1, 8)
+2
 """
 
 from __future__ import annotations
 
-# sqrt(8), the scale between the unit model Lambda24 and the integer model
-# sqrt(8)*Lambda24 (coords="unit" and "int"): the package's one constant for it
-from ._validation import SQRT8
+from ._constants import MAX_ABS, SQRT8
+from ._validation import check_int, subsample
 
 __all__ = [
     "SQRT8",
+    "MAX_ABS",
+    "check_int",
+    "subsample",
     "count_tables",
     "cuda_available",
     "cuda_minvec_int",

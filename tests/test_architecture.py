@@ -30,6 +30,8 @@ import functools
 import itertools
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("leechlib", "torch_ext")
 #: above this many lines a library file needs an entry in REVIEWED (one concept, said why)
@@ -482,3 +484,35 @@ def test_long_library_files_are_reviewed():
                             "they are one concept: " + ", ".join(unreviewed))
     stale = [rel for rel in REVIEWED if long.get(rel, 0) <= REVIEW_LINES]
     assert not stale, "REVIEWED entries no longer over the limit: " + ", ".join(stale)
+
+
+# ---------------------------------------------------------------------------
+# one definition of each shared constant and check
+# ---------------------------------------------------------------------------
+
+#: name -> the modules allowed to define it (constrained.MAX_ABS is the constrained
+#: search's own, smaller bound, 2**30)
+ONE_HOME = {
+    "SQRT8": {"leechlib._constants"},
+    "MAX_ABS": {"leechlib._constants", "leechlib.constrained"},
+    "check_int": {"leechlib._validation"},
+    "subsample": {"leechlib._validation"},
+}
+
+
+def _definitions(name: str) -> list[str]:
+    out = []
+    for m in _modules():
+        for node, _, _ in _walk(_tree(m)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+                out.append(m)
+            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name
+                                                      for t in node.targets):
+                out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(ONE_HOME))
+def test_shared_names_are_defined_once(name):
+    where = _definitions(name)
+    assert where and set(where) <= ONE_HOME[name], f"{name} defined in {where}; import it from {ONE_HOME[name]}"

@@ -1,8 +1,9 @@
-"""Argument checks shared by torch_ext's modules (private; one copy of each).
+"""Argument checks of torch_ext's modules: leechlib's, through its seam (one copy of each).
 
-torch_ext does not import leechlib's private modules, so the few helpers it needs
-live here.  Errors name the argument: ``TypeError`` for the wrong kind of object,
-``ValueError`` for a value out of range.
+torch_ext does not import leechlib's private modules; the helpers it shares with
+leechlib come from :mod:`leechlib.kernels` and are re-exported here, so torch_ext's
+modules import them from one place.  Errors name the argument: ``TypeError`` for the
+wrong kind of object, ``ValueError`` for a value out of range.
 
 Examples
 --------
@@ -12,7 +13,7 @@ Examples
 >>> check_int(0, "n", 1, 8)
 Traceback (most recent call last):
     ...
-ValueError: n must be >= 1 and <= 8, got 0
+ValueError: n must be in [1, 8], got 0
 >>> import numpy as np
 >>> subsample(np.arange(10), 4).tolist()
 [0, 3, 6, 9]
@@ -20,31 +21,6 @@ ValueError: n must be >= 1 and <= 8, got 0
 
 from __future__ import annotations
 
-import numbers
-
-import numpy as np
+from leechlib.kernels import check_int, subsample
 
 __all__ = ["check_int", "subsample"]
-
-
-def check_int(value, name: str, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an int in ``[low, high]`` (bounds optional); bools are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    v = int(value)
-    if (low is not None and v < low) or (high is not None and v > high):
-        lo = "" if low is None else f">= {low}"
-        hi = "" if high is None else f"<= {high}"
-        raise ValueError(f"{name} must be {' and '.join(b for b in (lo, hi) if b)}, got {v}")
-    return v
-
-
-def subsample(x: np.ndarray, n: int) -> np.ndarray:
-    """At most ``n`` rows of ``x``, evenly spaced (deterministic).
-
-    The rows that leechlib's quantizers fit on when given ``max_points=n``.
-    """
-    if len(x) <= n:
-        return x
-    idx = np.linspace(0, len(x) - 1, n).round().astype(np.int64)
-    return x[idx]

@@ -50,12 +50,11 @@ import types
 import numpy as np
 from numba import prange
 
+from leechlib._constants import MAX_ABS
 from leechlib._jit import jit, pjit
 
 #: points per task of the parallel loops (scratch arrays are allocated per chunk)
 CHUNK = 128
-#: inputs with |y_i| (integer frame) at or above this bound are rejected by the wrappers
-MAX_ABS = 2.0**50
 #: sizes of the float64 and int64 scratch buffers of :func:`_leech_one` (the end of
 #: its last table slice); the CPU batch loop and the CUDA kernel allocate these
 SCRATCH_F = 1208

@@ -578,7 +578,7 @@ def test_bad_arguments():
         LeechQuantizedLinear.from_linear(lin, "leech-ball", group=16)
     with pytest.raises(ValueError, match="group must be"):
         LeechQuantizedLinear.from_linear(lin, "rtn", group="col")
-    with pytest.raises(ValueError, match="bits must be >= 1 and <= 8"):
+    with pytest.raises(ValueError, match=r"bits must be in \[1, 8\]"):
         LeechQuantizedLinear.from_linear(lin, "rtn", bits=9)
     with pytest.raises(ValueError, match="too small for the E8 ball"):
         LeechQuantizedLinear.from_linear(lin, "e8", bits=0.5)

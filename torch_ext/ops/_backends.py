@@ -26,13 +26,9 @@ from torch import Tensor
 
 import leechlib
 from leechlib import kernels as _kernels
-from leechlib.kernels import SQRT8
+from leechlib.kernels import MAX_ABS, SQRT8
 
 from . import _decoder
-
-#: inputs with |coordinate| (integer model, after dividing by ``scale``) at or above
-#: this bound are rejected: float64 no longer resolves the lattice there
-MAX_ABS = 2.0**50
 
 _FLOATS = (torch.float32, torch.float64)
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from leechlib import shell_count
 from leechlib.kernels import SQRT8
 
+from .._validation import check_int
 from ._codebooks import Codebook
 
 #: codebooks up to this size keep an EMA histogram of their codes by default
@@ -20,16 +21,6 @@ AUTO_TRACK_MAX = 1 << 21
 TRACK_MAX = 1 << 25
 _MAX_GAIN_LEVELS = 1 << 16
 _EPS = 1e-12
-
-
-def _check_int(value, name, lo, hi=None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    v = int(value)
-    if v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {rng}, got {v}")
-    return v
 
 
 def _check_real(value, name, lo, hi, *, lo_open=False, hi_open=False) -> float:
@@ -49,7 +40,7 @@ def _parse_codebook(codebook, max_norm) -> Codebook:
             kind, norm = "minimal", 4
         elif codebook == "ball":
             kind = "ball"
-            norm = 4 if max_norm is None else _check_int(max_norm, "max_norm", 4, 56)
+            norm = 4 if max_norm is None else check_int(max_norm, "max_norm", 4, 56)
             if norm % 2:
                 raise ValueError(f"max_norm must be even (Leech norms are even), got {norm}")
         else:
@@ -58,7 +49,7 @@ def _parse_codebook(codebook, max_norm) -> Codebook:
                 f"int from 4 to 56), got {codebook!r}"
             )
     elif isinstance(codebook, numbers.Integral) and not isinstance(codebook, bool):
-        norm = _check_int(codebook, "codebook", 4, 56)
+        norm = check_int(codebook, "codebook", 4, 56)
         if norm % 2 or shell_count(norm) == 0:
             raise ValueError(f"codebook={norm}: Leech shells have even squared norms 4, 6, 8, ... "
                              f"(unit coordinates)")
@@ -181,7 +172,7 @@ class LeechVQ(nn.Module):
                  gain_levels=None, scale=None, codebook_dim=None, commitment_weight=0.0,
                  rotation_trick=False, track_usage=None, usage_decay=0.99, gain_decay=0.99):
         super().__init__()
-        self.dim = _check_int(dim, "dim", 1)
+        self.dim = check_int(dim, "dim", 1)
         self.cb = _parse_codebook(codebook, max_norm)
         if gain not in ("learned", None, "block"):
             raise ValueError(f"gain must be 'learned', None or 'block', got {gain!r}")
@@ -190,7 +181,7 @@ class LeechVQ(nn.Module):
         if gain_levels is not None:
             if gain != "block":
                 raise ValueError("gain_levels only applies to gain='block'")
-            gain_levels = _check_int(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
+            gain_levels = check_int(gain_levels, "gain_levels", 1, _MAX_GAIN_LEVELS)
         self.gain_mode = gain
         self.gain_levels = gain_levels
         if scale is None:  # codewords (outermost shell) of RMS 1 per number
@@ -198,7 +189,7 @@ class LeechVQ(nn.Module):
         s = _check_real(scale, "scale", 0.0, math.inf, lo_open=True, hi_open=True)
         if codebook_dim is None:
             codebook_dim = 24 * math.ceil(self.dim / 24)
-        codebook_dim = _check_int(codebook_dim, "codebook_dim", 24)
+        codebook_dim = check_int(codebook_dim, "codebook_dim", 24)
         if codebook_dim % 24:
             raise ValueError(f"codebook_dim must be a multiple of 24, got {codebook_dim}")
         self.codebook_dim = codebook_dim
