@@ -617,7 +617,8 @@ def test_load_rejects_foreign_and_tampered_files(tmp_path, tiny):
 @pytest.mark.parametrize("levels", [4, 8, 16])
 def test_rtn_scales_chunked_equal_reference(group, levels):
     # the row-chunked, in-place scale search gives bitwise the reference's scales
-    from torch_ext.quantize.scales import _Layout, _rtn_scales, _rtn_scales_reference
+    from torch_ext.quantize.codecs import _rtn_scales, _rtn_scales_reference
+    from torch_ext.quantize.scales import _Layout
 
     rng = np.random.default_rng(levels)
     out_f, in_f = 70, 1100  # several row chunks, a partial last group
