@@ -88,6 +88,8 @@ One concept each; this package re-exports the public names.
 ``codecs``
     The methods: one :class:`~torch_ext.quantize.codecs.Codec` class per method,
     registered by name (:data:`METHODS`); adding a method is adding one class.
+``config``
+    :class:`QuantizeConfig`: every setting of a quantization run, validated once.
 ``scales``
     The numpy scale fit of one weight matrix (blocks, padding, scale groups).
 ``layer``
@@ -120,11 +122,13 @@ torch.Size([5, 4])
 
 from .apply import BitsReport, model_bits_report, quantize_model
 from .codecs import METHODS
+from .config import QuantizeConfig
 from .io import QUANTIZED_FORMAT, load_quantized, save_quantized
 from .layer import LeechQuantizedLinear
 
 __all__ = [
     "METHODS",
+    "QuantizeConfig",
     "LeechQuantizedLinear",
     "quantize_model",
     "model_bits_report",
