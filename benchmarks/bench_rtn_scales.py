@@ -30,10 +30,10 @@ SHAPES = [(384, 384), (1536, 384), (384, 1536)]
 
 
 def _layer(out_f, in_f, rng):
-    from torch_ext.quantize.scales import _Layout
+    from torch_ext.quantize import BlockLayout
 
     W = rng.standard_t(3, size=(out_f, in_f)) * rng.uniform(0.2, 2.0, size=(out_f, 1))
-    L = _Layout(out_f, in_f, 1, "row")
+    L = BlockLayout(out_f, in_f, 1, "row")
     blocks = W[:, :, None]
     rms = np.sqrt((W * W).mean(axis=1, keepdims=True))
     return blocks, L, rms

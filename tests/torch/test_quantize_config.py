@@ -1,4 +1,4 @@
-"""torch_ext.quantize: QuantizeConfig, and quantize_model / from_linear given one."""
+"""torch_ext.quantize: QuantizeConfig, and the public per-matrix step quantize_matrix."""
 
 import dataclasses
 import json
@@ -9,8 +9,12 @@ import torch
 from torch import nn
 
 from torch_ext.quantize import (
+    METHODS,
+    BlockLayout,
     LeechQuantizedLinear,
     QuantizeConfig,
+    QuantizedMatrix,
+    quantize_matrix,
     quantize_model,
 )
 
@@ -206,6 +210,8 @@ def test_a_config_and_a_setting_keyword_is_a_type_error_naming_it():
         quantize_model(net, cfg, "rtn")
     with pytest.raises(TypeError, match=r"from_linear\(\) got both a QuantizeConfig and group="):
         LeechQuantizedLinear.from_linear(_linear(24, 2), cfg, group=24)
+    with pytest.raises(TypeError, match=r"quantize_matrix\(\) got both a QuantizeConfig and bits="):
+        quantize_matrix(np.ones((2, 24)), cfg, bits=3)
     # the old calling conventions' own mistakes stay TypeErrors
     with pytest.raises(TypeError, match="multiple values for argument 'bits'"):
         quantize_model(net, 2, bits=2)
@@ -223,3 +229,84 @@ def test_a_config_and_a_setting_keyword_is_a_type_error_naming_it():
     # per-call arguments go with a config
     quantize_model(net, cfg, workers=1, cache=False, data=_data())
     assert all(not m.cache for m in _layers(net).values())
+
+
+# --------------------------------------------------------------------------- quantize_matrix
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_quantize_matrix_is_the_layer_s_step(method, calibrated):
+    lin = _linear(50, 6)
+    extra = {}
+    if calibrated:
+        X = torch.randn(200, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        extra = {"hessian": X.T @ X / 200}
+    cfg = QuantizeConfig(method=method, rotation="none", group=48 if method != "rtn" else 16, **FAST)
+    q = LeechQuantizedLinear.from_linear(lin, cfg, **extra)
+    r = quantize_matrix(lin.weight, cfg, H=extra.get("hessian"))  # a torch float32 matrix
+    assert isinstance(r, QuantizedMatrix) and r.layout == q.layout
+    np.testing.assert_array_equal(r.codes, q.codes().numpy())
+    np.testing.assert_array_equal(r.scales, q.scales.double().numpy())
+    assert r.scale_dtype == q.scales.dtype
+    if q.gains is None:
+        assert r.gains is None
+    else:
+        np.testing.assert_array_equal(np.float32(r.gains), q.gains.numpy())
+    assert r.mse == q.stats["mse"]
+    assert (r.feedback_info is not None) == calibrated == (q.stats["feedback"] == "ldlq")
+    # the same weights, up to the layer's float32 gains
+    np.testing.assert_allclose(r.dequantize(), q.dequantize(torch.float64).numpy(), rtol=1e-6,
+                               atol=1e-12)
+    # numpy float64 in: the same result
+    again = quantize_matrix(lin.weight.detach().double().numpy(), cfg, H=extra.get("hessian"))
+    np.testing.assert_array_equal(again.codes, r.codes)
+    assert f"QuantizedMatrix(6x50, method={method!r}" in repr(r)
+
+
+def test_quantize_matrix_keywords_and_errors():
+    W = np.random.default_rng(0).standard_normal((4, 30))
+    a = quantize_matrix(W, method="rtn", bits=3, group=10)
+    b = quantize_matrix(W, QuantizeConfig(method="rtn", bits=3, group=10))
+    np.testing.assert_array_equal(a.codes, b.codes)
+    assert a.codes.max() == 7 and a.scales.shape == (4, 3)
+    with pytest.raises(TypeError, match="W must be a floating-point matrix"):
+        quantize_matrix(np.ones((2, 24), dtype=np.int64))
+    with pytest.raises(TypeError, match="W must be a floating-point matrix"):
+        quantize_matrix(torch.ones(2, 24, dtype=torch.long))
+    with pytest.raises(TypeError, match="W must be a floating-point matrix"):
+        quantize_matrix("weights")
+    with pytest.raises(ValueError, match="W must be a non-empty 2-D matrix"):
+        quantize_matrix(np.ones(24))
+    with pytest.raises(ValueError, match="W must be a non-empty 2-D matrix"):
+        quantize_matrix(np.ones((0, 24)))
+    bad = W.copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(ValueError, match="W contains NaN or inf"):
+        quantize_matrix(bad, method="rtn")
+    with pytest.raises(ValueError, match=r"H must be \(30, 30\)"):
+        quantize_matrix(W, method="rtn", H=np.eye(29))
+    with pytest.raises(ValueError, match="H contains NaN or inf"):
+        quantize_matrix(W, method="rtn", H=np.full((30, 30), np.nan))
+    with pytest.raises(ValueError, match="feedback='ldlq' needs H"):
+        quantize_matrix(W, method="rtn", feedback="ldlq")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rotation'"):
+        quantize_matrix(W, method="rtn", rotation="none")
+
+
+def test_block_layout():
+    L = BlockLayout(3, 50, 24, "tensor")
+    assert (L.padded, L.nblocks, L.ngroups, L.scale_shape, L.tensor) == (72, 3, 1, (1, 1), True)
+    assert L == BlockLayout(3, 50, 24, "tensor") != BlockLayout(3, 50, 24, "row")
+    assert repr(L) == "BlockLayout(out_features=3, in_features=50, block=24, group='tensor')"
+    B = L.blocks(np.ones((3, 50)))
+    assert B.shape == (3, 3, 24) and B.sum() == 150 and B[:, 2, 2:].sum() == 0
+    assert L.group_sum(np.ones((3, 3))).tolist() == [[9.0]]
+    assert BlockLayout(2, 30, 1, 16).group_sum(np.ones((2, 30))).tolist() == [[16, 14], [16, 14]]
+    with pytest.raises(ValueError, match="out_features must be >= 1"):
+        BlockLayout(0, 5, 1)
+    with pytest.raises(TypeError, match="in_features must be an int"):
+        BlockLayout(2, 5.0, 1)
+    with pytest.raises(ValueError, match="multiple of the block length 24"):
+        BlockLayout(2, 50, 24, 16)
+    assert LeechQuantizedLinear(50, 3, method="leech-ball", group="tensor").layout == L

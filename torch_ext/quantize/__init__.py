@@ -91,11 +91,13 @@ One concept each; this package re-exports the public names.
 ``config``
     :class:`QuantizeConfig`: every setting of a quantization run, validated once.
 ``scales``
-    The numpy scale fit of one weight matrix (blocks, padding, scale groups).
+    The per-matrix step :func:`quantize_matrix` (numpy scale fit and encoding of
+    one weight matrix; a :class:`QuantizedMatrix`) and :class:`BlockLayout`
+    (blocks, padding, scale groups).
 ``layer``
     :class:`LeechQuantizedLinear`.
 ``apply``
-    :func:`quantize_model` (calibration included) and :func:`model_bits_report`.
+    :func:`quantize_model` and :func:`model_bits_report`.
 ``io``
     :func:`save_quantized` and :func:`load_quantized` (safetensors).
 ``_unrank``
@@ -125,12 +127,16 @@ from .codecs import METHODS
 from .config import QuantizeConfig
 from .io import QUANTIZED_FORMAT, load_quantized, save_quantized
 from .layer import LeechQuantizedLinear
+from .scales import BlockLayout, QuantizedMatrix, quantize_matrix
 
 __all__ = [
     "METHODS",
     "QuantizeConfig",
     "LeechQuantizedLinear",
     "quantize_model",
+    "quantize_matrix",
+    "QuantizedMatrix",
+    "BlockLayout",
     "model_bits_report",
     "BitsReport",
     "save_quantized",

@@ -336,7 +336,7 @@ def _rtn_scales(blocks, L, rms, levels: int) -> np.ndarray:
             e *= e
             if masked:
                 e *= real
-            err = np.add.reduceat(e, L._group_starts, axis=1)
+            err = np.add.reduceat(e, L.group_starts, axis=1)
             up = err < bc
             bc[up] = err[up]
             sc[up] = step[up]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -12,9 +13,9 @@ from torch import Tensor, nn
 from .._validation import check_int
 from ._unrank import pack_bits, unpack_bits
 from .codecs import get_codec
-from .config import SCALE_DTYPES, QuantizeConfig, check_group, resolve_config, scale_dtype_name
+from .config import SCALE_DTYPES, QuantizeConfig, resolve_config, scale_dtype_name
 from .rotation import LayerRotation, check_rotation, layer_seeds, plan_rotation
-from .scales import _Layout, _quantize_array
+from .scales import BlockLayout, quantize_matrix
 
 __all__ = ["LeechQuantizedLinear"]
 
@@ -148,11 +149,11 @@ class LeechQuantizedLinear(nn.Module):
         in_features = check_int(in_features, "in_features", 1)
         out_features = check_int(out_features, "out_features", 1)
         self.codec = get_codec(method, bits, params)
-        self.group = check_group(group, self.codec.block)
+        self.layout = BlockLayout(out_features, in_features, self.codec.block, group)
+        self.group = self.layout.group
         scale_dtype_name(scale_dtype)
         self.in_features, self.out_features = in_features, out_features
         self.method, self.bits = self.codec.name, bits
-        self.layout = _Layout(out_features, in_features, self.codec.block, self.group)
         if rotation_seeds is None:
             rotation_seeds = layer_seeds(0, str(name))
         self.rotation = LayerRotation(check_rotation(rotation), in_features, out_features,
@@ -219,7 +220,7 @@ class LeechQuantizedLinear(nn.Module):
         decreasing order of their inputs' energy (diagonal of the rotated
         ``hessian``; GPTQ's act-order at the codec's block length) instead of left
         to right; the stored codes keep the column order, so the layer and its file
-        are unchanged.
+        are unchanged.  The weight itself is quantized by :func:`~torch_ext.quantize.quantize_matrix`.
 
         Raises
         ------
@@ -272,28 +273,28 @@ class LeechQuantizedLinear(nn.Module):
             H = layer.rotation.rotate_hessian(H).numpy()
         t0 = time.perf_counter()
         w64 = layer.rotation.rotate_weight(w.to("cpu", torch.float64)).numpy()
-        kw = dict(scale_iters=config.scale_iters, scale_dtype=config.scale_dtype, H=H,
-                  max_points=config.max_points, workers=workers, damp=config.damp)
+        if config.feedback != feedback:
+            config = dataclasses.replace(config, feedback=feedback)
         fallback = None
         try:
-            res = _quantize_array(w64, layer.codec, layer.group, feedback=feedback == "ldlq",
-                                  act_order=config.act_order, **kw)
+            res = quantize_matrix(w64, config, H=H, workers=workers)
         except np.linalg.LinAlgError as exc:  # H did not factor at any damping tried
             fallback = f"feedback: {exc}; quantized without feedback"
-            res = _quantize_array(w64, layer.codec, layer.group, feedback=False, **kw)
+            res = quantize_matrix(w64, dataclasses.replace(config, feedback="none"), H=H,
+                                  workers=workers)
         dev = w.device
-        codes = torch.from_numpy(res["codes"])
+        codes = torch.from_numpy(res.codes)
         layer.packed = pack_bits(codes, layer.codec.code_bits).to(dev)
-        layer.scales = torch.from_numpy(res["scales"]).to(res["scale_dtype"]).to(dev)
-        if res["gains"] is not None:
-            layer.gains = torch.from_numpy(res["gains"]).to(torch.float32).to(dev)
+        layer.scales = torch.from_numpy(res.scales).to(res.scale_dtype).to(dev)
+        if res.gains is not None:
+            layer.gains = torch.from_numpy(res.gains).to(torch.float32).to(dev)
         if linear.bias is not None:
             layer.bias = nn.Parameter(linear.bias.detach().clone(),
                                       requires_grad=linear.bias.requires_grad)
         notes = [x for x in (note, fallback) if x is not None]
-        stats = {"mse": res["mse"], "seconds": time.perf_counter() - t0, "rotation": kind,
+        stats = {"mse": res.mse, "seconds": time.perf_counter() - t0, "rotation": kind,
                  "feedback": feedback if fallback is None else "none"}
-        info = res["feedback"]
+        info = res.feedback_info
         if info is not None:
             stats.update(damp=info.damp, damp_raised=info.raised, dead_inputs=info.dead,
                          act_order=config.act_order)
