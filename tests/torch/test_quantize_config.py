@@ -1,4 +1,4 @@
-"""torch_ext.quantize: QuantizeConfig, and the public per-matrix step quantize_matrix."""
+"""torch_ext.quantize: QuantizeConfig, the public per-matrix step, the calibration plan."""
 
 import dataclasses
 import json
@@ -17,6 +17,7 @@ from torch_ext.quantize import (
     quantize_matrix,
     quantize_model,
 )
+from torch_ext.quantize.calibrate import CalibrationPlan
 
 FAST = dict(max_points=64)
 
@@ -310,3 +311,21 @@ def test_block_layout():
     with pytest.raises(ValueError, match="multiple of the block length 24"):
         BlockLayout(2, 50, 24, 16)
     assert LeechQuantizedLinear(50, 3, method="leech-ball", group="tensor").layout == L
+
+
+# --------------------------------------------------------------------------- the calibration plan
+
+
+def test_calibration_plan_quantizes_and_replaces():
+    net, ref = _net(), _net()
+    cfg = QuantizeConfig(method="rtn", skip=("4",))
+    seen = []
+    targets = [(n, m) for n, m in net.named_modules() if n in ("0", "2")]
+    plan = CalibrationPlan(net, targets, cfg, callback=lambda n, i: seen.append((n, i["index"],
+                                                                                  i["total"])))
+    assert plan.run(_data()) == ["0", "2"] == plan.done
+    assert seen == [("0", 0, 2), ("2", 1, 2)]
+    quantize_model(ref, cfg, data=_data())
+    _same_layers(net, ref)
+    with pytest.raises(TypeError, match="config must be a QuantizeConfig"):
+        CalibrationPlan(net, targets, {"method": "rtn"})

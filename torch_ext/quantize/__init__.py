@@ -96,6 +96,10 @@ One concept each; this package re-exports the public names.
     (blocks, padding, scale groups).
 ``layer``
     :class:`LeechQuantizedLinear`.
+``calibrate``
+    The calibration of :func:`quantize_model` (sequential, with a held-out guard);
+    its :class:`~torch_ext.quantize.calibrate.CalibrationPlan` quantizes each
+    layer and puts it into the model.
 ``apply``
     :func:`quantize_model` and :func:`model_bits_report`.
 ``io``

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .calibrate import as_batches, calibrate_sequential
+from .calibrate import CalibrationPlan, as_batches
+from .calibrate import _set_module as _set_module  # io.py imports it from here
 from .config import QuantizeConfig, resolve_config
 from .layer import LeechQuantizedLinear, is_conv1d
 
@@ -22,12 +23,6 @@ _POSITIONAL = ("bits", "method")
 def _matches(name: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.rsplit(".", 1)[-1], p)
                for p in patterns)
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    owner = model.get_submodule(parent) if parent else model
-    setattr(owner, child, new)
 
 
 def _targets(model: nn.Module, skip) -> list[tuple[str, nn.Module]]:
@@ -146,34 +141,8 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
         if not bool(torch.isfinite(m.weight.detach()).all()):
             raise ValueError(f"layer {n!r}: weight contains NaN or inf")
     batches = as_batches(data) if data is not None else None
-    # a layer without its second moment is quantized without feedback
-    plain = config if config.feedback == "none" else dataclasses.replace(config, feedback="none")
-    calibrated = config if config.feedback is not None else dataclasses.replace(config, feedback="ldlq")
-
-    def quantize(name, lin, H):
-        return LeechQuantizedLinear.from_linear(lin, plain if H is None else calibrated, hessian=H,
-                                                name=name, workers=workers, cache=cache)
-
-    def replace(name, q, index):
-        _set_module(model, name, q)
-        if callback is not None:
-            st = q.stats
-            info = {"index": index, "total": len(targets), "mse": st["mse"],
-                    "seconds": st["seconds"], "bits_per_weight": q.bits_report()["bits_per_weight"],
-                    "rotation": st["rotation"], "feedback": st["feedback"],
-                    "calibration": st.get("calibration", "none"), "notes": list(st["notes"])}
-            for k in ("val_error", "damp", "damp_raised", "calibration_seconds"):
-                if k in st:
-                    info[k] = st[k]
-            callback(name, info)
-
-    if batches is None:
-        for i, (n, m) in enumerate(targets):
-            q = quantize(n, m, None)
-            q.stats["calibration"] = "none"
-            replace(n, q, i)
-    else:
-        calibrate_sequential(model, targets, batches, quantize, replace)
+    CalibrationPlan(model, targets, config, workers=workers, cache=cache,
+                    callback=callback).run(batches)
     return model
 
 
