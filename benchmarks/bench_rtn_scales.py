@@ -7,8 +7,8 @@ Usage::
 For weights of the shapes of all-MiniLM-L6-v2's layers (384 × 384, 1536 × 384 and
 384 × 1536; Student-t entries with 3 degrees of freedom and a random scale per
 row, so that rows differ as in trained layers), one float scale per row, it times
-:func:`torch_ext.quantize.scales._rtn_scales` (a chunk of rows at a time, in place)
-and :func:`~torch_ext.quantize.scales._rtn_scales_reference` (the whole array per
+:func:`torch_ext.quantize.codecs._rtn_scales` (a chunk of rows at a time, in place)
+and :func:`~torch_ext.quantize.codecs._rtn_scales_reference` (the whole array per
 grid point) in the same run, interleaved, ``--reps`` times each (minimum kept), and
 prints a markdown table: milliseconds per layer for both, their ratio and whether
 the scales are bitwise equal.  Numpy only: set ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
@@ -30,17 +30,17 @@ SHAPES = [(384, 384), (1536, 384), (384, 1536)]
 
 
 def _layer(out_f, in_f, rng):
-    from torch_ext.quantize.scales import _Layout
+    from torch_ext.quantize import BlockLayout
 
     W = rng.standard_t(3, size=(out_f, in_f)) * rng.uniform(0.2, 2.0, size=(out_f, 1))
-    L = _Layout(out_f, in_f, 1, "row")
+    L = BlockLayout(out_f, in_f, 1, "row")
     blocks = W[:, :, None]
     rms = np.sqrt((W * W).mean(axis=1, keepdims=True))
     return blocks, L, rms
 
 
 def main(argv=None) -> int:
-    from torch_ext.quantize.scales import _rtn_scales, _rtn_scales_reference
+    from torch_ext.quantize.codecs import _rtn_scales, _rtn_scales_reference
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=3)

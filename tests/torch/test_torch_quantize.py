@@ -617,14 +617,15 @@ def test_load_rejects_foreign_and_tampered_files(tmp_path, tiny):
 @pytest.mark.parametrize("levels", [4, 8, 16])
 def test_rtn_scales_chunked_equal_reference(group, levels):
     # the row-chunked, in-place scale search gives bitwise the reference's scales
-    from torch_ext.quantize.scales import _Layout, _rtn_scales, _rtn_scales_reference
+    from torch_ext.quantize import BlockLayout
+    from torch_ext.quantize.codecs import _rtn_scales, _rtn_scales_reference
 
     rng = np.random.default_rng(levels)
     out_f, in_f = 70, 1100  # several row chunks, a partial last group
     W = rng.standard_t(3, size=(out_f, in_f)) * rng.uniform(0.01, 3.0, size=(out_f, 1))
     W[3] = 0.0  # an all-zero row (rms 0)
     W[5, ::7] = 40.0  # outliers
-    L = _Layout(out_f, in_f, 1, group)
+    L = BlockLayout(out_f, in_f, 1, group)
     blocks = np.zeros((out_f, L.nblocks, 1))
     blocks[:, :in_f, 0] = W
     sq = (blocks[:, :, 0] ** 2) * L.real[:, 0]

@@ -88,12 +88,20 @@ One concept each; this package re-exports the public names.
 ``codecs``
     The methods: one :class:`~torch_ext.quantize.codecs.Codec` class per method,
     registered by name (:data:`METHODS`); adding a method is adding one class.
+``config``
+    :class:`QuantizeConfig`: every setting of a quantization run, validated once.
 ``scales``
-    The numpy scale fit of one weight matrix (blocks, padding, scale groups).
+    The per-matrix step :func:`quantize_matrix` (numpy scale fit and encoding of
+    one weight matrix; a :class:`QuantizedMatrix`) and :class:`BlockLayout`
+    (blocks, padding, scale groups).
 ``layer``
     :class:`LeechQuantizedLinear`.
+``calibrate``
+    The calibration of :func:`quantize_model` (sequential, with a held-out guard);
+    its :class:`~torch_ext.quantize.calibrate.CalibrationPlan` quantizes each
+    layer and puts it into the model.
 ``apply``
-    :func:`quantize_model` (calibration included) and :func:`model_bits_report`.
+    :func:`quantize_model` and :func:`model_bits_report`.
 ``io``
     :func:`save_quantized` and :func:`load_quantized` (safetensors);
     :func:`register_architecture` for models that rebuild themselves from the file.
@@ -128,13 +136,19 @@ torch.Size([5, 4])
 
 from .apply import BitsReport, model_bits_report, quantize_model
 from .codecs import METHODS
+from .config import QuantizeConfig
 from .io import QUANTIZED_FORMAT, load_quantized, register_architecture, save_quantized
 from .layer import LeechQuantizedLinear
+from .scales import BlockLayout, QuantizedMatrix, quantize_matrix
 
 __all__ = [
     "METHODS",
+    "QuantizeConfig",
     "LeechQuantizedLinear",
     "quantize_model",
+    "quantize_matrix",
+    "QuantizedMatrix",
+    "BlockLayout",
     "model_bits_report",
     "BitsReport",
     "save_quantized",

@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .._validation import check_int
-from .calibrate import as_batches, calibrate_sequential
-from .codecs import check_method, get_codec
-from .layer import FEEDBACKS, LeechQuantizedLinear, is_conv1d
-from .rotation import check_rotation
+from .calibrate import CalibrationPlan, as_batches
+from .config import QuantizeConfig, resolve_config
+from .layer import LeechQuantizedLinear, is_conv1d
 
 __all__ = ["quantize_model", "model_bits_report", "BitsReport"]
+
+#: quantize_model's legacy positional settings, in order
+_POSITIONAL = ("bits", "method")
+
 
 def _matches(name: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.rsplit(".", 1)[-1], p)
                for p in patterns)
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    owner = model.get_submodule(parent) if parent else model
-    setattr(owner, child, new)
 
 
 def _targets(model: nn.Module, skip) -> list[tuple[str, nn.Module]]:
@@ -44,13 +39,10 @@ def _check_model(model) -> None:
                          "weights first (e.g. from_pretrained, or load_state_dict(..., assign=True))")
 
 
-def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *,
-                   skip: Iterable[str] = ("lm_head",), group="row", data=None,
-                   rotation: str = "hadamard", feedback: str | None = None, seed: int = 0,
-                   damp: float = 0.01, act_order: bool = False, scale_iters: int = 1,
-                   scale_dtype: torch.dtype = torch.float16, max_points: int | None = None,
+def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args, data=None,
                    workers: int | None = -1, cache: bool = True,
-                   callback: Callable[[str, dict], None] | None = None) -> nn.Module:
+                   callback: Callable[[str, dict], None] | None = None,
+                   **settings) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (in place) by a :class:`LeechQuantizedLinear`.
 
     Hugging Face ``Conv1D`` layers (GPT-2's linear layers, weight stored
@@ -59,17 +51,19 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     Parameters
     ----------
     model : torch.nn.Module
-    bits : float
-        Bits per weight of the codes (2: the 48-bit Leech codebooks, the 16-bit E8
-        ball, 2-bit RTN).  Scales come on top (see :func:`model_bits_report`).
-    method : {"leech-shape-gain", "leech-ball", "e8", "rtn"}
-    skip : iterable of str
-        ``fnmatch`` patterns of module names (full dotted name, or its last part) to
-        leave in float.  Default ``("lm_head",)``: an untied output head stays in
-        float.  Embeddings are never quantized (they are not ``nn.Linear``; in LILA the
-        LM head is the token embedding).
-    group : "row", "tensor" or int
-        Scale groups (see :class:`LeechQuantizedLinear`).
+    config : QuantizeConfig, optional
+        How to quantize (default ``QuantizeConfig()``); see
+        :class:`~torch_ext.quantize.QuantizeConfig` for every setting: ``method``,
+        ``bits`` (2: the 48-bit Leech codebooks, the 16-bit E8 ball, 2-bit RTN;
+        scales come on top, see :func:`model_bits_report`), ``skip`` (``fnmatch``
+        patterns of module names, full dotted name or its last part, left in float;
+        default ``("lm_head",)``: an untied output head stays in float; embeddings
+        are never quantized, they are not ``nn.Linear``), ``group``, ``rotation``
+        (layers whose size cannot be rotated fall back, noted in their ``stats``),
+        ``feedback`` (default ``"ldlq"`` with ``data``, ``"none"`` without; with
+        ``data`` and ``"none"``, calibration only weights the scale refit),
+        ``seed``, ``damp``, ``act_order``, ``scale_iters``, ``scale_dtype``,
+        ``max_points``.
     data : torch.Tensor or iterable, optional
         Calibration inputs: a tensor (cut into at most 8 batches along its first
         dimension), an iterable of batches, or a ``DataLoader``.  Each batch is fed
@@ -79,24 +73,7 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
         model, with a held-out guard (:mod:`torch_ext.quantize.calibrate`): every
         4th batch is held out, and a layer keeps its calibrated quantization only
         if its error on the held-out inputs is lower than without calibration.
-    rotation : {"hadamard", "hadamard-both", "none"}
-        Incoherence rotation of each layer (:mod:`torch_ext.quantize.rotation`):
-        randomized Hadamard transforms on the input side, on both sides, or none.
-        Layers whose size cannot be rotated fall back (noted in their ``stats``).
-    feedback : {"ldlq", "none"}, optional
-        Error feedback across the input dimension
-        (:mod:`torch_ext.quantize.feedback`); default ``"ldlq"`` with ``data``,
-        ``"none"`` without.  With ``data`` and ``"none"``, calibration only
-        weights the scale refit.
-    seed : int
-        Seed of the rotations (each layer's is derived from it and its name).
-    damp : float
-        Relative damping of the second moments (times their mean diagonal; GPTQ's
-        1 %), raised ten-fold while a factorization fails.
-    act_order : bool
-        With feedback, quantize each layer's column blocks in decreasing order of
-        input energy (see :meth:`LeechQuantizedLinear.from_linear`).
-    scale_iters, scale_dtype, max_points, workers, cache
+    workers, cache
         As in :meth:`LeechQuantizedLinear.from_linear`.
     callback : callable, optional
         ``callback(name, info)`` after each layer; ``info`` has ``index``, ``total``,
@@ -104,6 +81,11 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
         ``feedback``, ``calibration`` (``"kept"``, ``"rejected"`` or ``"none"``),
         ``notes`` and, when calibrated, ``val_error``, ``damp``, ``damp_raised``,
         ``calibration_seconds``.
+    *args, **settings
+        Instead of a config, as before: the settings as keywords
+        (``quantize_model(model, method="rtn", group=48)``), ``bits`` and
+        ``method`` also positionally, in that order (``quantize_model(model, 2,
+        "rtn")``).  With a config, a setting keyword is a ``TypeError``.
 
     Returns
     -------
@@ -117,9 +99,10 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
         a model on the meta device; a weight with NaN or inf (naming the layer;
         checked before anything is replaced); a calibration batch the model fails
         on (naming the batch, the model's error chained); non-finite activations
-        (naming the layer); or a bad argument.
+        (naming the layer); or a bad setting.
     TypeError
-        ``data`` of the wrong kind.
+        ``data`` of the wrong kind; a setting of the wrong kind; a config and a
+        setting keyword together (naming the keyword).
 
     Examples
     --------
@@ -137,68 +120,28 @@ def quantize_model(model: nn.Module, bits=2, method: str = "leech-shape-gain", *
     >>> r.quantized_weights, round(r.bits_per_quantized_weight, 3)
     (46080, 2.233)
 
-    With calibration data (LDLQ feedback and the held-out guard):
+    With calibration data (LDLQ feedback and the held-out guard), and the settings
+    in a :class:`~torch_ext.quantize.QuantizeConfig`:
 
+    >>> from torch_ext.quantize import QuantizeConfig
     >>> model = LilaTransformer(LilaConfig.preset("lila-tiny"))
     >>> data = torch.randint(0, 256, (8, 32))        # 8 batches of one window; 2 held out
-    >>> _ = quantize_model(model, method="rtn", data=data)
+    >>> _ = quantize_model(model, QuantizeConfig(method="rtn"), data=data)
     >>> st = model.h[0].mlp.c_fc.stats
     >>> st["feedback"], st["calibration"] in ("kept", "rejected")
     ('ldlq', True)
     """
     _check_model(model)
-    method = check_method(method)
-    get_codec(method, bits)  # validates bits early
-    check_rotation(rotation)
-    if feedback is None:
-        feedback = "ldlq" if data is not None else "none"
-    if feedback not in FEEDBACKS:
-        raise ValueError(f"feedback must be one of {FEEDBACKS}, got {feedback!r}")
-    if feedback == "ldlq" and data is None:
+    config = resolve_config(config, args, settings, caller="quantize_model", positional=_POSITIONAL)
+    if config.feedback == "ldlq" and data is None:
         raise ValueError("feedback='ldlq' needs calibration data: pass data=")
-    check_int(seed, "seed", 0)
-    if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not 0 <= damp < 1e6:
-        raise ValueError(f"damp must be a number in [0, 1e6), got {damp!r}")
-    if not isinstance(act_order, bool):
-        raise TypeError(f"act_order must be a bool, got {type(act_order).__name__}")
-    if isinstance(skip, str):
-        skip = (skip,)
-    skip = tuple(skip)
-    if not all(isinstance(p, str) for p in skip):
-        raise TypeError("skip must be an iterable of str patterns")
-    targets = _targets(model, skip)
+    targets = _targets(model, config.skip)
     for n, m in targets:  # fail before replacing anything
         if not bool(torch.isfinite(m.weight.detach()).all()):
             raise ValueError(f"layer {n!r}: weight contains NaN or inf")
     batches = as_batches(data) if data is not None else None
-
-    def quantize(name, lin, H):
-        return LeechQuantizedLinear.from_linear(
-            lin, method, bits, group=group, scale_iters=scale_iters, scale_dtype=scale_dtype,
-            max_points=max_points, workers=workers, hessian=H, cache=cache, name=name,
-            rotation=rotation, seed=seed, feedback=feedback if H is not None else "none",
-            damp=damp, act_order=act_order)
-
-    def replace(name, q, index):
-        _set_module(model, name, q)
-        if callback is not None:
-            st = q.stats
-            info = {"index": index, "total": len(targets), "mse": st["mse"],
-                    "seconds": st["seconds"], "bits_per_weight": q.bits_report()["bits_per_weight"],
-                    "rotation": st["rotation"], "feedback": st["feedback"],
-                    "calibration": st.get("calibration", "none"), "notes": list(st["notes"])}
-            for k in ("val_error", "damp", "damp_raised", "calibration_seconds"):
-                if k in st:
-                    info[k] = st[k]
-            callback(name, info)
-
-    if batches is None:
-        for i, (n, m) in enumerate(targets):
-            q = quantize(n, m, None)
-            q.stats["calibration"] = "none"
-            replace(n, q, i)
-    else:
-        calibrate_sequential(model, targets, batches, quantize, replace)
+    CalibrationPlan(model, targets, config, workers=workers, cache=cache,
+                    callback=callback).run(batches)
     return model
 
 

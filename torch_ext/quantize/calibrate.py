@@ -35,19 +35,30 @@ down-projections, whose error on ordinary tokens is many times larger.
 
 In a batch given as a dict with a 2-D ``attention_mask``, tokens whose mask is 0
 (padding) are left out of every second moment.
+
+Quantize and replace
+--------------------
+A :class:`CalibrationPlan` holds the model, its target layers and the
+:class:`~torch_ext.quantize.QuantizeConfig`: it quantizes a layer
+(:meth:`~torch_ext.quantize.LeechQuantizedLinear.from_linear`, with or without
+the group's second moment), puts the result into the model and reports it to the
+callback.  :meth:`CalibrationPlan.run` quantizes every target, through
+:func:`calibrate_sequential` when there are calibration batches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from .layer import as_linear
+from .config import QuantizeConfig
+from .layer import LeechQuantizedLinear, as_linear
 
-__all__ = ["CalibrationError", "as_batches", "calibrate_sequential"]
+__all__ = ["CalibrationError", "CalibrationPlan", "as_batches", "calibrate_sequential"]
 
 #: a tensor given as ``data`` is cut into at most this many batches along dim 0
 _TENSOR_CHUNKS = 8
@@ -274,20 +285,120 @@ def _val_loss(layer, W: Tensor, H: Tensor | None) -> float:
     return float(((D @ H) * D).sum())
 
 
-@torch.no_grad()
-def calibrate_sequential(model: nn.Module, targets, batches: list, quantize: Callable,
-                         replace: Callable, calibrated: bool = True) -> list[str]:
-    """Quantize ``targets`` one group at a time on the current model's inputs.
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    setattr(owner, child, new)
 
-    ``quantize(name, linear, H_fit)`` returns a quantized layer (``H_fit=None``:
-    without calibration); ``replace(name, layer, index)`` puts it into the model.
-    With ``calibrated``, each layer is quantized with and without ``H_fit`` and
-    keeps the one with the lower held-out error (module docstring); its ``stats``
-    get ``calibration`` (``"kept"``, ``"rejected"`` or ``"none"``) and
-    ``val_error`` (``{"calibrated": e1, "plain": e0}``).  Layers the data never
+
+class CalibrationPlan:
+    """Quantize the target layers of a model under one config, and put them in its place.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    targets : list of (str, torch.nn.Module)
+        The layers to quantize (``nn.Linear`` or ``Conv1D``), by their names in ``model``.
+    config : QuantizeConfig
+        How to quantize.  Without a second moment a layer is quantized with
+        ``feedback="none"``; with one, with ``config.feedback`` (``None``: ``"ldlq"``).
+    workers, cache
+        As in :meth:`~torch_ext.quantize.LeechQuantizedLinear.from_linear`.
+    callback : callable, optional
+        ``callback(name, info)`` after each layer is replaced (see
+        :func:`~torch_ext.quantize.quantize_model`).
+
+    Attributes
+    ----------
+    done : list of str
+        The layers replaced so far, in order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from torch_ext.quantize import QuantizeConfig
+    >>> from torch_ext.quantize.calibrate import CalibrationPlan
+    >>> net = nn.Sequential(nn.Linear(24, 8), nn.ReLU(), nn.Linear(8, 4))
+    >>> plan = CalibrationPlan(net, [("0", net[0])], QuantizeConfig(method="rtn"),
+    ...                        callback=lambda n, i: print(n, i["index"], i["calibration"]))
+    >>> plan.run()                       # no batches: quantized without calibration
+    0 0 none
+    ['0']
+    >>> type(net[0]).__name__, type(net[2]).__name__
+    ('LeechQuantizedLinear', 'Linear')
+    """
+
+    def __init__(self, model: nn.Module, targets, config: QuantizeConfig, *,
+                 workers: int | None = -1, cache: bool = True,
+                 callback: Callable[[str, dict], None] | None = None):
+        if not isinstance(config, QuantizeConfig):
+            raise TypeError(f"config must be a QuantizeConfig, got {type(config).__name__}")
+        self.model = model
+        self.targets = list(targets)
+        self.config = config
+        self.workers, self.cache, self.callback = workers, cache, callback
+        self.done: list[str] = []
+        # the configs of a layer without and with its second moment
+        self._plain = (config if config.feedback == "none"
+                       else dataclasses.replace(config, feedback="none"))
+        self._calibrated = (config if config.feedback is not None
+                            else dataclasses.replace(config, feedback="ldlq"))
+
+    def quantize(self, name: str, linear: nn.Module, hessian: Tensor | None = None
+                 ) -> LeechQuantizedLinear:
+        """``linear`` quantized, with its input second moment ``hessian`` if given."""
+        return LeechQuantizedLinear.from_linear(
+            linear, self._plain if hessian is None else self._calibrated, hessian=hessian,
+            name=name, workers=self.workers, cache=self.cache)
+
+    def replace(self, name: str, layer: LeechQuantizedLinear) -> None:
+        """Put ``layer`` into the model as ``name``, then call the callback."""
+        _set_module(self.model, name, layer)
+        index = len(self.done)
+        self.done.append(name)
+        if self.callback is None:
+            return
+        st = layer.stats
+        info = {"index": index, "total": len(self.targets), "mse": st["mse"],
+                "seconds": st["seconds"], "bits_per_weight": layer.bits_report()["bits_per_weight"],
+                "rotation": st["rotation"], "feedback": st["feedback"],
+                "calibration": st.get("calibration", "none"), "notes": list(st["notes"])}
+        for k in ("val_error", "damp", "damp_raised", "calibration_seconds"):
+            if k in st:
+                info[k] = st[k]
+        self.callback(name, info)
+
+    def run(self, batches: list | None = None) -> list[str]:
+        """Quantize and replace every target; returns their names in that order.
+
+        Without ``batches``, each layer in the order of ``targets``, without
+        calibration (``stats["calibration"] == "none"``, no feedback whatever
+        ``config.feedback`` says); with them, by :func:`calibrate_sequential`.
+        """
+        if batches is None:
+            for n, m in self.targets:
+                q = self.quantize(n, m)
+                q.stats["calibration"] = "none"
+                self.replace(n, q)
+            return list(self.done)
+        return calibrate_sequential(self, batches)
+
+
+@torch.no_grad()
+def calibrate_sequential(plan: CalibrationPlan, batches: list, *, calibrated: bool = True
+                         ) -> list[str]:
+    """Quantize ``plan.targets`` one group at a time on the current model's inputs.
+
+    Each layer is quantized by ``plan.quantize`` (with the group's ``H_fit``, and
+    without) and put into the model by ``plan.replace``.  With ``calibrated``, each
+    layer keeps the quantization with the lower held-out error (module docstring);
+    its ``stats`` get ``calibration`` (``"kept"``, ``"rejected"`` or ``"none"``)
+    and ``val_error`` (``{"calibrated": e1, "plain": e0}``).  Layers the data never
     reaches are quantized without calibration, last.  Returns the names in the
     order they were quantized.
     """
+    model, targets = plan.model, plan.targets
     layers = dict(targets)
     held = _held_out(len(batches))
     split_tokens = len(batches) == 1
@@ -308,7 +419,7 @@ def calibrate_sequential(model: nn.Module, targets, batches: list, quantize: Cal
             for n in group:
                 lin = layers[n]
                 W = as_linear(lin).weight.detach().to("cpu", torch.float64)
-                plain = quantize(n, lin, None)
+                plain = plan.quantize(n, lin)
                 stats = {"calibration_seconds": t_cal / len(group)}
                 if H_fit is None or not calibrated:
                     q = plain
@@ -317,7 +428,7 @@ def calibrate_sequential(model: nn.Module, targets, batches: list, quantize: Cal
                         plain.stats.setdefault("notes", []).append(
                             "calibration: the data never reached this layer")
                 else:
-                    cal = quantize(n, lin, H_fit)
+                    cal = plan.quantize(n, lin, H_fit)
                     e1, e0 = _val_loss(cal, W, H_val[n]), _val_loss(plain, W, H_val[n])
                     keep = e1 <= e0
                     q = cal if keep else plain
@@ -329,7 +440,7 @@ def calibrate_sequential(model: nn.Module, targets, batches: list, quantize: Cal
                                    ("damp", "damp_raised", "dead_inputs") if k in cal.stats}}
                         q.stats.setdefault("notes", []).extend(cal.stats.get("notes", []))
                 q.stats = {**q.stats, **stats}
-                replace(n, q, len(done))
+                plan.replace(n, q)
                 done.append(n)
     finally:
         model.train(was)

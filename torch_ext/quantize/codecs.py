@@ -67,7 +67,6 @@ from leechlib.kernels import SQRT8
 
 from .._validation import check_int, subsample
 from ..ops.codebook import ball_points, e8_table, shell_union_points
-from .scales import _rtn_scales
 
 __all__ = ["Codec", "register", "get_codec", "check_method", "METHODS"]
 
@@ -305,6 +304,62 @@ class E8Codec(Codec):
 
     def decode_torch(self, codes, gains, dtype):
         return e8_table(self.params["max_norm"], codes.device, dtype)[codes]
+
+
+def _rtn_scales(blocks, L, rms, levels: int) -> np.ndarray:
+    """MSE-optimal uniform step per scale group: 96-point grid in [0.1, 2] x RMS.
+
+    Row groups are searched a chunk of rows at a time (the grid loop inside, on
+    arrays that stay in cache, in place): the same arithmetic per row as
+    :func:`_rtn_scales_reference`, so the same scales, several times faster.
+    """
+    if L.tensor:
+        return _rtn_scales_reference(blocks, L, rms, levels)
+    w = blocks[:, :, 0]  # (out, n) with block length 1
+    real = L.real[:, 0]
+    masked = not real.all()
+    best = np.full(L.scale_shape, np.inf)
+    S = np.where(rms > 0, rms, 1.0).copy()
+    half, mid = levels / 2.0, (levels - 1) / 2.0
+    rows = max(1, (1 << 15) // max(1, w.shape[1]))
+    for a in range(0, w.shape[0], rows):
+        wc, rc, bc, sc = w[a:a + rows], rms[a:a + rows], best[a:a + rows], S[a:a + rows]
+        for c in np.linspace(0.1, 2.0, 96):
+            step = np.where(rc > 0, rc * c, 1.0)
+            st = step[:, L.block_group]
+            e = np.divide(wc, st)
+            e += half
+            np.floor(e, out=e)
+            np.clip(e, 0, levels - 1, out=e)
+            e -= mid
+            e *= st
+            np.subtract(wc, e, out=e)
+            e *= e
+            if masked:
+                e *= real
+            err = np.add.reduceat(e, L.group_starts, axis=1)
+            up = err < bc
+            bc[up] = err[up]
+            sc[up] = step[up]
+    return S
+
+
+def _rtn_scales_reference(blocks, L, rms, levels: int) -> np.ndarray:
+    """The whole-array form of :func:`_rtn_scales` (also the ``group="tensor"`` path)."""
+    w = blocks[:, :, 0]  # (out, n) with block length 1
+    mask = L.real[:, 0][None, :]
+    best = np.full(L.scale_shape, np.inf)
+    S = np.where(rms > 0, rms, 1.0).copy()
+    for c in np.linspace(0.1, 2.0, 96):
+        step = np.where(rms > 0, rms * c, 1.0)
+        st = L.expand(step)
+        k = np.clip(np.floor(w / st + levels / 2.0), 0, levels - 1)
+        e = (w - st * (k - (levels - 1) / 2.0)) ** 2 * mask
+        err = L.group_sum(e)
+        up = err < best
+        best = np.where(up, err, best)
+        S = np.where(up, step, S)
+    return S
 
 
 @register

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .._safetensors import read_safetensors
-from .apply import _set_module
+from .calibrate import _set_module
 from .layer import LeechQuantizedLinear, is_conv1d
 
 __all__ = ["save_quantized", "load_quantized", "register_architecture", "QUANTIZED_FORMAT"]

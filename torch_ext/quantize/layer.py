@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numbers
+import dataclasses
 import time
 
 import numpy as np
@@ -13,16 +13,18 @@ from torch import Tensor, nn
 from .._validation import check_int
 from ..ops.codebook import pack_bits, unpack_bits
 from .codecs import get_codec
+from .config import SCALE_DTYPES, QuantizeConfig, resolve_config, scale_dtype_name
 from .rotation import LayerRotation, check_rotation, layer_seeds, plan_rotation
-from .scales import _Layout, _quantize_array
+from .scales import BlockLayout, quantize_matrix
 
 __all__ = ["LeechQuantizedLinear"]
 
-#: error feedback modes of :meth:`LeechQuantizedLinear.from_linear`
-FEEDBACKS = ("none", "ldlq")
-
-_SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ROW_CHUNK = 4096  # rows dequantized at once
+#: the settings from_linear takes as keywords (all but skip), first the positional ones
+_LINEAR_SETTINGS = ("method", "bits", "group", "scale_iters", "scale_dtype", "max_points",
+                    "rotation", "seed", "feedback", "damp", "act_order")
+#: from_linear's defaults where they differ from QuantizeConfig's (calls without a config)
+_LINEAR_DEFAULTS = {"rotation": "none", "feedback": "none"}
 
 
 # ---------------------------------------------------------------------------
@@ -52,26 +54,6 @@ def as_linear(module) -> nn.Linear:
         return lin
     raise TypeError(f"linear must be a torch.nn.Linear (or a transformers Conv1D), got "
                     f"{type(module).__name__}")
-
-
-def _dtype_name(dtype) -> str:
-    for k, v in _SCALE_DTYPES.items():
-        if v == dtype:
-            return k
-    raise ValueError(f"scale_dtype must be torch.float16, torch.bfloat16 or torch.float32, got {dtype!r}")
-
-
-def _check_group(group, block: int):
-    if isinstance(group, str):
-        if group not in ("row", "tensor"):
-            raise ValueError(f"group must be 'row', 'tensor' or a positive int, got {group!r}")
-        return group
-    if isinstance(group, bool) or not isinstance(group, numbers.Integral):
-        raise TypeError(f"group must be 'row', 'tensor' or a positive int, got {type(group).__name__}")
-    g = int(group)
-    if g < 1 or g % block:
-        raise ValueError(f"group must be a positive multiple of the block length {block}, got {g}")
-    return g
 
 
 class LeechQuantizedLinear(nn.Module):
@@ -167,11 +149,11 @@ class LeechQuantizedLinear(nn.Module):
         in_features = check_int(in_features, "in_features", 1)
         out_features = check_int(out_features, "out_features", 1)
         self.codec = get_codec(method, bits, params)
-        self.group = _check_group(group, self.codec.block)
-        _dtype_name(scale_dtype)
+        self.layout = BlockLayout(out_features, in_features, self.codec.block, group)
+        self.group = self.layout.group
+        scale_dtype_name(scale_dtype)
         self.in_features, self.out_features = in_features, out_features
         self.method, self.bits = self.codec.name, bits
-        self.layout = _Layout(out_features, in_features, self.codec.block, self.group)
         if rotation_seeds is None:
             rotation_seeds = layer_seeds(0, str(name))
         self.rotation = LayerRotation(check_rotation(rotation), in_features, out_features,
@@ -197,80 +179,91 @@ class LeechQuantizedLinear(nn.Module):
 
     # ------------------------------------------------------------ building
     @classmethod
-    def from_linear(cls, linear: nn.Linear, method: str = "leech-shape-gain", bits=2, *,
-                    group="row", scale_iters: int = 1, scale_dtype: torch.dtype = torch.float16,
-                    max_points: int | None = None, workers: int | None = -1,
-                    hessian: Tensor | None = None, cache: bool = True,
-                    name: str = "", rotation: str = "none", seed: int = 0,
-                    feedback: str = "none", damp: float = 0.01,
-                    act_order: bool = False) -> LeechQuantizedLinear:
+    def from_linear(cls, linear: nn.Linear, config: QuantizeConfig | None = None, *args,
+                    hessian: Tensor | None = None, name: str = "", workers: int | None = -1,
+                    cache: bool = True, **settings) -> LeechQuantizedLinear:
         """Quantize an ``nn.Linear`` (its weight and bias are copied, not modified).
 
         Parameters
         ----------
         linear : torch.nn.Linear
             (or a Hugging Face ``Conv1D``, GPT-2's transposed linear layer).
-        method, bits, group, scale_dtype, cache, name
-            As in the constructor.
-        scale_iters : int
-            Least-squares refits of the scales, each followed by a second encoding
-            (0: the scales from the RMS and the codebook fit only).
-        max_points : int, optional
-            Blocks used to fit the codebook (default: leechlib's, 4000 or 20000).
-        workers : int, optional
-            Threads of the Leech encoders (-1: all cores).
+        config : QuantizeConfig, optional
+            How to quantize (method, bits, group, scales, rotation, seed, feedback,
+            damping, act-order; its ``skip`` is not used here).  ``feedback=None``:
+            ``"ldlq"`` with ``hessian``, ``"none"`` without.
         hessian : torch.Tensor, optional
             ``(in_features, in_features)`` second moment of the inputs (in the
-            original basis), damped by ``damp``: weights the scale refit (see the
-            module docstring) and drives the feedback.
-        rotation : {"none", "hadamard", "hadamard-both"}
-            Quantize in a randomized Hadamard basis (see the class docstring).  A side
-            whose size has an odd part above :data:`~torch_ext.quantize.hadamard.MAX_ODD` is
-            not rotated; ``stats["notes"]`` says so.
-        seed : int
-            User seed of the rotation; the layer's seeds are derived from it and
-            ``name``.
-        feedback : {"none", "ldlq"}
-            ``"ldlq"``: block LDLQ error feedback across the input dimension
-            (:mod:`torch_ext.quantize.feedback`); needs ``hessian``.
-        damp : float
-            Relative damping of ``hessian`` (times its mean diagonal), raised
-            ten-fold while the factorization fails.
-        act_order : bool
-            With feedback: quantize the column blocks in decreasing order of their
-            inputs' energy (diagonal of the rotated ``hessian``; GPTQ's act-order at
-            the codec's block length) instead of left to right.  The stored codes
-            keep the column order, so the layer and its file are unchanged.
+            original basis), damped by ``config.damp``: weights the scale refit (see
+            the module docstring) and drives the feedback.
+        name : str
+            Used in error messages, and with ``config.seed`` to derive the layer's
+            rotation seeds.
+        workers : int, optional
+            Threads of the Leech encoders (-1: all cores).
+        cache : bool
+            As in the constructor.
+        *args, **settings
+            Instead of a config, as before: ``method`` and ``bits`` (also
+            positional, in that order), ``group``, ``scale_iters``,
+            ``scale_dtype``, ``max_points``, ``rotation``, ``seed``, ``feedback``,
+            ``damp``, ``act_order`` as keywords (see :class:`~torch_ext.quantize.QuantizeConfig`),
+            with this method's own defaults ``rotation="none"`` and
+            ``feedback="none"``.  With a config, a setting keyword is a
+            ``TypeError``.
+
+        Notes
+        -----
+        The rotation: a side whose size has an odd part above
+        :data:`~torch_ext.quantize.hadamard.MAX_ODD` is not rotated; ``stats["notes"]`` says
+        so.  Act-order (with feedback): the column blocks are quantized in
+        decreasing order of their inputs' energy (diagonal of the rotated
+        ``hessian``; GPTQ's act-order at the codec's block length) instead of left
+        to right; the stored codes keep the column order, so the layer and its file
+        are unchanged.  The weight itself is quantized by :func:`~torch_ext.quantize.quantize_matrix`.
 
         Raises
         ------
         ValueError
-            If the weight holds NaN or inf (the message names the layer), or for a bad
-            argument.
+            If the weight holds NaN or inf (the message names the layer),
+            ``feedback="ldlq"`` without ``hessian``, or a bad setting.
+        TypeError
+            ``linear`` is not a linear layer; a config and a setting keyword
+            together (naming the keyword); a setting of the wrong kind.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch_ext.quantize import LeechQuantizedLinear, QuantizeConfig
+        >>> lin = nn.Linear(48, 8)
+        >>> cfg = QuantizeConfig(method="e8", rotation="none", max_points=64)
+        >>> q = LeechQuantizedLinear.from_linear(lin, cfg, name="fc")
+        >>> q2 = LeechQuantizedLinear.from_linear(lin, "e8", max_points=64, name="fc")  # keywords
+        >>> torch.equal(q.packed, q2.packed) and torch.equal(q.scales, q2.scales)
+        True
         """
         linear = as_linear(linear)
-        scale_iters = check_int(scale_iters, "scale_iters", 0, 100)
-        if max_points is not None:
-            max_points = check_int(max_points, "max_points", 1)
-        label = name or "the linear layer"
-        if feedback not in FEEDBACKS:
-            raise ValueError(f"feedback must be one of {FEEDBACKS}, got {feedback!r}")
+        config = resolve_config(config, args, settings, caller="from_linear",
+                                positional=("method", "bits"), accepted=_LINEAR_SETTINGS,
+                                defaults=_LINEAR_DEFAULTS)
+        feedback = config.feedback
+        if feedback is None:
+            feedback = "ldlq" if hessian is not None else "none"
         if feedback == "ldlq" and hessian is None:
             raise ValueError("feedback='ldlq' needs hessian (the second moment of the inputs)")
-        if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not 0 <= damp < 1e6:
-            raise ValueError(f"damp must be a number in [0, 1e6), got {damp!r}")
-        if not isinstance(act_order, bool):
-            raise TypeError(f"act_order must be a bool, got {type(act_order).__name__}")
+        label = name or "the linear layer"
         w = linear.weight.detach()
         if w.is_meta:
             raise ValueError(f"layer {label!r}: the weight is on the meta device (no values to "
                              "quantize); load the model's weights first")
         if not bool(torch.isfinite(w).all()):
             raise ValueError(f"layer {label!r}: weight contains NaN or inf")
-        kind, note = plan_rotation(rotation, linear.in_features, linear.out_features)
+        kind, note = plan_rotation(config.rotation, linear.in_features, linear.out_features)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    method=method, bits=bits, group=group, scale_dtype=scale_dtype, cache=cache,
-                    name=name, rotation=kind, rotation_seeds=layer_seeds(seed, str(name)))
+                    method=config.method, bits=config.bits, group=config.group,
+                    scale_dtype=config.scale_dtype, cache=cache, name=name, rotation=kind,
+                    rotation_seeds=layer_seeds(config.seed, str(name)))
         H = None
         if hessian is not None:
             H = torch.as_tensor(hessian).detach().to("cpu", torch.float64)
@@ -279,34 +272,34 @@ class LeechQuantizedLinear(nn.Module):
                                  f"({linear.in_features}, {linear.in_features}) matrix")
             H = layer.rotation.rotate_hessian(H).numpy()
         t0 = time.perf_counter()
-        w64 = layer.rotation.rotate_weight(w.to("cpu", torch.float64))
-        kw = dict(scale_iters=scale_iters, scale_dtype=scale_dtype, H=H, max_points=max_points,
-                  workers=workers, damp=float(damp))
+        w64 = layer.rotation.rotate_weight(w.to("cpu", torch.float64)).numpy()
+        if config.feedback != feedback:
+            config = dataclasses.replace(config, feedback=feedback)
         fallback = None
         try:
-            res = _quantize_array(w64.numpy(), layer.codec, layer.group,
-                                  feedback=feedback == "ldlq", act_order=act_order, **kw)
+            res = quantize_matrix(w64, config, H=H, workers=workers)
         except np.linalg.LinAlgError as exc:  # H did not factor at any damping tried
             fallback = f"feedback: {exc}; quantized without feedback"
-            res = _quantize_array(w64.numpy(), layer.codec, layer.group, feedback=False, **kw)
+            res = quantize_matrix(w64, dataclasses.replace(config, feedback="none"), H=H,
+                                  workers=workers)
         dev = w.device
-        codes = torch.from_numpy(res["codes"])
+        codes = torch.from_numpy(res.codes)
         layer.packed = pack_bits(codes, layer.codec.code_bits).to(dev)
-        layer.scales = torch.from_numpy(res["scales"]).to(res["scale_dtype"]).to(dev)
-        if res["gains"] is not None:
-            layer.gains = torch.from_numpy(res["gains"]).to(torch.float32).to(dev)
+        layer.scales = torch.from_numpy(res.scales).to(res.scale_dtype).to(dev)
+        if res.gains is not None:
+            layer.gains = torch.from_numpy(res.gains).to(torch.float32).to(dev)
         if linear.bias is not None:
             layer.bias = nn.Parameter(linear.bias.detach().clone(),
                                       requires_grad=linear.bias.requires_grad)
         notes = [x for x in (note, fallback) if x is not None]
-        stats = {"mse": res["mse"], "seconds": time.perf_counter() - t0, "rotation": kind,
+        stats = {"mse": res.mse, "seconds": time.perf_counter() - t0, "rotation": kind,
                  "feedback": feedback if fallback is None else "none"}
-        info = res["feedback"]
+        info = res.feedback_info
         if info is not None:
             stats.update(damp=info.damp, damp_raised=info.raised, dead_inputs=info.dead,
-                         act_order=act_order)
+                         act_order=config.act_order)
             if info.raised:
-                notes.append(f"feedback: H did not factor with damping {damp:g}; raised "
+                notes.append(f"feedback: H did not factor with damping {config.damp:g}; raised "
                              f"{info.raised} time(s) ten-fold to {info.damp:g}")
         stats["notes"] = notes
         layer.stats = stats
@@ -318,7 +311,7 @@ class LeechQuantizedLinear(nn.Module):
         """JSON-able description (enough to rebuild an empty layer of this shape)."""
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias is not None, "method": self.method, "bits": self.bits,
-                "group": self.group, "scale_dtype": _dtype_name(self.scales.dtype),
+                "group": self.group, "scale_dtype": scale_dtype_name(self.scales.dtype),
                 "params": self.codec.params, "code_bits": self.codec.code_bits,
                 "codebook_size": self.codec.size, **self.rotation.to_config()}
 
@@ -334,7 +327,7 @@ class LeechQuantizedLinear(nn.Module):
         try:
             layer = cls(config["in_features"], config["out_features"], bool(config["bias"]),
                         method=config["method"], bits=config["bits"], group=config["group"],
-                        scale_dtype=_SCALE_DTYPES[config["scale_dtype"]],
+                        scale_dtype=SCALE_DTYPES[config["scale_dtype"]],
                         params=config.get("params"), rotation=config.get("rotation", "none"),
                         rotation_seeds=config.get("rotation_seeds", (0, 0)), **kwargs)
         except KeyError as exc:

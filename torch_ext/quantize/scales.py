@@ -1,32 +1,45 @@
-"""Scale fitting of :mod:`torch_ext.quantize`: numpy, one weight matrix at a time.
+"""The per-matrix step of :mod:`torch_ext.quantize`: numpy, one weight matrix at a time.
 
-:class:`_Layout` cuts an ``(out, in)`` weight into blocks and scale groups;
-:func:`_quantize_array` fits the scales and encodes (the recipe of the package
+:class:`BlockLayout` cuts an ``(out, in)`` weight into blocks and scale groups;
+:func:`quantize_matrix` fits the scales and encodes (the recipe of the package
 docstring, "Blocks, padding and scales"): RMS start, codebook fit, exact encoding,
 then least-squares refits of the scales (:func:`_ls_scales`, weighted by the input
 second moment ``H`` when given) that are kept only where they lower the error.
 Scales are rounded to their storage dtype (:func:`_round_scales`) before use.
+:meth:`LeechQuantizedLinear.from_linear
+<torch_ext.quantize.LeechQuantizedLinear.from_linear>` is this step on a layer's
+(rotated) weight, plus packing.
 
 Examples
 --------
->>> import numpy as np
->>> from torch_ext.quantize.scales import _Layout
->>> L = _Layout(4, 50, 24, "row")              # 50 inputs: 3 blocks of 24, padded to 72
+>>> from torch_ext.quantize import BlockLayout
+>>> L = BlockLayout(4, 50, 24, "row")          # 50 inputs: 3 blocks of 24, padded to 72
 >>> L.padded, L.nblocks, L.scale_shape
 (72, 3, (4, 1))
 >>> L.real.sum(1).tolist()                     # real weights per block
 [24, 24, 2]
->>> _Layout(4, 50, 24, 48).scale_shape         # groups of 48 inputs: 2 scales a row
+>>> BlockLayout(4, 50, 24, 48).scale_shape     # groups of 48 inputs: 2 scales a row
 (4, 2)
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
+from .._validation import check_int
+from .codecs import Codec
+from .config import QuantizeConfig, check_group, resolve_config
+from .feedback import FeedbackInfo, damped_hessian, ldlq
 from .feedback import act_order as _act_order
-from .feedback import damped_hessian, ldlq
+
+__all__ = ["BlockLayout", "QuantizedMatrix", "quantize_matrix"]
+
+#: the settings quantize_matrix uses (rotation, seed and skip are the layer's and the model's)
+_MATRIX_SETTINGS = ("method", "bits", "group", "feedback", "damp", "act_order", "scale_iters",
+                    "scale_dtype", "max_points")
 
 
 def _round_scales(s: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, torch.dtype]:
@@ -39,12 +52,61 @@ def _round_scales(s: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, torch.
     return r.to(torch.float64).numpy(), dtype
 
 
-class _Layout:
-    """Blocks and scale groups of an (out, in) weight for a method and a group setting."""
+class BlockLayout:
+    """The blocks and scale groups of an ``(out_features, in_features)`` weight.
 
-    def __init__(self, out_f: int, in_f: int, block: int, group):
-        self.out_f, self.in_f, self.block = out_f, in_f, block
-        self.padded = -(-in_f // block) * block
+    Each row is cut into blocks of ``block`` consecutive weights, the last one
+    padded with zeros; each block belongs to one scale group.
+
+    Parameters
+    ----------
+    out_features, in_features : int
+    block : int
+        Weights per code (the codec's ``block``: 24, 8 for E8, 1 for RTN).
+    group : "row", "tensor" or int
+        One scale per row, one for the whole matrix, or one per ``group`` inputs of
+        a row (a multiple of ``block``; the last group of a row may be shorter).
+
+    Attributes
+    ----------
+    padded : int
+        Row length with padding (a multiple of ``block``).
+    nblocks : int
+        Blocks per row.
+    gblocks, ngroups : int
+        Blocks per scale group, and groups per row.
+    tensor : bool
+        One scale for the whole matrix (``group="tensor"``).
+    scale_shape : tuple of int
+        ``(out_features, ngroups)``, or ``(1, 1)`` for ``group="tensor"``.
+    block_group : numpy.ndarray of int, shape (nblocks,)
+        The scale group of each block of a row.
+    group_starts : numpy.ndarray of int
+        The first block of each group.
+    real : numpy.ndarray of bool, shape (nblocks, block)
+        Which positions of a padded row are weights (not padding).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch_ext.quantize import BlockLayout
+    >>> L = BlockLayout(2, 20, 8, 16)              # 3 blocks of 8 a row; groups of 2 blocks
+    >>> L
+    BlockLayout(out_features=2, in_features=20, block=8, group=16)
+    >>> L.block_group.tolist(), L.scale_shape
+    ([0, 0, 1], (2, 2))
+    >>> L.blocks(np.ones((2, 20))).shape          # zero-padded to 24
+    (2, 3, 8)
+    >>> L.expand(np.array([[1.0, 2.0], [3.0, 4.0]])).tolist()   # the scale of each block
+    [[1.0, 1.0, 2.0], [3.0, 3.0, 4.0]]
+    """
+
+    def __init__(self, out_features: int, in_features: int, block: int, group="row"):
+        self.out_features = check_int(out_features, "out_features", 1)
+        self.in_features = check_int(in_features, "in_features", 1)
+        self.block = block = check_int(block, "block", 1)
+        self.group = group = check_group(group, block)
+        self.padded = -(-self.in_features // block) * block
         self.nblocks = self.padded // block
         if group == "row" or group == "tensor":
             self.gblocks = self.nblocks
@@ -52,47 +114,204 @@ class _Layout:
             self.gblocks = min(group // block, self.nblocks)
         self.ngroups = -(-self.nblocks // self.gblocks)
         self.tensor = group == "tensor"
-        self.scale_shape = (1, 1) if self.tensor else (out_f, self.ngroups)
+        self.scale_shape = (1, 1) if self.tensor else (self.out_features, self.ngroups)
         # group of each block, and the real-weight mask of the padded row
         self.block_group = np.arange(self.nblocks) // self.gblocks
-        self._group_starts = np.arange(0, self.nblocks, self.gblocks)
-        self.real = (np.arange(self.padded) < in_f).reshape(self.nblocks, block)
+        self.group_starts = np.arange(0, self.nblocks, self.gblocks)
+        self.real = (np.arange(self.padded) < self.in_features).reshape(self.nblocks, block)
+
+    def __repr__(self) -> str:
+        return (f"BlockLayout(out_features={self.out_features}, in_features={self.in_features}, "
+                f"block={self.block}, group={self.group!r})")
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, BlockLayout):
+            return NotImplemented
+        return ((self.out_features, self.in_features, self.block, self.group)
+                == (other.out_features, other.in_features, other.block, other.group))
+
+    __hash__ = None
+
+    def blocks(self, W: np.ndarray) -> np.ndarray:
+        """The ``(out_features, nblocks, block)`` blocks of ``W``, zero-padded (float64, a copy)."""
+        P = np.zeros((self.out_features, self.padded))
+        P[:, :self.in_features] = W
+        return P.reshape(self.out_features, self.nblocks, self.block)
 
     def expand(self, s: np.ndarray) -> np.ndarray:
-        """Per-block scales (out, nblocks) from group scales ``scale_shape``."""
+        """Per-block scales ``(out_features, nblocks)`` from group scales ``scale_shape``."""
         if self.tensor:
-            return np.broadcast_to(s.reshape(1, 1), (self.out_f, self.nblocks))
+            return np.broadcast_to(s.reshape(1, 1), (self.out_features, self.nblocks))
         return s[:, self.block_group]
 
     def group_sum(self, v: np.ndarray) -> np.ndarray:
-        """Sums of per-block values (out, nblocks) over each scale group -> scale_shape."""
+        """Sums of per-block values ``(out_features, nblocks)`` over each scale group -> ``scale_shape``."""
         # groups are runs of gblocks consecutive blocks (the last one maybe shorter)
-        out = np.add.reduceat(np.asarray(v, dtype=np.float64), self._group_starts, axis=1)
+        out = np.add.reduceat(np.asarray(v, dtype=np.float64), self.group_starts, axis=1)
         if self.tensor:
             return out.sum().reshape(1, 1)
         return out
 
 
-def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
-                    H: np.ndarray | None, max_points, workers, feedback: bool = False,
-                    damp: float = 0.01, act_order: bool = False) -> dict:
-    """Codes, scales and gains of an (out, in) float64 weight; see the module docstring.
+@dataclasses.dataclass(frozen=True, eq=False)
+class QuantizedMatrix:
+    """What :func:`quantize_matrix` returns: codes, scales and gains of one matrix.
 
-    With ``feedback`` (needs ``H``), the blocks are encoded by :func:`_encode_ldlq`
-    (error feedback across the input dimension) and the scales are then refitted
-    once in the ``H`` metric, the codes kept.  ``H`` is damped by ``damp`` (raised
-    if LDLQ had to) and weights the scale refit.  ``act_order``: the blocks are fed
-    back in decreasing order of input energy (the codes stay in column order).
+    Block ``j`` of row ``r`` is ``layout.expand(scales)[r, j] * codec.decode(codes[r, j])``
+    (:meth:`dequantize`).
+
+    Attributes
+    ----------
+    codes : numpy.ndarray of int64, shape (out, nblocks)
+    scales : numpy.ndarray of float64, shape ``layout.scale_shape``
+        Already rounded to ``scale_dtype`` (stored as float64).
+    scale_dtype : torch.dtype
+        The dtype the scales are stored in: the config's, or float32 where a
+        non-zero scale does not fit it.
+    gains : numpy.ndarray or None
+        The gain levels (``"leech-shape-gain"``), else ``None``.
+    mse : float
+        Mean squared error of the real weights (padding not counted).
+    layout : BlockLayout
+    codec : Codec
+        The method's codec (:mod:`torch_ext.quantize.codecs`).
+    feedback_info : FeedbackInfo or None
+        The damping used by the LDLQ feedback (``None`` without feedback).
     """
+
+    codes: np.ndarray
+    scales: np.ndarray
+    scale_dtype: torch.dtype
+    gains: np.ndarray | None
+    mse: float
+    layout: BlockLayout
+    codec: Codec
+    feedback_info: FeedbackInfo | None = None
+
+    def dequantize(self) -> np.ndarray:
+        """The quantized matrix ``(out, in)``, float64 (padding dropped)."""
+        L = self.layout
+        U = self.codec.decode(self.codes.reshape(-1), self.gains)
+        U = U.reshape(L.out_features, L.nblocks, L.block)
+        return (L.expand(self.scales)[:, :, None] * U).reshape(L.out_features, L.padded)[
+            :, :L.in_features]
+
+    def __repr__(self) -> str:
+        L = self.layout
+        return (f"QuantizedMatrix({L.out_features}x{L.in_features}, method={self.codec.name!r}, "
+                f"codes={self.codes.shape}, scales={self.scales.shape}, "
+                f"scale_dtype={self.scale_dtype}, mse={self.mse:.4g})")
+
+
+def _float_matrix(x, name: str) -> np.ndarray:
+    """``x`` (numpy or torch, floating) as a float64 2-D numpy array."""
+    if isinstance(x, torch.Tensor):
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point matrix, got {x.dtype}")
+        x = x.detach().to("cpu", torch.float64).numpy()
+    else:
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a floating-point matrix (numpy or torch), got "
+                            f"{type(x).__name__}") from None
+        if x.dtype.kind != "f":
+            raise TypeError(f"{name} must be a floating-point matrix, got dtype {x.dtype}")
+        x = x.astype(np.float64, copy=False)
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"{name} must be a non-empty 2-D matrix, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def quantize_matrix(W, config: QuantizeConfig | None = None, *, H=None, workers: int | None = -1,
+                    **settings) -> QuantizedMatrix:
+    """Quantize one weight matrix: fit the scales, encode every block.
+
+    The step :meth:`LeechQuantizedLinear.from_linear
+    <torch_ext.quantize.LeechQuantizedLinear.from_linear>` runs on a layer's
+    weight (after its rotation): ``W`` is cut row by row into blocks
+    (:class:`BlockLayout`), the scales start at each group's RMS, the codebook is
+    fitted, the blocks are encoded, and the scales are refitted ``scale_iters``
+    times (see :mod:`torch_ext.quantize`).
+
+    Parameters
+    ----------
+    W : array_like or torch.Tensor, shape (out, in)
+        Floating-point weights, finite.  Quantized in the basis given.
+    config : QuantizeConfig, optional
+        The method, bits, group, scales, feedback, damping and act-order; default
+        ``QuantizeConfig()``.  Its ``rotation``, ``seed`` and ``skip`` are not
+        used here.  Instead of a config the settings can be keywords
+        (``quantize_matrix(W, method="rtn")``).
+    H : array_like or torch.Tensor, shape (in, in), optional
+        Second moment of the inputs, in ``W``'s basis: damped by ``damp``, it weights
+        the scale refit and, with ``feedback`` ``"ldlq"`` (or ``None``, the
+        config's default), drives the error feedback.
+    workers : int, optional
+        Threads of the Leech encoders (-1: all cores).
+
+    Returns
+    -------
+    QuantizedMatrix
+
+    Raises
+    ------
+    TypeError
+        ``W`` or ``H`` not a floating-point matrix; a config and a setting keyword.
+    ValueError
+        ``W`` or ``H`` of a bad shape or not finite; ``feedback="ldlq"`` without
+        ``H``; a bad setting.
+    numpy.linalg.LinAlgError
+        ``H`` does not factor at any damping tried (``from_linear`` then quantizes
+        without feedback).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch_ext.quantize import QuantizeConfig, quantize_matrix
+    >>> W = np.random.default_rng(0).standard_normal((3, 40))
+    >>> q = quantize_matrix(W, QuantizeConfig(method="rtn", bits=2))
+    >>> q.codes.shape, q.scales.shape, q.scale_dtype     # 2-bit codes, one float16 scale a row
+    ((3, 40), (3, 1), torch.float16)
+    >>> np.unique(q.codes).tolist()                    # the 4 levels
+    [0, 1, 2, 3]
+    >>> bool(np.isclose(q.mse, np.mean((q.dequantize() - W) ** 2)))
+    True
+    >>> X = np.random.default_rng(1).standard_normal((500, 40))
+    >>> fb = quantize_matrix(W, method="rtn", H=X.T @ X / 500)   # LDLQ feedback
+    >>> fb.feedback_info
+    FeedbackInfo(damp=0.01, raised=0, dead=0)
+    """
+    config = resolve_config(config, (), settings, caller="quantize_matrix",
+                            accepted=_MATRIX_SETTINGS)
+    W = _float_matrix(W, "W")
     out_f, in_f = W.shape
-    if feedback and H is None:
-        raise ValueError("feedback needs the input second moment H")
+    if H is not None:
+        H = _float_matrix(H, "H")
+        if H.shape != (in_f, in_f):
+            raise ValueError(f"H must be ({in_f}, {in_f}) (the columns of W), got shape {H.shape}")
+    feedback = config.feedback if config.feedback is not None else (
+        "ldlq" if H is not None else "none")
+    if feedback == "ldlq" and H is None:
+        raise ValueError("feedback='ldlq' needs H (the second moment of the inputs)")
+    return _quantize(W, config.codec(), config.group, H=H, feedback=feedback == "ldlq",
+                     scale_iters=config.scale_iters, scale_dtype=config.scale_dtype,
+                     max_points=config.max_points, workers=workers, damp=config.damp,
+                     act_order=config.act_order)
+
+
+def _quantize(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
+              H: np.ndarray | None, max_points, workers, feedback: bool = False,
+              damp: float = 0.01, act_order: bool = False) -> QuantizedMatrix:
+    """:func:`quantize_matrix` on checked arguments (``W`` float64)."""
+    out_f, in_f = W.shape
     if H is not None and not feedback:
         H = damped_hessian(H, damp)[0]
-    L = _Layout(out_f, in_f, codec.block, group)
-    P = np.zeros((out_f, L.padded))
-    P[:, :in_f] = W
-    blocks = P.reshape(out_f, L.nblocks, codec.block)
+    L = BlockLayout(out_f, in_f, codec.block, group)
+    blocks = L.blocks(W)
+    P = blocks.reshape(out_f, L.padded)
     real = L.real[None, :, :]
     sq = (blocks * blocks * real).sum(-1)  # (out, nblocks)
     cnt = np.broadcast_to(L.real.sum(-1)[None, :], sq.shape).astype(np.float64)
@@ -160,11 +379,12 @@ def _quantize_array(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtyp
         U = np.where(pick[:, :, None], U2, U)
         err = np.where(pick, err2, err)
     What = (L.expand(S)[:, :, None] * U).reshape(out_f, L.padded)[:, :in_f]
-    return {"codes": codes, "scales": S.reshape(L.scale_shape), "scale_dtype": dt, "gains": gains,
-            "mse": float(np.mean((What - W) ** 2)), "layout": L, "feedback": info}
+    return QuantizedMatrix(codes=codes, scales=S.reshape(L.scale_shape), scale_dtype=dt, gains=gains,
+                           mse=float(np.mean((What - W) ** 2)), layout=L, codec=codec,
+                           feedback_info=info)
 
 
-def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: _Layout, S: np.ndarray, gains, damp,
+def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: BlockLayout, S: np.ndarray, gains, damp,
                  workers, act_order: bool = False):
     """Codes and decoded normalised blocks of the padded weight ``P`` with LDLQ feedback.
 
@@ -173,7 +393,7 @@ def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: _Layout, S: np.ndarray,
     columns (:func:`~torch_ext.quantize.feedback.ldlq`).  The padding columns are
     dead inputs of the padded ``H``.  Returns ``(codes, U, info)``.
     """
-    out_f, in_f = L.out_f, L.in_f
+    out_f, in_f = L.out_features, L.in_features
     Hp = np.zeros((L.padded, L.padded))
     Hp[:in_f, :in_f] = H
     Sb = L.expand(S)  # (out, nblocks)
@@ -193,16 +413,16 @@ def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: _Layout, S: np.ndarray,
     return codes, U, info
 
 
-def _accept_unit(L: _Layout, H):
+def _accept_unit(L: BlockLayout, H):
     """Reduce per-block errors to the units whose scales are chosen independently."""
     if L.tensor:
         return lambda e: np.full((1, 1), e.sum())
     if H is not None:  # weighted errors couple the groups of a row
-        return lambda e: np.broadcast_to(e.sum(1, keepdims=True), (L.out_f, L.ngroups))
+        return lambda e: np.broadcast_to(e.sum(1, keepdims=True), (L.out_features, L.ngroups))
     return L.group_sum
 
 
-def _ls_scales(blocks, U, L: _Layout, H, real, S_old) -> np.ndarray:
+def _ls_scales(blocks, U, L: BlockLayout, H, real, S_old) -> np.ndarray:
     """Least-squares scales (scale_shape) of the weights for fixed decoded blocks ``U``."""
     Ur = U * real
     if H is None:
@@ -211,9 +431,9 @@ def _ls_scales(blocks, U, L: _Layout, H, real, S_old) -> np.ndarray:
         ok = den > 0
         s = np.where(ok, num / np.where(ok, den, 1.0), S_old)
         return np.where(s > 0, s, S_old)
-    in_f = L.in_f
-    w = blocks.reshape(L.out_f, L.padded)[:, :in_f]
-    u = Ur.reshape(L.out_f, L.padded)[:, :in_f]
+    in_f = L.in_features
+    w = blocks.reshape(L.out_features, L.padded)[:, :in_f]
+    u = Ur.reshape(L.out_features, L.padded)[:, :in_f]
     if L.tensor:
         uH = u @ H
         num, den = float((uH * w).sum()), float((uH * u).sum())
@@ -224,7 +444,7 @@ def _ls_scales(blocks, U, L: _Layout, H, real, S_old) -> np.ndarray:
     G = L.ngroups
     s = S_old.copy()
     chunk = max(1, (1 << 24) // max(1, G * in_f))
-    for a in range(0, L.out_f, chunk):
+    for a in range(0, L.out_features, chunk):
         uu, ww = u[a:a + chunk], w[a:a + chunk]
         M = np.zeros((len(uu), G, in_f))
         M[:, gidx, np.arange(in_f)] = uu
@@ -239,59 +459,3 @@ def _ls_scales(blocks, U, L: _Layout, H, real, S_old) -> np.ndarray:
             if np.all(np.isfinite(sol)) and np.all(sol > 0):
                 s[a + i] = sol
     return s
-
-
-def _rtn_scales(blocks, L: _Layout, rms, levels: int) -> np.ndarray:
-    """MSE-optimal uniform step per scale group: 96-point grid in [0.1, 2] x RMS.
-
-    Row groups are searched a chunk of rows at a time (the grid loop inside, on
-    arrays that stay in cache, in place): the same arithmetic per row as
-    :func:`_rtn_scales_reference`, so the same scales, several times faster.
-    """
-    if L.tensor:
-        return _rtn_scales_reference(blocks, L, rms, levels)
-    w = blocks[:, :, 0]  # (out, n) with block length 1
-    real = L.real[:, 0]
-    masked = not real.all()
-    best = np.full(L.scale_shape, np.inf)
-    S = np.where(rms > 0, rms, 1.0).copy()
-    half, mid = levels / 2.0, (levels - 1) / 2.0
-    rows = max(1, (1 << 15) // max(1, w.shape[1]))
-    for a in range(0, w.shape[0], rows):
-        wc, rc, bc, sc = w[a:a + rows], rms[a:a + rows], best[a:a + rows], S[a:a + rows]
-        for c in np.linspace(0.1, 2.0, 96):
-            step = np.where(rc > 0, rc * c, 1.0)
-            st = step[:, L.block_group]
-            e = np.divide(wc, st)
-            e += half
-            np.floor(e, out=e)
-            np.clip(e, 0, levels - 1, out=e)
-            e -= mid
-            e *= st
-            np.subtract(wc, e, out=e)
-            e *= e
-            if masked:
-                e *= real
-            err = np.add.reduceat(e, L._group_starts, axis=1)
-            up = err < bc
-            bc[up] = err[up]
-            sc[up] = step[up]
-    return S
-
-
-def _rtn_scales_reference(blocks, L: _Layout, rms, levels: int) -> np.ndarray:
-    """The whole-array form of :func:`_rtn_scales` (also the ``group="tensor"`` path)."""
-    w = blocks[:, :, 0]  # (out, n) with block length 1
-    mask = L.real[:, 0][None, :]
-    best = np.full(L.scale_shape, np.inf)
-    S = np.where(rms > 0, rms, 1.0).copy()
-    for c in np.linspace(0.1, 2.0, 96):
-        step = np.where(rms > 0, rms * c, 1.0)
-        st = L.expand(step)
-        k = np.clip(np.floor(w / st + levels / 2.0), 0, levels - 1)
-        e = (w - st * (k - (levels - 1) / 2.0)) ** 2 * mask
-        err = L.group_sum(e)
-        up = err < best
-        best = np.where(up, err, best)
-        S = np.where(up, step, S)
-    return S
