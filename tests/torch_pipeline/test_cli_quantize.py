@@ -74,3 +74,23 @@ def test_quantize_without_calibration_and_errors(trained, tmp_path, capsys):
     assert cli.main(["quantize", str(run)]) == 2  # --out is required
     assert cli.main(["quantize", str(run), "--out", str(out), "--calib-steps", "-1"]) == 2
     assert cli.main(["quantize", str(run), "--out", str(out), "--method", "gptq"]) == 2
+
+
+def test_quantize_checkpoint_takes_a_config(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    from torch_ext.lila.quantize import quantize_checkpoint
+    from torch_ext.quantize import QuantizeConfig
+
+    run = Path(trained.checkpoint).parent
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    cfg = QuantizeConfig(method="rtn", rotation="none", seed=3)
+    ra = quantize_checkpoint(run, a, cfg, calib_steps=2, calib_batch_size=2)
+    rb = quantize_checkpoint(run, b, method="rtn", rotation="none", seed=3, calib_steps=2, calib_batch_size=2)
+    assert ra["settings"] == rb["settings"] and ra["settings"]["feedback"] == "ldlq"
+    ta, tb = load_file(a), load_file(b)
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    with pytest.raises(TypeError, match="got both a QuantizeConfig and seed="):
+        quantize_checkpoint(run, a, cfg, seed=4)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        quantize_checkpoint(run, a, bogus=1)

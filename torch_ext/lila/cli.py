@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..quantize import METHODS
+from ..quantize import METHODS, QuantizeConfig
 from ..quantize.rotation import ROTATIONS
 from ._rundir import check_output_file
 from ._signals import EXIT_CODES
@@ -481,11 +481,11 @@ def _quantize_command(argv) -> int:
 
     try:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        res = quantize_checkpoint(args.ckpt, args.out, method=args.method, bits=bits, rotation=args.rotation,
-                                  feedback=args.feedback, calib_steps=args.calib_steps,
+        config = QuantizeConfig(method=args.method, bits=bits, rotation=args.rotation, feedback=args.feedback,
+                                seed=args.seed, damp=args.damp, act_order=args.act_order,
+                                max_points=args.max_points)
+        res = quantize_checkpoint(args.ckpt, args.out, config, calib_steps=args.calib_steps,
                                   calib_batch_size=args.calib_batch_size, block_size=args.block_size,
-                                  seed=args.seed, damp=args.damp, act_order=args.act_order,
-                                  max_points=args.max_points,
                                   cache_dir=args.cache_dir, callback=progress)
     except (CheckpointError, DataUnavailableError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

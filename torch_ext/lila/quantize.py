@@ -21,6 +21,7 @@ import torch
 
 from .._validation import check_int
 from ..quantize.apply import model_bits_report, quantize_model
+from ..quantize.config import QuantizeConfig, resolve_config
 from ..quantize.io import save_quantized
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .data import load_data
@@ -57,12 +58,9 @@ def calibration_windows(tokens: np.ndarray, steps: int, batch_size: int, block_s
     return [torch.from_numpy(np.asarray(tokens[s[:, None] + offs], dtype=np.int64)) for s in starts]
 
 
-def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
-                        rotation: str = "hadamard", feedback: str | None = None,
-                        calib_steps: int = 32, calib_batch_size: int = 4,
-                        block_size: int | None = None, seed: int = 0, damp: float = 0.01,
-                        act_order: bool = False, group="row", max_points: int | None = None, workers: int | None = -1,
-                        cache_dir=None, callback=None) -> dict:
+def quantize_checkpoint(ckpt, out, config: QuantizeConfig | None = None, *, calib_steps: int = 32,
+                        calib_batch_size: int = 4, block_size: int | None = None, workers: int | None = -1,
+                        cache_dir=None, callback=None, **settings) -> dict:
     """Quantize the LILA checkpoint ``ckpt`` and write it to ``out``.
 
     Parameters
@@ -71,9 +69,16 @@ def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
         A checkpoint file or a run directory (its latest checkpoint).
     out : str or Path
         The quantized checkpoint to write (safetensors).
-    method, bits, rotation, feedback, seed, damp, act_order, group, max_points, workers
-        As in :func:`~torch_ext.quantize.quantize_model` (``feedback`` defaults to
-        ``"ldlq"`` when there are calibration batches).
+    config : QuantizeConfig, optional
+        How to quantize, as in :func:`~torch_ext.quantize.quantize_model`
+        (``feedback=None``: ``"ldlq"`` when there are calibration batches); its
+        ``seed`` also draws the calibration windows.  Default ``QuantizeConfig()``.
+    **settings
+        Instead of ``config``, as before: ``method``, ``bits``, ``rotation``,
+        ``feedback``, ``seed``, ``damp``, ``act_order``, ``group``, ``max_points``
+        (and every other :class:`~torch_ext.quantize.QuantizeConfig` field).
+    workers : int, optional
+        Threads of the Leech encoders (-1: all cores).
     calib_steps : int
         Calibration batches drawn from the training split (0: none).
     calib_batch_size : int
@@ -102,6 +107,7 @@ def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
     ValueError
         A bad argument.
     """
+    cfg = resolve_config(config, (), settings, caller="quantize_checkpoint")
     calib_steps = check_int(calib_steps, "calib_steps", 0)
     path = resolve_checkpoint(ckpt)
     ck = load_checkpoint(path, device="cpu")
@@ -118,7 +124,7 @@ def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
         if want is not None and data.tokenizer.fingerprint() != want:
             raise ValueError("the corpus's tokenizer differs from the checkpoint's")
         bs = block_size if block_size is not None else model.config.block_size
-        windows = calibration_windows(data.train.tokens, calib_steps, calib_batch_size, bs, seed)
+        windows = calibration_windows(data.train.tokens, calib_steps, calib_batch_size, bs, cfg.seed)
     layers: list = []
 
     def cb(name, info):
@@ -126,16 +132,13 @@ def quantize_checkpoint(ckpt, out, *, method: str = "leech-shape-gain", bits=2,
         if callback is not None:
             callback(name, info)
 
-    settings = {"method": method, "bits": bits, "rotation": rotation,
-                "feedback": feedback if feedback is not None else ("ldlq" if windows else "none"),
-                "calib_steps": calib_steps, "calib_batch_size": calib_batch_size, "seed": seed,
-                "damp": damp, "act_order": act_order, "group": group, "max_points": max_points}
+    settings = {"method": cfg.method, "bits": cfg.bits, "rotation": cfg.rotation,
+                "feedback": cfg.feedback if cfg.feedback is not None else ("ldlq" if windows else "none"),
+                "calib_steps": calib_steps, "calib_batch_size": calib_batch_size, "seed": cfg.seed,
+                "damp": cfg.damp, "act_order": cfg.act_order, "group": cfg.group, "max_points": cfg.max_points}
     t0 = time.perf_counter()
     with torch.no_grad():
-        quantize_model(model, bits, method, data=windows, rotation=rotation, feedback=feedback,
-                       seed=seed, damp=damp, act_order=act_order, group=group, max_points=max_points,
-                       workers=workers,
-                       callback=cb)
+        quantize_model(model, cfg, data=windows, workers=workers, callback=cb)
     seconds = time.perf_counter() - t0
     report = model_bits_report(model)
     meta = {k: ck.meta[k] for k in _KEPT_META if k in ck.meta}

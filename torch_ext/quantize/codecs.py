@@ -63,7 +63,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from leechlib.baselines import E8Quantizer
 from leechlib.kernels import SQRT8
+from leechlib.quantizers import BallQuantizer, ShapeGainQuantizer
 
 from .._validation import check_int, subsample
 from ..ops.codebook import ball_points, e8_table, shell_union_points
@@ -184,8 +186,6 @@ class ShapeGainCodec(Codec):
     name = "leech-shape-gain"
 
     def __init__(self, bits, params: dict | None = None):
-        from leechlib.quantizers import ShapeGainQuantizer
-
         p = dict(params or {})
         self.bits = bits
         q = ShapeGainQuantizer(bits, shells=p.get("shells"), gain_levels=p.get("gain_levels"))
@@ -193,8 +193,6 @@ class ShapeGainCodec(Codec):
         self.params = {"shells": [int(m) for m in q.shells], "gain_levels": int(q.gain_levels)}
 
     def _build(self):
-        from leechlib.quantizers import ShapeGainQuantizer
-
         return ShapeGainQuantizer(self.bits, shells=self.params["shells"],
                                   gain_levels=self.params["gain_levels"])
 
@@ -230,8 +228,6 @@ class BallCodec(Codec):
     name = "leech-ball"
 
     def __init__(self, bits, params: dict | None = None):
-        from leechlib.quantizers import BallQuantizer
-
         p = dict(params or {})
         self.bits = bits
         q = BallQuantizer(bits, scale=1.0, max_norm=p.get("max_norm"))
@@ -239,8 +235,6 @@ class BallCodec(Codec):
         self.params = {"max_norm": int(q.max_norm)}
 
     def _build(self):
-        from leechlib.quantizers import BallQuantizer
-
         return BallQuantizer(self.bits, scale=1.0, max_norm=self.params["max_norm"])
 
     def fit(self, x, max_points, workers):
@@ -290,8 +284,6 @@ class E8Codec(Codec):
         self.params = {"max_norm": m}
 
     def _build(self):
-        from leechlib.baselines import E8Quantizer
-
         return E8Quantizer(self.params["max_norm"])
 
     def fit(self, x, max_points, workers):
