@@ -1,7 +1,8 @@
 r"""Per coset of the constrained search: the Lagrangian dual and the dynamic programme.
 
 The two exact per-coset solvers of :func:`leechlib._kernels.fastsearch.search_one`
-(read that module's docstring first), for the coset ``(eps, w)`` of
+(the problem, the bounds and the exactness argument are in that module's docstring),
+for the coset ``(eps, w)`` of
 :math:`4D_{24}` (``w`` a Golay codeword as a 24-bit int):
 
 * :func:`_dual`: the coset's Lagrangian dual, maximised over the multiplier of the

@@ -1,60 +1,121 @@
-r"""The exact constrained search, faster (Numba kernels).
+r"""The exact nearest Leech lattice point under a norm constraint: a best-first search
+over the cosets of 4*D24 (Numba kernels).
 
-Same problem, lattice structure and exactness argument as
-:mod:`leechlib._kernels.constrained` (read its docstring first): the nearest point
-of sqrt(8)*Lambda24 to ``y`` with squared norm in ``[n_lo, n_hi]``, by a best-first
-search over the 8192 cosets of 4*D24 with Lagrangian lower bounds and a dynamic
-programme (DP) per coset.  :func:`search_one` (one point; the batch loop is
-:func:`leechlib._kernels.fastencode.encode_kernel`) takes the arguments and gives the
-outputs of :func:`~leechlib._kernels.constrained.constrained_kernel`; what changes is
-the work per point:
+Problem
+-------
+Given ``y`` in R^24 in the integer frame (the lattice is sqrt(8)*Lambda24, MOG
+coordinates) and integers ``n_lo <= n_hi``, find
 
-1. *Flat tables, scratch once per chunk*: every table of a point lives in flat
-   buffers allocated once per chunk of points.  Column tables per multiplier are
-   built from pairs of rows (16 patterns = 4 x 4 sums).
-2. *Cheap group keys*: a group (eps, hexacode word h, parity pi) of 32 cosets is
-   keyed by the sum over the columns of the cheaper top bit at the first
-   multiplier (six additions), a lower bound of every coset bound of the group.
-3. *Pruned expansion*: the cosets of a group differ from its key by the
-   differences ``d_j`` between the two top bits of the columns they flip.  A coset
-   whose flips cost more than ``(best - constant) / multiplier - key sum`` cannot
-   beat ``best``; with the ``d_j`` sorted, only the few flip sets below that budget
-   (of the parity the group needs) are looked at, and only their cosets get a full
-   bound (every multiplier, the parity change of ``sum(k)``).
-4. *Lazy candidate tables*: the least cost of a class at ``y_i``, the costs
-   ``(y_i - v)^2`` of its values and their order are built the first time a DP
-   needs that (coordinate, class).
-5. *Norm-aware DP pruning*: a partial state of a coset after coordinate ``i`` with
-   cost ``c`` and partial norm ``R`` is dropped when ``c`` plus a lower bound of every
-   completion reaches the threshold.  Besides the old bound (the least cost of each
-   remaining coordinate) each multiplier ``lam`` of the search gives one: the
-   remaining coordinates cost at least
-   ``sum_{j>i} min_v [(y_j - v)^2 + lam v^2] - lam (n_ref - R)``
-   (``n_ref = n_hi`` for ``lam >= 0``, ``n_lo`` otherwise: the remaining norm lies in
-   ``[n_lo - R, n_hi - R]``).  States whose norm cannot stay within ``n_hi`` (the
-   remaining coordinates of class 2 mod 4 add at least 4 each, the odd ones 1) are
-   dropped too.  Only states that cannot lead below the threshold are dropped, so a
-   DP stays exact below its threshold.
-6. *Dual before DP, deferred DP*: a visited coset's own Lagrangian dual
-   (:mod:`leechlib._kernels.cosetsolve`) prunes it, or solves it (a feasible
-   minimiser), or raises its key; then the coset goes back into the heap with that
-   key and gets its DP only if it comes first again -- usually a better point has
-   been found by then and the DP runs with a tight threshold, or never.
-7. *Key window*: with no starting point, only the groups and cosets with keys below
-   the start's key + 2 (then + 4, 8, ... as a sentinel entry of that key comes
-   first, and never above the best distance) enter the heap; the groups already
-   expanded push their cosets of each new band when the window widens.  Every coset
-   with a bound below the best distance is still visited.
+    v* = argmin { ||y - v||^2 : v in sqrt(8)*Lambda24, n_lo <= ||v||^2 <= n_hi }.
 
-Every pruning test keeps the slack ``1e-9 (1 + ||y||^2 + n_hi)`` of the original.
-Ties: the first coset in visiting order reaching the minimum wins, as in the
-original, but the visiting order differs, so on exact ties the point returned may
-differ from the original kernel's (its distance does not).
+``n_lo = 0`` is a ball (spherical shaping, :class:`~leechlib.BallQuantizer`),
+``n_lo = n_hi`` a shell (the shapes of :class:`~leechlib.ShapeGainQuantizer`: for
+points of one norm, the nearest one is the one of largest inner product).
+:func:`search_one` solves it for one point; the batch loop, with the decode that
+answers first whenever the nearest lattice point satisfies the constraint, is
+:func:`leechlib._kernels.fastencode.encode_kernel`.
 
-References in the tests: the same DP over all 8192 cosets in plain numpy
-(:func:`~leechlib._kernels.constrained.constrained_reference`), the original kernel
-and wrappers (:mod:`leechlib._legacy_encode`, ``tests/test_encode.py``) and brute
-force over explicit codebooks (``tests/test_quantizers.py``).
+Coset structure
+---------------
+The lattice is the union of 8192 cosets (eps, u) of 4*D24, eps in {0, 1}, u a Golay
+codeword: ``v_i = eps + 2 u_i + 4 k_i`` with ``sum(k) = eps (mod 2)``.  Inside one
+coset the coordinates are independent except for two *additive* couplings: the
+parity of ``sum(k)`` and the norm ``sum(v_i^2)``.  Each coordinate takes the values
+of its residue class ``c = eps + 2 u_i (mod 4)`` with ``v^2 <= n_hi`` (the tables
+``vals, nv, step, vpar`` of :func:`~leechlib._kernels.constrained.class_tables`).
+Through the MOG a codeword is a hexacode word h, a parity pi and six top bits of
+parity pi (``docs/decoding.rst``, section "The derivation"), so a coset is numbered
+``g * 64 + tops`` in the *group* ``g = (eps * 64 + h) * 2 + pi`` of its 32 cosets;
+the pattern of column j is ``pat[(hexa[6 h + j] * 2 + pi) * 2 + (bit j of tops)]``.
+
+Lagrangian bounds
+-----------------
+For ``t > 0`` put ``lam = 1/t - 1`` and ``n_ref = n_hi`` if ``lam >= 0``, ``n_lo``
+otherwise.  Every feasible ``v`` satisfies ``lam (||v||^2 - n_ref) <= 0``, hence
+
+    ||y - v||^2 >= ||y - v||^2 + lam (||v||^2 - n_ref)
+                = (1/t) ||v - t y||^2 + (1 - t) ||y||^2 - lam n_ref,
+
+and the minimum of the right side over a whole coset (the norm constraint dropped,
+only ``v_i^2 <= n_hi`` per coordinate kept, which every feasible ``v`` satisfies) is
+a lower bound of the coset's constrained optimum: per coordinate the value of its
+class nearest to ``t y_i``, plus, if the parity of ``sum(k)`` is wrong, the cheapest
+change of one coordinate to a neighbouring value (changing three or more is never
+cheaper: penalties are >= 0).  Per (eps, column, 4-bit pattern) the column's sum,
+parity and cheapest parity change are tabulated (16 patterns = 4 x 4 sums of pairs
+of rows), so a coset bound is six lookups per multiplier.  The caller passes the
+multipliers ``ts`` (T >= 1) and a bound is the maximum over them: for a ball the
+scale probe of largest dual value, for a shell ``t = 0.93 t0`` and ``1.07 t0``
+(multipliers of both signs, both valid for an equality).
+
+* *Group keys*: a group is keyed by the sum over the columns of the cheaper top bit
+  at the first multiplier (parities ignored), a lower bound of every coset bound of
+  the group.
+* *Pruned expansion*: the cosets of a group differ from its key by the differences
+  ``d_j`` between the two top bits of the columns they flip.  A coset whose flips
+  cost more than ``(best - constant) / multiplier - key sum`` cannot beat ``best``;
+  with the ``d_j`` sorted, only the few flip sets below that budget (of the parity
+  the group needs) are looked at, and only their cosets get a full bound.
+
+Best-first search
+-----------------
+One heap (:mod:`leechlib._kernels.heap`) holds groups and cosets keyed by their
+bounds.  Popping a group pushes its cosets; popping a coset visits it; the search
+stops when the smallest key is ``>= best``: everything left is no better.  ``best``
+starts at the caller's feasible point, if any (for a ball, a scale probe
+``nearest(t y)`` inside it).  Without one, the coset of least bound of the group of
+least key is visited first (the start), and then a *key window* keeps only the
+groups and cosets with keys below the start's key + 2 (then + 4, 8, ..., never above
+``best``) in the heap, with a sentinel entry of the window's key: when the sentinel
+comes first the window widens, and the groups already expanded push their cosets of
+the new band.  Every coset with a bound below ``best`` is still visited, but the
+many far above the answer never enter the heap.
+
+Per coset: dual, then DP
+------------------------
+A visited coset first gets its own Lagrangian dual, maximised over the multiplier
+(:func:`~leechlib._kernels.cosetsolve._dual`): it prunes the coset (a dual value
+``>= best``), or solves it (a feasible minimiser with complementary slackness is the
+coset's optimum), or raises its key; then the coset goes back into the heap with
+that key and gets its DP only if it comes first again -- usually a better point has
+been found by then and the DP runs with a tight threshold, or never.
+
+The DP (:func:`~leechlib._kernels.cosetsolve._dp`) is exact over the coordinates,
+with the state (partial norm, partial parity of ``sum(k)``).  Norm steps are
+multiples of 4 (eps = 0: every ``v_i`` is even) or ``v_i^2 = 1 (mod 8)`` (eps = 1);
+the state index is ``norm / 4`` (eps = 0) or ``(norm - i) / 8`` after ``i``
+coordinates (eps = 1), so there are at most ``n_hi / 4 + 1`` norms times 2
+parities.  Per coordinate the candidate values are visited in increasing cost (the
+tables are built the first time a DP needs that coordinate and class) and the loop
+stops at the first that reaches the threshold.  A partial state after coordinate
+``i`` with cost ``c`` and partial norm ``R`` is dropped when ``c`` plus a lower bound
+of every completion reaches the threshold: the least cost of each remaining
+coordinate, and for each multiplier ``lam`` of the search
+``sum_{j>i} min_v [(y_j - v)^2 + lam v^2] - lam (n_ref - R)`` (the remaining norm
+lies in ``[n_lo - R, n_hi - R]``); and when its norm cannot stay within ``n_hi`` (the
+remaining coordinates of class 2 add at least 4 each, the odd ones 1).  With no
+feasible point yet the thresholds are the key + 16, + 64, then none: a DP below a
+threshold is exact among the points below it.
+
+Exactness
+---------
+Every key is a lower bound of the distances it stands for, so every coset whose
+constrained optimum is strictly below the final ``best`` is visited, and the dual
+and DP of a visited coset find every point strictly better than the ``best``
+current when they run: the result is a constrained nearest point.  Floating point:
+bounds and partial sums are compared with a slack of ``1e-9 (1 + ||y||^2 + n_hi)``,
+far above the rounding error, so rounding can only make the search visit more, never
+skip.  Final distances are sums of ``(y_i - v_i)^2`` in coordinate order, the same
+for every candidate.  Ties: the first coset in visiting order reaching the minimum
+wins, and within a coset the DP keeps the first partial solution of least cost
+(values in increasing cost, ties to the smaller value): deterministic, but not a
+documented order.
+
+Every table of a point lives in flat buffers allocated once per chunk of points
+(:func:`scratch`).  References in the tests: the same DP over all 8192 cosets in
+plain numpy (:func:`~leechlib._kernels.constrained.constrained_reference`), brute
+force over explicit codebooks (``tests/test_quantizers.py``) and the original
+kernel and wrappers (:mod:`leechlib._legacy_encode`, ``tests/test_encode.py``).
 """
 
 from __future__ import annotations
@@ -65,6 +126,7 @@ import numpy as np
 
 from .._jit import jit
 from .cosetsolve import _dp, _dual
+from .heap import heap_pop, heap_push, sift_down
 
 __all__ = ["search_one", "scratch", "hoff4_table"]
 
@@ -205,61 +267,6 @@ def _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc):
 
 
 @jit(inline="always")
-def _sift_down(hk, hv, n, i):
-    while True:
-        lft = 2 * i + 1
-        if lft >= n:
-            return
-        sm = lft
-        if lft + 1 < n and _heap_before(hk, hv, lft + 1, lft):
-            sm = lft + 1
-        if _heap_before(hk, hv, i, sm):
-            return
-        _heap_swap(hk, hv, sm, i)
-        i = sm
-
-
-@jit(inline="always")
-def _push(hk, hv, n, key, val):
-    i = n
-    hk[i] = key
-    hv[i] = val
-    while i > 0:
-        par = (i - 1) // 2
-        if _heap_before(hk, hv, par, i):
-            break
-        _heap_swap(hk, hv, par, i)
-        i = par
-    return n + 1
-
-@jit(inline="always")
-def _heap_before(hk, hv, i, j):
-    """Entry i orders before entry j: smaller key, then smaller value."""
-    return hk[i] < hk[j] or (hk[i] == hk[j] and hv[i] < hv[j])
-
-
-@jit(inline="always")
-def _heap_swap(hk, hv, i, j):
-    tk = hk[i]
-    tv = hv[i]
-    hk[i] = hk[j]
-    hv[i] = hv[j]
-    hk[j] = tk
-    hv[j] = tv
-
-
-@jit(inline="always")
-def _heap_pop(hk, hv, n):
-    """Remove the root of a heap of size n >= 1; returns the new size."""
-    n -= 1
-    hk[0] = hk[n]
-    hv[0] = hv[n]
-    _sift_down(hk, hv, n, 0)
-    return n
-
-
-
-@jit(inline="always")
 def _push_groups(gk, hk, hv, nh, lo, hi):
     """Append the groups with key in ``[lo, hi)`` and re-heapify."""
     for g in range(256):
@@ -268,7 +275,7 @@ def _push_groups(gk, hk, hv, nh, lo, hi):
             hv[nh] = -1 - g
             nh += 1
     for i in range(nh // 2 - 1, -1, -1):
-        _sift_down(hk, hv, nh, i)
+        sift_down(hk, hv, nh, i)
     return nh
 
 
@@ -360,7 +367,7 @@ def _expand(g, hexa, pat, T, sc, lo, hi, nh, skip):
     if need == 0:
         val = _coset_key(eps, bits, T, colpat, col, cfl, cpa, coef)
         if lo <= val < hi and g * 64 + bits != skip:
-            nh = _push(hk, hv, nh, val, g * 64 + bits)
+            nh = heap_push(hk, hv, nh, val, g * 64 + bits)
     # depth-first over the sorted differences: stack of (next position, sum, mask)
     ks = sc[23]
     ms = sc[24]
@@ -384,7 +391,7 @@ def _expand(g, hexa, pat, T, sc, lo, hi, nh, skip):
             tops = bits ^ m2
             val = _coset_key(eps, tops, T, colpat, col, cfl, cpa, coef)
             if lo <= val < hi and g * 64 + tops != skip:
-                nh = _push(hk, hv, nh, val, g * 64 + tops)
+                nh = heap_push(hk, hv, nh, val, g * 64 + tops)
         top += 1
         ks[top] = k + 1
         ms[top] = m2
@@ -419,8 +426,7 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
     """Constrained nearest point of one point into ``out``; returns (distance, cosets visited).
 
     Cosets are numbered ``g * 64 + tops`` with the group ``g = (eps * 64 + h) * 2 +
-    pi`` as in :func:`leechlib._kernels.constrained._solve_one`; ``hoff4[6 h + j] =
-    4 j + hexa[6 h + j]``.
+    pi`` (see the module docstring); ``hoff4[6 h + j] = 4 j + hexa[6 h + j]``.
     """
     T = ts.shape[0]
     ynorm = _prepare(y, n_lo, n_hi, ts, vals, nv, vpar, pat, sc)
@@ -497,7 +503,7 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
         item = hv[0]
         if key >= best + slack:
             break
-        nh = _heap_pop(hk, hv, nh)
+        nh = heap_pop(hk, hv, nh)
         if item == _SENTINEL:
             new = min(lim + wid, best + slack)
             wid *= 2.0
@@ -507,7 +513,7 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
             nh = _push_groups(gk, hk, hv, nh, lim, new)
             lim = new
             if lim < best + slack:
-                nh = _push(hk, hv, nh, lim, _SENTINEL)
+                nh = heap_push(hk, hv, nh, lim, _SENTINEL)
             continue
         if item < 0:
             gexp[-1 - item] = 1
@@ -539,7 +545,7 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
                     for i in range(24):
                         out[i] = dv[i]
             elif code == 2:
-                nh = _push(hk, hv, nh, max(key, d), item + _DEFERRED)
+                nh = heap_push(hk, hv, nh, max(key, d), item + _DEFERRED)
         else:
             # with no upper bound yet the thresholds are the key + 16, + 64, then
             # none (a DP below a threshold is exact among the points below it)
@@ -561,7 +567,7 @@ def search_one(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, hoff4, vals, nv, ste
             pending = False
             nh = _push_groups(gk, hk, hv, nh, -_INF, min(best + slack, lim))
             if lim < best + slack:
-                nh = _push(hk, hv, nh, lim, _SENTINEL)
+                nh = heap_push(hk, hv, nh, lim, _SENTINEL)
     return best, visited
 
 
