@@ -38,7 +38,7 @@ MAX_ABS = 2.0**30
 
 @functools.lru_cache(maxsize=16)
 def _class_tables(n_hi: int):
-    from ._kernels.constrained import class_tables
+    from ._kernels.cosetsolve import class_tables
 
     out = class_tables(n_hi)
     for a in out:

@@ -22,7 +22,7 @@ codeword: ``v_i = eps + 2 u_i + 4 k_i`` with ``sum(k) = eps (mod 2)``.  Inside o
 coset the coordinates are independent except for two *additive* couplings: the
 parity of ``sum(k)`` and the norm ``sum(v_i^2)``.  Each coordinate takes the values
 of its residue class ``c = eps + 2 u_i (mod 4)`` with ``v^2 <= n_hi`` (the tables
-``vals, nv, step, vpar`` of :func:`~leechlib._kernels.constrained.class_tables`).
+``vals, nv, step, vpar`` of :func:`~leechlib._kernels.cosetsolve.class_tables`).
 Through the MOG a codeword is a hexacode word h, a parity pi and six top bits of
 parity pi (``docs/decoding.rst``, section "The derivation"), so a coset is numbered
 ``g * 64 + tops`` in the *group* ``g = (eps * 64 + h) * 2 + pi`` of its 32 cosets;
@@ -113,9 +113,9 @@ documented order.
 
 Every table of a point lives in flat buffers allocated once per chunk of points
 (:func:`scratch`).  References in the tests: the same DP over all 8192 cosets in
-plain numpy (:func:`~leechlib._kernels.constrained.constrained_reference`), brute
+plain numpy (:func:`~leechlib._kernels.reference.constrained_reference`), brute
 force over explicit codebooks (``tests/test_quantizers.py``) and the original
-kernel and wrappers (:mod:`leechlib._legacy_encode`, ``tests/test_encode.py``).
+kernel and wrappers (``benchmarks/original_encoders.py``, ``tests/test_encode.py``).
 """
 
 from __future__ import annotations

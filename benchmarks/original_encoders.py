@@ -1,83 +1,27 @@
-r"""Exact nearest Leech lattice point under a norm constraint (Numba kernel + numpy reference).
+"""The original encoders of :class:`~leechlib.BallQuantizer` and
+:class:`~leechlib.ShapeGainQuantizer`, from before the fused kernels: the reference
+that ``benchmarks/bench_encode.py`` times beside the library's encoders in the same
+run, and that ``tests/test_encode.py`` checks the library's codes against.  Not
+part of the library (nothing in ``leechlib`` imports it).
 
-Problem
--------
-Given ``y`` in R^24 in the integer frame (the lattice is sqrt(8)*Lambda24, MOG
-coordinates) and integers ``n_lo <= n_hi``, find
+* :func:`constrained_kernel`: the original exact constrained search (the problem,
+  the coset structure, the Lagrangian bounds and the exactness argument are those
+  of :mod:`leechlib._kernels.fastsearch`).  Per point it builds every table up
+  front (candidate costs and orders of all coordinates and classes, the column
+  tables of every multiplier), pushes all 256 groups into one heap, gives each
+  expanded group's cosets a full bound, and runs the DP of every coset it visits
+  (with no feasible point yet, below the thresholds key + 16, + 64, then none); no
+  per-coset dual, no deferred DP, no key window.
+* The numpy wrappers around it (:func:`search`, :func:`ball_points`,
+  :func:`shell_points`): decode the whole batch, gather the rows outside the norm
+  range, bisect on the scale with whole-batch decodes (ball), then search.
+* The index maps with the membership test in numpy and the one-shell rank kernel
+  (:func:`rank_kernel`), and the two ``encode`` methods written with all of them
+  (:func:`ball_encode`, :func:`shape_gain_encode`).
 
-    v* = argmin { ||y - v||^2 : v in sqrt(8)*Lambda24, n_lo <= ||v||^2 <= n_hi }.
-
-``n_lo = 0`` is a ball (spherical shaping), ``n_lo = n_hi`` a shell (the shape
-codebook of a shape-gain quantizer: for points of one norm, the nearest one is the
-one of largest inner product).
-
-Structure
----------
-The lattice is the union of 8192 cosets (eps, u) of 4*D24, eps in {0, 1}, u a Golay
-codeword: ``v_i = eps + 2 u_i + 4 k_i`` with ``sum(k) = eps (mod 2)``.  Inside one
-coset the coordinates are independent except for two *additive* couplings: the
-parity of ``sum(k)`` and the norm ``sum(v_i^2)``.  So a coset's constrained problem
-is solved exactly by a dynamic programme over the coordinates whose state is
-(partial norm, partial parity).  Norm steps are multiples of 4 (eps = 0: every
-``v_i`` is even) or ``v_i^2 = 1 (mod 8)`` (eps = 1); the state index is ``norm / 4``
-(eps = 0) or ``(norm - i) / 8`` after ``i`` coordinates (eps = 1), so the state space
-has at most ``n_hi / 4 + 1`` norms times 2 parities.  Each coordinate only takes the
-values of its residue class ``c = eps + 2 u_i (mod 4)`` with ``v^2 <= n_hi``.
-
-Search (``constrained_kernel``), for one point
-----------------------------------------------
-1. *Lower bound per coset* (Lagrangian relaxation).  For ``t > 0`` put
-   ``lam = 1/t - 1`` and ``n_ref = n_hi`` if ``lam >= 0``, ``n_lo`` otherwise.  Every
-   feasible ``v`` satisfies ``lam * (||v||^2 - n_ref) <= 0``, hence
-
-       ||y - v||^2 >= ||y - v||^2 + lam (||v||^2 - n_ref)
-                   = (1/t) ||v - t y||^2 + (1 - t) ||y||^2 - lam n_ref,
-
-   and the minimum of the right side over the whole coset (the norm constraint
-   dropped, only ``v_i^2 <= n_hi`` per coordinate kept, which every feasible ``v``
-   satisfies) is a lower bound ``LB_c(t)`` of the coset's constrained optimum.  The
-   unconstrained minimum over a coset is per-coordinate nearest values of the class
-   plus, if the parity of ``sum(k)`` is wrong, the cheapest single change of parity
-   (changing three or more is never cheaper: penalties are >= 0).  Through the
-   MOG (a codeword is a hexacode word h, a parity pi and six top bits of parity
-   pi; see ``docs/decoding.rst``, section "The derivation") it is six lookups in
-   column tables: per (eps, column, 4-bit pattern) the sum, parity and cheapest
-   parity change.  The wrapper
-   passes one or more values of ``t``; the bound used is the maximum over them
-   (for a ball the ``t`` where the dual ``min_c LB_c(t)`` is largest, found by
-   bisection; for a shell ``t = 0.93`` and ``1.07``, multipliers of both signs).
-2. *Group bound*: the 32 cosets (eps, h, pi, *) share a bound, the sum over the
-   columns of the cheaper of the two top bits (parities ignored), <= every
-   coset bound of the group.
-3. *Upper bound*: a feasible candidate from the wrapper (for a ball the nearest
-   lattice points of ``t y``, ``t < 1``, that fall in the ball), or none.
-4. *Best first*: one heap holds the 256 groups and the cosets of the groups
-   expanded so far, keyed by their bounds.  Popping a group pushes its cosets;
-   popping a coset runs its DP; the search stops when the smallest key is
-   ``>= best`` (everything left is no better).  Without a starting point the
-   first DPs use the thresholds ``key + 16``, ``key + 64`` and then none (a DP
-   below a threshold is exact among the points below it).
-5. *Coset DP*: exact over the coordinates; a partial state is dropped when its cost
-   plus the sum of the smallest per-coordinate costs of the remaining coordinates
-   (a lower bound of any completion) is ``>= best``: it cannot lead to a strictly
-   better point.  Per coordinate, candidate values are visited in increasing cost
-   and the loop stops at the first that exceeds the threshold.
-
-Exactness: every coset whose constrained optimum is strictly below the final
-``best`` is visited (its lower bound is below ``best``), and the DP of a visited
-coset finds every completion strictly better than the ``best`` current when it
-runs; so the result is a constrained nearest point.  Floating point: bounds and
-partial sums are compared with a slack of ``1e-9 (1 + ||y||^2 + n_hi)``, far above
-the rounding error, so rounding can only make the search visit more, never skip.
-Final distances are sums of ``(y_i - v_i)^2`` in coordinate order, the same for
-every candidate.
-
-Ties: the first coset (in visiting order) reaching the minimum wins, and within a
-coset the DP keeps the first partial solution of least cost (values in increasing
-cost, ties to the smaller value).  Deterministic, but not a documented order.
-
-``constrained_reference`` solves the same problem by the same DP over *all* 8192
-cosets with numpy (no bounds, no pruning): slow (~1 s per point), for tests.
+It uses leechlib's private modules (the kernels of the Leech decoder and of the
+ranking, the MOG tables, the class tables of the search).  Numba caches its kernels
+in ``benchmarks/__pycache__``.
 """
 
 from __future__ import annotations
@@ -87,38 +31,64 @@ import math
 import numpy as np
 from numba import prange
 
-from .._jit import jit, pjit
+from leechlib._jit import jit, num_threads, pjit
+from leechlib._kernels.shells import _golay_parts, _lex_rank
+from leechlib._mog import kernel_tables
+from leechlib._validation import as_blocks
+from leechlib.codebook import _as_points
+from leechlib.constrained import _class_tables
+from leechlib.decode import nearest_point
+from leechlib.lattice import LeechLattice
 
-__all__ = ["class_tables", "constrained_kernel", "constrained_reference"]
+__all__ = ["constrained_kernel", "rank_kernel", "search", "ball_points", "shell_points",
+           "ball_encode", "shape_gain_encode"]
 
 _INF = np.inf
 
 
-def class_tables(n_hi: int):
-    """Values of each residue class ``c`` mod 4 with ``v^2 <= n_hi`` and their data.
+def _mog_tables():
+    t = kernel_tables()
+    return t["hexa"], t["pat"]
 
-    Returns ``(vals, nv, step, vpar)``: int64 arrays of shape (4, K), (4,), (4, K),
-    (4, K): the values ascending, their count, the norm step (``v^2 / 4`` for even
-    classes, ``(v^2 - 1) / 8`` for odd ones) and the parity of ``k = (v - c) / 4``.
+
+def _nearest_int(y, workers):
+    return nearest_point(y, coords="int", workers=workers)
+
+
+@pjit
+def rank_kernel(points, N, T, vals, vpar, nvals, block_start, block_lookup, per_u,
+                info_set, class_of_msg, pos_in_class, out):
+    """Rank lattice points (n, 24) int64 of the shell of norm ``N``; -1 if not in it.
+
+    ``block_lookup[eps, cls]`` is the block number; ``info_set`` the 12 coordinates
+    holding the message of a codeword; ``class_of_msg``/``pos_in_class`` map a
+    message index to the weight class and position of its codeword.
     """
-    b = math.isqrt(max(int(n_hi), 0))
-    lists = [[v for v in range(-b, b + 1) if v % 4 == c and v * v <= n_hi] for c in range(4)]
-    K = max(1, max(len(lst) for lst in lists))
-    vals = np.zeros((4, K), dtype=np.int64)
-    nv = np.zeros(4, dtype=np.int64)
-    step = np.zeros((4, K), dtype=np.int64)
-    vpar = np.zeros((4, K), dtype=np.int64)
-    for c, lst in enumerate(lists):
-        nv[c] = len(lst)
-        for k, v in enumerate(lst):
-            vals[c, k] = v
-            step[c, k] = v * v // 4 if c % 2 == 0 else (v * v - 1) // 8
-            vpar[c, k] = ((v - c) // 4) & 1
-    return vals, nv, step, vpar
+    n = points.shape[0]
+    for t in prange(n):
+        x = points[t]
+        eps = x[0] & 1
+        nrm = 0
+        for i in range(24):
+            nrm += x[i] * x[i]
+        if nrm != N:
+            out[t] = -1
+            continue
+        word, k1, msg = _golay_parts(x, eps, info_set)
+        if word < 0:
+            out[t] = -1
+            continue
+        cls = class_of_msg[msg]
+        b = block_lookup[eps, cls]
+        r = _lex_rank(x, word, eps, k1, N, T, vals, vpar, nvals)
+        if r < 0 or b < 0:
+            out[t] = -1
+            continue
+        out[t] = block_start[b] + pos_in_class[msg] * per_u[b] + r
 
 
 # ---------------------------------------------------------------------------
-# Numba kernel
+# the original constrained search (Numba)
 # ---------------------------------------------------------------------------
 
 
@@ -524,59 +494,181 @@ def constrained_kernel(y, n_lo, n_hi, ts, ub_pt, has_ub, hexa, pat, vals, nv, st
         visited[r] = v
 
 
-def constrained_reference(y, n_lo, n_hi, codewords):
-    """Exhaustive constrained nearest point of one point ``y`` (24,) (integer frame).
+# ---------------------------------------------------------------------------
+# the numpy wrappers, index maps and encoders
+# ---------------------------------------------------------------------------
 
-    ``codewords``: (4096, 24) 0/1 array of the Golay code.  Returns ``(v, dist)``
-    with ``v`` an int64 (24,) lattice vector of norm in ``[n_lo, n_hi]`` (``None``
-    and ``inf`` if there is none).  Plain numpy, no bounds or pruning.
-    """
-    y = np.asarray(y, dtype=np.float64)
-    U = np.asarray(codewords, dtype=np.int64)
-    vals, nv, step, vpar = class_tables(n_hi)
-    best, best_v = _INF, None
-    for eps in (0, 1):
-        if eps == 0:
-            S, s_lo = n_hi // 4, -(-n_lo // 4)
-        else:
-            if n_hi < 24:
-                continue
-            S, s_lo = (n_hi - 24) // 8, max(0, -(-(n_lo - 24) // 8))
-        cost = np.full((4096, S + 1, 2), _INF)
-        cost[:, 0, 0] = 0.0
-        choice = np.zeros((24, 4096, S + 1, 2), dtype=np.int64)
-        for i in range(24):
-            cls = eps + 2 * U[:, i]
-            new = np.full_like(cost, _INF)
-            newch = np.zeros((4096, S + 1, 2), dtype=np.int64)
-            for c in (eps, eps + 2):
-                rows = np.nonzero(cls == c)[0]
-                for k in range(nv[c]):
-                    d, v, p = int(step[c, k]), int(vals[c, k]), int(vpar[c, k])
-                    if d > S:
-                        continue
-                    cand = cost[rows, : S + 1 - d, :] + (y[i] - v) ** 2
-                    for q in (0, 1):
-                        tgt = new[rows, d:, q ^ p]
-                        better = cand[:, :, q] < tgt
-                        tgt = np.where(better, cand[:, :, q], tgt)
-                        new[rows, d:, q ^ p] = tgt
-                        ch = newch[rows, d:, q ^ p]
-                        newch[rows, d:, q ^ p] = np.where(better, k, ch)
-            cost = new
-            choice[i] = newch
-        fin = cost[:, s_lo:, eps] if s_lo <= S else np.full((4096, 1), _INF)
-        q, s = np.unravel_index(np.argmin(fin), fin.shape)
-        if fin[q, s] < best:
-            best = float(fin[q, s])
-            s += s_lo
-            p = eps
-            v = np.zeros(24, dtype=np.int64)
-            for i in range(23, -1, -1):
-                c = eps + 2 * int(U[q, i])
-                k = choice[i, q, s, p]
-                v[i] = vals[c, k]
-                s -= int(step[c, k])
-                p ^= int(vpar[c, k])
-            best_v = v
-    return best_v, best
+
+def search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
+    """Run the original constrained kernel on rows of ``y``; (points, dist, visited)."""
+    n = len(y)
+    if ub_pt is None:
+        ub_pt = np.zeros((n, 24))
+        has_ub = np.zeros(n, dtype=np.bool_)
+    vals, nv, step, vpar = _class_tables(int(n_hi))
+    out = np.zeros((n, 24))
+    dist = np.empty(n)
+    visited = np.empty(n, dtype=np.int64)
+    if n:
+        with num_threads(workers):
+            constrained_kernel(np.ascontiguousarray(y, dtype=np.float64), int(n_lo), int(n_hi),
+                               np.ascontiguousarray(ts, dtype=np.float64),
+                               np.ascontiguousarray(ub_pt, dtype=np.float64),
+                               np.ascontiguousarray(has_ub), *_mog_tables(), vals, nv, step,
+                               vpar, out, dist, visited)
+    return out, dist, visited
+
+
+def ball_points(y, n_hi, workers=None, *, bisection_steps=3):
+    """Nearest points of norm <= n_hi (integer frame) of the rows of ``y`` (original)."""
+    p = _nearest_int(y, workers)
+    over = (p * p).sum(axis=1) > n_hi
+    if over.any():
+        yo = y[over]
+        m = len(yo)
+        yn2 = (yo * yo).sum(axis=1)
+        yn = np.sqrt(yn2)
+        r = math.sqrt(n_hi)
+        lo = np.maximum(r - 4.0, 0.0) / yn
+        hi = np.minimum((r + 4.5) / yn, 1.0)
+        ub = np.full(m, np.inf)
+        ub_pt = np.zeros((m, 24))
+        g_best = np.full(m, -np.inf)
+        t_best = np.where(lo > 0, lo, hi)
+
+        def visit(t):
+            q = _nearest_int(yo * t[:, None], workers)
+            nq = (q * q).sum(axis=1)
+            feas = nq <= n_hi
+            d = ((yo - q) ** 2).sum(axis=1)
+            better = feas & (d < ub)
+            ub[better] = d[better]
+            ub_pt[better] = q[better]
+            tt = np.maximum(t, 1e-300)
+            lam = 1.0 / tt - 1.0
+            g = ((q - yo * t[:, None]) ** 2).sum(axis=1) / tt + (1.0 - t) * yn2 - lam * n_hi
+            g = np.where(t > 0, g, -np.inf)
+            up = g > g_best
+            g_best[up] = g[up]
+            t_best[up] = t[up]
+            return feas
+
+        visit(lo)
+        for _ in range(bisection_steps):
+            mid = 0.5 * (lo + hi)
+            feas = visit(mid)
+            lo = np.where(feas, mid, lo)
+            hi = np.where(feas, hi, mid)
+        has_ub = np.isfinite(ub)
+        pts, _, _ = search(yo, 0, n_hi, t_best[:, None], ub_pt, has_ub, workers)
+        p[over] = pts
+    return p
+
+
+def shell_points(y, n_int, workers=None):
+    """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y`` (original)."""
+    p = _nearest_int(y, workers)
+    miss = (p * p).sum(axis=1) != n_int
+    if miss.any():
+        ym = y[miss]
+        ts = np.tile(np.array([0.93, 1.07]), (len(ym), 1))
+        pts, dist, _ = search(ym, n_int, n_int, ts, workers=workers)
+        if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
+            raise RuntimeError("constrained search found no shell point")
+        p[miss] = pts
+    return p
+
+
+def _rank_shell(cb, z, workers=None):
+    """Original :meth:`ShellCodebook._rank_int`: membership in numpy, then the rank kernel."""
+    out = np.full(z.shape[0], -1, dtype=np.int64)
+    if z.shape[0] and cb.size:
+        b = math.isqrt(cb._N)
+        member = ((z <= b) & (z >= -b)).all(axis=1)
+        z = np.where(member[:, None], z, 0)
+        member &= LeechLattice._contains_int(z)
+        starts, _, _, per_u, lookup, _ = cb._blocks
+        t = cb._t
+        zz = np.ascontiguousarray(z, dtype=np.int64)
+        with num_threads(workers):
+            rank_kernel(zz, cb._N, t.T, t.vals, t.vpar, t.nvals, starts, lookup, per_u,
+                        t.info_set, t.class_of_msg, t.pos_in_class, out)
+        out[~member] = -1
+    return out
+
+
+def _index_shell(cb, points, workers=None):
+    z, ok = _as_points(points, cb.coords, math.isqrt(cb._N))
+    r = _rank_shell(cb, z.reshape(-1, 24), workers)
+    r[~ok.ravel()] = -1
+    if r.size and r.min() < 0:
+        raise ValueError(f"points are not all vectors of the norm-{cb.norm} shell")
+    return r.reshape(z.shape[:-1])
+
+
+def _index_ball(cb, points, workers=None):
+    z, ok = _as_points(points, cb.coords, math.isqrt(8 * cb.max_norm))
+    flat = z.reshape(-1, 24)
+    ok = ok.ravel()
+    norms = np.where(ok, (flat * flat).sum(axis=1), -1)
+    out = np.full(flat.shape[0], -1, dtype=np.int64)
+    out[norms == 0] = 0
+    for k, n in enumerate(cb.shell_norms):
+        sel = norms == 8 * n
+        if n == 0 or not sel.any():
+            continue
+        out[sel] = _rank_shell(cb._shells[n], flat[sel], workers)
+        out[sel] = np.where(out[sel] >= 0, out[sel] + cb.shell_offsets[k], -1)
+    if out.size and out.min() < 0:
+        raise ValueError(f"points are not all lattice vectors of norm <= {cb.max_norm}")
+    return out.reshape(z.shape[:-1])
+
+
+def ball_encode(q, x, *, workers=None):
+    """``q.encode(x)`` for a fitted :class:`~leechlib.BallQuantizer`, the original way."""
+    s = q._scale()
+    y, shape = q._frame(x, s)
+    p = ball_points(y, 8 * q.max_norm, workers)
+    return _index_ball(q._int_codebook, p.astype(np.int64), workers).reshape(shape)
+
+
+def _shapes(q, y, workers):
+    n = len(y)
+    amax = np.abs(y).max(axis=1)
+    nz = amax > 0
+    u = np.zeros_like(y)
+    u[nz] = y[nz] / amax[nz, None]
+    u[nz] /= np.sqrt((u[nz] * u[nz]).sum(axis=1))[:, None]
+    best_c = np.full(n, -np.inf)
+    best_k = np.zeros(n, dtype=np.int64)
+    best_v = np.zeros((n, 24))
+    for k, m in enumerate(q.shells):
+        N = 8 * m
+        v = np.zeros((n, 24))
+        if nz.any():
+            v[nz] = shell_points(u[nz] * math.sqrt(N), N, workers)
+        if not nz.all():
+            v[~nz] = q._codebooks[k].point(np.zeros(int((~nz).sum()), dtype=np.int64),
+                                            workers=workers)
+        c = (y * v).sum(axis=1) / math.sqrt(N)
+        c[~nz] = 0.0
+        up = c > best_c
+        best_c[up] = c[up]
+        best_k[up] = k
+        best_v[up] = v[up]
+    return best_k, best_v, best_c
+
+
+def shape_gain_encode(q, x, *, workers=None):
+    """``q.encode(x)`` for a fitted :class:`~leechlib.ShapeGainQuantizer`, the original way."""
+    q._check_fitted()
+    y, shape = as_blocks(x)
+    k, v, c = _shapes(q, y, workers)
+    out = np.empty((len(y), 2), dtype=np.int64)
+    vi = v.astype(np.int64)
+    for j, cb in enumerate(q._codebooks):
+        sel = k == j
+        if sel.any():
+            out[sel, 0] = _index_shell(cb, vi[sel], workers) + q._offsets[j]
+    out[:, 1] = q._gain_index(c)
+    return out.reshape(shape + (2,))
