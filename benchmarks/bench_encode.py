@@ -14,7 +14,7 @@ rate, on two sources,
   (random signs, then the orthonormal Walsh--Hadamard matrix of size 2048), cut
   into blocks of 24,
 
-it times ``q.encode`` (the fused kernels of :mod:`leechlib._kernels.fastencode`)
+it times ``q.encode`` (the fused kernels of :mod:`leechlib._kernels.encode`)
 and the original encoders kept in ``benchmarks/original_encoders.py``, in the same run,
 interleaved, ``--reps`` times each (the minimum is reported), with ``workers``
 threads (default one), and prints a markdown table: microseconds per block for

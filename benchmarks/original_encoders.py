@@ -6,7 +6,7 @@ part of the library (nothing in ``leechlib`` imports it).
 
 * :func:`constrained_kernel`: the original exact constrained search (the problem,
   the coset structure, the Lagrangian bounds and the exactness argument are those
-  of :mod:`leechlib._kernels.fastsearch`).  Per point it builds every table up
+  of :mod:`leechlib._kernels.constrained`).  Per point it builds every table up
   front (candidate costs and orders of all coordinates and classes, the column
   tables of every multiplier), pushes all 256 groups into one heap, gives each
   expanded group's cosets a full bound, and runs the DP of every coset it visits
@@ -32,7 +32,7 @@ import numpy as np
 from numba import prange
 
 from leechlib._jit import jit, num_threads, pjit
-from leechlib._kernels.shells import _golay_parts, _lex_rank
+from leechlib._kernels.ranking import _golay_parts, _lex_rank
 from leechlib._mog import kernel_tables
 from leechlib._validation import as_blocks
 from leechlib.codebook import _as_points

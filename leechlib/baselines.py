@@ -299,7 +299,7 @@ class E8Quantizer:
         # overload: exact nearest codeword by exhaustive search over the ball
         over = np.nonzero(~inside)[0]
         if over.size:
-            from ._kernels.search import nearest_kernel
+            from ._kernels.bruteforce import nearest_kernel
 
             res = np.empty(over.size, dtype=np.int64)
             with num_threads(workers):

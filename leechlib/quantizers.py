@@ -148,7 +148,7 @@ class BallQuantizer:
     Encoding: ``p = nearest_point(x / scale)``; if ``||p||^2 <= max_norm`` it is the
     answer (the nearest lattice point is a codeword).  Otherwise (*overload*) the
     nearest codeword lies on or near the boundary; it is found by an exact
-    constrained search (module :mod:`leechlib._kernels.fastsearch`) that starts
+    constrained search (module :mod:`leechlib._kernels.constrained`) that starts
     from the feasible points ``nearest_point(t x / scale)``, ``t < 1``.
 
     Examples

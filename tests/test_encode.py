@@ -1,9 +1,9 @@
 """The fused encoders against the original ones (``benchmarks/original_encoders.py``).
 
-The quantizers encode with one kernel pass (:mod:`leechlib._kernels.fastencode`:
-decode, then the windowed constrained search of :mod:`leechlib._kernels.fastsearch`
+The quantizers encode with one kernel pass (:mod:`leechlib._kernels.encode`:
+decode, then the windowed constrained search of :mod:`leechlib._kernels.constrained`
 where the nearest lattice point misses the codebook) and index with
-:func:`leechlib._kernels.shells.rank_union_kernel`.  The original wrappers are
+:func:`leechlib._kernels.ranking.rank_union_kernel`.  The original wrappers are
 kept as the reference: same codes on random inputs; on exact ties (where either
 may return any nearest codeword) the same distance.  Brute force over explicit
 codebooks is in ``tests/test_quantizers.py``.
@@ -244,7 +244,7 @@ def test_shell_probe_scale_changes_speed_not_answers(n):
     points (a lattice point of ``t0 y`` on the shell maximises ``<y, v>`` there);
     the chosen ``t0`` answers more rows without a search than ``t0 = 1``."""
     from leechlib import nearest_point
-    from leechlib._kernels.fastencode import SHELL
+    from leechlib._kernels.encode import SHELL
     from leechlib.constrained import _SHELL_TS, _encode, _shell_probe_scale
 
     t0 = _shell_probe_scale(n)

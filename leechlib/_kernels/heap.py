@@ -1,6 +1,6 @@
 """The binary min-heap of the constrained search (Numba, compiled inline).
 
-The heap of :func:`leechlib._kernels.fastsearch.search_one` holds groups and cosets
+The heap of :func:`leechlib._kernels.constrained.search_one` holds groups and cosets
 as entries of two parallel arrays, ``hk`` (float64 keys: lower bounds) and ``hv``
 (int64 values: what the entry stands for); ``n`` is the heap's size.  An entry comes
 before another if its key is smaller, or its key equal and its value smaller, so the

@@ -14,7 +14,7 @@ exhaustion:
 * :func:`nearest_minvec_ref` takes inner products with all 196 560 minimal vectors.
 
 :func:`constrained_reference`, the reference of the constrained search
-(:mod:`leechlib._kernels.fastsearch`), solves every one of the 8192 cosets by the
+(:mod:`leechlib._kernels.constrained`), solves every one of the 8192 cosets by the
 search's dynamic programme, vectorised over the codewords, with no bounds and no
 pruning (about a second per point).
 
@@ -207,7 +207,7 @@ def constrained_reference(y, n_lo, n_hi, codewords):
     """
     # the class tables live beside the Numba DP; imported here so that importing this
     # module does not import Numba
-    from .cosetsolve import class_tables
+    from .coset import class_tables
 
     y = np.asarray(y, dtype=np.float64)
     U = np.asarray(codewords, dtype=np.int64)

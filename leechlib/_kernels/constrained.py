@@ -13,7 +13,7 @@ coordinates) and integers ``n_lo <= n_hi``, find
 points of one norm, the nearest one is the one of largest inner product).
 :func:`search_one` solves it for one point; the batch loop, with the decode that
 answers first whenever the nearest lattice point satisfies the constraint, is
-:func:`leechlib._kernels.fastencode.encode_kernel`.
+:func:`leechlib._kernels.encode.encode_kernel`.
 
 Coset structure
 ---------------
@@ -22,7 +22,7 @@ codeword: ``v_i = eps + 2 u_i + 4 k_i`` with ``sum(k) = eps (mod 2)``.  Inside o
 coset the coordinates are independent except for two *additive* couplings: the
 parity of ``sum(k)`` and the norm ``sum(v_i^2)``.  Each coordinate takes the values
 of its residue class ``c = eps + 2 u_i (mod 4)`` with ``v^2 <= n_hi`` (the tables
-``vals, nv, step, vpar`` of :func:`~leechlib._kernels.cosetsolve.class_tables`).
+``vals, nv, step, vpar`` of :func:`~leechlib._kernels.coset.class_tables`).
 Through the MOG a codeword is a hexacode word h, a parity pi and six top bits of
 parity pi (``docs/decoding.rst``, section "The derivation"), so a coset is numbered
 ``g * 64 + tops`` in the *group* ``g = (eps * 64 + h) * 2 + pi`` of its 32 cosets;
@@ -74,13 +74,13 @@ many far above the answer never enter the heap.
 Per coset: dual, then DP
 ------------------------
 A visited coset first gets its own Lagrangian dual, maximised over the multiplier
-(:func:`~leechlib._kernels.cosetsolve._dual`): it prunes the coset (a dual value
+(:func:`~leechlib._kernels.coset._dual`): it prunes the coset (a dual value
 ``>= best``), or solves it (a feasible minimiser with complementary slackness is the
 coset's optimum), or raises its key; then the coset goes back into the heap with
 that key and gets its DP only if it comes first again -- usually a better point has
 been found by then and the DP runs with a tight threshold, or never.
 
-The DP (:func:`~leechlib._kernels.cosetsolve._dp`) is exact over the coordinates,
+The DP (:func:`~leechlib._kernels.coset._dp`) is exact over the coordinates,
 with the state (partial norm, partial parity of ``sum(k)``).  Norm steps are
 multiples of 4 (eps = 0: every ``v_i`` is even) or ``v_i^2 = 1 (mod 8)`` (eps = 1);
 the state index is ``norm / 4`` (eps = 0) or ``(norm - i) / 8`` after ``i``
@@ -125,7 +125,7 @@ import math
 import numpy as np
 
 from .._jit import jit
-from .cosetsolve import _dp, _dual
+from .coset import _dp, _dual
 from .heap import heap_pop, heap_push, sift_down
 
 __all__ = ["search_one", "scratch", "hoff4_table"]

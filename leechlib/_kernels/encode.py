@@ -3,7 +3,7 @@ r"""Fused exact encoders of the Leech quantizers (Numba kernels).
 One parallel pass per batch: every row is decoded by the exact Leech decoder
 (:func:`leechlib._kernels.leech._leech_one`); the rows whose nearest lattice point
 misses the norm range go through the exact constrained search of
-:mod:`leechlib._kernels.fastsearch` right away, with no masks, gathers or further
+:mod:`leechlib._kernels.constrained` right away, with no masks, gathers or further
 passes from Python.
 
 One kernel, :func:`encode_kernel`, in three modes (the search's code is inlined
@@ -48,7 +48,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import jit, pjit
-from .fastsearch import hoff4_table, scratch, search_one
+from .constrained import hoff4_table, scratch, search_one
 from .leech import CHUNK, _leech_one, _leech_scratch
 
 __all__ = ["encode_kernel", "SEARCH", "SHELL", "BALL", "NSM", "MSE_INT"]
@@ -199,7 +199,7 @@ def encode_kernel(mode, y, n_lo, n_hi, steps, t0, ts, ub_pt, has_ub, hexa, pat, 
     range), ``BALL`` after ``steps`` scale probes (see the module docstring).
     ``hexa``, ``pat``, ``hoff``: the MOG tables of :func:`leechlib._mog.kernel_tables`
     (``hexa``, ``pat``, ``hoff_leech``); ``vals, nv, step, vpar``: the class tables of
-    :func:`~leechlib._kernels.cosetsolve.class_tables` for ``n_hi``.
+    :func:`~leechlib._kernels.coset.class_tables` for ``n_hi``.
     ``t0``: in ``SHELL`` mode the first decode is of ``t0 y``, exact for any
     ``t0 > 0`` on a shell only (a nearest lattice point of ``t0 y`` on the shell is a
     nearest shell point of ``y``); 1 otherwise.  ``out`` (n, 24); ``dist`` (n,) the

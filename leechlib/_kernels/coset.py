@@ -1,6 +1,6 @@
 r"""Per coset of the constrained search: the Lagrangian dual and the dynamic programme.
 
-The two exact per-coset solvers of :func:`leechlib._kernels.fastsearch.search_one`
+The two exact per-coset solvers of :func:`leechlib._kernels.constrained.search_one`
 (the problem, the bounds and the exactness argument are in that module's docstring),
 for the coset ``(eps, w)`` of :math:`4D_{24}` (``w`` a Golay codeword as a 24-bit
 int):
@@ -12,7 +12,7 @@ int):
   bound;
 * :func:`_dp`: the exact DP over the coordinates with the partial norm as state,
   pruned by the search's threshold (see "Per coset: dual, then DP" in
-  :mod:`leechlib._kernels.fastsearch`); :func:`_candidates` builds its per-coordinate
+  :mod:`leechlib._kernels.constrained`); :func:`_candidates` builds its per-coordinate
   candidate tables lazily.
 
 :func:`class_tables` builds the values each coordinate of a coset can take (per
@@ -20,7 +20,7 @@ residue class mod 4, with the norm step and the parity of each value): plain Pyt
 run once per norm by :mod:`leechlib.constrained`.  The rest is plain numeric code
 compiled inline into the search (``NUMBA_DISABLE_JIT=1`` runs it as Python); the
 scratch buffers ``sc`` are those of
-:func:`leechlib._kernels.fastsearch.scratch`.
+:func:`leechlib._kernels.constrained.scratch`.
 """
 
 from __future__ import annotations
