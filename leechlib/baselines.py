@@ -9,7 +9,8 @@ r"""Baseline quantizers the Leech quantizers are measured against.
   encoding is the exact nearest codeword.
 
 All work on ``(..., d)`` float arrays and report their true rate in bits per
-dimension.
+dimension.  The kernel module of the exhaustive search is imported inside the
+encoder, so that importing leechlib does not import Numba.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from . import GolayCode, LeechLattice, __version__, nearest_point, theta_series
 from .invariants import invariant_checks
 
 __all__ = ["main", "invariant_checks"]
@@ -33,8 +34,6 @@ def _fmt(v, width=44) -> str:
 
 
 def cmd_info(args) -> int:
-    from . import __version__
-
     print(f"leechlib {__version__}: invariants, each recomputed now\n")
     header = f"{'':6} {'invariant':42} {'expected':44} {'status':6} {'time':>7}"
     print(header)
@@ -80,8 +79,6 @@ def _check_demo_args(args) -> str | None:
 
 
 def cmd_demo(args) -> int:
-    from . import GolayCode, LeechLattice, theta_series
-
     rng = np.random.default_rng(args.seed)
     print("== The extended Golay code (MOG coordinates) ==")
     code = GolayCode()
@@ -112,8 +109,6 @@ def cmd_demo(args) -> int:
 
 def _demo_decoder(rng, args):
     """Decoder section of the demo: speed and the normalized second moment."""
-    from . import nearest_point
-
     yield ""
     yield "== Exact nearest-point decoding =="
     n = args.points
@@ -124,8 +119,6 @@ def _demo_decoder(rng, args):
     dt = time.perf_counter() - t0
     yield f"decoded {n:,} Gaussian points in {dt:.3f} s: {1e6 * dt / n:.2f} µs/point (one thread)"
     # NSM from uniform points on a fundamental region (reduced mod the lattice)
-    from . import LeechLattice
-
     B = LeechLattice().generator_matrix()
     u = rng.random((n, 24)) @ B
     q, d2 = nearest_point(u, return_distance=True)
@@ -177,8 +170,6 @@ def cmd_lila(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     p = argparse.ArgumentParser(
         prog="leechlib",
         description="The Leech lattice and the extended binary Golay code, exact and fast.",

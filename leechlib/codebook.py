@@ -10,6 +10,9 @@ numbers, 2 bits per dimension, the codebook of Leech lattice vector quantization
 Indices are computed from the structure ``x = eps + 2u + 4y`` of the integer model
 (see :mod:`leechlib._kernels.ranking` for the order): no codebook is stored, and
 index ↔ point is exact in 64-bit integers.
+
+The kernel modules are imported inside the functions that call them, so that
+importing leechlib does not import Numba.
 """
 
 from __future__ import annotations

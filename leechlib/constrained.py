@@ -13,7 +13,9 @@ search starts from the feasible points ``nearest_point(t x)``, ``t < 1``, and th
 Lagrangian dual scale found by bisection (:func:`_ball_points`); for a shell from
 multipliers of both signs (:func:`_shell_points`).
 
-Everything here works in the integer frame (``coords="int"``).
+Everything here works in the integer frame (``coords="int"``).  The kernel modules
+are imported inside the functions that call them, so that importing leechlib does
+not import Numba.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ reaches into a private attribute; and the one constant ``SQRT8`` (the scale betw
 
 It is documented and tested, but it is an *internal* interface: its names may
 change between minor versions together with ``torch_ext``.  Nothing here imports
-torch, and importing this module compiles nothing.
+torch, and importing this module compiles nothing: the CUDA kernel module is
+imported inside the functions that use it, so that importing this module does not
+import Numba.
 
 Examples
 --------
@@ -26,9 +28,12 @@ True
 
 from __future__ import annotations
 
+from . import _mog
+
 # sqrt(8), the scale between the unit model Lambda24 and the integer model
 # sqrt(8)*Lambda24 (coords="unit" and "int"): the package's one constant for it
 from ._validation import SQRT8
+from .codebook import _tables
 
 __all__ = [
     "SQRT8",
@@ -65,8 +70,6 @@ def count_tables(max_int_norm: int):
     >>> int(count_tables(48).blocks(48)[-1])   # the second shell
     16773120
     """
-    from .codebook import _tables
-
     return _tables(int(max_int_norm))
 
 
@@ -87,8 +90,6 @@ def mog_tables() -> dict:
     >>> t["hexa"].shape, t["column_pattern"].shape, t["octads"].shape
     ((64, 6), (4, 2, 2), (759, 8))
     """
-    from . import _mog
-
     g, info = _mog.generator()
     return {
         "hexa": _mog.hexacode_words(),

@@ -28,11 +28,11 @@ import itertools
 
 import numpy as np
 
+from ..golay import GolayCode
+
 
 @functools.cache
 def _golay():
-    from leechlib.golay import GolayCode
-
     code = GolayCode()
     return code.codewords().astype(bool), code.octads().astype(np.int64)
 
