@@ -339,6 +339,24 @@ def test_mog_tables_are_a_leaf():
     assert "leechlib.golay" not in graph["leechlib.decode"]
 
 
+def test_kernel_modules_import_only_the_jit_policy_and_each_other():
+    """The modules of leechlib._kernels import, of the project, only leechlib._jit and
+    each other; the CUDA launcher also the MOG tables, the numpy references also the
+    public modules of leechlib."""
+    bad = []
+    for m in _modules():
+        if not m.startswith("leechlib._kernels."):
+            continue
+        for imp in _imports(m):
+            t = imp.target
+            ok = t == "leechlib._jit" or t.startswith("leechlib._kernels.")
+            ok |= m == "leechlib._kernels.cuda" and t == "leechlib._mog"
+            ok |= m == "leechlib._kernels.reference" and not any(map(_is_private, t.split(".")))
+            if not ok:
+                bad.append(f"{imp.where()} imports {t}")
+    assert not bad, "kernel modules reach beyond _jit and each other: " + "; ".join(bad)
+
+
 def test_leechlib_imports_torch_ext_only_in_its_lazy_cli_dispatch():
     bad = [f"{i.where()} imports {i.target}" for i in _cross_imports("leechlib", "torch_ext")
            if i.module != DISPATCH or not i.lazy]

@@ -84,8 +84,8 @@ def _coord_min(y, i, c, vals, nv, k0, mincost):
 def _candidates(y, i, c, vals, nv, K, k0, cst, order):
     """Costs of the values of class ``c`` at ``y_i`` and their order by cost.
 
-    The order of the original kernel: zig-zag from the value at or below ``y_i``,
-    ties to the smaller value.
+    A zig-zag from the value at or below ``y_i`` (the values of a class are an
+    arithmetic progression), ties to the smaller value.
     """
     n = nv[c]
     yi = y[i]
