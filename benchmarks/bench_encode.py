@@ -14,8 +14,8 @@ rate, on two sources,
   (random signs, then the orthonormal Walsh--Hadamard matrix of size 2048), cut
   into blocks of 24,
 
-it times ``q.encode`` (the fused kernels of :mod:`leechlib._kernels.fastencode`)
-and the original encoders kept in :mod:`leechlib._legacy_encode`, in the same run,
+it times ``q.encode`` (the fused kernels of :mod:`leechlib._kernels.encode`)
+and the original encoders kept in ``benchmarks/original_encoders.py``, in the same run,
 interleaved, ``--reps`` times each (the minimum is reported), with ``workers``
 threads (default one), and prints a markdown table: microseconds per block for
 both, their ratio and whether the codes are identical.  Each quantizer is fitted
@@ -34,8 +34,12 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# original_encoders.py lies beside this script (on the path when it runs as one, not
+# when the tests load it)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from leechlib import _legacy_encode as legacy  # noqa: E402
+import original_encoders as original  # noqa: E402
+
 from leechlib.quantizers import BallQuantizer, ShapeGainQuantizer  # noqa: E402
 
 
@@ -73,14 +77,14 @@ def _time(fn, x, workers):
 
 
 def measure(n_blocks: int, rates, reps: int, workers: int) -> list:
-    """Rows ``(source, quantizer, bits/dim, legacy us, new us, ratio, identical)``."""
+    """Rows ``(source, quantizer, bits/dim, original us, new us, ratio, identical)``."""
     rows = []
     for src, x in sources(n_blocks).items():
         fit = x[:2000]
         for bits in rates:
             for name, q, old in (
-                ("shape-gain", ShapeGainQuantizer(bits), legacy.shape_gain_encode),
-                ("ball", BallQuantizer(bits), legacy.ball_encode),
+                ("shape-gain", ShapeGainQuantizer(bits), original.shape_gain_encode),
+                ("ball", BallQuantizer(bits), original.ball_encode),
             ):
                 q.fit(fit, workers=workers)
                 q.prepare()

@@ -114,7 +114,7 @@ def _chi_gain_distortion(K: int) -> float:
     Up to 32 levels: Lloyd's iteration on 4000 quantiles of the distribution;
     beyond: the Panter-Dite approximation ``(int p^(1/3))^3 / (12 K^2)``.
     """
-    from scipy.stats import chi
+    from scipy.stats import chi  # on first use: ``import leechlib`` imports numpy only
 
     if K > 32:
         r = np.linspace(1e-6, 12.0, 24001)

@@ -29,6 +29,7 @@ count back on exit; leechlib itself never imports torch.
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import threading
@@ -68,8 +69,6 @@ def pjit(fn=None, **kwargs):
 
 def resolve_workers(workers) -> int:
     """Map scipy's ``workers`` convention (None/1: one thread, -1: all cores) to a count."""
-    import operator
-
     if workers is None:
         return 1
     if isinstance(workers, bool):

@@ -3,14 +3,12 @@ r"""The MOG tables: GF(4), the hexacode, column patterns, the Golay codewords an
 This is the one place where the tables of the Miracle Octad Generator are built; the
 Golay code (:mod:`leechlib.golay`), the exact decoders (:mod:`leechlib.decode`), the
 constrained search of the quantizers, the CUDA kernels and the extension seam
-(:mod:`leechlib.kernels`) all take them from here.  Soft-decision Golay decoding,
-which needs nothing but these tables and its kernel, lives here too, so that
-:mod:`leechlib.golay` and :mod:`leechlib.decode` do not import each other.
+(:mod:`leechlib.kernels`) all take them from here, so that :mod:`leechlib.golay` and
+:mod:`leechlib.decode` do not import each other.
 
-A leaf: it imports numpy and, inside :func:`golay_decode_soft` only, the jit policy
-and the kernel module :mod:`leechlib._kernels.minvec` (which import nothing else of
-leechlib).  Every table is built on first use by a ``functools.lru_cache``'d
-function and returned read-only; nothing is built at import.
+A leaf: it imports numpy and nothing of leechlib.  Every table is built on first use
+by a ``functools.lru_cache``'d function and returned read-only; nothing is built at
+import.
 
 Conventions (Conway & Sloane, *SPLAG*, Fig. 4.12): coordinate ``i = 4*column + row``
 (6 columns, 4 rows); rows are labelled by :math:`\mathrm{GF}(4) = \{0, 1, \omega,
@@ -37,7 +35,6 @@ __all__ = [
     "codeword_ints",
     "octads",
     "kernel_tables",
-    "golay_decode_soft",
 ]
 
 #: Multiplication table of GF(4) in the encoding 0, 1, ω = 2, ω̄ = 3 (addition is XOR).
@@ -242,23 +239,3 @@ def kernel_tables() -> dict:
     for v in t.values():
         v.flags.writeable = False
     return t
-
-
-def golay_decode_soft(r, workers=None) -> np.ndarray:
-    """Soft-decision ML Golay decoding of validated reliabilities ``r`` (..., 24).
-
-    Returns (..., 24) uint8 codewords maximising sum (-1)^{c_i} r_i; an empty batch
-    gives an empty result.  Used by :meth:`leechlib.GolayCode.decode_soft`.
-    """
-    arr = np.asarray(r)
-    shape = arr.shape[:-1]
-    rr = np.array(arr, dtype=np.float64, order="C", copy=True).reshape(-1, 24)
-    out = np.zeros(rr.shape, dtype=np.uint8)
-    if rr.shape[0]:
-        from ._jit import num_threads
-        from ._kernels.minvec import golay_soft
-
-        t = kernel_tables()
-        with num_threads(workers):
-            golay_soft(rr, t["pat"], t["hoff_golay"], out)
-    return out.reshape(shape + (24,))

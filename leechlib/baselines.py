@@ -9,7 +9,8 @@ r"""Baseline quantizers the Leech quantizers are measured against.
   encoding is the exact nearest codeword.
 
 All work on ``(..., d)`` float arrays and report their true rate in bits per
-dimension.
+dimension.  The kernel module of the exhaustive search is imported inside the
+encoder, so that importing leechlib does not import Numba.
 """
 
 from __future__ import annotations
@@ -299,7 +300,7 @@ class E8Quantizer:
         # overload: exact nearest codeword by exhaustive search over the ball
         over = np.nonzero(~inside)[0]
         if over.size:
-            from ._kernels.search import nearest_kernel
+            from ._kernels.bruteforce import nearest_kernel
 
             res = np.empty(over.size, dtype=np.int64)
             with num_threads(workers):

@@ -8,8 +8,11 @@ numbers, 2 bits per dimension, the codebook of Leech lattice vector quantization
 (LLVQ, arXiv:2603.11021).
 
 Indices are computed from the structure ``x = eps + 2u + 4y`` of the integer model
-(see :mod:`leechlib._kernels.shells` for the order): no codebook is stored, and
+(see :mod:`leechlib._kernels.ranking` for the order): no codebook is stored, and
 index ↔ point is exact in 64-bit integers.
+
+The kernel modules are imported inside the functions that call them, so that
+importing leechlib does not import Numba.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def _tables(max_int_norm: int) -> _Tables:
 
 @functools.lru_cache(maxsize=32)
 def _union_tables(norms: tuple, offsets: tuple):
-    """Tables of :func:`~leechlib._kernels.shells.rank_union_kernel` for the shells of
+    """Tables of :func:`~leechlib._kernels.ranking.rank_union_kernel` for the shells of
     unit norms ``norms`` (0: the origin) at index ``offsets``."""
     top = max(8 * max(norms), 8 * 26)
     t = _tables(top)
@@ -143,7 +146,7 @@ def _rank_union(z: np.ndarray, norms: tuple, offsets: tuple, workers=None) -> np
     """Indices of the int64 points ``z`` (n, 24) in the union of the shells ``norms``
     (entries bounded by the caller); -1 for a point not in it.  One kernel pass,
     membership included."""
-    from ._kernels.shells import rank_union_kernel
+    from ._kernels.ranking import rank_union_kernel
 
     out = np.full(z.shape[0], -1, dtype=np.int64)
     if z.shape[0]:
@@ -244,7 +247,7 @@ class ShellCodebook:
         Raises ``ValueError`` for an index outside ``[0, size)``.  ``workers`` as in
         scipy (``None``: one thread, ``-1``: all cores).
         """
-        from ._kernels.shells import unrank_kernel
+        from ._kernels.ranking import unrank_kernel
 
         idx = _as_indices(indices, self.size)
         flat = np.ascontiguousarray(idx.ravel())

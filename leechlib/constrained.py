@@ -6,14 +6,16 @@ vector with squared norm in ``[min_norm, max_norm]``; ``min_norm = 0`` is a ball
 (:class:`~leechlib.BallQuantizer`), ``min_norm = max_norm`` a shell (the shapes of
 :class:`~leechlib.ShapeGainQuantizer`).  The nearest lattice point
 (:func:`~leechlib.nearest_point`) answers whenever it satisfies the constraint;
-otherwise the exact search of :mod:`leechlib._kernels.fastsearch` (Lagrangian
+otherwise the exact search of :mod:`leechlib._kernels.constrained` (Lagrangian
 lower bounds for the 8192 cosets of :math:`4D_{24}`, best-first, a dynamic
 programme over the coordinates per coset) finds the nearest point.  For a ball the
 search starts from the feasible points ``nearest_point(t x)``, ``t < 1``, and the
 Lagrangian dual scale found by bisection (:func:`_ball_points`); for a shell from
 multipliers of both signs (:func:`_shell_points`).
 
-Everything here works in the integer frame (``coords="int"``).
+Everything here works in the integer frame (``coords="int"``).  The kernel modules
+are imported inside the functions that call them, so that importing leechlib does
+not import Numba.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ MAX_ABS = 2.0**30
 
 @functools.lru_cache(maxsize=16)
 def _class_tables(n_hi: int):
-    from ._kernels.constrained import class_tables
+    from ._kernels.coset import class_tables
 
     out = class_tables(n_hi)
     for a in out:
@@ -52,7 +54,7 @@ def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
     ``ts`` (n, T): the multipliers of the Lagrangian bounds per row; ``ub_pt`` (n, 24)
     with ``has_ub`` (n,): a feasible start per row, if any.
     """
-    from ._kernels.fastencode import SEARCH
+    from ._kernels.encode import SEARCH
 
     n = len(y)
     if ub_pt is None:
@@ -62,8 +64,8 @@ def _search(y, n_lo, n_hi, ts, ub_pt=None, has_ub=None, workers=None):
 
 
 def _encode(mode, y, n_lo, n_hi, steps, ts, ub_pt, has_ub, workers, t0=1.0):
-    """Call :func:`leechlib._kernels.fastencode.encode_kernel`; (points, dist, visited)."""
-    from ._kernels.fastencode import encode_kernel
+    """Call :func:`leechlib._kernels.encode.encode_kernel`; (points, dist, visited)."""
+    from ._kernels.encode import encode_kernel
 
     if t0 != 1.0 and n_lo != n_hi:  # pragma: no cover - internal misuse
         raise ValueError("a first decode at t0 != 1 is exact for a shell only")
@@ -90,7 +92,7 @@ _NO_UB = (np.zeros((1, 24)), np.zeros(1, dtype=np.bool_))
 def _ball_points(y, n_hi, workers=None, *, bisection_steps=2, return_stats=False):
     """Nearest points of norm <= n_hi (integer frame) of the rows of ``y`` (integer frame).
 
-    One fused kernel pass (:func:`leechlib._kernels.fastencode.encode_kernel`): the
+    One fused kernel pass (:func:`leechlib._kernels.encode.encode_kernel`): the
     nearest lattice point when its norm is <= n_hi; otherwise (overload) the dual
     scale t of the Lagrangian bound by bisection on the norm of Q(t y), from the t
     at which that norm is n_hi on average (the feasible Q(t y) give the starting
@@ -99,7 +101,7 @@ def _ball_points(y, n_hi, workers=None, *, bisection_steps=2, return_stats=False
     decode on every overloaded row.  With ``return_stats`` also the
     overload mask and the cosets visited per row (0 for the rows a probe answered).
     """
-    from ._kernels.fastencode import BALL
+    from ._kernels.encode import BALL
 
     p, _, visited = _encode(BALL, y, 0, n_hi, bisection_steps, np.ones((1, 1)), *_NO_UB,
                             workers)
@@ -127,7 +129,7 @@ def _shell_probe_scale(n_int):
     benchmarks/bench_encode.py --stats`` prints the share of blocks still searched).
     Only the speed depends on ``t0``, never the answer.  Clipped to ``[0.5, 1]``.
     """
-    from ._kernels.fastencode import MSE_INT
+    from ._kernels.encode import MSE_INT
 
     return math.sqrt(min(max(1.0 - MSE_INT / n_int, 0.25), 1.0))
 
@@ -135,12 +137,12 @@ def _shell_probe_scale(n_int):
 def _shell_points(y, n_int, workers=None, *, return_stats=False):
     """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``.
 
-    One fused kernel pass (:func:`leechlib._kernels.fastencode.encode_kernel`): the
+    One fused kernel pass (:func:`leechlib._kernels.encode.encode_kernel`): the
     nearest lattice point of ``t0 y`` when it lies on the shell (then it is a nearest
     shell point of ``y``, for any ``t0 > 0``), else the exact search.  ``t0`` is
     :func:`_shell_probe_scale` of the shell.
     """
-    from ._kernels.fastencode import SHELL
+    from ._kernels.encode import SHELL
 
     t0 = _shell_probe_scale(n_int)
     p, dist, visited = _encode(SHELL, y, n_int, n_int, 0, t0 * _SHELL_TS, *_NO_UB, workers,
@@ -213,7 +215,7 @@ def constrained_nearest_point(x, *, min_norm=0, max_norm, coords="unit", workers
     elif lo_i == hi_i:
         p = _shell_points(y, hi_i, workers)
     else:  # decode, and search (multiplier 1) where the decoded point is outside
-        from ._kernels.fastencode import SHELL
+        from ._kernels.encode import SHELL
 
         p = _encode(SHELL, y, lo_i, hi_i, 0, np.ones((1, 1)), *_NO_UB, workers)[0]
     d = ((y - p) ** 2).sum(axis=1)

@@ -38,6 +38,9 @@ lattice point up to floating-point rounding of the squared distances (about
 
 Inputs with entries of magnitude ``2**50`` or more in the integer frame are
 rejected: the lattice spacing is then near the float64 resolution.
+
+The kernel modules are imported inside the functions that call them, so that
+importing leechlib does not import Numba.
 """
 
 from __future__ import annotations

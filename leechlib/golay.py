@@ -15,6 +15,10 @@ arrays of 0/1 (``uint8``) with the 24 coordinates on the last axis; internally
 they are also packed into Python/numpy integers with bit ``i`` = coordinate ``i``.
 The tables (GF(4), the hexacode, the column patterns, the codewords and octads) are
 built once per process in :mod:`leechlib._mog`, which the decoders share.
+
+Soft-decision decoding (:func:`golay_decode_soft`) runs a Numba kernel; the kernel
+module is imported inside the function, so that importing leechlib does not import
+Numba.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from . import _mog
 from . import m24 as _m24
+from ._jit import num_threads
 from ._mog import GF4_MUL, column_pattern, hexacode_words
 from ._mog import pack as _pack
 from ._mog import popcount as _popcount
@@ -276,7 +281,7 @@ class GolayCode:
         True
         """
         r = as_real_points(reliabilities, "reliabilities", 24, allow_empty=True)
-        return _mog.golay_decode_soft(r, workers=workers)
+        return golay_decode_soft(r, workers=workers)
 
     # ----------------------------------------------------------------- structure
     def codewords(self) -> np.ndarray:
@@ -463,3 +468,22 @@ def _as_perm(perm, name: str) -> np.ndarray:
     if sorted(p.tolist()) != list(range(24)):
         raise ValueError(f"{name} must be a permutation of 0..23")
     return p.astype(np.intp)
+
+
+def golay_decode_soft(r, workers=None) -> np.ndarray:
+    """Soft-decision ML Golay decoding of validated reliabilities ``r`` (..., 24).
+
+    Returns (..., 24) uint8 codewords maximising sum (-1)^{c_i} r_i; an empty batch
+    gives an empty result.  Used by :meth:`GolayCode.decode_soft`, which validates.
+    """
+    arr = np.asarray(r)
+    shape = arr.shape[:-1]
+    rr = np.array(arr, dtype=np.float64, order="C", copy=True).reshape(-1, 24)
+    out = np.zeros(rr.shape, dtype=np.uint8)
+    if rr.shape[0]:
+        from ._kernels.minvec import golay_soft
+
+        t = _mog.kernel_tables()
+        with num_threads(workers):
+            golay_soft(rr, t["pat"], t["hoff_golay"], out)
+    return out.reshape(shape + (24,))

@@ -12,7 +12,9 @@ bound in the integer model), its one integer check ``check_int`` and ``subsample
 
 It is documented and tested, but it is an *internal* interface: its names may
 change between minor versions together with ``torch_ext``.  Nothing here imports
-torch, and importing this module compiles nothing.
+torch, and importing this module compiles nothing: the CUDA kernel module is
+imported inside the functions that use it, so that importing this module does not
+import Numba.
 
 Examples
 --------
@@ -32,8 +34,10 @@ True
 
 from __future__ import annotations
 
+from . import _mog
 from ._constants import MAX_ABS, SQRT8
 from ._validation import check_int, subsample
+from .codebook import _tables
 
 __all__ = [
     "SQRT8",
@@ -73,8 +77,6 @@ def count_tables(max_int_norm: int):
     >>> int(count_tables(48).blocks(48)[-1])   # the second shell
     16773120
     """
-    from .codebook import _tables
-
     return _tables(int(max_int_norm))
 
 
@@ -95,8 +97,6 @@ def mog_tables() -> dict:
     >>> t["hexa"].shape, t["column_pattern"].shape, t["octads"].shape
     ((64, 6), (4, 2, 2), (759, 8))
     """
-    from . import _mog
-
     g, info = _mog.generator()
     return {
         "hexa": _mog.hexacode_words(),

@@ -34,7 +34,7 @@ import numpy as np
 
 from ._mog import readonly as _readonly
 from ._validation import SQRT8, as_binary, as_real_points, as_rng, check_coords, check_int, check_positive
-from .golay import _code
+from .golay import _as_perm, _code
 from .shells import _iter_shell_int, minimal_vectors_int, shell_count, theta_series
 
 __all__ = ["LeechLattice", "theta_series", "shell_count", "MINIMAL_SHAPES", "SQRT8"]
@@ -325,8 +325,6 @@ class LeechLattice:
         >>> float(abs(P).sum())
         24.0
         """
-        from .golay import _as_perm
-
         p = _as_perm(perm, "perm")
         if not _code().is_automorphism(p):
             raise ValueError("perm is not an automorphism of the Golay code (not in M24)")

@@ -337,14 +337,31 @@ def _cross_imports(src: str, dst: str):
 
 
 def test_mog_tables_are_a_leaf():
-    """leechlib._mog (the MOG tables, soft Golay decoding) imports nothing of the project
-    but the jit policy and, lazily, its kernel module, so every decoder can use it."""
+    """leechlib._mog (the MOG tables) imports nothing of the project, not even lazily,
+    so every decoder can use it."""
     targets = {i.target for i in _imports("leechlib._mog")}
-    assert targets <= {"leechlib._jit", "leechlib._kernels", "leechlib._kernels.minvec"}, targets
-    assert all(i.lazy for i in _imports("leechlib._mog") if i.target.startswith("leechlib._k"))
+    assert not targets, targets
     graph = _graph(include_lazy=True)
     assert "leechlib.decode" not in graph["leechlib.golay"]
     assert "leechlib.golay" not in graph["leechlib.decode"]
+
+
+def test_kernel_modules_import_only_the_jit_policy_and_each_other():
+    """The modules of leechlib._kernels import, of the project, only leechlib._jit, the
+    constants (leechlib._constants) and each other; the CUDA launcher also the MOG
+    tables, the numpy references also the public modules of leechlib."""
+    bad = []
+    for m in _modules():
+        if not m.startswith("leechlib._kernels."):
+            continue
+        for imp in _imports(m):
+            t = imp.target
+            ok = t in ("leechlib._jit", "leechlib._constants") or t.startswith("leechlib._kernels.")
+            ok |= m == "leechlib._kernels.cuda" and t == "leechlib._mog"
+            ok |= m == "leechlib._kernels.reference" and not any(map(_is_private, t.split(".")))
+            if not ok:
+                bad.append(f"{imp.where()} imports {t}")
+    assert not bad, "kernel modules reach beyond _jit, _constants and each other: " + "; ".join(bad)
 
 
 def test_leechlib_imports_torch_ext_only_in_its_lazy_cli_dispatch():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from leechlib._kernels.search import nearest_kernel, nearest_reference
+from leechlib._kernels.bruteforce import nearest_kernel, nearest_reference
 from leechlib.baselines import E8Quantizer, ScalarQuantizer, e8_ball, e8_nearest_point
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leechlib import BallCodebook, LeechLattice, ShellCodebook, theta_series
-from leechlib._kernels.shells import rank_reference, unrank_reference
+from leechlib._kernels.ranking import rank_reference, unrank_reference
 from leechlib.codebook import _tables
 
 

@@ -315,7 +315,7 @@ _SCRIPT = r"""
 import json, sys
 import numpy as np
 from leechlib.decode import nearest_point, nearest_minimal_vector
-from leechlib._mog import golay_decode_soft as _golay_decode_soft
+from leechlib.golay import golay_decode_soft as _golay_decode_soft
 x = np.array(json.loads(sys.stdin.read()))
 p, d = nearest_point(x, coords="int", return_distance=True)
 v, i = nearest_minimal_vector(x[:6], coords="int", return_index=True)
@@ -344,7 +344,7 @@ def test_disable_jit_agrees():
     p, d, v, i, c = json.loads(res.stdout)
     p0, d0 = nearest_point(x, coords="int", return_distance=True)
     v0, i0 = nearest_minimal_vector(x[:6], coords="int", return_index=True)
-    from leechlib._mog import golay_decode_soft as _golay_decode_soft
+    from leechlib.golay import golay_decode_soft as _golay_decode_soft
 
     np.testing.assert_array_equal(np.array(p), p0)
     np.testing.assert_array_equal(np.array(d), d0)

@@ -1,14 +1,15 @@
-"""The fused encoders against the original ones (:mod:`leechlib._legacy_encode`).
+"""The fused encoders against the original ones (``benchmarks/original_encoders.py``).
 
-The quantizers encode with one kernel pass (:mod:`leechlib._kernels.fastencode`:
-decode, then the windowed constrained search of :mod:`leechlib._kernels.fastsearch`
+The quantizers encode with one kernel pass (:mod:`leechlib._kernels.encode`:
+decode, then the windowed constrained search of :mod:`leechlib._kernels.constrained`
 where the nearest lattice point misses the codebook) and index with
-:func:`leechlib._kernels.shells.rank_union_kernel`.  The original wrappers are
+:func:`leechlib._kernels.ranking.rank_union_kernel`.  The original wrappers are
 kept as the reference: same codes on random inputs; on exact ties (where either
 may return any nearest codeword) the same distance.  Brute force over explicit
 codebooks is in ``tests/test_quantizers.py``.
 """
 
+import importlib.util
 import math
 import os
 import subprocess
@@ -20,11 +21,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leechlib import LeechLattice
-from leechlib import _legacy_encode as legacy
 from leechlib.constrained import _ball_points, _search, _shell_points
 from leechlib.quantizers import BallQuantizer, ShapeGainQuantizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_original():
+    """``benchmarks/original_encoders.py``, by its path (benchmarks/ is not a package)."""
+    path = os.path.join(ROOT, "benchmarks", "original_encoders.py")
+    spec = importlib.util.spec_from_file_location("original_encoders", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+original = _load_original()
 _NO_UB_ARGS = (np.zeros((1, 24)), np.zeros(1, dtype=np.bool_))
 
 
@@ -72,7 +84,7 @@ def _sg_check(q, x, workers=None):
     """Shape-gain codes agree with the original; where they differ, both are optimal
     (a tie): the same projection and gain index."""
     new = q.encode(x, workers=workers)
-    old = legacy.shape_gain_encode(q, x, workers=workers)
+    old = original.shape_gain_encode(q, x, workers=workers)
     diff = np.any(new != old, axis=-1)
     if diff.any():
         xn = q.decode(new[diff])
@@ -86,7 +98,7 @@ def _sg_check(q, x, workers=None):
 
 def _ball_check(q, x, workers=None):
     new = q.encode(x, workers=workers)
-    old = legacy.ball_encode(q, x, workers=workers)
+    old = original.ball_encode(q, x, workers=workers)
     diff = new != old
     if diff.any():
         dn = ((q.decode(new[diff]) - x[diff]) ** 2).sum(axis=1)
@@ -98,8 +110,8 @@ def _ball_check(q, x, workers=None):
 def test_codes_identical_on_random_blocks(quantizers, blocks):
     sg, ball = quantizers
     for x in blocks:
-        assert np.array_equal(sg.encode(x), legacy.shape_gain_encode(sg, x))
-        assert np.array_equal(ball.encode(x), legacy.ball_encode(ball, x))
+        assert np.array_equal(sg.encode(x), original.shape_gain_encode(sg, x))
+        assert np.array_equal(ball.encode(x), original.ball_encode(ball, x))
 
 
 def test_codes_identical_with_threads(quantizers, blocks):
@@ -144,7 +156,7 @@ def test_huge_and_bad_blocks_rejected_alike(quantizers):
     x = np.full((1, 24), 1e300)
     # shape-gain is scale invariant: huge blocks are encoded like small ones
     assert np.array_equal(sg.encode(x)[:, 0], sg.encode(x * 1e-300)[:, 0])
-    for fn in (ball.encode, lambda x: legacy.ball_encode(ball, x)):
+    for fn in (ball.encode, lambda x: original.ball_encode(ball, x)):
         with pytest.raises(ValueError, match="too large"):
             fn(x)
     for fn in (sg.encode, ball.encode):
@@ -154,7 +166,7 @@ def test_huge_and_bad_blocks_rejected_alike(quantizers):
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), scale=st.floats(0.05, 20.0), heavy=st.booleans())
-def test_codes_match_legacy_hypothesis(seed, scale, heavy):
+def test_codes_match_original_hypothesis(seed, scale, heavy):
     rng = np.random.default_rng(seed)
     x = (rng.standard_t(2, size=(12, 24)) if heavy else rng.standard_normal((12, 24))) * scale
     sg, ball = _fitted()
@@ -177,7 +189,7 @@ def _fitted():
 
 @pytest.mark.parametrize("n_lo,n_hi,scale", [(192, 192, 1.0), (0, 208, 1.0), (32, 32, 3.0),
                                              (0, 48, 9.0), (176, 208, 1.2)])
-def test_search_matches_legacy_kernel(n_lo, n_hi, scale):
+def test_search_matches_original_kernel(n_lo, n_hi, scale):
     """The windowed search against the original kernel, with and without a start."""
     rng = np.random.default_rng(n_lo + n_hi)
     y = rng.standard_normal((60, 24))
@@ -185,7 +197,7 @@ def test_search_matches_legacy_kernel(n_lo, n_hi, scale):
     y[:20] *= rng.uniform(0.7, 1.5, size=(20, 1))
     ts = np.tile([0.93, 1.07] if n_lo == n_hi else [0.97], (60, 1))
     p1, d1, _ = _search(y, n_lo, n_hi, ts)
-    p0, d0, _ = legacy.search(y, n_lo, n_hi, ts)
+    p0, d0, _ = original.search(y, n_lo, n_hi, ts)
     np.testing.assert_allclose(d1, d0, rtol=1e-12)
     assert np.array_equal(p1, p0)  # random points: no ties
     n = (p1 * p1).sum(axis=1)
@@ -196,13 +208,13 @@ def test_search_matches_legacy_kernel(n_lo, n_hi, scale):
     np.testing.assert_allclose(d2, d1, rtol=1e-12)
 
 
-def test_shell_and_ball_points_match_legacy():
+def test_shell_and_ball_points_match_original():
     rng = np.random.default_rng(11)
     y = rng.standard_normal((300, 24))
     u = y / np.linalg.norm(y, axis=1)[:, None] * math.sqrt(192)
-    assert np.array_equal(_shell_points(u, 192), legacy.shell_points(u, 192))
+    assert np.array_equal(_shell_points(u, 192), original.shell_points(u, 192))
     z = y * 3.3
-    assert np.array_equal(_ball_points(z, 208), legacy.ball_points(z, 208))
+    assert np.array_equal(_ball_points(z, 208), original.ball_points(z, 208))
 
 
 
@@ -211,7 +223,7 @@ def test_ball_probe_on_the_outer_shell_is_optimal():
     is answered by that probe, without a search (visited 0): the Lagrangian argument
     makes it a nearest point of the ball.  Checked against the exhaustive DP."""
     from leechlib import GolayCode
-    from leechlib._kernels.constrained import constrained_reference
+    from leechlib._kernels.reference import constrained_reference
 
     U = GolayCode().codewords()
     rng = np.random.default_rng(21)
@@ -232,7 +244,7 @@ def test_shell_probe_scale_changes_speed_not_answers(n):
     points (a lattice point of ``t0 y`` on the shell maximises ``<y, v>`` there);
     the chosen ``t0`` answers more rows without a search than ``t0 = 1``."""
     from leechlib import nearest_point
-    from leechlib._kernels.fastencode import SHELL
+    from leechlib._kernels.encode import SHELL
     from leechlib.constrained import _SHELL_TS, _encode, _shell_probe_scale
 
     t0 = _shell_probe_scale(n)
@@ -241,7 +253,7 @@ def test_shell_probe_scale_changes_speed_not_answers(n):
     rng = np.random.default_rng(n)
     y = rng.standard_normal((300, 24))
     y *= math.sqrt(n) / np.linalg.norm(y, axis=1)[:, None]
-    ref = legacy.shell_points(y, n)
+    ref = original.shell_points(y, n)
     hits = {}
     for t in (t0, 1.0, 0.8, 1.1):
         p, d, visited = _encode(SHELL, y, n, n, 0, _SHELL_TS, *_NO_UB_ARGS, None, t0=t)
@@ -254,24 +266,24 @@ def test_shell_probe_scale_changes_speed_not_answers(n):
     assert hits[t0] > hits[1.0]
     assert np.array_equal(_shell_points(y, n), ref)
 
-def test_index_matches_legacy(quantizers, blocks):
+def test_index_matches_original(quantizers, blocks):
     """rank_union_kernel (membership inside) against the original numpy membership
     test + rank kernel, on codebook points and on points outside."""
     sg, ball = quantizers
     x = blocks[0][:200]
     pts = ball._int_codebook.point(ball.encode(x))
-    assert np.array_equal(ball._int_codebook.index(pts), legacy._index_ball(ball._int_codebook, pts))
+    assert np.array_equal(ball._int_codebook.index(pts), original._index_ball(ball._int_codebook, pts))
     cb = sg._codebooks[0]
     sp = cb.point(sg.encode(x)[:, 0])
-    assert np.array_equal(cb.index(sp), legacy._index_shell(cb, sp))
+    assert np.array_equal(cb.index(sp), original._index_shell(cb, sp))
     bad = sp.copy()
     bad[:, 0] += 8  # in the lattice, not on the shell
-    for fn in (cb.index, lambda p: legacy._index_shell(cb, p)):
+    for fn in (cb.index, lambda p: original._index_shell(cb, p)):
         with pytest.raises(ValueError, match="shell"):
             fn(bad[:3])
     bad2 = pts.copy()
     bad2[:, 1] += 1  # not lattice points
-    for fn in (ball._int_codebook.index, lambda p: legacy._index_ball(ball._int_codebook, p)):
+    for fn in (ball._int_codebook.index, lambda p: original._index_ball(ball._int_codebook, p)):
         with pytest.raises(ValueError):
             fn(bad2[:3])
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from leechlib import GolayCode
 from leechlib._kernels.reference import golay_soft_ref
-from leechlib._mog import golay_decode_soft as _golay_decode_soft
+from leechlib.golay import golay_decode_soft as _golay_decode_soft
 
 CODE = GolayCode()
 WORDS = CODE.codewords()

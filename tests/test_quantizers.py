@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leechlib import BallCodebook, GolayCode, LeechLattice, ShellCodebook, nearest_point, shell_count
-from leechlib._kernels.constrained import constrained_reference
+from leechlib._kernels.reference import constrained_reference
 from leechlib.constrained import _ball_points, _search, _shell_points
 from leechlib.quantizers import (
     MIN_BITS_PER_DIM,

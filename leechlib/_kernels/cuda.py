@@ -30,6 +30,10 @@ import os
 import types
 
 import numpy as np
+from numba import float64, int64
+
+from .._mog import kernel_tables
+from . import leech, minvec
 
 try:  # a module global on purpose: the CUDA simulator swaps it inside the kernels
     from numba import cuda
@@ -79,10 +83,6 @@ def kernels() -> types.SimpleNamespace:
     Built on first use; nothing is compiled until a kernel is launched.
     """
     _numpy_compat()
-    from numba import float64, int64
-
-    from . import leech, minvec
-
     leech_one = leech.make_kernels(_device_jit).leech_one
     minvec_one = minvec.make_kernels(_device_jit).minvec_one
     scratch_f, scratch_i, max_abs = leech.SCRATCH_F, leech.SCRATCH_I, leech.MAX_ABS
@@ -149,8 +149,6 @@ def _device_tables():
     key = (os.getpid(), dev_id)
     t = _TABLES.get(key)
     if t is None:
-        from .._mog import kernel_tables
-
         host = kernel_tables()
         t = {name: cuda.to_device(np.ascontiguousarray(host[name]))
              for name in ("pat", "hexa", "hoff_leech", "hoff_golay", "octads", "info")}

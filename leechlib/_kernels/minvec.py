@@ -2,7 +2,7 @@
 
 Both work in MOG coordinates (coordinate ``4*column + row``) on float64 input, with
 the tables of :func:`leechlib._mog.kernel_tables` passed in by the wrappers
-(:func:`leechlib._mog.golay_decode_soft`, :func:`leechlib.nearest_minimal_vector`);
+(:func:`leechlib.golay.golay_decode_soft`, :func:`leechlib.nearest_minimal_vector`);
 this module imports nothing from leechlib but the jit policy.
 
 Soft Golay decoding (maximum likelihood): per MOG column, score ``s`` and parity

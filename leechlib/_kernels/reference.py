@@ -1,6 +1,8 @@
-"""Plain-numpy brute-force references for the kernels of :mod:`leechlib._kernels.leech`.
+"""Plain-numpy references for the Numba kernels, clear rather than fast.
 
-They share no algorithm with the fast kernels and are exact by exhaustion:
+The references of the decoders (:mod:`leechlib._kernels.leech`,
+:mod:`leechlib._kernels.minvec`) share no algorithm with the kernels and are exact by
+exhaustion:
 
 * :func:`leech_nearest_ref` tries all 8192 cosets of 4*D24 in sqrt(8)*Lambda24
   (Golay word u and eps in {0, 1}: eps + 2u + 4*D24 for eps = 0, eps + 2u + 4*(D24 + e1)
@@ -10,6 +12,11 @@ They share no algorithm with the fast kernels and are exact by exhaustion:
   moving more coordinates, or one coordinate further, never costs less).
 * :func:`golay_soft_ref` scores all 4096 codewords.
 * :func:`nearest_minvec_ref` takes inner products with all 196 560 minimal vectors.
+
+:func:`constrained_reference`, the reference of the constrained search
+(:mod:`leechlib._kernels.constrained`), solves every one of the 8192 cosets by the
+search's dynamic programme, vectorised over the codewords, with no bounds and no
+pruning (about a second per point).
 
 Slow (milliseconds per point); meant for tests and benchmarks.
 """
@@ -21,11 +28,11 @@ import itertools
 
 import numpy as np
 
+from ..golay import GolayCode
+
 
 @functools.cache
 def _golay():
-    from leechlib.golay import GolayCode
-
     code = GolayCode()
     return code.codewords().astype(bool), code.octads().astype(np.int64)
 
@@ -189,3 +196,65 @@ def nearest_minvec_ref(x, *, chunk=32):
         part = np.partition(s, -2, axis=1)[:, -2:]
         gap[lo:hi] = part[:, 1] - part[:, 0]
     return index, ip, gap
+
+
+def constrained_reference(y, n_lo, n_hi, codewords):
+    """Exhaustive constrained nearest point of one point ``y`` (24,) (integer frame).
+
+    ``codewords``: (4096, 24) 0/1 array of the Golay code.  Returns ``(v, dist)``
+    with ``v`` an int64 (24,) lattice vector of norm in ``[n_lo, n_hi]`` (``None``
+    and ``inf`` if there is none).  Plain numpy, no bounds or pruning.
+    """
+    # the class tables live beside the Numba DP; imported here so that importing this
+    # module does not import Numba
+    from .coset import class_tables
+
+    y = np.asarray(y, dtype=np.float64)
+    U = np.asarray(codewords, dtype=np.int64)
+    vals, nv, step, vpar = class_tables(n_hi)
+    best, best_v = np.inf, None
+    for eps in (0, 1):
+        if eps == 0:
+            S, s_lo = n_hi // 4, -(-n_lo // 4)
+        else:
+            if n_hi < 24:
+                continue
+            S, s_lo = (n_hi - 24) // 8, max(0, -(-(n_lo - 24) // 8))
+        cost = np.full((4096, S + 1, 2), np.inf)
+        cost[:, 0, 0] = 0.0
+        choice = np.zeros((24, 4096, S + 1, 2), dtype=np.int64)
+        for i in range(24):
+            cls = eps + 2 * U[:, i]
+            new = np.full_like(cost, np.inf)
+            newch = np.zeros((4096, S + 1, 2), dtype=np.int64)
+            for c in (eps, eps + 2):
+                rows = np.nonzero(cls == c)[0]
+                for k in range(nv[c]):
+                    d, v, p = int(step[c, k]), int(vals[c, k]), int(vpar[c, k])
+                    if d > S:
+                        continue
+                    cand = cost[rows, : S + 1 - d, :] + (y[i] - v) ** 2
+                    for q in (0, 1):
+                        tgt = new[rows, d:, q ^ p]
+                        better = cand[:, :, q] < tgt
+                        tgt = np.where(better, cand[:, :, q], tgt)
+                        new[rows, d:, q ^ p] = tgt
+                        ch = newch[rows, d:, q ^ p]
+                        newch[rows, d:, q ^ p] = np.where(better, k, ch)
+            cost = new
+            choice[i] = newch
+        fin = cost[:, s_lo:, eps] if s_lo <= S else np.full((4096, 1), np.inf)
+        q, s = np.unravel_index(np.argmin(fin), fin.shape)
+        if fin[q, s] < best:
+            best = float(fin[q, s])
+            s += s_lo
+            p = eps
+            v = np.zeros(24, dtype=np.int64)
+            for i in range(23, -1, -1):
+                c = eps + 2 * int(U[q, i])
+                k = choice[i, q, s, p]
+                v[i] = vals[c, k]
+                s -= int(step[c, k])
+                p ^= int(vpar[c, k])
+            best_v = v
+    return best_v, best

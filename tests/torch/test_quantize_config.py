@@ -66,7 +66,7 @@ def _same_layers(a, b):
 BAD = [
     (dict(method="gptq"), ValueError, r"unknown quantization method 'gptq': method must be one of"),
     (dict(method=3), ValueError, r"unknown quantization method 3"),
-    (dict(method="rtn", bits=9), ValueError, r"bits must be >= 1 and <= 8, got 9"),
+    (dict(method="rtn", bits=9), ValueError, r"bits must be in \[1, 8\], got 9"),
     (dict(method="rtn", bits="2"), TypeError, r"bits must be an int"),
     (dict(method="e8", bits=0.5), ValueError, r"too small for the E8 ball"),
     (dict(method="leech-ball", bits=3), ValueError, r"bits_per_dim"),
@@ -82,7 +82,7 @@ BAD = [
     (dict(damp=float("nan")), ValueError, r"damp must be a number"),
     (dict(damp=True), ValueError, r"damp must be a number"),
     (dict(act_order=1), TypeError, r"act_order must be a bool, got int"),
-    (dict(scale_iters=101), ValueError, r"scale_iters must be >= 0 and <= 100, got 101"),
+    (dict(scale_iters=101), ValueError, r"scale_iters must be in \[0, 100\], got 101"),
     (dict(scale_iters=1.0), TypeError, r"scale_iters must be an int"),
     (dict(scale_dtype=torch.int8), ValueError, r"scale_dtype must be torch.float16"),
     (dict(scale_dtype="float16"), ValueError, r"scale_dtype must be torch.float16"),

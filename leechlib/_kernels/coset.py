@@ -1,8 +1,9 @@
 r"""Per coset of the constrained search: the Lagrangian dual and the dynamic programme.
 
-The two exact per-coset solvers of :func:`leechlib._kernels.fastsearch.search_one`
-(read that module's docstring first), for the coset ``(eps, w)`` of
-:math:`4D_{24}` (``w`` a Golay codeword as a 24-bit int):
+The two exact per-coset solvers of :func:`leechlib._kernels.constrained.search_one`
+(the problem, the bounds and the exactness argument are in that module's docstring),
+for the coset ``(eps, w)`` of :math:`4D_{24}` (``w`` a Golay codeword as a 24-bit
+int):
 
 * :func:`_dual`: the coset's Lagrangian dual, maximised over the multiplier of the
   norm constraint (concave, piecewise linear; each value costs one pass over the 24
@@ -10,22 +11,53 @@ The two exact per-coset solvers of :func:`leechlib._kernels.fastsearch.search_on
   minimiser with complementary slackness is the coset's optimum), or gives a lower
   bound;
 * :func:`_dp`: the exact DP over the coordinates with the partial norm as state,
-  pruned by the search's threshold (see "Norm-aware DP pruning" in
-  :mod:`leechlib._kernels.fastsearch`); :func:`_candidates` builds its per-coordinate
+  pruned by the search's threshold (see "Per coset: dual, then DP" in
+  :mod:`leechlib._kernels.constrained`); :func:`_candidates` builds its per-coordinate
   candidate tables lazily.
 
-Plain numeric code compiled inline into the search (``NUMBA_DISABLE_JIT=1`` runs it
-as Python); the scratch buffers ``sc`` are those of
-:func:`leechlib._kernels.fastsearch.scratch`.
+:func:`class_tables` builds the values each coordinate of a coset can take (per
+residue class mod 4, with the norm step and the parity of each value): plain Python,
+run once per norm by :mod:`leechlib.constrained`.  The rest is plain numeric code
+compiled inline into the search (``NUMBA_DISABLE_JIT=1`` runs it as Python); the
+scratch buffers ``sc`` are those of
+:func:`leechlib._kernels.constrained.scratch`.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .._jit import jit
 
+__all__ = ["class_tables"]
+
 _INF = float("inf")
+
+
+def class_tables(n_hi: int):
+    """Values of each residue class ``c`` mod 4 with ``v^2 <= n_hi`` and their data.
+
+    Returns ``(vals, nv, step, vpar)``: int64 arrays of shape (4, K), (4,), (4, K),
+    (4, K): the values ascending, their count, the norm step (``v^2 / 4`` for even
+    classes, ``(v^2 - 1) / 8`` for odd ones) and the parity of ``k = (v - c) / 4``.
+    """
+    b = math.isqrt(max(int(n_hi), 0))
+    lists = [[v for v in range(-b, b + 1) if v % 4 == c and v * v <= n_hi] for c in range(4)]
+    K = max(1, max(len(lst) for lst in lists))
+    vals = np.zeros((4, K), dtype=np.int64)
+    nv = np.zeros(4, dtype=np.int64)
+    step = np.zeros((4, K), dtype=np.int64)
+    vpar = np.zeros((4, K), dtype=np.int64)
+    for c, lst in enumerate(lists):
+        nv[c] = len(lst)
+        for k, v in enumerate(lst):
+            vals[c, k] = v
+            step[c, k] = v * v // 4 if c % 2 == 0 else (v * v - 1) // 8
+            vpar[c, k] = ((v - c) // 4) & 1
+    return vals, nv, step, vpar
+
 
 @jit(inline="always")
 def _coord_min(y, i, c, vals, nv, k0, mincost):
@@ -52,8 +84,8 @@ def _coord_min(y, i, c, vals, nv, k0, mincost):
 def _candidates(y, i, c, vals, nv, K, k0, cst, order):
     """Costs of the values of class ``c`` at ``y_i`` and their order by cost.
 
-    The order of the original kernel: zig-zag from the value at or below ``y_i``,
-    ties to the smaller value.
+    A zig-zag from the value at or below ``y_i`` (the values of a class are an
+    arithmetic progression), ties to the smaller value.
     """
     n = nv[c]
     yi = y[i]

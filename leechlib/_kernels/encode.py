@@ -3,7 +3,7 @@ r"""Fused exact encoders of the Leech quantizers (Numba kernels).
 One parallel pass per batch: every row is decoded by the exact Leech decoder
 (:func:`leechlib._kernels.leech._leech_one`); the rows whose nearest lattice point
 misses the norm range go through the exact constrained search of
-:mod:`leechlib._kernels.fastsearch` right away, with no masks, gathers or further
+:mod:`leechlib._kernels.constrained` right away, with no masks, gathers or further
 passes from Python.
 
 One kernel, :func:`encode_kernel`, in three modes (the search's code is inlined
@@ -30,13 +30,13 @@ once, so it compiles once):
   ``||y - v||^2 - ||y - q||^2 >= (1/t - 1) (||q||^2 - ||v||^2) >= 0`` (divide
   ``||t y - v||^2 >= ||t y - q||^2`` by ``t``), so ``q`` is a nearest point of the
   ball: no further probe and no search (``visited`` 0).
-* ``SEARCH``: the constrained search alone, row by row (the arguments of
-  :func:`~leechlib._kernels.constrained.constrained_kernel`).
+* ``SEARCH``: the constrained search alone, row by row (the multipliers and a
+  feasible start per row given by the caller).
 
 Every mode gives, for every row, a nearest point of the range (the search is
-exact), so the answers agree with those of the original numpy wrappers (kept in
-:mod:`leechlib._legacy_encode`) up to ties.  References in the tests: the
-exhaustive DP of :func:`~leechlib._kernels.constrained.constrained_reference`, brute
+exact), so the answers agree with those of the original numpy wrappers
+(``benchmarks/original_encoders.py``) up to ties.  References in the tests: the
+exhaustive DP of :func:`~leechlib._kernels.reference.constrained_reference`, brute
 force over explicit codebooks, and the original wrappers.
 """
 
@@ -48,7 +48,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import jit, pjit
-from .fastsearch import hoff4_table, scratch, search_one
+from .constrained import hoff4_table, scratch, search_one
 from .leech import CHUNK, _leech_one, _leech_scratch
 
 __all__ = ["encode_kernel", "SEARCH", "SHELL", "BALL", "NSM", "MSE_INT"]
@@ -191,12 +191,15 @@ def encode_kernel(mode, y, n_lo, n_hi, steps, t0, ts, ub_pt, has_ub, hexa, pat, 
     """Exact nearest points of norm in ``[n_lo, n_hi]`` of the rows of ``y`` (n, 24).
 
     ``mode``: ``SEARCH`` runs the constrained search on every row with the
-    multipliers ``ts[k]`` and the start ``ub_pt[k]`` if ``has_ub[k]`` (the arguments
-    and outputs of :func:`~leechlib._kernels.constrained.constrained_kernel`).
+    multipliers ``ts[k]`` of ``ts`` (n, T), T >= 1, and the feasible start
+    ``ub_pt[k]`` of ``ub_pt`` (n, 24) where ``has_ub[k]`` (``has_ub`` (n,) bool).
     ``SHELL`` and ``BALL`` (``n_lo = 0``) first decode the row and search only if the
     nearest lattice point is outside the range: ``SHELL`` with the multipliers
     ``ts[0]`` and no start (for a shell, ``n_lo = n_hi``, or with ``t0 = 1`` any
     range), ``BALL`` after ``steps`` scale probes (see the module docstring).
+    ``hexa``, ``pat``, ``hoff``: the MOG tables of :func:`leechlib._mog.kernel_tables`
+    (``hexa``, ``pat``, ``hoff_leech``); ``vals, nv, step, vpar``: the class tables of
+    :func:`~leechlib._kernels.coset.class_tables` for ``n_hi``.
     ``t0``: in ``SHELL`` mode the first decode is of ``t0 y``, exact for any
     ``t0 > 0`` on a shell only (a nearest lattice point of ``t0 y`` on the shell is a
     nearest shell point of ``y``); 1 otherwise.  ``out`` (n, 24); ``dist`` (n,) the
