@@ -152,3 +152,12 @@ def test_register_architecture_bad_input(args, exc, match):
 
 def test_lila_is_registered():
     assert qio._ARCHITECTURES["lila_config"][0] is torch_ext.LilaTransformer
+
+
+def test_the_general_quantizer_loads_without_the_lila_run_stack():
+    """``import torch_ext.quantize`` brings no training, data, checkpoint or CLI module."""
+    code = ("import sys, torch_ext.quantize, torch_ext.vq, torch_ext.ops;"
+            "print(','.join(sorted(m for m in sys.modules if m.startswith('torch_ext.lila.'))))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert set(filter(None, res.stdout.strip().split(","))) <= {"torch_ext.lila.results"}
