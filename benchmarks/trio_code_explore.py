@@ -84,9 +84,8 @@ def full_norm_interval(nrm_all, start, stop):
 class TrioTables:
     """Explicit per-set tables for every (eps, pattern byte, pi): int8 v-values."""
 
-    def __init__(self, tier_sizes, triples, classes=None):
+    def __init__(self, tier_sizes, triples):
         self.tier_sizes = list(tier_sizes)
-        self.triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
         total = sum(tier_sizes)
         self.n_tiers = len(tier_sizes)
         starts = np.cumsum([0] + self.tier_sizes)
@@ -121,6 +120,16 @@ class TrioTables:
                     self.tab[s] = v
                     self.lo[s] = [a for a, _ in lohi]
                     self.hi[s] = [c for _, c in lohi]
+        nt = self.n_tiers
+        if isinstance(triples, int):  # the `triples` tier triples of least summed mean norm
+            key = np.mean([[n[starts[k]:starts[k + 1]].mean() for k in range(nt)]
+                           for (_, _, n) in canon.values()], axis=0)
+            allc = np.array(np.meshgrid(*[np.arange(nt)] * 3, indexing="ij")).reshape(3, -1).T
+            order = np.lexsort(tuple(allc.T[::-1]) + (key[allc].sum(1),))
+            triples = allc[order[:triples]]
+        self.triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+        self.allowed = np.zeros((nt, nt, nt), dtype=np.bool_)
+        self.allowed[tuple(self.triples.T)] = True
         cw = _mog.codewords().astype(np.int64)
         self.pbytes = np.stack([(cw[:, 8 * j:8 * j + 8] << np.arange(8)).sum(1) for j in range(3)], 1)
 
@@ -138,33 +147,48 @@ def _kernels():
     import numba
 
     @numba.njit(cache=False)
-    def scan(y8, tab, s, a, b):
-        best = 1e300
-        arg = a
-        for r in range(a, b):
-            d = 0.0
-            for i in range(8):
-                e = y8[i] - tab[s, r, i]
-                d += e * e
-            if d < best:
-                best = d
-                arg = r
-        return best, arg
+    def scan_tiers(y8, tab, s, start, e, arg):
+        """e[k], arg[k]: the nearest row of tier k of set s (rows start[k]..start[k+1])."""
+        nt = start.shape[0] - 1
+        for k in range(nt):
+            best = 1e300
+            a = start[k]
+            for r in range(start[k], start[k + 1]):
+                d = 0.0
+                for i in range(8):
+                    q = y8[i] - tab[s, r, i]
+                    d += q * q
+                if d < best:
+                    best = d
+                    a = r
+            e[k] = best
+            arg[k] = a
 
     @numba.njit(cache=False)
-    def encode(y, tab, lo, hi, start, triples, pbytes, bytes_, out, stats):
+    def coset_sets(q, pbytes):
+        p2 = q % 2
+        p1 = (q // 2) % 2
+        m = (q // 4) % 4096
+        eps = q // (4 * 4096)
+        return (eps * 512 + pbytes[m, 0] * 2 + p1, eps * 512 + pbytes[m, 1] * 2 + p2,
+                eps * 512 + pbytes[m, 2] * 2 + (eps ^ p1 ^ p2))
+
+    @numba.njit(cache=False)
+    def encode(y, tab, lo, hi, start, combos, allowed, pbytes, bytes_, out, stats):
         n = y.shape[0]
         nt = start.shape[0] - 1
-        T = triples.shape[0]
-        val = np.empty((3, 1024, nt))
-        known = np.zeros((3, 1024, nt), dtype=np.bool_)
+        C = combos.shape[0]
+        ulb = np.empty((3, 1024))
+        utier = np.empty((3, 1024), dtype=np.int64)
         urow = np.zeros((3, 1024, 8), dtype=np.int64)
-        arg = np.full((3, 1024, nt), -1, dtype=np.int64)
+        ex = np.empty((3, 1024, nt))
+        exarg = np.empty((3, 1024, nt), dtype=np.int64)
+        done = np.zeros((3, 1024), dtype=np.bool_)
         cost = np.empty((24, 8))
         near = np.empty((24, 8), dtype=np.int64)
-        ncos = 2 * 4096 * 4 * T
-        cval = np.empty(ncos)
+        cval = np.empty(2 * 4096 * 4)
         for blk in range(n):
+            done[:] = False
             for i in range(24):
                 for r in range(8):
                     v = r + 8 * np.rint((y[blk, i] - r) / 8.0)
@@ -180,27 +204,24 @@ def _kernels():
                             par = 0
                             fix = 1e300
                             fixi = -1
-                            nu = 0
                             for ii in range(8):
                                 i = 8 * j + ii
                                 r0 = (eps + 2 * ((b >> ii) & 1)) % 8
-                                r1 = (r0 + 4) % 8
                                 c0 = cost[i, r0]
-                                c1 = cost[i, r1]
+                                c1 = cost[i, (r0 + 4) % 8]
                                 if c0 <= c1:
                                     lb += c0
                                     urow[j, s, ii] = near[i, r0]
-                                    if c1 - c0 < fix:
-                                        fix = c1 - c0
-                                        fixi = ii
+                                    d = c1 - c0
                                 else:
                                     lb += c1
                                     par ^= 1
-                                    urow[j, s, ii] = near[i, r1]
-                                    if c0 - c1 < fix:
-                                        fix = c0 - c1
-                                        fixi = ii
-                            if par != pi:
+                                    urow[j, s, ii] = near[i, (r0 + 4) % 8]
+                                    d = c0 - c1
+                                if d < fix:
+                                    fix = d
+                                    fixi = ii
+                            if par != pi:  # the cheapest single change of class (D_n decoding)
                                 lb += fix
                                 i = 8 * j + fixi
                                 r0 = (eps + 2 * ((b >> fixi) & 1)) % 8
@@ -208,122 +229,91 @@ def _kernels():
                                     urow[j, s, fixi] = near[i, (r0 + 4) % 8]
                                 else:
                                     urow[j, s, fixi] = near[i, r0]
+                            nu = 0
                             for ii in range(8):
                                 nu += urow[j, s, ii] * urow[j, s, ii]
-                            for t in range(nt):
-                                val[j, s, t] = lb
-                                known[j, s, t] = lo[s, t] <= nu and nu <= hi[s, t]
-                                arg[j, s, t] = -1
-            # all (coset, triple) bounds; upper bound from fully known ones
+                            ulb[j, s] = lb
+                            utier[j, s] = -1
+                            for k in range(nt):
+                                if lo[s, k] <= nu and nu <= hi[s, k]:
+                                    utier[j, s] = k
+            # coset bounds; an upper bound from the cosets whose rounding is a codeword
             ub = 1e300
-            ubk = -1
-            k = 0
-            for eps in range(2):
-                for m in range(4096):
-                    for p1 in range(2):
-                        for p2 in range(2):
-                            p3 = eps ^ p1 ^ p2
-                            s1 = eps * 512 + pbytes[m, 0] * 2 + p1
-                            s2 = eps * 512 + pbytes[m, 1] * 2 + p2
-                            s3 = eps * 512 + pbytes[m, 2] * 2 + p3
-                            for t in range(T):
-                                t1 = triples[t, 0]
-                                t2 = triples[t, 1]
-                                t3 = triples[t, 2]
-                                v = val[0, s1, t1] + val[1, s2, t2] + val[2, s3, t3]
-                                cval[k] = v
-                                if v < ub and known[0, s1, t1] and known[1, s2, t2] and known[2, s3, t3]:
-                                    ub = v
-                                    ubk = k
-                                k += 1
+            ubq = -1
+            for q in range(cval.shape[0]):
+                s1, s2, s3 = coset_sets(q, pbytes)
+                v = ulb[0, s1] + ulb[1, s2] + ulb[2, s3]
+                cval[q] = v
+                t1 = utier[0, s1]
+                t2 = utier[1, s2]
+                t3 = utier[2, s3]
+                if v < ub and t1 >= 0 and t2 >= 0 and t3 >= 0 and allowed[t1, t2, t3]:
+                    ub = v
+                    ubq = q
+            best_c = -1
             cand = np.nonzero(cval < ub)[0]
             order = np.argsort(cval[cand])
             nscan = 0
             for oi in range(order.shape[0]):
-                k = cand[order[oi]]
-                if cval[k] >= ub:
+                q = cand[order[oi]]
+                if cval[q] >= ub:
                     break
-                t = k % T
-                q = k // T
-                p2 = q % 2
-                p1 = (q // 2) % 2
-                m = (q // 4) % 4096
-                eps = q // (4 * 4096)
-                ss = (eps * 512 + pbytes[m, 0] * 2 + p1, eps * 512 + pbytes[m, 1] * 2 + p2,
-                      eps * 512 + pbytes[m, 2] * 2 + (eps ^ p1 ^ p2))
-                v = 0.0
+                ss = coset_sets(q, pbytes)
                 for j in range(3):
-                    s = ss[j]
-                    tt = triples[t, j]
-                    if not known[j, s, tt]:
-                        e, a = scan(y[blk, 8 * j:8 * j + 8], tab, s, start[tt], start[tt + 1])
-                        val[j, s, tt] = e
-                        arg[j, s, tt] = a
-                        known[j, s, tt] = True
+                    if not done[j, ss[j]]:
+                        scan_tiers(y[blk, 8 * j:8 * j + 8], tab, ss[j], start, ex[j, ss[j]], exarg[j, ss[j]])
+                        done[j, ss[j]] = True
                         nscan += 1
-                    v += val[j, s, tt]
-                if v < ub:
-                    ub = v
-                    ubk = k
+                for c in range(C):
+                    v = ex[0, ss[0], combos[c, 0]] + ex[1, ss[1], combos[c, 1]] + ex[2, ss[2], combos[c, 2]]
+                    if v < ub:
+                        ub = v
+                        ubq = q
+                        best_c = c
             stats[blk] = nscan
-            k = ubk
-            t = k % T
-            q = k // T
-            p2 = q % 2
-            p1 = (q // 2) % 2
-            m = (q // 4) % 4096
-            eps = q // (4 * 4096)
-            ss = (eps * 512 + pbytes[m, 0] * 2 + p1, eps * 512 + pbytes[m, 1] * 2 + p2,
-                  eps * 512 + pbytes[m, 2] * 2 + (eps ^ p1 ^ p2))
+            ss = coset_sets(ubq, pbytes)
             for j in range(3):
-                s = ss[j]
-                tt = triples[t, j]
-                a = arg[j, s, tt]
                 for ii in range(8):
-                    out[blk, 8 * j + ii] = urow[j, s, ii] if a < 0 else tab[s, a, ii]
+                    if best_c < 0:
+                        out[blk, 8 * j + ii] = urow[j, ss[j], ii]
+                    else:
+                        out[blk, 8 * j + ii] = tab[ss[j], exarg[j, ss[j], combos[best_c, j]], ii]
         return out
 
     @numba.njit(cache=False)
-    def encode_scan(y, tab, start, triples, pbytes, bytes_, out):
-        """Reference: every octet set and tier scanned in full."""
+    def encode_scan(y, tab, start, combos, pbytes, bytes_, out):
+        """Reference: every octet set and tier scanned in full, every coset and combo."""
         n = y.shape[0]
         nt = start.shape[0] - 1
-        T = triples.shape[0]
-        val = np.empty((3, 1024, nt))
-        arg = np.empty((3, 1024, nt), dtype=np.int64)
+        C = combos.shape[0]
+        ex = np.empty((3, 1024, nt))
+        exarg = np.empty((3, 1024, nt), dtype=np.int64)
         for blk in range(n):
             for j in range(3):
                 for eps in range(2):
                     for bi in range(bytes_.shape[0]):
                         for pi in range(2):
                             s = eps * 512 + bytes_[bi] * 2 + pi
-                            for t in range(nt):
-                                e, a = scan(y[blk, 8 * j:8 * j + 8], tab, s, start[t], start[t + 1])
-                                val[j, s, t] = e
-                                arg[j, s, t] = a
+                            scan_tiers(y[blk, 8 * j:8 * j + 8], tab, s, start, ex[j, s], exarg[j, s])
             best = 1e300
-            bs = (0, 0, 0)
-            bt = 0
-            for eps in range(2):
-                for m in range(4096):
-                    for p1 in range(2):
-                        for p2 in range(2):
-                            ss = (eps * 512 + pbytes[m, 0] * 2 + p1, eps * 512 + pbytes[m, 1] * 2 + p2,
-                                  eps * 512 + pbytes[m, 2] * 2 + (eps ^ p1 ^ p2))
-                            for t in range(T):
-                                v = (val[0, ss[0], triples[t, 0]] + val[1, ss[1], triples[t, 1]]
-                                     + val[2, ss[2], triples[t, 2]])
-                                if v < best:
-                                    best = v
-                                    bs = ss
-                                    bt = t
+            bq = 0
+            bc = 0
+            for q in range(2 * 4096 * 4):
+                ss = coset_sets(q, pbytes)
+                for c in range(C):
+                    v = ex[0, ss[0], combos[c, 0]] + ex[1, ss[1], combos[c, 1]] + ex[2, ss[2], combos[c, 2]]
+                    if v < best:
+                        best = v
+                        bq = q
+                        bc = c
+            ss = coset_sets(bq, pbytes)
             for j in range(3):
-                a = arg[j, bs[j], triples[bt, j]]
+                a = exarg[j, ss[j], combos[bc, j]]
                 for ii in range(8):
-                    out[blk, 8 * j + ii] = tab[bs[j], a, ii]
+                    out[blk, 8 * j + ii] = tab[ss[j], a, ii]
         return out
 
-    return scan, encode, encode_scan
+    return encode, encode_scan
 
 
 _K = None
@@ -338,16 +328,16 @@ def kernels():
 
 def encode(tables: TrioTables, y):
     """Exact nearest codewords (int64 v-units) of y (n, 24) in v-units; also scans per block."""
-    _, enc, _ = kernels()
+    enc, _ = kernels()
     out = np.zeros(y.shape, dtype=np.int64)
     stats = np.zeros(len(y), dtype=np.int64)
     enc(np.ascontiguousarray(y, dtype=np.float64), tables.tab, tables.lo, tables.hi, tables.start,
-        tables.triples, tables.pbytes, BYTES, out, stats)
+        tables.triples, tables.allowed, tables.pbytes, BYTES, out, stats)
     return out, stats
 
 
 def encode_scan(tables: TrioTables, y):
-    _, _, enc = kernels()
+    _, enc = kernels()
     out = np.zeros(y.shape, dtype=np.int64)
     enc(np.ascontiguousarray(y, dtype=np.float64), tables.tab, tables.start, tables.triples,
         tables.pbytes, BYTES, out)
@@ -415,9 +405,9 @@ def fit_two(tables, x, iters):
 VARIANTS = {
     # name: (tier sizes, allowed tier triples, gain bit)
     "trio": ([2048], [(0, 0, 0)], False),
-    "trio-10/11-bits": ([1024, 1024], [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1),
-                                        (1, 1, 0), (1, 0, 1), (0, 1, 1)], False),
-    "trio-tiers-1k+2k": ([1024, 2048], [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)], False),
+    "ball-512x8": ([512] * 8, 64, False),
+    "ball-256x16": ([256] * 16, 512, False),
+    "ball-128x40": ([128] * 40, 4096, False),
     "trio-1024+gain": ([1024], [(0, 0, 0)], True),
 }
 
