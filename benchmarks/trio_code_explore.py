@@ -395,7 +395,8 @@ def fit_two(tables, x, iters):
         for c in range(2):
             m = sel == c
             if m.any():
-                sc[c] = golden(lambda s: float(np.mean((quantize(tables, x[m], s)[0] - x[m]) ** 2)),
+                xm = x[m]
+                sc[c] = golden(lambda s, xm=xm: float(np.mean((quantize(tables, xm, s)[0] - xm) ** 2)),
                                0.6 * sc[c], 1.4 * sc[c], max(6, iters // 2))[0]
     return sc
 

@@ -24,7 +24,6 @@ boxes).  Default: 16 tiers of 256 rows, 512 triples: ``2 * 4096 * 4 * 512 * 256^
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -85,8 +84,8 @@ def _tables(tier_size: int, n_tiers: int, n_combos: int) -> dict:
                     a, b = t * tier_size, (t + 1) * tier_size
                     means[cl, t] = nrm[a:b].mean()
                     # norms wholly inside rows [a, b): the first and last level may be partial
-                    full = [n for n in np.unique(nrm[a:b])
-                            if not np.any(nrm[:a] == n) and np.count_nonzero(nrm == n) == np.count_nonzero(nrm[a:b] == n)]
+                    full = [n for n in np.unique(nrm[a:b]) if not np.any(nrm[:a] == n)
+                            and np.count_nonzero(nrm == n) == np.count_nonzero(nrm[a:b] == n)]
                     if full:
                         lo[cl, t], hi[cl, t] = min(full), max(full)
     key = means.mean(axis=0)
