@@ -425,12 +425,21 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=12)
     ap.add_argument("--check", type=int, default=0, help="blocks checked against full scans")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--anchors", action="store_true", help="BallQuantizer and ShapeGainQuantizer, same blocks")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(a.seed)
     xf = rng.standard_normal((a.fit, 24))
     xt = rng.standard_normal((a.test, 24))
     print(f"{'variant':24s} {'bits/dim':>9s} {'MSE/dim':>16s} {'scale(s)':>16s} {'scans/blk':>9s} {'s':>6s}")
-    for name in a.variants.split(","):
+    if a.anchors:
+        from leechlib import BallQuantizer, ShapeGainQuantizer
+        for q in (BallQuantizer(2.0), ShapeGainQuantizer(2.0)):
+            t0 = time.time()
+            q.fit(xf)
+            e = ((q.quantize(xt) - xt) ** 2).mean(1)
+            print(f"{type(q).__name__:24s} {q.bits_per_dim:9.4f} {e.mean():9.4f} ± {e.std() / math.sqrt(len(e)):.4f} "
+                  f"{'':>16s} {'':>9s} {time.time() - t0:6.1f}", flush=True)
+    for name in filter(None, a.variants.split(",")):
         t0 = time.time()
         sizes, triples, gain = VARIANTS[name]
         tables = TrioTables(sizes, triples)
