@@ -1,0 +1,151 @@
+"""The trio code (leechlib.trio): index <-> point, exact nearest codeword, quantizer."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leechlib import LeechLattice, Quantizer
+from leechlib.trio import TrioCodebook, TrioQuantizer
+
+
+@pytest.fixture(scope="module")
+def cb():
+    return TrioCodebook()
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A reduced instance (2^17 codewords) and its explicit codebook."""
+    c = TrioCodebook(tier_size=1, n_tiers=4, n_combos=4)
+    return c, c.point(np.arange(c.size))
+
+
+def test_size_and_bits(cb):
+    assert cb.bits == 48 and cb.size == 2**48 and len(cb) == 2**48
+    assert cb.table_bytes < 512 * 1024
+
+
+def test_roundtrip_random_and_edges(cb, rng):
+    edges = [0, 1, 255, 256, 2**24 - 1, 2**24, 2**33 - 1, 2**33, 2**47 - 1, 2**47, 2**48 - 1]
+    idx = np.r_[edges, rng.integers(0, cb.size, 3000)]
+    v = cb.point(idx)
+    assert v.shape == (len(idx), 24) and v.dtype == np.int64
+    assert LeechLattice().contains(v, coords="int").all()
+    assert np.array_equal(cb.index(v), idx)
+    assert np.array_equal(v, cb.point(idx, reference=True))
+
+
+def test_index_shapes(cb):
+    idx = np.arange(6).reshape(2, 3) * 12345678901
+    v = cb.point(idx)
+    assert v.shape == (2, 3, 24)
+    assert np.array_equal(cb.index(v), idx)
+    assert cb.point(np.zeros(0, dtype=np.int64)).shape == (0, 24)
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.lists(st.integers(0, 2**48 - 1), min_size=1, max_size=20))
+def test_kernel_matches_reference_hypothesis(cb, ids):
+    idx = np.array(ids, dtype=np.int64)
+    assert np.array_equal(cb.point(idx), cb.point(idx, reference=True))
+
+
+def test_small_codebook_is_distinct_lattice_points(small):
+    c, pts = small
+    assert LeechLattice().contains(pts, coords="int").all()
+    assert len(np.unique(pts, axis=0)) == c.size
+    assert np.array_equal(c.index(pts), np.arange(c.size))
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 2.5])
+def test_nearest_is_exact_against_brute_force(small, rng, scale):
+    c, pts = small
+    y = rng.standard_normal((40, 24)) * 3.0 * scale
+    got, scans = c.nearest(y, return_scans=True)
+    d_got = ((y - got) ** 2).sum(1)
+    d_all = ((y[:, None, :] - pts[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_allclose(d_got, d_all.min(1), rtol=1e-12, atol=1e-9)
+    assert np.array_equal(c.index(got), d_all.argmin(1)) or np.allclose(d_got, d_all.min(1))
+
+
+def test_nearest_matches_full_scan_on_gaussian_blocks(cb, rng):
+    y = rng.standard_normal((2, 24)) * (np.sqrt(8) / 0.975)
+    y[1] *= 1.6  # an overloaded block: the search must scan
+    fast, scans = cb.nearest(y, return_scans=True)
+    ref = cb.nearest(y, reference=True)
+    np.testing.assert_allclose(((y - fast) ** 2).sum(1), ((y - ref) ** 2).sum(1), rtol=1e-12)
+    assert scans[1] > 0
+
+
+def test_nearest_of_codewords_is_themselves(cb, rng):
+    v = cb.point(rng.integers(0, cb.size, 20))
+    assert np.array_equal(cb.nearest(v.astype(np.float64)), v)
+
+
+def test_bad_inputs(cb):
+    with pytest.raises(TypeError, match="indices"):
+        cb.point(np.array([1.0]))
+    with pytest.raises(ValueError, match="indices"):
+        cb.point(np.array([2**48]))
+    with pytest.raises(ValueError, match="indices"):
+        cb.point(np.array([-1]))
+    with pytest.raises(TypeError, match="points"):
+        cb.index(np.zeros((1, 24)))
+    with pytest.raises(ValueError, match="points"):
+        cb.index(np.zeros((1, 23), dtype=np.int64))
+    bad = np.zeros((1, 24), dtype=np.int64)
+    bad[0, 0] = 2
+    with pytest.raises(ValueError, match="not codewords"):
+        cb.index(bad)
+    far = np.zeros((1, 24), dtype=np.int64)
+    far[0, :2] = 40  # a lattice vector beyond the tables
+    with pytest.raises(ValueError, match="not codewords"):
+        cb.index(far)
+    with pytest.raises(ValueError, match="y"):
+        cb.nearest(np.zeros((2, 23)))
+    with pytest.raises(ValueError, match="tier_size"):
+        TrioCodebook(tier_size=3)
+    with pytest.raises(ValueError, match="n_combos"):
+        TrioCodebook(n_combos=3)
+    with pytest.raises(ValueError, match="n_combos"):
+        TrioCodebook(n_tiers=2, n_combos=16)
+    with pytest.raises(TypeError, match="tier_size"):
+        TrioCodebook(tier_size=2.0)
+
+
+def test_quantizer(rng):
+    x = rng.standard_normal((200, 24))
+    q = TrioQuantizer().fit(x, iters=6)
+    assert isinstance(q, Quantizer) and q.bits_per_dim == 2.0 and q.bits == 48.0
+    codes = q.encode(x[:20])
+    assert codes.shape == (20,) and codes.dtype == np.int64
+    np.testing.assert_allclose(q.decode(codes), q.quantize(x[:20]))
+    assert 0.06 < float(np.mean((q.quantize(x) - x) ** 2)) < 0.1
+    with pytest.raises(RuntimeError, match="fit"):
+        TrioQuantizer().encode(x)
+    with pytest.raises(ValueError, match="x"):
+        q.encode(np.zeros((3, 5)))
+    with pytest.raises(TypeError, match="codes"):
+        q.decode(np.zeros(3))
+
+
+def test_kernels_run_without_jit():
+    code = (
+        "import numpy as np\n"
+        "from leechlib.trio import TrioCodebook\n"
+        "c = TrioCodebook(tier_size=1, n_tiers=2, n_combos=2)\n"
+        "i = np.array([0, 5, c.size - 1])\n"
+        "v = c.point(i)\n"
+        "assert (c.index(v) == i).all() and (v == c.point(i, reference=True)).all()\n"
+        "y = np.random.default_rng(0).standard_normal((1, 24)) * 4\n"
+        "a = c.nearest(y); b = c.nearest(y, reference=True)\n"
+        "assert np.isclose(((y - a) ** 2).sum(), ((y - b) ** 2).sum())\n"
+    )
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
