@@ -149,3 +149,12 @@ def test_kernels_run_without_jit():
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
+
+
+def test_golay_message_halves_give_every_codeword():
+    """The decode's two 64-entry tables: word(m) = gen_lo[m & 63] ^ gen_hi[m >> 6] for all m."""
+    from leechlib.trio import _tables
+
+    t = _tables(256, 16, 512)
+    m = np.arange(4096)
+    assert np.array_equal(t["gen_lo"][m & 63] ^ t["gen_hi"][m >> 6], t["words"])
