@@ -29,31 +29,40 @@ from .._jit import jit, pjit
 # ---------------------------------------------------------------------------
 
 
-@pjit
-def trio_point(idx, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos, out):
-    n = idx.shape[0]
+@jit
+def decode_block(x, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos, out, o):
+    """The codeword of index ``x`` (integer model) into ``out[o:o + 24]`` (any numeric dtype).
+
+    The one decode of the trio code: the batch decode below and the fused
+    codes-times-activations kernels (:mod:`leechlib._kernels.qmatmul`) inline it.
+    """
     mask = (1 << b) - 1
     S = 1 << b
-    for t in prange(n):
-        x = idx[t]
-        i3 = x & mask
-        i2 = (x >> b) & mask
-        i1 = (x >> (2 * b)) & mask
-        q = x >> (3 * b)
-        c = q & ((1 << cb) - 1)
-        q >>= cb
-        pi2 = q & 1
-        pi1 = (q >> 1) & 1
-        m = (q >> 2) & 4095
-        eps = q >> 14
-        word = gen_lo[m & 63] ^ gen_hi[m >> 6]
-        for j in range(3):
-            p = (word >> (8 * j)) & 255
-            pij = pi1 if j == 0 else (pi2 if j == 1 else eps ^ pi1 ^ pi2)
-            row = combos[c, j] * S + (i1 if j == 0 else (i2 if j == 1 else i3))
-            cl = cls_of[eps, p, pij]
-            for i in range(8):
-                out[t, 8 * j + perm[eps, p, i]] = sign[eps, p, i] * tab[cl, row, i]
+    i3 = x & mask
+    i2 = (x >> b) & mask
+    i1 = (x >> (2 * b)) & mask
+    q = x >> (3 * b)
+    c = q & ((1 << cb) - 1)
+    q >>= cb
+    pi2 = q & 1
+    pi1 = (q >> 1) & 1
+    m = (q >> 2) & 4095
+    eps = q >> 14
+    word = gen_lo[m & 63] ^ gen_hi[m >> 6]
+    for j in range(3):
+        p = (word >> (8 * j)) & 255
+        pij = pi1 if j == 0 else (pi2 if j == 1 else eps ^ pi1 ^ pi2)
+        row = combos[c, j] * S + (i1 if j == 0 else (i2 if j == 1 else i3))
+        cl = cls_of[eps, p, pij]
+        for i in range(8):
+            out[o + 8 * j + perm[eps, p, i]] = sign[eps, p, i] * tab[cl, row, i]
+
+
+@pjit
+def trio_point(idx, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos, out):
+    flat = out.reshape(-1)  # out is C-contiguous (n, 24)
+    for t in prange(idx.shape[0]):
+        decode_block(idx[t], b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos, flat, 24 * t)
 
 
 def trio_point_ref(idx, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos):
