@@ -38,6 +38,7 @@ from . import _mog
 from ._constants import MAX_ABS, SQRT8
 from ._validation import check_int, subsample
 from .codebook import _tables
+from .trio import TrioCodebook
 
 __all__ = [
     "SQRT8",
@@ -49,6 +50,8 @@ __all__ = [
     "cuda_minvec_int",
     "cuda_nearest_int",
     "mog_tables",
+    "packed_matmul",
+    "packed_weight",
 ]
 
 
@@ -142,3 +145,149 @@ def cuda_minvec_int(x, out, idx, *, stream=0):
     from ._kernels import cuda
 
     return cuda.minvec_int(x, out, idx, stream=stream)
+
+
+# ---------------------------------------------------------------------------
+# products with quantized weights from their packed codes
+# ---------------------------------------------------------------------------
+
+
+def _check_packed(packed, scales, group, table, block: int, width: int) -> tuple:
+    """Validate the arrays of :func:`packed_matmul` / :func:`packed_weight`; returns ``(R, nb)``."""
+    import numpy as np
+
+    for name, a, dt in (("packed", packed, np.uint8), ("scales", scales, np.float32), ("group", group, np.int64)):
+        if not isinstance(a, np.ndarray) or a.dtype != dt:
+            raise TypeError(f"{name} must be a numpy array of {np.dtype(dt).name}, got "
+                            f"{getattr(a, 'dtype', type(a).__name__)}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+    if packed.ndim != 2 or scales.ndim != 2 or group.ndim != 1:
+        raise ValueError(f"packed (R, bytes), scales (R, groups) and group (blocks,) must be 2-D, 2-D "
+                         f"and 1-D, got {packed.shape}, {scales.shape}, {group.shape}")
+    R, nb = packed.shape[0], group.shape[0]
+    if scales.shape[0] != R:
+        raise ValueError(f"scales must have one row per row of packed ({R}), got {scales.shape[0]}")
+    if packed.shape[1] * 8 < nb * width:
+        raise ValueError(f"packed rows hold {packed.shape[1] * 8} bits, {nb} codes of {width} bits need "
+                         f"{nb * width}")
+    if nb and (group.min() < 0 or group.max() >= scales.shape[1]):
+        raise ValueError(f"group must index the {scales.shape[1]} scale columns")
+    if table is not None:
+        if not isinstance(table, np.ndarray) or table.dtype != np.float32 or table.ndim != 2:
+            raise TypeError("table must be a 2-D numpy array of float32")
+        if table.shape[0] != 1 << width or table.shape[1] != block or not table.flags.c_contiguous:
+            raise ValueError(f"table must be C-contiguous of shape (2**width, block) = ({1 << width}, {block}), "
+                             f"got {table.shape}")
+    return R, nb
+
+
+def _codebook_args(codebook, table, width):
+    """``(kind, block, width, trio arguments)`` of the two codebook kinds."""
+    if codebook == "trio":
+        cb = TrioCodebook()
+        T = cb.tables
+        return 24, 48, (cb.row_bits, cb.combo_bits, T["tab"], T["perm"], T["sign"], T["cls_of"], T["gen_lo"],
+                        T["gen_hi"], T["combos"])
+    if codebook == "table":
+        width = check_int(width, "width", 1, 24)
+        if table is None:
+            raise TypeError("codebook='table' needs table=")
+        return table.shape[1] if hasattr(table, "shape") and len(table.shape) == 2 else 0, width, None
+    raise ValueError(f"codebook must be 'table' or 'trio', got {codebook!r}")
+
+
+def packed_matmul(x, packed, scales, group, *, codebook: str, table=None, width=None, workers=None):
+    """``x @ W.T`` for a weight ``W`` held as packed codes (never materialised).
+
+    ``W[r, d*j : d*(j+1)] = scales[r, group[j]] * U(code[r, j])``, the codes of ``width``
+    bits packed row by row, least significant bit first.  ``codebook="table"``:
+    ``U(c) = table[c]`` (``table`` float32 of shape ``(2**width, d)``: every code is a
+    row, so no code can read out of bounds); ``codebook="trio"``: ``U`` is the trio
+    code's decode (:class:`leechlib.trio.TrioCodebook`, integer model; ``d = 24``,
+    ``width = 48``).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        float32 ``(B, P)``, C-contiguous, ``P = d * blocks`` (pad with zeros).
+    packed : numpy.ndarray
+        uint8 ``(R, bytes)``.
+    scales : numpy.ndarray
+        float32 ``(R, groups)``.
+    group : numpy.ndarray
+        int64 ``(blocks,)``: the scale column of each block.
+    workers : int, optional
+        Threads (``None``: Numba's default; -1: all cores).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(B, R)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib.kernels import packed_matmul
+    >>> table = np.array([[-1.5], [-0.5], [0.5], [1.5]], dtype=np.float32)    # 2-bit levels
+    >>> packed = np.array([[0b11100100]], dtype=np.uint8)          # codes 0, 1, 2, 3
+    >>> scales = np.ones((1, 1), dtype=np.float32)
+    >>> x = np.ones((1, 4), dtype=np.float32)
+    >>> packed_matmul(x, packed, scales, np.zeros(4, dtype=np.int64), codebook="table", table=table, width=2)
+    array([[0.]], dtype=float32)
+    """
+    import numpy as np
+
+    from ._jit import num_threads
+    from ._kernels import qmatmul
+
+    d, width, trio = _codebook_args(codebook, table, width)
+    R, nb = _check_packed(packed, scales, group, table if trio is None else None, d, width)
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"x must be a numpy array of float32, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim != 2 or x.shape[1] != d * nb or not x.flags.c_contiguous:
+        raise ValueError(f"x must be C-contiguous of shape (B, {d * nb}), got {x.shape}")
+    out = np.zeros((x.shape[0], R), dtype=np.float32)
+    if R == 0 or x.shape[0] == 0:
+        return out
+    with num_threads(workers):
+        if trio is None:
+            qmatmul.table_matmul(x, packed, width, table, scales, group, out)
+        else:
+            qmatmul.trio_matmul(x, packed, scales, group, *trio, out)
+    return out
+
+
+def packed_weight(packed, scales, group, *, codebook: str, table=None, width=None, dtype=None, workers=None):
+    """The weight ``W`` (``(R, d * blocks)``) of packed codes, as in :func:`packed_matmul`.
+
+    ``dtype``: float32 (default) or float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib.kernels import packed_weight
+    >>> table = np.array([[-1.5], [-0.5], [0.5], [1.5]], dtype=np.float32)
+    >>> packed_weight(np.array([[0b11100100]], dtype=np.uint8), np.full((1, 1), 2, dtype=np.float32),
+    ...               np.zeros(4, dtype=np.int64), codebook="table", table=table, width=2)
+    array([[-3., -1.,  1.,  3.]], dtype=float32)
+    """
+    import numpy as np
+
+    from ._jit import num_threads
+    from ._kernels import qmatmul
+
+    d, width, trio = _codebook_args(codebook, table, width)
+    R, nb = _check_packed(packed, scales, group, table if trio is None else None, d, width)
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    out = np.zeros((R, d * nb), dtype=dtype)
+    if R == 0 or nb == 0:
+        return out
+    with num_threads(workers):
+        if trio is None:
+            qmatmul.table_dequantize(packed, width, table, scales, group, out)
+        else:
+            qmatmul.trio_dequantize(packed, scales, group, *trio, out)
+    return out

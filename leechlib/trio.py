@@ -185,6 +185,16 @@ class TrioCodebook:
         return f"TrioCodebook(tier_size={self.tier_size}, n_tiers={self.n_tiers}, n_combos={self.n_combos})"
 
     @property
+    def row_bits(self) -> int:
+        """Bits of a row index within a tier (``log2(tier_size)``; 8 by default)."""
+        return self._b
+
+    @property
+    def combo_bits(self) -> int:
+        """Bits of the tier-triple index (``log2(n_combos)``; 9 by default)."""
+        return self._cb
+
+    @property
     def tables(self) -> dict:
         """The decode and search tables (read-only numpy arrays)."""
         return _tables(self.tier_size, self.n_tiers, self.n_combos)

@@ -94,7 +94,7 @@ def test_e8_table_is_the_baseline_codebook():
 def test_codec_registry_covers_the_methods():
     from torch_ext.quantize import codecs
 
-    assert tuple(codecs._REGISTRY) == METHODS == ("leech-shape-gain", "leech-ball", "e8", "rtn")
+    assert tuple(codecs._REGISTRY) == METHODS == ("leech-shape-gain", "leech-ball", "e8", "rtn", "leech-trio")
     for method in METHODS:
         c = codecs.get_codec(method, 2)
         assert isinstance(c, codecs.Codec) and type(c).name == method
@@ -120,7 +120,7 @@ def test_unknown_method_is_a_value_error_naming_method():
 
     for bad in ["gptq", "", "LEECH-BALL", None, 3]:
         with pytest.raises(ValueError, match=r"unknown quantization method .*: method must be one "
-                                             r"of \('leech-shape-gain', 'leech-ball', 'e8', 'rtn'\)"):
+                                             r"of \('leech-shape-gain', 'leech-ball', 'e8', 'rtn', 'leech-trio'\)"):
             get_codec(bad, 2)
         with pytest.raises(ValueError, match="method must be one of"):
             quantize_model(nn.Sequential(nn.Linear(24, 2)), method=bad)
@@ -228,7 +228,15 @@ def test_forward_is_linear_with_the_dequantized_weight(method):
     assert torch.equal(q(x), F.linear(x, w, q.bias))
     assert torch.equal(q(x), q(x))  # the cached weight
     q.cache = False
-    assert torch.equal(q(x), F.linear(x, w, q.bias))
+    q.clear_cache()
+    if q.codec.packed(q.gains) is None:  # no table decode: the weight is decoded per forward
+        assert torch.equal(q(x), F.linear(x, w, q.bias))
+    else:  # from the packed codes (leechlib's kernel, float32 accumulation), no weight held
+        torch.testing.assert_close(q(x), F.linear(x, w, q.bias), rtol=1e-5, atol=1e-5)
+        assert not q._cache
+        xg = x.clone().requires_grad_()
+        q(xg).sum().backward()  # gradients for x: through the decoded weight
+        torch.testing.assert_close(xg.grad, torch.ones(3, 5, 7) @ w)
     xd = x.double()
     assert torch.equal(q(xd), F.linear(xd, q.dequantize(torch.float64), q.bias.double()))
     assert q.bias is not lin.bias and torch.equal(q.bias, lin.bias)

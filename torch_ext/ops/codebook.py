@@ -50,11 +50,12 @@ import leechlib
 from leechlib import BallCodebook, ShellCodebook, shell_count
 from leechlib.baselines import e8_ball
 from leechlib.kernels import SQRT8, count_tables
+from leechlib.trio import TrioCodebook
 
 from . import minimal
 from .nearest import nearest_minimal_vector
 
-__all__ = ["ball_points", "shell_union_points", "e8_table", "pack_bits", "unpack_bits",
+__all__ = ["ball_points", "shell_union_points", "e8_table", "trio_points", "pack_bits", "unpack_bits",
            "codebook_search", "codebook_rank", "codebook_unrank"]
 
 UNRANK_CHUNK = 1 << 18  # blocks unranked at once
@@ -417,3 +418,57 @@ def codebook_rank(points: Tensor, kind: str, norm: int) -> Tensor:
         zi = torch.round(z)
         return torch.where((zi == z).all(dim=-1), minimal.rank(zi), -1)
     return torch.ops.leech.codebook_rank(z, kind, norm)
+
+
+# ---------------------------------------------------------------------------
+# the trio code: index -> point by table lookups (any device)
+# ---------------------------------------------------------------------------
+
+
+def _trio_tables(device) -> dict:
+    key = ("trio", str(device))
+    t = _CACHE.get(key)
+    if t is None:
+        cb = TrioCodebook()
+        T = cb.tables
+        t = {k: torch.from_numpy(np.ascontiguousarray(T[k]).astype(np.int64)).to(device)
+             for k in ("tab", "perm", "sign", "cls_of", "gen_lo", "gen_hi", "combos")}
+        t["b"], t["cb"] = cb.row_bits, cb.combo_bits
+        _CACHE[key] = t
+    return t
+
+
+def trio_points(codes: Tensor) -> Tensor:
+    """Integer-frame points ``(n, 24)`` int64 of trio-code indices (torch only, any device).
+
+    The torch form of :meth:`leechlib.trio.TrioCodebook.point` (the same tables).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from leechlib.trio import TrioCodebook
+    >>> from torch_ext.ops.codebook import trio_points
+    >>> idx = torch.tensor([0, 12345678901234, (1 << 48) - 1])
+    >>> bool((trio_points(idx).numpy() == TrioCodebook().point(idx.numpy())).all())
+    True
+    """
+    t = _trio_tables(codes.device)
+    b, cb = t["b"], t["cb"]
+    x = codes.to(torch.int64)
+    mask = (1 << b) - 1
+    rows_in = ((x >> (2 * b)) & mask, (x >> b) & mask, x & mask)
+    q = x >> (3 * b)
+    c = q & ((1 << cb) - 1)
+    q = q >> cb
+    pi1, pi2 = (q >> 1) & 1, q & 1
+    m = (q >> 2) & 4095
+    eps = q >> 14
+    pis = (pi1, pi2, eps ^ pi1 ^ pi2)
+    word = t["gen_lo"][m & 63] ^ t["gen_hi"][m >> 6]
+    out = torch.zeros((x.shape[0], 24), dtype=torch.int64, device=x.device)
+    for j in range(3):
+        p = (word >> (8 * j)) & 255
+        row = t["combos"][c, j] * (1 << b) + rows_in[j]
+        v = t["tab"][t["cls_of"][eps, p, pis[j]], row] * t["sign"][eps, p]  # (n, 8), canonical order
+        out.scatter_(1, 8 * j + t["perm"][eps, p], v)
+    return out

@@ -34,21 +34,26 @@ save/load; nothing else switches on the method name):
     The same decoding with torch operations only, on the device of ``codes``.
 ``initial_gains(device)``
     The ``gains`` buffer of an empty layer, or ``None`` if the method has none.
+``packed(gains)``
+    How :mod:`leechlib.kernels`' ``packed_matmul``/``packed_weight`` decode the packed
+    codes (a :class:`Packed`: ``codebook`` ``"table"`` or ``"trio"``, the float32
+    ``table`` and a factor ``post`` folded into the scales), or ``None``: the method
+    has no such decode (the layer then runs from a dense weight).
 
 Examples
 --------
 >>> from torch_ext.quantize.codecs import METHODS, get_codec
 >>> METHODS
-('leech-shape-gain', 'leech-ball', 'e8', 'rtn')
+('leech-shape-gain', 'leech-ball', 'e8', 'rtn', 'leech-trio')
 >>> c = get_codec("e8", 2)
 >>> c.block, c.size, c.code_bits, c.params
 (8, 56881, 16, {'max_norm': 10})
 >>> get_codec("rtn", 3).size
 8
->>> get_codec("gptq", 2)
+>>> get_codec("gptq", 2)                            # doctest: +ELLIPSIS
 Traceback (most recent call last):
     ...
-ValueError: unknown quantization method 'gptq': method must be one of ('leech-shape-gain', 'leech-ball', 'e8', 'rtn')
+ValueError: unknown quantization method 'gptq': method must be one of ('leech-shape-gain', 'leech-ball', ...)
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ import functools
 import json
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -66,11 +72,12 @@ from torch import Tensor
 from leechlib.baselines import E8Quantizer
 from leechlib.kernels import SQRT8
 from leechlib.quantizers import BallQuantizer, ShapeGainQuantizer
+from leechlib.trio import TrioCodebook, TrioQuantizer
 
 from .._validation import check_int, subsample
-from ..ops.codebook import ball_points, e8_table, shell_union_points
+from ..ops.codebook import ball_points, e8_table, shell_union_points, trio_points
 
-__all__ = ["Codec", "register", "get_codec", "check_method", "METHODS"]
+__all__ = ["Codec", "Packed", "register", "get_codec", "check_method", "METHODS"]
 
 #: blocks the E8 fit uses by default: E8Quantizer.fit searches overloaded points by
 #: brute force over the ball, so 2000 blocks (not 4000) keep it to seconds per layer
@@ -117,6 +124,20 @@ def _prototype(cls, bits, params_json: str):
     """One leechlib quantizer per codebook (scale 1), its tables built."""
     q = cls(bits, json.loads(params_json))._build()
     return None if q is None else q.prepare()
+
+
+class Packed(NamedTuple):
+    """The packed-code decode of a codec, for :func:`leechlib.kernels.packed_matmul`.
+
+    ``W[r, block j] = post * scales[r, group[j]] * U(code)``, ``U`` a row of ``table``
+    (``codebook="table"``, float32 ``(2**width, block)``) or the trio code's decode
+    (``codebook="trio"``, integer model).
+    """
+
+    codebook: str
+    width: int
+    table: np.ndarray | None
+    post: float
 
 
 class Codec:
@@ -172,6 +193,10 @@ class Codec:
 
     def initial_gains(self, device) -> Tensor | None:
         """The ``gains`` buffer of an empty layer (None: the method has no gains)."""
+        return None
+
+    def packed(self, gains) -> Packed | None:
+        """How leechlib's kernels decode the packed codes (None: no table decode)."""
         return None
 
     def __repr__(self) -> str:
@@ -297,6 +322,10 @@ class E8Codec(Codec):
     def decode_torch(self, codes, gains, dtype):
         return e8_table(self.params["max_norm"], codes.device, dtype)[codes]
 
+    def packed(self, gains):
+        return Packed("table", self.code_bits, _padded_table(e8_table(self.params["max_norm"], "cpu",
+                                                                       torch.float32).numpy(), self.code_bits), 1.0)
+
 
 def _rtn_scales(blocks, L, rms, levels: int) -> np.ndarray:
     """MSE-optimal uniform step per scale group: 96-point grid in [0.1, 2] x RMS.
@@ -380,6 +409,56 @@ class RtnCodec(Codec):
 
     def decode_torch(self, codes, gains, dtype):
         return (codes.to(dtype) - (self.size - 1) / 2.0).unsqueeze(-1)
+
+    def packed(self, gains):
+        levels = (np.arange(self.size) - (self.size - 1) / 2.0).astype(np.float32)[:, None]
+        return Packed("table", self.code_bits, levels, 1.0)
+
+
+def _padded_table(table: np.ndarray, width: int) -> np.ndarray:
+    """``table`` with zero rows up to ``2**width`` (a code past the codebook decodes to 0)."""
+    out = np.zeros((1 << width, table.shape[1]), dtype=np.float32)
+    out[: len(table)] = table
+    return out
+
+
+@register
+class TrioCodec(Codec):
+    """:class:`~leechlib.trio.TrioQuantizer`: the trio code, 48-bit codes of Leech lattice
+    points decoded by table lookups (24 weights a code; 2 bits per weight exactly)."""
+
+    name = "leech-trio"
+
+    def __init__(self, bits, params: dict | None = None):
+        if isinstance(bits, bool) or not isinstance(bits, numbers.Real):
+            raise TypeError(f"bits must be a real number, got {type(bits).__name__}")
+        if float(bits) != 2.0:
+            raise ValueError(f"leech-trio has 2 bits per weight (48-bit codes of 24 weights), got bits={bits!r}")
+        p = dict(params or {})
+        self.bits = bits
+        cb = TrioCodebook(p.get("tier_size", 256), p.get("n_tiers", 16), p.get("n_combos", 512))
+        self.block, self.size = 24, cb.size
+        self.params = {"tier_size": cb.tier_size, "n_tiers": cb.n_tiers, "n_combos": cb.n_combos}
+        if self.params != {"tier_size": 256, "n_tiers": 16, "n_combos": 512}:
+            raise ValueError(f"leech-trio runs the default trio code only (tier_size=256, n_tiers=16, "
+                             f"n_combos=512), got {self.params}")
+
+    def _build(self):
+        return TrioQuantizer(scale=1.0, **self.params)
+
+    def fit(self, x, max_points, workers):
+        n = 2000 if max_points is None else int(max_points)
+        q = TrioQuantizer(**self.params).fit(x, max_points=n, workers=_workers(min(len(x), n), workers))
+        return float(q.scale), None
+
+    def encode(self, x, gains, workers):
+        return self.quantizer().encode(x, workers=_workers(len(x), workers))
+
+    def decode_torch(self, codes, gains, dtype):
+        return trio_points(codes).to(dtype) / SQRT8
+
+    def packed(self, gains):
+        return Packed("trio", 48, None, 1.0 / SQRT8)
 
 
 #: quantization methods of :func:`~torch_ext.quantize.quantize_model` (the registered codecs)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leechlib.kernels import packed_matmul, packed_weight
+
 from .._validation import check_int
 from ..ops.codebook import pack_bits, unpack_bits
 from .codecs import get_codec
@@ -90,7 +92,13 @@ class LeechQuantizedLinear(nn.Module):
         Codebook parameters (``max_norm``; ``shells`` and ``gain_levels``), as stored
         in :attr:`config`; default: those leechlib chooses for ``bits``.
     cache : bool
-        Keep the dequantized weight of each device after the first forward.
+        ``True``: keep the dequantized weight of each device after the first forward
+        (fast; the layer then holds a dense float weight too).  ``False``: hold only
+        the codes while running: on the CPU, the methods whose codes decode by table
+        lookups (``"leech-trio"``, ``"e8"``, ``"rtn"``) compute ``x W^T`` straight
+        from the packed codes (:func:`leechlib.kernels.packed_matmul`, no weight is
+        ever materialised); the others, and every other device or a forward that
+        needs gradients for ``x``, decode the weight for that forward only.
     name : str
         Name used in error messages (set by :func:`quantize_model`).
     rotation : {"none", "hadamard", "hadamard-both"}
@@ -384,6 +392,13 @@ class LeechQuantizedLinear(nn.Module):
     def _stored_weight(self, dtype: torch.dtype) -> Tensor:
         """The stored (rotated) weight ``W'`` from codes and scales."""
         dev = self.packed.device
+        if dev.type == "cpu" and dtype in (torch.float32, torch.float64):
+            spec = self._packed_spec()
+            if spec is not None:  # leechlib's kernel: table lookups, no torch unranking
+                packed, scales, group, spec = spec
+                w = packed_weight(packed, scales, group, codebook=spec.codebook, table=spec.table,
+                                  width=spec.width, dtype=np.float64)
+                return torch.from_numpy(w[:, : self.in_features]).to(dtype)
         work = torch.float64 if dev.type in ("cpu", "cuda") else torch.float32
         L, codec = self.layout, self.codec
         codes = self.codes()
@@ -399,6 +414,50 @@ class LeechQuantizedLinear(nn.Module):
             w = (U * s.unsqueeze(-1)).reshape(c.shape[0], L.padded)[:, : self.in_features]
             out[a:a + c.shape[0]] = w.to(dtype)
         return out
+
+    def _packed_spec(self):
+        """``(packed, scales, group, Packed)`` numpy views for leechlib's packed-code kernels, or None.
+
+        The scales are float32 with the codec's ``post`` factor folded in (one per
+        row and group; ``group="tensor"`` repeats its one scale per row).
+        """
+        spec = self.codec.packed(self.gains)
+        if spec is None or self.packed.device.type != "cpu":
+            return None
+        L = self.layout
+        S = self.scales.detach().to(torch.float32)
+        if L.tensor:
+            S = S.expand(self.out_features, 1)
+            group = np.zeros(L.nblocks, dtype=np.int64)
+        else:
+            group = np.ascontiguousarray(L.block_group, dtype=np.int64)
+        if spec.post != 1.0:
+            S = S * spec.post
+        scales = np.ascontiguousarray(S.numpy(), dtype=np.float32)
+        return np.ascontiguousarray(self.packed.detach().numpy()), scales, group, spec
+
+    def _codes_forward(self, x: Tensor) -> Tensor | None:
+        """``x W'^T`` from the packed codes (CPU, table-decodable methods), or None.
+
+        None (the caller decodes the weight) for float64 input (the kernel accumulates
+        in float32), off the CPU, and when ``x`` needs a gradient.
+        """
+        if (x.device.type != "cpu" or x.dtype == torch.float64
+                or (torch.is_grad_enabled() and x.requires_grad)):
+            return None
+        spec = self._packed_spec()
+        if spec is None:
+            return None
+        packed, scales, group, spec = spec
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).to(torch.float32)
+        pad = self.layout.padded - self.in_features
+        if pad:
+            x2 = F.pad(x2, (0, pad))
+        x2 = np.ascontiguousarray(x2.numpy())
+        y = packed_matmul(x2, packed, scales, group, codebook=spec.codebook, table=spec.table,
+                          width=spec.width, workers=torch.get_num_threads())
+        return torch.from_numpy(y).reshape(lead + (self.out_features,))
 
     def _weight(self, device, dtype) -> Tensor:
         if not self.cache:
@@ -419,8 +478,14 @@ class LeechQuantizedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         dt = x.dtype if x.is_floating_point() else torch.float32
-        w = self._weight(self.packed.device, dt)
         b = None if self.bias is None else self.bias.to(dt)
+        if not self.cache:
+            xin = self.rotation.inputs(x.to(dt)) if self.rotation.active else x
+            y = self._codes_forward(xin)
+            if y is not None:
+                y = self.rotation.outputs(y.to(dt)) if self.rotation.active else y.to(dt)
+                return y if b is None else y + b
+        w = self._weight(self.packed.device, dt)
         if not self.rotation.active:
             return F.linear(x, w, b)
         y = self.rotation.outputs(F.linear(self.rotation.inputs(x.to(dt)), w))

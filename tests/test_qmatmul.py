@@ -1,0 +1,109 @@
+"""Products with quantized weights from their packed codes: kernels against numpy references."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leechlib._kernels.qmatmul import read_codes_ref, table_weight_ref, trio_weight_ref
+from leechlib.kernels import packed_matmul, packed_weight
+from leechlib.trio import TrioCodebook
+
+
+def _pack(codes: np.ndarray, width: int) -> np.ndarray:
+    """Codes (R, n) -> uint8 rows, LSB first (as torch_ext.quantize packs them)."""
+    R, n = codes.shape
+    bits = ((codes[:, :, None] >> np.arange(width)) & 1).astype(np.uint8).reshape(R, n * width)
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def _case(rng, R, nb, width, groups):
+    codes = rng.integers(0, 1 << width, size=(R, nb), dtype=np.int64) if width < 63 else None
+    scales = rng.uniform(0.5, 2.0, size=(R, groups)).astype(np.float32)
+    group = np.sort(rng.integers(0, groups, size=nb)).astype(np.int64)
+    group[0] = 0
+    return codes, scales, group
+
+
+@pytest.mark.parametrize("width, d", [(1, 1), (2, 1), (3, 1), (5, 2), (16, 8)])
+def test_table_kernels_match_the_reference(width, d):
+    rng = np.random.default_rng(width)
+    codes, scales, group = _case(rng, 37, 11, width, 3)
+    packed = _pack(codes, width)
+    assert np.array_equal(read_codes_ref(packed, 11, width), codes)
+    table = rng.standard_normal((1 << width, d)).astype(np.float32)
+    W = table_weight_ref(packed, width, table, scales, group)
+    got = packed_weight(packed, scales, group, codebook="table", table=table, width=width, dtype=np.float64)
+    assert np.array_equal(got, W)
+    x = rng.standard_normal((5, 11 * d)).astype(np.float32)
+    y = packed_matmul(x, packed, scales, group, codebook="table", table=table, width=width)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ W.T, rtol=2e-5, atol=2e-5)
+
+
+def _trio_codes(rng, shape):
+    return (rng.integers(0, 1 << 24, size=shape, dtype=np.int64) << 24) | rng.integers(0, 1 << 24, size=shape)
+
+
+@settings(deadline=None, max_examples=15)
+@given(R=st.integers(1, 40), nb=st.integers(1, 6), B=st.integers(1, 17), seed=st.integers(0, 2**31))
+def test_trio_kernels_match_the_reference(R, nb, B, seed):
+    rng = np.random.default_rng(seed)
+    codes = _trio_codes(rng, (R, nb))
+    codes[0, 0] = 0
+    codes[-1, -1] = (1 << 48) - 1  # the first and the last codeword
+    _, scales, group = _case(rng, R, nb, 1, 2)
+    packed = _pack(codes, 48)
+    assert np.array_equal(read_codes_ref(packed, nb, 48), codes)
+    cb = TrioCodebook()
+    W = trio_weight_ref(packed, scales, group, cb.point)
+    assert np.array_equal(packed_weight(packed, scales, group, codebook="trio", dtype=np.float64), W)
+    x = rng.standard_normal((B, 24 * nb)).astype(np.float32)
+    y = packed_matmul(x, packed, scales, group, codebook="trio")
+    np.testing.assert_allclose(y, x.astype(np.float64) @ W.T, rtol=1e-4, atol=1e-3)
+
+
+def test_empty_and_bad_input():
+    rng = np.random.default_rng(0)
+    codes, scales, group = _case(rng, 3, 2, 2, 1)
+    packed = _pack(codes, 2)
+    table = np.zeros((4, 1), dtype=np.float32)
+    kw = dict(codebook="table", table=table, width=2)
+    assert packed_matmul(np.zeros((0, 2), dtype=np.float32), packed, scales, group, **kw).shape == (0, 3)
+    bad = [
+        (dict(x=np.zeros((1, 2))), TypeError, "x must be a numpy array of float32"),
+        (dict(x=np.zeros((1, 3), dtype=np.float32)), ValueError, r"x must be C-contiguous of shape \(B, 2\)"),
+        (dict(packed=packed.astype(np.int64)), TypeError, "packed must be a numpy array of uint8"),
+        (dict(packed=packed[:, :0]), ValueError, "packed rows hold 0 bits"),
+        (dict(scales=scales.astype(np.float64)), TypeError, "scales must be"),
+        (dict(scales=scales[:2]), ValueError, "scales must have one row per row"),
+        (dict(group=group + 5), ValueError, "group must index"),
+        (dict(table=np.zeros((3, 1), dtype=np.float32)), ValueError, r"table must be C-contiguous of shape"),
+        (dict(codebook="e8"), ValueError, "codebook must be 'table' or 'trio'"),
+        (dict(width=1.5), TypeError, "width must be an int"),
+    ]
+    for change, exc, match in bad:
+        args = dict(x=np.zeros((1, 2), dtype=np.float32), packed=packed, scales=scales, group=group, **kw)
+        args.update(change)
+        with pytest.raises(exc, match=match):
+            packed_matmul(args.pop("x"), args.pop("packed"), args.pop("scales"), args.pop("group"), **args)
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        packed_weight(packed, scales, group, dtype=np.int32, **kw)
+
+
+def test_kernels_run_as_python_without_jit():
+    code = (
+        "import numpy as np\n"
+        "from leechlib.kernels import packed_matmul, packed_weight\n"
+        "p = np.array([[0xE4, 0x01, 0, 0, 0, 0]], dtype=np.uint8)\n"
+        "s = np.ones((1, 1), dtype=np.float32); g = np.zeros(1, dtype=np.int64)\n"
+        "w = packed_weight(p, s, g, codebook='trio', dtype=np.float64)\n"
+        "y = packed_matmul(np.ones((1, 24), dtype=np.float32), p, s, g, codebook='trio')\n"
+        "assert abs(float(y[0, 0]) - w.sum()) < 1e-4, (y, w.sum())\n"
+    )
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
