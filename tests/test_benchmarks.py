@@ -19,7 +19,7 @@ SCRIPTS = sorted(
 )
 TORCH_SCRIPTS = {"bench_torch_ops.py", "gpu_check.py", "kernel_neutrality.py", "lila_ablation.py",
                  "lila_speed.py", "bench_rtn_scales.py",
-                 "quantize_lila.py", "vq_autoencoder.py"}
+                 "quantize_lila.py", "vq_autoencoder.py", "bench_qmatmul.py"}
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)

@@ -33,6 +33,21 @@ ROW_CHUNK = 16
 @jit
 def read_code(packed, r, j, width):
     """The ``j``-th ``width``-bit code of row ``r`` of ``packed`` (uint8, LSB first), width <= 56."""
+    if width == 48:  # the Leech codes: six bytes
+        a = 6 * j
+        return (np.int64(packed[r, a]) | (np.int64(packed[r, a + 1]) << 8) | (np.int64(packed[r, a + 2]) << 16)
+                | (np.int64(packed[r, a + 3]) << 24) | (np.int64(packed[r, a + 4]) << 32)
+                | (np.int64(packed[r, a + 5]) << 40))
+    if width == 16:  # E8: two bytes
+        return np.int64(packed[r, 2 * j]) | (np.int64(packed[r, 2 * j + 1]) << 8)
+    if width == 2:  # 2-bit scalar codes: four to a byte (shifts, no division)
+        return np.int64((packed[r, j >> 2] >> ((j & 3) << 1)) & 3)
+    if width == 8:
+        return np.int64(packed[r, j])
+    if width == 4:
+        return np.int64((packed[r, j >> 1] >> ((j & 1) << 2)) & 15)
+    if width == 1:
+        return np.int64((packed[r, j >> 3] >> (j & 7)) & 1)
     o = j * width
     byte = o >> 3
     shift = o & 7
@@ -67,20 +82,27 @@ def table_matmul(x, packed, width, table, scales, group, out):
     d = table.shape[1]
     for c in prange((R + ROW_CHUNK - 1) // ROW_CHUNK):
         acc = np.empty(B)
-        part = np.empty(B, dtype=np.float32)
         for r in range(c * ROW_CHUNK, min(R, (c + 1) * ROW_CHUNK)):
-            acc[:] = 0.0
+            if B == 1:  # the matrix-vector product: scalar accumulators
+                a = 0.0
+                for j in range(nb):
+                    code = read_code(packed, r, j, width)
+                    s = np.float32(0.0)
+                    for i in range(d):
+                        s += table[code, i] * x[0, d * j + i]
+                    a += scales[r, group[j]] * s
+                out[0, r] = a
+                continue
+            for b in range(B):
+                acc[b] = 0.0
             for j in range(nb):
                 code = read_code(packed, r, j, width)
-                part[:] = 0.0
+                sc = scales[r, group[j]]
                 for b in range(B):
                     s = np.float32(0.0)
                     for i in range(d):
                         s += table[code, i] * x[b, d * j + i]
-                    part[b] = s
-                sc = scales[r, group[j]]
-                for b in range(B):
-                    acc[b] += sc * part[b]
+                    acc[b] += sc * s
             for b in range(B):
                 out[b, r] = acc[b]
 
@@ -121,11 +143,18 @@ def trio_matmul(x, packed, scales, group, b, cb, tab, perm, sign, cls_of, gen_lo
         w = np.empty(24, dtype=np.float32)
         acc = np.empty(B)
         for r in range(c * ROW_CHUNK, min(R, (c + 1) * ROW_CHUNK)):
-            acc[:] = 0.0
+            for bb in range(B):
+                acc[bb] = 0.0
             for j in range(nb):
                 decode_block(read_code(packed, r, j, 48), b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi,
                              combos, w, 0)
                 sc = scales[r, group[j]]
+                if B == 1:
+                    s = np.float32(0.0)
+                    for i in range(24):
+                        s += w[i] * x[0, 24 * j + i]
+                    acc[0] += sc * s
+                    continue
                 for bb in range(B):
                     s = np.float32(0.0)
                     for i in range(24):

@@ -323,8 +323,7 @@ class E8Codec(Codec):
         return e8_table(self.params["max_norm"], codes.device, dtype)[codes]
 
     def packed(self, gains):
-        return Packed("table", self.code_bits, _padded_table(e8_table(self.params["max_norm"], "cpu",
-                                                                       torch.float32).numpy(), self.code_bits), 1.0)
+        return _e8_packed(self.params["max_norm"], self.code_bits)
 
 
 def _rtn_scales(blocks, L, rms, levels: int) -> np.ndarray:
@@ -415,11 +414,15 @@ class RtnCodec(Codec):
         return Packed("table", self.code_bits, levels, 1.0)
 
 
-def _padded_table(table: np.ndarray, width: int) -> np.ndarray:
-    """``table`` with zero rows up to ``2**width`` (a code past the codebook decodes to 0)."""
+@functools.lru_cache(maxsize=8)
+def _e8_packed(max_norm: int, width: int) -> Packed:
+    """The E8 ball as a float32 table of ``2**width`` rows (zero rows past the ball: a code
+    past the codebook cannot read out of bounds), built once."""
+    table = e8_table(max_norm, "cpu", torch.float32).numpy()
     out = np.zeros((1 << width, table.shape[1]), dtype=np.float32)
     out[: len(table)] = table
-    return out
+    out.flags.writeable = False
+    return Packed("table", width, out, 1.0)
 
 
 @register

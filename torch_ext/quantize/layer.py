@@ -184,6 +184,7 @@ class LeechQuantizedLinear(nn.Module):
         self.name = str(name)
         self.stats: dict = {}
         self._cache: dict = {}
+        self._packed_state = None  # (buffer stamp, numpy views and float32 scales) of the codes path
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -421,8 +422,15 @@ class LeechQuantizedLinear(nn.Module):
         The scales are float32 with the codec's ``post`` factor folded in (one per
         row and group; ``group="tensor"`` repeats its one scale per row).
         """
+        if self.packed.device.type != "cpu":
+            return None
+        stamp = tuple((t.data_ptr(), t._version) for t in (self.packed, self.scales, self.gains)
+                      if t is not None)
+        hit = self._packed_state
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
         spec = self.codec.packed(self.gains)
-        if spec is None or self.packed.device.type != "cpu":
+        if spec is None:
             return None
         L = self.layout
         S = self.scales.detach().to(torch.float32)
@@ -434,7 +442,9 @@ class LeechQuantizedLinear(nn.Module):
         if spec.post != 1.0:
             S = S * spec.post
         scales = np.ascontiguousarray(S.numpy(), dtype=np.float32)
-        return np.ascontiguousarray(self.packed.detach().numpy()), scales, group, spec
+        out = (np.ascontiguousarray(self.packed.detach().numpy()), scales, group, spec)
+        self._packed_state = (stamp, out)  # small: the scales (one per row and group) and views
+        return out
 
     def _codes_forward(self, x: Tensor) -> Tensor | None:
         """``x W'^T`` from the packed codes (CPU, table-decodable methods), or None.
@@ -493,6 +503,7 @@ class LeechQuantizedLinear(nn.Module):
 
     def _apply(self, fn, recurse=True):
         self._cache.clear()
+        self._packed_state = None
         return super()._apply(fn, recurse)
 
     # ------------------------------------------------------------ reporting

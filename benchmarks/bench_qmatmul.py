@@ -1,0 +1,159 @@
+"""Quantized layers run from their codes: ``x W^T`` and dequantization, against dense, in one run.
+
+Usage::
+
+    python benchmarks/bench_qmatmul.py                        # the full grid (a few minutes)
+    python benchmarks/bench_qmatmul.py --quick                # one small shape, batch 1
+    python benchmarks/bench_qmatmul.py --shapes 4096x4096 --batches 1 4 16 --threads 1 2
+
+For each weight shape (``out x in``), batch size and thread count it times, interleaved
+(``--reps`` rounds, the median of each arm kept):
+
+* ``dense f32`` / ``dense bf16``: ``torch.nn.functional.linear`` with the dense weight;
+* ``codes <method>``: :class:`~torch_ext.quantize.LeechQuantizedLinear` with
+  ``cache=False`` on the CPU, i.e. :func:`leechlib.kernels.packed_matmul` straight from
+  the packed codes (no rotation, row scales), for ``leech-trio``, ``e8`` and ``rtn``;
+
+and prints the milliseconds and the speed relative to ``dense f32`` of the same run.
+Then dequantization (the whole weight from its codes), weights per second: the torch
+decode every method had (``decode_torch``: the enumerative unranking of ``leech-ball``
+and ``leech-shape-gain``, the table lookups of the others) against leechlib's kernel
+(``packed_weight``) where a method has one.  The codes are random valid codes (speed
+does not depend on the weights' values).  Torch's thread count is set with
+``torch.set_num_threads``; leechlib's kernels use the same count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SHAPES = ["4096x4096", "11008x4096", "1536x384", "384x1536", "3072x768", "768x3072"]
+CODES = ("leech-trio", "e8", "rtn")
+
+
+def _layer(method: str, out_f: int, in_f: int, rng):
+    import torch
+
+    from torch_ext.ops.codebook import pack_bits
+    from torch_ext.quantize import LeechQuantizedLinear
+
+    q = LeechQuantizedLinear(in_f, out_f, bias=False, method=method, bits=2, cache=False)
+    size = q.codec.size
+    n = q.layout.nblocks
+    if size >= 1 << 62:
+        codes = (rng.integers(0, 1 << 24, size=(out_f, n)) << 24) | rng.integers(0, 1 << 24, size=(out_f, n))
+    else:
+        codes = rng.integers(0, size, size=(out_f, n))
+    with torch.no_grad():
+        q.packed.copy_(pack_bits(torch.from_numpy(codes), q.codec.code_bits))
+        q.scales.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, size=tuple(q.scales.shape))))
+    return q
+
+
+def _time(fn, reps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
+
+
+def matmul_rows(shapes, batches, threads, reps: int, methods, rng) -> list[dict]:
+    import torch
+
+    rows = []
+    for shape in shapes:
+        out_f, in_f = (int(v) for v in shape.split("x"))
+        layers = {m: _layer(m, out_f, in_f, rng) for m in methods}
+        W = layers[methods[0]].dequantize(torch.float32)
+        Wb = W.to(torch.bfloat16)
+        for nt in threads:
+            torch.set_num_threads(nt)
+            for B in batches:
+                x = torch.randn(B, in_f)
+                xb = x.to(torch.bfloat16)
+                arms = {"dense f32": lambda x=x, W=W: torch.nn.functional.linear(x, W),
+                        "dense bf16": lambda xb=xb, Wb=Wb: torch.nn.functional.linear(xb, Wb)}
+                for m, q in layers.items():
+                    arms[f"codes {m}"] = (lambda q=q, x=x: q(x))
+                with torch.no_grad():
+                    for fn in arms.values():  # warm-up (compilation, caches)
+                        fn()
+                    inner = {k: max(1, int(0.05 / max(_time(fn, 1), 1e-6))) for k, fn in arms.items()}
+                    times = {k: [] for k in arms}
+                    for _ in range(reps):
+                        for k, fn in arms.items():
+                            times[k].append(_time(fn, inner[k]))
+                med = {k: statistics.median(v) for k, v in times.items()}
+                for k, t in med.items():
+                    rows.append({"shape": shape, "threads": nt, "batch": B, "arm": k, "ms": 1e3 * t,
+                                 "vs dense f32": med["dense f32"] / t})
+    return rows
+
+
+def dequant_rows(shape: str, methods, reps: int, rng) -> list[dict]:
+    import torch
+
+    out_f, in_f = (int(v) for v in shape.split("x"))
+    rows = []
+    for m in methods:
+        q = _layer(m, out_f, in_f, rng)  # random valid codes (every index below the size is one)
+        n = out_f * in_f
+        codes = q.codes()
+
+        def torch_path(q=q, codes=codes):
+            L = q.layout
+            return q.codec.decode_torch(codes.reshape(-1), q.gains, torch.float32).reshape(out_f, L.padded)
+
+        arms = {"torch decode": torch_path}
+        if q.codec.packed(q.gains) is not None:
+            arms["leechlib kernel"] = lambda q=q: q._stored_weight(torch.float32)
+        for fn in arms.values():
+            fn()
+        for k, fn in arms.items():
+            t = min(_time(fn, 1) for _ in range(reps))
+            rows.append({"method": m, "path": k, "Mweights/s": n / t / 1e6})
+    return rows
+
+
+def md(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shapes", nargs="+", default=SHAPES, help="out x in weight shapes")
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--methods", nargs="+", default=list(CODES), choices=CODES)
+    p.add_argument("--reps", type=int, default=5, help="interleaved rounds (median kept)")
+    p.add_argument("--dequant-shape", default="1536x384", help="shape of the dequantization rows")
+    p.add_argument("--quick", action="store_true", help="384x1536, batch 1, one thread, 2 rounds")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.shapes, args.batches, args.threads, args.reps = ["384x1536"], [1], [1], 2
+    rng = np.random.default_rng(0)
+    rows = matmul_rows(args.shapes, args.batches, args.threads, args.reps, args.methods, rng)
+    print(md(rows, ["shape", "threads", "batch", "arm", "ms", "vs dense f32"]))
+    print()
+    drows = dequant_rows(args.dequant_shape, ["leech-ball", "leech-shape-gain", *args.methods],
+                         max(1, args.reps // 2), rng)
+    print(f"dequantization of a {args.dequant_shape} weight, one run")
+    print(md(drows, ["method", "path", "Mweights/s"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
