@@ -1,6 +1,7 @@
 """torch_ext.quantize: LeechQuantizedLinear, quantize_model, bit counts, save/load, errors."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -642,3 +643,37 @@ def test_rtn_scales_chunked_equal_reference(group, levels):
     b = _rtn_scales_reference(blocks, L, rms, levels)
     assert a.shape == b.shape == L.scale_shape
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_trio_model_runs_from_its_codes(tmp_path):
+    """leech-trio: saved, loaded with cache=False, it holds only codes and scales while it
+    runs (no dense weight in any layer) and computes what the dense weight computes."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 24))
+    quantize_model(net, method="leech-trio", rotation="hadamard", max_points=64)
+    path = tmp_path / "trio.safetensors"
+    save_quantized(net, path)
+    small = load_quantized(path, model=nn.Sequential(nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 24)),
+                           cache=False)
+    x = torch.randn(4, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)
+    for m in (small[0], small[2]):
+        assert m.method == "leech-trio" and not m.cache and not m._cache  # no dense weight held
+        assert m.config["code_bits"] == 48 and m.bits_report()["code_bits"] == m.out_features * m.layout.nblocks * 48
+    with pytest.raises(TypeError, match="cache must be a bool"):
+        load_quantized(path, model=nn.Sequential(nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 24)), cache="no")
+
+
+def test_trio_codec_bits_and_torch_decode():
+    from leechlib.trio import TrioCodebook
+    from torch_ext.quantize.codecs import get_codec
+
+    c = get_codec("leech-trio", 2)
+    assert (c.block, c.size, c.code_bits) == (24, 1 << 48, 48)
+    codes = torch.tensor([0, 1, 2**47 + 12345, 2**48 - 1])
+    want = TrioCodebook().point(codes.numpy()) / math.sqrt(8)
+    assert torch.equal(c.decode_torch(codes, None, torch.float64), torch.from_numpy(want))
+    for bad, exc in ((3, ValueError), (1.5, ValueError), ("2", TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="bits"):
+            get_codec("leech-trio", bad)

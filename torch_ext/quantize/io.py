@@ -121,7 +121,7 @@ def save_quantized(model: nn.Module, path, metadata: dict | None = None) -> None
     save_file(state, os.fspath(path), metadata=meta)
 
 
-def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> nn.Module:
+def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *, cache: bool = True) -> nn.Module:
     """Rebuild a model written by :func:`save_quantized`.
 
     Parameters
@@ -133,6 +133,10 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
         the config stored by a registered architecture (:func:`register_architecture`;
         a :class:`~torch_ext.LilaTransformer`).
     map_location : str or torch.device
+    cache : bool
+        The layers' ``cache`` (:class:`~torch_ext.quantize.LeechQuantizedLinear`):
+        ``False`` keeps only the codes while the model runs (the methods with a
+        table decode multiply from the packed codes on the CPU).
 
     Raises
     ------
@@ -140,6 +144,8 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
         Not a quantized checkpoint, a mismatch with ``model``, codes beyond the
         codebook, or non-finite values (messages name the layer or tensor).
     """
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
     p = os.fspath(path)
     meta, tensors = read_safetensors(p, what="quantized checkpoint")
     if meta.get("checkpoint") != QUANTIZED_FORMAT or "quantized_layers" not in meta:
@@ -175,7 +181,7 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu") -> 
         if shape != (cfg.get("in_features"), cfg.get("out_features")):
             raise ValueError(f"{p}: layer {name!r} is {shape[1]}x{shape[0]} in the "
                              f"model but {cfg.get('out_features')}x{cfg.get('in_features')} in the file")
-        _set_module(model, name, LeechQuantizedLinear.from_config(cfg, name=name))
+        _set_module(model, name, LeechQuantizedLinear.from_config(cfg, name=name, cache=cache))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
