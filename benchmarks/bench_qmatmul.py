@@ -15,10 +15,11 @@ For each weight shape (``out x in``), batch size and thread count it times, inte
   the packed codes (no rotation, row scales), for ``leech-trio``, ``e8`` and ``rtn``;
 
 and prints the milliseconds and the speed relative to ``dense f32`` of the same run.
-Then dequantization (the whole weight from its codes), weights per second: the torch
-decode every method had (``decode_torch``: the enumerative unranking of ``leech-ball``
-and ``leech-shape-gain``, the table lookups of the others) against leechlib's kernel
-(``packed_weight``) where a method has one.  The codes are random valid codes (speed
+Then dequantization (the whole weight from its codes), weights per second, one
+thread: the torch decode of every method (``decode_torch``, codes to normalised
+blocks: the enumerative unranking of ``leech-ball`` and ``leech-shape-gain``, table
+gathers for the others) against leechlib's kernel (``packed_weight``, codes and
+scales to the float32 weight) where a method has one.  The codes are random valid codes (speed
 does not depend on the weights' values).  Torch's thread count is set with
 ``torch.set_num_threads``; leechlib's kernels use the same count.
 """
@@ -101,6 +102,8 @@ def matmul_rows(shapes, batches, threads, reps: int, methods, rng) -> list[dict]
 def dequant_rows(shape: str, methods, reps: int, rng) -> list[dict]:
     import torch
 
+    from leechlib.kernels import packed_weight
+
     out_f, in_f = (int(v) for v in shape.split("x"))
     rows = []
     for m in methods:
@@ -113,14 +116,23 @@ def dequant_rows(shape: str, methods, reps: int, rng) -> list[dict]:
             return q.codec.decode_torch(codes.reshape(-1), q.gains, torch.float32).reshape(out_f, L.padded)
 
         arms = {"torch decode": torch_path}
-        if q.codec.packed(q.gains) is not None:
-            arms["leechlib kernel"] = lambda q=q: q._stored_weight(torch.float32)
+        spec = q._packed_spec()
+        if spec is not None:
+            packed, scales, group, pk = spec
+            arms["leechlib kernel"] = lambda packed=packed, scales=scales, group=group, pk=pk: packed_weight(
+                packed, scales, group, codebook=pk.codebook, table=pk.table, width=pk.width)
         for fn in arms.values():
             fn()
         for k, fn in arms.items():
             t = min(_time(fn, 1) for _ in range(reps))
             rows.append({"method": m, "path": k, "Mweights/s": n / t / 1e6})
     return rows
+
+
+def torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def md(rows: list[dict], cols: list[str]) -> str:
@@ -148,6 +160,7 @@ def main(argv=None) -> int:
     rows = matmul_rows(args.shapes, args.batches, args.threads, args.reps, args.methods, rng)
     print(md(rows, ["shape", "threads", "batch", "arm", "ms", "vs dense f32"]))
     print()
+    torch_threads(1)
     drows = dequant_rows(args.dequant_shape, ["leech-ball", "leech-shape-gain", *args.methods],
                          max(1, args.reps // 2), rng)
     print(f"dequantization of a {args.dequant_shape} weight, one run")

@@ -395,7 +395,9 @@ class LeechQuantizedLinear(nn.Module):
         dev = self.packed.device
         if dev.type == "cpu" and dtype in (torch.float32, torch.float64):
             spec = self._packed_spec()
-            if spec is not None:  # leechlib's kernel: table lookups, no torch unranking
+            # the trio code through leechlib's kernel (the torch gathers of its tables are
+            # slower); E8 and RTN decode faster with one torch gather
+            if spec is not None and spec[3].codebook == "trio":
                 packed, scales, group, spec = spec
                 w = packed_weight(packed, scales, group, codebook=spec.codebook, table=spec.table,
                                   width=spec.width, dtype=np.float64)
