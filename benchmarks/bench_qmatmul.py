@@ -15,7 +15,9 @@ For each weight shape (``out x in``), batch size and thread count it times, inte
   the packed codes (no rotation, row scales), for ``leech-trio``, ``e8`` and ``rtn``;
 
 and prints the milliseconds and the speed relative to ``dense f32`` of the same run.
-Then dequantization (the whole weight from its codes), weights per second, one
+Then the input rotation of a rotated layer (``RandomizedHadamard.apply``): the chain
+of torch operations against leechlib's one native pass per row.  And dequantization
+(the whole weight from its codes), weights per second, one
 thread: the torch decode of every method (``decode_torch``, codes to normalised
 blocks: the enumerative unranking of ``leech-ball`` and ``leech-shape-gain``, table
 gathers for the others) against leechlib's kernel (``packed_weight``, codes and
@@ -135,6 +137,27 @@ def torch_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def rotation_rows(sizes, batches, reps: int) -> list[dict]:
+    """The input rotation of a layer: the torch chain against leechlib's one native pass."""
+    import torch
+
+    from torch_ext.quantize.hadamard import RandomizedHadamard
+
+    rows = []
+    for n in sizes:
+        T = RandomizedHadamard(n, seed=0)
+        for B in batches:
+            x = torch.randn(B, n)
+            arms = {"torch ops": lambda T=T, x=x: T._apply_torch(x), "native": lambda T=T, x=x: T.apply(x)}
+            with torch.no_grad():
+                for fn in arms.values():
+                    fn()
+                med = {k: statistics.median(_time(fn, 20) for _ in range(reps)) for k, fn in arms.items()}
+            rows.append({"n": n, "batch": B, "torch ops µs": 1e6 * med["torch ops"],
+                         "native µs": 1e6 * med["native"], "speed-up": med["torch ops"] / med["native"]})
+    return rows
+
+
 def md(rows: list[dict], cols: list[str]) -> str:
     def fmt(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
@@ -152,10 +175,13 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=list(CODES), choices=CODES)
     p.add_argument("--reps", type=int, default=5, help="interleaved rounds (median kept)")
     p.add_argument("--dequant-shape", default="1536x384", help="shape of the dequantization rows")
+    p.add_argument("--rotation-sizes", nargs="+", type=int, default=[4096, 11008, 384, 1536],
+                   help="input sizes of the rotation rows")
     p.add_argument("--quick", action="store_true", help="384x1536, batch 1, one thread, 2 rounds")
     args = p.parse_args(argv)
     if args.quick:
         args.shapes, args.batches, args.threads, args.reps = ["384x1536"], [1], [1], 2
+        args.rotation_sizes = [384]
     rng = np.random.default_rng(0)
     rows = matmul_rows(args.shapes, args.batches, args.threads, args.reps, args.methods, rng)
     print(md(rows, ["shape", "threads", "batch", "arm", "ms", "vs dense f32"]))
@@ -165,6 +191,10 @@ def main(argv=None) -> int:
                          max(1, args.reps // 2), rng)
     print(f"dequantization of a {args.dequant_shape} weight, one run")
     print(md(drows, ["method", "path", "Mweights/s"]))
+    print()
+    print("input rotation (randomized Hadamard), one thread")
+    rrows = rotation_rows(args.rotation_sizes, args.batches, max(3, args.reps))
+    print(md(rrows, ["n", "batch", "torch ops µs", "native µs", "speed-up"]))
     return 0
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "mog_tables",
     "packed_matmul",
     "packed_weight",
+    "hadamard_rows",
 ]
 
 
@@ -291,3 +292,62 @@ def packed_weight(packed, scales, group, *, codebook: str, table=None, width=Non
         else:
             qmatmul.trio_dequantize(packed, scales, group, *trio, out)
     return out
+
+
+def hadamard_rows(x, signs, q, *, inverse: bool = False, workers=None) -> None:
+    """The randomized Hadamard transform ``T`` (or ``Tᵀ``) of every row of ``x``, in place.
+
+    ``T = (H_p / sqrt(p) ⊗ q) diag(signs)`` for rows of length ``n = p * m`` (``p`` a
+    power of two, ``q`` an ``m × m`` orthogonal matrix): the transform of
+    ``torch_ext.quantize.hadamard.RandomizedHadamard``, as one native pass per row.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        float32 or float64 ``(N, n)``, C-contiguous; overwritten.
+    signs : numpy.ndarray
+        ``(n,)`` of ``x``'s dtype.
+    q : numpy.ndarray
+        ``(m, m)`` of ``x``'s dtype, C-contiguous.
+    inverse : bool
+        Apply ``Tᵀ = T⁻¹`` instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib.kernels import hadamard_rows
+    >>> x = np.array([[1.0, 0.0, 0.0, 0.0]])
+    >>> hadamard_rows(x, np.ones(4), np.ones((1, 1)))
+    >>> x
+    array([[0.5, 0.5, 0.5, 0.5]])
+    >>> hadamard_rows(x, np.ones(4), np.ones((1, 1)), inverse=True)
+    >>> x
+    array([[1., 0., 0., 0.]])
+    """
+    import numpy as np
+
+    from ._jit import num_threads
+    from ._kernels import hadamard
+
+    for name, a in (("x", x), ("signs", signs), ("q", q)):
+        if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} must be a numpy array of float32 or float64")
+        if a.dtype != x.dtype:
+            raise TypeError(f"{name} must have x's dtype {x.dtype}, got {a.dtype}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+    if not x.flags.writeable:
+        raise ValueError("x must be writeable (it is transformed in place)")
+    if x.ndim != 2 or signs.ndim != 1 or q.ndim != 2 or q.shape[0] != q.shape[1]:
+        raise ValueError(f"x must be (N, n), signs (n,) and q (m, m), got {x.shape}, {signs.shape}, {q.shape}")
+    n, m = x.shape[1], q.shape[0]
+    p = n // m if m else 0
+    if signs.shape[0] != n or p * m != n or p < 1 or p & (p - 1):
+        raise ValueError(f"rows of length {n} must be p * m with p a power of two and m = {m}, and signs "
+                         f"of length {n}")
+    if not isinstance(inverse, bool):
+        raise TypeError(f"inverse must be a bool, got {type(inverse).__name__}")
+    if x.shape[0] == 0:
+        return
+    with num_threads(workers):
+        hadamard.hadamard_rows(x, signs, q, p, inverse)

@@ -81,3 +81,19 @@ def test_bad_input():
         T.apply(np.zeros(8))
     with pytest.raises(ValueError, match="power of two"):
         fwht(torch.zeros(6))
+
+
+@pytest.mark.parametrize("n", [1, 24, 384, 96 * 7, 2 ** 10])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_pass_agrees_with_the_torch_operations(n, dtype):
+    from torch_ext.quantize.hadamard import RandomizedHadamard
+
+    T = RandomizedHadamard(n, seed=5)
+    x = torch.randn(3, 2, n, dtype=dtype)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    with torch.no_grad():
+        torch.testing.assert_close(T.apply(x), T._apply_torch(x), rtol=tol, atol=tol)
+        torch.testing.assert_close(T.inverse(x), T._inverse_torch(x), rtol=tol, atol=tol)
+    xg = x.clone().requires_grad_()  # a gradient: the torch operations
+    T.apply(xg).sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()

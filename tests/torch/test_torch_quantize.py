@@ -521,7 +521,8 @@ def test_dequantization_does_not_need_numba(tiny, tmp_path):
         f"m = load_quantized({str(path)!r})\n"
         f"d = torch.load({str(tmp_path / 'ref.pt')!r})\n"
         "with torch.no_grad(): out = m(d['idx']).logits\n"
-        "assert torch.equal(out, d['ref'])\n"
+        # the same model: the torch transforms agree with the native ones to rounding
+        "torch.testing.assert_close(out, d['ref'], rtol=1e-5, atol=1e-5)\n"
         "assert 'numba' not in sys.modules or sys.modules['numba'] is None\n"
         "print('ok')\n"
     )

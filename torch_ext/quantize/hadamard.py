@@ -17,7 +17,10 @@ multiplied by ``D``, viewed as a ``2**k × m`` array (row-major), transformed by
 Walsh–Hadamard transform along the first axis and by ``Q_m`` along the second.  ``T`` is
 orthogonal, so its inverse is its transpose.  Both ``D`` and ``Q_m`` are drawn from
 ``numpy.random.default_rng([seed, n])``: the same seed gives the same transform on every
-machine (``Q_m`` up to rounding of the QR factorization).  ``m`` is at most
+machine (``Q_m`` up to rounding of the QR factorization).  On the CPU, for float32 and
+float64 tensors that need no gradient and an odd part of at most
+:data:`NATIVE_MAX_ODD`, the whole transform is one native pass per row
+(:func:`leechlib.kernels.hadamard_rows`); elsewhere it is a chain of torch operations.  ``m`` is at most
 :data:`MAX_ODD`; sizes whose odd part is larger (a prime ``n``, say) raise
 ``ValueError``.
 
@@ -42,10 +45,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from leechlib.kernels import hadamard_rows
+
 __all__ = ["MAX_ODD", "RandomizedHadamard", "fwht"]
 
 #: largest odd part ``m`` of a size ``2**k * m`` that gets a dense ``m × m`` factor
 MAX_ODD = 1023
+#: largest odd part transformed by the native pass on the CPU (``benchmarks/bench_qmatmul.py``:
+#: 3-5 times the torch operations for n = 4096, 1536, 384; slower than them for 11008 = 256 * 43)
+NATIVE_MAX_ODD = 15
 
 
 def fwht(x: Tensor, dim: int = -1) -> Tensor:
@@ -173,6 +181,29 @@ class RandomizedHadamard:
             self._cache[key] = t
         return t
 
+    def _native(self, x: Tensor, inverse: bool) -> Tensor | None:
+        """The transform by leechlib's kernel (CPU, float32/float64, no gradient), or None.
+
+        Not for odd parts above :data:`NATIVE_MAX_ODD`: their dense ``m × m`` factor is a
+        matrix product that BLAS does faster than the kernel's loops.
+        """
+        if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
+                or self.odd > NATIVE_MAX_ODD or (torch.is_grad_enabled() and x.requires_grad)):
+            return None
+        key = ("np", x.dtype)
+        t = self._cache.get(key)
+        if t is None:
+            signs, q = _factors(self.n, self.seed)
+            dt = np.float32 if x.dtype == torch.float32 else np.float64
+            t = (np.ascontiguousarray(signs, dtype=dt), np.ascontiguousarray(q, dtype=dt))
+            self._cache[key] = t
+        y = x.reshape(-1, self.n).clone(memory_format=torch.contiguous_format)
+        try:
+            hadamard_rows(y.numpy(), *t, inverse=inverse, workers=torch.get_num_threads())
+        except ImportError:  # no Numba here: the torch operations (which never need it)
+            return None
+        return y.reshape(x.shape)
+
     def _check(self, x) -> None:
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -194,6 +225,13 @@ class RandomizedHadamard:
             Same dtype and device as ``x``.
         """
         self._check(x)
+        native = self._native(x, inverse=False)
+        if native is not None:  # one native pass per row (CPU)
+            return native
+        return self._apply_torch(x)
+
+    def _apply_torch(self, x: Tensor) -> Tensor:
+        """``T x`` with torch operations (any device, differentiable)."""
         signs, q = self._tables(x.device, x.dtype)
         y = (x * signs).reshape(*x.shape[:-1], self.power, self.odd)
         if self.power > 1:
@@ -214,6 +252,13 @@ class RandomizedHadamard:
         torch.Tensor, shape (..., n)
         """
         self._check(y)
+        native = self._native(y, inverse=True)
+        if native is not None:
+            return native
+        return self._inverse_torch(y)
+
+    def _inverse_torch(self, y: Tensor) -> Tensor:
+        """``Tᵀ y`` with torch operations (any device, differentiable)."""
         signs, q = self._tables(y.device, y.dtype)
         x = y.reshape(*y.shape[:-1], self.power, self.odd)
         if self.odd > 1:

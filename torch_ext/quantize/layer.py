@@ -399,9 +399,12 @@ class LeechQuantizedLinear(nn.Module):
             # slower); E8 and RTN decode faster with one torch gather
             if spec is not None and spec[3].codebook == "trio":
                 packed, scales, group, spec = spec
-                w = packed_weight(packed, scales, group, codebook=spec.codebook, table=spec.table,
-                                  width=spec.width, dtype=np.float64)
-                return torch.from_numpy(w[:, : self.in_features]).to(dtype)
+                try:
+                    w = packed_weight(packed, scales, group, codebook=spec.codebook, table=spec.table,
+                                      width=spec.width, dtype=np.float64)
+                    return torch.from_numpy(w[:, : self.in_features]).to(dtype)
+                except ImportError:  # no Numba here: the torch decode below
+                    pass
         work = torch.float64 if dev.type in ("cpu", "cuda") else torch.float32
         L, codec = self.layout, self.codec
         codes = self.codes()
@@ -467,8 +470,11 @@ class LeechQuantizedLinear(nn.Module):
         if pad:
             x2 = F.pad(x2, (0, pad))
         x2 = np.ascontiguousarray(x2.numpy())
-        y = packed_matmul(x2, packed, scales, group, codebook=spec.codebook, table=spec.table,
-                          width=spec.width, workers=torch.get_num_threads())
+        try:
+            y = packed_matmul(x2, packed, scales, group, codebook=spec.codebook, table=spec.table,
+                              width=spec.width, workers=torch.get_num_threads())
+        except ImportError:  # no Numba here: the caller decodes the weight with torch
+            return None
         return torch.from_numpy(y).reshape(lead + (self.out_features,))
 
     def _weight(self, device, dtype) -> Tensor:

@@ -1,0 +1,78 @@
+r"""The randomized Hadamard transform of rows, in place (Numba kernel, numpy reference).
+
+For ``n = p * m`` (``p`` a power of two, ``m`` odd) the transform of a row ``x`` is
+``T x = (H_p / sqrt(p) ⊗ Q) (s ∘ x)``: random signs ``s``, then, viewing the row as a
+``p × m`` array (row-major), a fast Walsh–Hadamard transform along the first axis
+and the ``m × m`` orthogonal ``Q`` along the second.  ``T`` is orthogonal; the
+inverse applies ``Qᵀ``, the (self-inverse) Walsh–Hadamard transform and the signs, in
+that order.  One pass per row, rows split among the threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from .._jit import pjit
+
+
+@pjit
+def hadamard_rows(x, signs, q, p, inverse):
+    """``T x`` (or ``Tᵀ x`` with ``inverse``) of every row of ``x`` (N, p * m), in place."""
+    N = x.shape[0]
+    m = q.shape[0]
+    norm = 1.0 / math.sqrt(p)
+    dense = m > 1 or q[0, 0] != 1.0  # Q = [1] is the identity
+    for r in prange(N):
+        row = x[r]
+        tmp = np.empty(m, dtype=x.dtype)
+        if not inverse:
+            for i in range(p * m):
+                row[i] *= signs[i]
+        elif dense:  # Q^T first: each length-m slice z -> z Q
+            for a in range(p):
+                for j in range(m):
+                    s = 0.0
+                    for k in range(m):
+                        s += row[a * m + k] * q[k, j]
+                    tmp[j] = s
+                for j in range(m):
+                    row[a * m + j] = tmp[j]
+        h = 1
+        while h < p:  # butterflies along the power-of-two axis (stride m)
+            for a0 in range(0, p, 2 * h):
+                for a in range(a0, a0 + h):
+                    for j in range(m):
+                        u = row[a * m + j]
+                        v = row[(a + h) * m + j]
+                        row[a * m + j] = u + v
+                        row[(a + h) * m + j] = u - v
+            h *= 2
+        if p > 1:
+            for i in range(p * m):
+                row[i] *= norm
+        if not inverse:
+            if dense:  # each slice z -> z Q^T
+                for a in range(p):
+                    for j in range(m):
+                        s = 0.0
+                        for k in range(m):
+                            s += row[a * m + k] * q[j, k]
+                        tmp[j] = s
+                    for j in range(m):
+                        row[a * m + j] = tmp[j]
+        else:
+            for i in range(p * m):
+                row[i] *= signs[i]
+
+
+def hadamard_rows_ref(x, signs, q, p, inverse):
+    """Plain numpy with the dense Sylvester–Hadamard matrix (small sizes)."""
+    x = np.asarray(x, dtype=np.float64)
+    H = np.ones((1, 1))
+    while H.shape[0] < p:
+        H = np.block([[H, H], [H, -H]])
+    T = np.kron(H / math.sqrt(p), q) * signs[None, :]
+    return x @ (T if inverse else T.T)
