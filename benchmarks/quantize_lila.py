@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-METHODS = ("leech-shape-gain", "leech-ball", "e8", "rtn")
+METHODS = ("leech-shape-gain", "leech-ball", "e8", "rtn", "leech-trio")
 
 TRAIN = dict(preset="lila-tiny", data="shakespeare", tokenizer="byte", val_fraction=0.05,
              d_model=96, n_layer=4, n_head=4, block_size=128, dropout=0.0, align_weight=0.0,

@@ -15,7 +15,21 @@ import math
 import numpy as np
 from numba import prange
 
-from .._jit import pjit
+from .._jit import jit, pjit
+
+
+@jit
+def _slices(row, q, tmp, p, transpose):
+    """Each length-m slice z of ``row`` -> ``z Q^T`` (``z Q`` with ``transpose``), in place."""
+    m = q.shape[0]
+    for a in range(p):
+        for j in range(m):
+            s = 0.0
+            for k in range(m):
+                s += row[a * m + k] * (q[k, j] if transpose else q[j, k])
+            tmp[j] = s
+        for j in range(m):
+            row[a * m + j] = tmp[j]
 
 
 @pjit
@@ -32,14 +46,7 @@ def hadamard_rows(x, signs, q, p, inverse):
             for i in range(p * m):
                 row[i] *= signs[i]
         elif dense:  # Q^T first: each length-m slice z -> z Q
-            for a in range(p):
-                for j in range(m):
-                    s = 0.0
-                    for k in range(m):
-                        s += row[a * m + k] * q[k, j]
-                    tmp[j] = s
-                for j in range(m):
-                    row[a * m + j] = tmp[j]
+            _slices(row, q, tmp, p, True)
         h = 1
         while h < p:  # butterflies along the power-of-two axis (stride m)
             for a0 in range(0, p, 2 * h):
@@ -55,14 +62,7 @@ def hadamard_rows(x, signs, q, p, inverse):
                 row[i] *= norm
         if not inverse:
             if dense:  # each slice z -> z Q^T
-                for a in range(p):
-                    for j in range(m):
-                        s = 0.0
-                        for k in range(m):
-                            s += row[a * m + k] * q[j, k]
-                        tmp[j] = s
-                    for j in range(m):
-                        row[a * m + j] = tmp[j]
+                _slices(row, q, tmp, p, False)
         else:
             for i in range(p * m):
                 row[i] *= signs[i]
