@@ -147,7 +147,10 @@ def _search_tables(tier_size: int, n_tiers: int, n_combos: int) -> dict:
     * ``base`` (2, 256, 8): the canonical vector of an octet set is ``base + 4 z``
       with ``z`` integer, ``sum(z) = pi (mod 2)``;
     * ``by_b1`` (256, 32): the Golay messages whose word has first byte ``b1``;
-    * ``nmax`` (12,): the largest row norm of each class table.
+    * ``tnorm`` (12, R) float: the row norms; ``nmax`` (12,): the largest of each class;
+    * ``kstar``, ``slack`` (12,): every codeword has ``sum_j |t_j|^2 <= kstar +
+      sum_j slack[class_j]`` (the allowed triples have summed tier key at most
+      ``kstar``, and a row's tier key is at least its norm less its class's slack).
     """
     T = _tables(tier_size, n_tiers, n_combos)
     tab = T["tab"].astype(np.int64)
@@ -175,8 +178,15 @@ def _search_tables(tier_size: int, n_tiers: int, n_combos: int) -> dict:
         b1 = int(words[m]) & 255
         by_b1[b1, fill[b1]] = m
         fill[b1] += 1
-    nmax = (tab * tab).sum(axis=-1).max(axis=1)
-    out = dict(hkey=hkey, hslot=hslot, hbits=hbits, base=base, by_b1=by_b1, nmax=nmax)
+    tnorm = (tab * tab).sum(axis=-1).astype(np.float64)
+    nmax = tnorm.max(axis=1)
+    # the allowed triples are those of least summed tier key (the mean norm over the
+    # classes): sum key <= kstar; and key(tier of row t) >= |t|^2 - slack[class]
+    key = tnorm.reshape(12, n_tiers, tier_size).mean(axis=2).mean(axis=0)
+    kstar = float(key[T["combos"]].sum(axis=1).max()) + 1e-9
+    slack = (tnorm - np.repeat(key, tier_size)[None, :]).max(axis=1)
+    out = dict(hkey=hkey, hslot=hslot, hbits=hbits, base=base, by_b1=by_b1, nmax=nmax, tnorm=tnorm,
+               kstar=kstar, slack=slack)
     for v in out.values():
         if isinstance(v, np.ndarray):
             v.flags.writeable = False
@@ -335,7 +345,7 @@ class TrioCodebook:
             with num_threads(workers):
                 _kern().trio_nearest(yy, self.tier_size, T["tab"], T["perm"], T["sign"], T["cls_of"], T["words"],
                                      T["allowed"], X["hkey"], X["hslot"], X["hbits"], X["base"], X["by_b1"],
-                                     X["nmax"], out, scans)
+                                     X["nmax"], X["tnorm"], X["kstar"], X["slack"], out, scans)
         out = out.reshape(shape + (24,))
         return (out, scans) if return_scans else out
 

@@ -96,13 +96,15 @@ def trio_point_ref(idx, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos):
 
 
 #: blocks per parallel chunk of :func:`trio_nearest` (each chunk has its own scratch)
-CHUNK = 16
+CHUNK = 256
 #: above this radius (squared, integer model) an octet set is scanned row by row
 #: instead of enumerated: the ball around the octet holds too many class points
 RHO_SCAN = 64.0
 #: the first radius margin of the heuristic codeword (doubled until one is found)
 RHO0 = 16.0
 INF = 1e300
+#: the Lagrangian multipliers of an octet y_j scale it to these norms (x the least table cap)
+LAG_TARGETS = np.array([1.0])
 
 
 @jit
@@ -316,13 +318,15 @@ def _octet_bounds(yt, j, f, add, lam, nmax, cls_of, ulb, A, P, D, NA, NP, ND, fi
 
 @jit
 def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, by_b1,
-                   nmax, tnorm, out, scans, start, stop, A, P, D, ulb, mn, NA, NP, ND, cand_v, cand_q,
+                   nmax, tnorm, kstar, slack, out, scans, start, stop, A, P, D, ulb, gl, mn, gm, NA, NP, ND, cand_v, cand_q,
                    sv, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi, part, bestrow):
     """Rows ``start:stop`` of :func:`trio_nearest`, with the chunk's scratch."""
     nt = tab.shape[1] // S
     nref = INF
+    smean = 0.0
     for c in range(nmax.shape[0]):
         nref = min(nref, nmax[c])
+        smean += slack[c] / nmax.shape[0]
     for t in range(start, stop):
         yt = y[t]
         for j in range(3):
@@ -330,22 +334,72 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
             yn2 = 0.0
             for i in range(8 * j, 8 * j + 8):
                 yn2 += yt[i] * yt[i]
-            if yn2 > nref:  # the octet is beyond some class table: the Lagrangian bound
-                lam = math.sqrt(yn2 / nref) - 1.0
-                _octet_bounds(yt, j, 1.0 / (1.0 + lam), lam / (1.0 + lam) * yn2, lam, nmax, cls_of, ulb,
-                              A, P, D, NA, NP, ND, False)
+            for li in range(LAG_TARGETS.shape[0]):
+                tg = LAG_TARGETS[li] * nref
+                if yn2 > tg:  # the Lagrangian bounds of the class tables' norm caps
+                    lam = math.sqrt(yn2 / tg) - 1.0
+                    _octet_bounds(yt, j, 1.0 / (1.0 + lam), lam / (1.0 + lam) * yn2, lam, nmax, cls_of, ulb,
+                                  A, P, D, NA, NP, ND, False)
             for eps in range(2):
                 m = INF
                 for b in range(256):
                     if cls_of[eps, b, 0] >= 0:
                         m = min(m, ulb[j, eps, b, 0], ulb[j, eps, b, 1])
                 mn[j, eps] = m
+        # the global Lagrangian bound of sum_j |t_j|^2 <= kstar + sum_j slack: a second
+        # separable coset bound, gl summed over the octets (not maxed per set)
+        yy2 = 0.0
+        for i in range(24):
+            yy2 += yt[i] * yt[i]
+        nglob = kstar + 3.0 * smean
+        useg = yy2 > 0.8 * nglob
+        if useg:
+            mu = max(math.sqrt(yy2 / nglob) - 1.0, 0.05)
+            for j in range(3):
+                yn2 = 0.0
+                for i in range(8 * j, 8 * j + 8):
+                    yn2 += yt[i] * yt[i]
+                _octet_bounds(yt, j, 1.0 / (1.0 + mu), mu / (1.0 + mu) * yn2 - mu * kstar / 3.0, mu, slack,
+                              cls_of, gl, A, P, D, NA, NP, ND, True)
+                for eps in range(2):
+                    m = INF
+                    for b in range(256):
+                        if cls_of[eps, b, 0] >= 0:
+                            m = min(m, gl[j, eps, b, 0], gl[j, eps, b, 1])
+                    gm[j, eps] = m
+        else:
+            for j in range(3):
+                for eps in range(2):
+                    gm[j, eps] = -INF
         nt_touch = 0
         ns = 0
         ub = INF
         bq = -1
-        lb0 = min(mn[0, 0] + mn[1, 0] + mn[2, 0], mn[0, 1] + mn[1, 1] + mn[2, 1])
-        step = 2.0
+        # the least coset bound (branch and bound over the first octet)
+        lb0 = INF
+        for eps in range(2):
+            rest = mn[1, eps] + mn[2, eps]
+            grest = gm[1, eps] + gm[2, eps]
+            for b in range(256):
+                if cls_of[eps, b, 0] < 0:
+                    continue
+                for p1 in range(2):
+                    u1 = ulb[0, eps, b, p1]
+                    g1 = gl[0, eps, b, p1] if useg else -INF
+                    if u1 + rest >= lb0 or g1 + grest >= lb0:
+                        continue
+                    for mi in range(32):
+                        w = words[by_b1[b, mi]]
+                        b2 = (w >> 8) & 255
+                        b3 = (w >> 16) & 255
+                        for p2 in range(2):
+                            p3 = eps ^ p1 ^ p2
+                            v = u1 + ulb[1, eps, b2, p2] + ulb[2, eps, b3, p3]
+                            if useg:
+                                v = max(v, g1 + gl[1, eps, b2, p2] + gl[2, eps, b3, p3])
+                            if v < lb0:
+                                lb0 = v
+        step = 2.0 + 0.05 * lb0
         theta = lb0 + step
         # rounds: every coset whose bound is below cap = min(ub, theta), by increasing
         # bound, searched for codewords nearer than cap; done once ub <= theta
@@ -354,12 +408,14 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
             nc = 0
             for eps in range(2):
                 rest = mn[1, eps] + mn[2, eps]
+                grest = gm[1, eps] + gm[2, eps]
                 for b in range(256):
                     if cls_of[eps, b, 0] < 0:
                         continue
                     for p1 in range(2):
                         u1 = ulb[0, eps, b, p1]
-                        if u1 + rest >= cap:
+                        g1 = gl[0, eps, b, p1] if useg else -INF
+                        if u1 + rest >= cap or g1 + grest >= cap:
                             continue
                         for mi in range(32):
                             msg = by_b1[b, mi]
@@ -367,7 +423,10 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
                             b2 = (w >> 8) & 255
                             b3 = (w >> 16) & 255
                             for p2 in range(2):
-                                v = u1 + ulb[1, eps, b2, p2] + ulb[2, eps, b3, eps ^ p1 ^ p2]
+                                p3 = eps ^ p1 ^ p2
+                                v = u1 + ulb[1, eps, b2, p2] + ulb[2, eps, b3, p3]
+                                if useg:
+                                    v = max(v, g1 + gl[1, eps, b2, p2] + gl[2, eps, b3, p3])
                                 if v < cap:
                                     cand_v[nc] = v
                                     cand_q[nc] = ((eps * 4096 + msg) * 2 + p1) * 2 + p2
@@ -378,7 +437,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
                 cap = min(ub, theta)
                 if cand_v[order[oi]] >= cap:
                     break
-                v, ns, nt_touch = _eval_coset(q, cap, yt, S, nt, tab, perm, sign, cls_of, words, allowed,
+                v, ns, nt_touch = _eval_coset(q, cap, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed,
                                               hkey, hslot, hbits, base, nmax, tnorm, ulb, sv, se, sarg, sfnd,
                                               snf, srho, touched, nt_touch, ns, yc, cv, cc, zi, part, bestrow)
                 if v < ub:
@@ -408,7 +467,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
 
 
 @jit
-def _eval_coset(q, ub, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits,
+def _eval_coset(q, ub, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits,
                 base, nmax, tnorm, ulb, sv, se, sarg, sfnd, snf, srho, touched, nt_touch, ns, yc, cv, cc, zi,
                 part, bestrow):
     """The best codeword of coset ``q`` nearer than ``ub`` (``INF`` if none): each octet
@@ -424,13 +483,16 @@ def _eval_coset(q, ub, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey,
     b2 = (w >> 8) & 255
     b3 = (w >> 16) & 255
     p3 = eps ^ p1 ^ p2
-    u1 = ulb[0, eps, b1, p1]
-    u2 = ulb[1, eps, b2, p2]
-    u3 = ulb[2, eps, b3, p3]
     s1 = _set_index(0, eps, b1, p1)
     s2 = _set_index(1, eps, b2, p2)
     s3 = _set_index(2, eps, b3, p3)
     for j in range(3):
+        # the bounds as they stand (an enumerated set's bound is its exact minimum)
+        u1 = ulb[0, eps, b1, p1]
+        u2 = ulb[1, eps, b2, p2]
+        u3 = ulb[2, eps, b3, p3]
+        if u1 + u2 + u3 >= ub or (useg and gl[0, eps, b1, p1] + gl[1, eps, b2, p2] + gl[2, eps, b3, p3] >= ub):
+            return INF, ns, nt_touch
         if j == 0:
             s, b, pi, need = s1, b1, p1, ub - u2 - u3
         elif j == 1:
@@ -447,13 +509,19 @@ def _eval_coset(q, ub, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey,
             yc[i] = sign[eps, b, i] * yt[8 * j + perm[eps, b, i]]
         ns += 1
         if need > RHO_SCAN:
-            nf, rad = _scan_set(yc, need, cl, S, nt, tab, tnorm, se[s], sarg[s], sfnd[s])
+            # far out: scan once, every tier (INF: never again this block)
+            nf, rad = _scan_set(yc, INF, cl, S, nt, tab, tnorm, se[s], sarg[s], sfnd[s])
             snf[s] = nf
             srho[s] = rad
         else:
             snf[s] = _enumerate(yc, base[eps, b], pi, need, cl, S, nt, hkey, hslot, hbits, nmax,
                                 se[s], sarg[s], sfnd[s], cv, cc, zi, part)
             srho[s] = need
+        emin = srho[s]
+        for a in range(snf[s]):
+            emin = min(emin, se[s, sfnd[s, a]])
+        if emin > ulb[j, eps, b, pi]:
+            ulb[j, eps, b, pi] = emin
     best = ub
     e1 = se[s1]
     e2 = se[s2]
@@ -481,7 +549,7 @@ def _eval_coset(q, ub, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey,
 
 @pjit
 def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, by_b1, nmax,
-                 out, scans):
+                 tnorm, kstar, slack, out, scans):
     """Exact nearest codewords (integer model) of ``y`` (n, 24); ``scans[t]``: the octet
     sets enumerated or scanned for row ``t``.
 
@@ -501,21 +569,15 @@ def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbi
     """
     n = y.shape[0]
     nt = tab.shape[1] // S
-    R = tab.shape[1]
-    tnorm = np.empty((tab.shape[0], R))
-    for c in range(tab.shape[0]):
-        for r in range(R):
-            s = 0.0
-            for i in range(8):
-                s += tab[c, r, i] * tab[c, r, i]
-            tnorm[c, r] = s
     nch = (n + CHUNK - 1) // CHUNK
     for ch in prange(nch):
         A = np.empty((24, 2, 2))
         P = np.empty((24, 2, 2), dtype=np.int64)
         D = np.empty((24, 2, 2))
         ulb = np.full((3, 2, 256, 2), INF)
+        gl = np.full((3, 2, 256, 2), INF)
         mn = np.empty((3, 2))
+        gm = np.empty((3, 2))
         NA = np.empty((2, 16))
         NP = np.empty((2, 16), dtype=np.int64)
         ND = np.empty((2, 16))
@@ -536,7 +598,8 @@ def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbi
         part = np.zeros(9)
         bestrow = np.zeros(6, dtype=np.int64)
         _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, by_b1,
-                       nmax, tnorm, out, scans, ch * CHUNK, min(n, (ch + 1) * CHUNK), A, P, D, ulb, mn,
+                       nmax, tnorm, kstar, slack, out, scans, ch * CHUNK, min(n, (ch + 1) * CHUNK), A, P, D,
+                       ulb, gl, mn, gm,
                        NA, NP, ND, cand_v, cand_q, sv, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi,
                        part, bestrow)
 
