@@ -147,6 +147,9 @@ def _search_tables(tier_size: int, n_tiers: int, n_combos: int) -> dict:
     * ``base`` (2, 256, 8): the canonical vector of an octet set is ``base + 4 z``
       with ``z`` integer, ``sum(z) = pi (mod 2)``;
     * ``by_b1`` (256, 32): the Golay messages whose word has first byte ``b1``;
+      ``pairs`` (256, 16, 4): per ``b1`` its 16 second bytes ``b2`` as ``(b2, b3, m,
+      m')``: the messages ``m``, ``m'`` of the two words ``(b1, b2, b3)`` and
+      ``(b1, b2, ~b3)``;
     * ``tnorm`` (12, R) float: the row norms; ``nmax`` (12,): the largest of each class;
     * ``kstar``, ``slack`` (12,): every codeword has ``sum_j |t_j|^2 <= kstar +
       sum_j slack[class_j]`` (the allowed triples have summed tier key at most
@@ -180,12 +183,27 @@ def _search_tables(tier_size: int, n_tiers: int, n_combos: int) -> dict:
         fill[b1] += 1
     tnorm = (tab * tab).sum(axis=-1).astype(np.float64)
     nmax = tnorm.max(axis=1)
+    # per first byte b1 its 16 second bytes b2, each with the two words (b3 and its
+    # complement: the words zero on octets 1-2 are 0 and the third octad)
+    pairs = np.zeros((256, 16, 4), dtype=np.int64)
+    pos = {int(w): m for m, w in enumerate(words)}
+    for b1 in range(256):
+        if fill[b1] == 0:
+            continue
+        seen = []
+        for m in by_b1[b1]:
+            w = int(words[m])
+            b2, b3 = (w >> 8) & 255, (w >> 16) & 255
+            if b2 in seen:
+                continue
+            pairs[b1, len(seen)] = (b2, b3, m, pos[w ^ (255 << 16)])
+            seen.append(b2)
     # the allowed triples are those of least summed tier key (the mean norm over the
     # classes): sum key <= kstar; and key(tier of row t) >= |t|^2 - slack[class]
     key = tnorm.reshape(12, n_tiers, tier_size).mean(axis=2).mean(axis=0)
     kstar = float(key[T["combos"]].sum(axis=1).max()) + 1e-9
     slack = (tnorm - np.repeat(key, tier_size)[None, :]).max(axis=1)
-    out = dict(hkey=hkey, hslot=hslot, hbits=hbits, base=base, by_b1=by_b1, nmax=nmax, tnorm=tnorm,
+    out = dict(hkey=hkey, hslot=hslot, hbits=hbits, base=base, by_b1=by_b1, pairs=pairs, nmax=nmax, tnorm=tnorm,
                kstar=kstar, slack=slack)
     for v in out.values():
         if isinstance(v, np.ndarray):
@@ -344,7 +362,7 @@ class TrioCodebook:
             scans = np.zeros(len(yy), dtype=np.int64)
             with num_threads(workers):
                 _kern().trio_nearest(yy, self.tier_size, T["tab"], T["perm"], T["sign"], T["cls_of"], T["words"],
-                                     T["allowed"], X["hkey"], X["hslot"], X["hbits"], X["base"], X["by_b1"],
+                                     T["allowed"], X["hkey"], X["hslot"], X["hbits"], X["base"], X["pairs"],
                                      X["nmax"], X["tnorm"], X["kstar"], X["slack"], out, scans)
         out = out.reshape(shape + (24,))
         return (out, scans) if return_scans else out

@@ -317,8 +317,55 @@ def _octet_bounds(yt, j, f, add, lam, nmax, cls_of, ulb, A, P, D, NA, NP, ND, fi
 
 
 @jit
-def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, by_b1,
-                   nmax, tnorm, kstar, slack, out, scans, start, stop, A, P, D, ulb, gl, mn, gm, NA, NP, ND, cand_v, cand_q,
+def _cosets_below(eps, cap, least, ulb, gl, useg, mn, gm, m2, cls_of, pairs, cand_v, cand_q, nc):
+    """The cosets of ``eps`` whose bound (the sum of the octet sets' bounds; with
+    ``useg`` also the global Lagrangian one) is below ``cap``, appended to
+    ``cand_v``/``cand_q`` from ``nc``; returns the new count.  Branch and bound over the
+    first byte, then the second (the third is one of two complementary bytes), each
+    level pruned by the least bounds of the octets left.  ``least``: find only the least
+    bound instead (into ``cand_v[0]``; ``cap`` shrinks to the best so far)."""
+    for b in range(256):
+        if cls_of[eps, b, 0] >= 0:
+            m2[b] = min(ulb[1, eps, b, 0], ulb[1, eps, b, 1])
+    rest = mn[1, eps] + mn[2, eps]
+    grest = gm[1, eps] + gm[2, eps]
+    if least:
+        cand_v[0] = INF
+    for b in range(256):
+        if cls_of[eps, b, 0] < 0:
+            continue
+        for p1 in range(2):
+            u1 = ulb[0, eps, b, p1]
+            g1 = gl[0, eps, b, p1] if useg else -INF
+            if u1 + rest >= cap or g1 + grest >= cap:
+                continue
+            for i in range(16):
+                b2 = pairs[b, i, 0]
+                if u1 + m2[b2] + mn[2, eps] >= cap:
+                    continue
+                b3 = pairs[b, i, 1]
+                for h in range(2):
+                    msg = pairs[b, i, 2 + h]
+                    b3h = b3 ^ (255 * h)
+                    for p2 in range(2):
+                        p3 = eps ^ p1 ^ p2
+                        v = u1 + ulb[1, eps, b2, p2] + ulb[2, eps, b3h, p3]
+                        if useg:
+                            v = max(v, g1 + gl[1, eps, b2, p2] + gl[2, eps, b3h, p3])
+                        if v < cap:
+                            if least:
+                                cap = v
+                                cand_v[0] = v
+                            else:
+                                cand_v[nc] = v
+                                cand_q[nc] = ((eps * 4096 + msg) * 2 + p1) * 2 + p2
+                                nc += 1
+    return nc
+
+
+@jit
+def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs,
+                   nmax, tnorm, kstar, slack, out, scans, start, stop, A, P, D, ulb, gl, mn, gm, m2, NA, NP, ND, cand_v, cand_q,
                    sv, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi, part, bestrow):
     """Rows ``start:stop`` of :func:`trio_nearest`, with the chunk's scratch."""
     nt = tab.shape[1] // S
@@ -375,30 +422,11 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
         ns = 0
         ub = INF
         bq = -1
-        # the least coset bound (branch and bound over the first octet)
+        # the least coset bound (branch and bound over the first two octets)
         lb0 = INF
         for eps in range(2):
-            rest = mn[1, eps] + mn[2, eps]
-            grest = gm[1, eps] + gm[2, eps]
-            for b in range(256):
-                if cls_of[eps, b, 0] < 0:
-                    continue
-                for p1 in range(2):
-                    u1 = ulb[0, eps, b, p1]
-                    g1 = gl[0, eps, b, p1] if useg else -INF
-                    if u1 + rest >= lb0 or g1 + grest >= lb0:
-                        continue
-                    for mi in range(32):
-                        w = words[by_b1[b, mi]]
-                        b2 = (w >> 8) & 255
-                        b3 = (w >> 16) & 255
-                        for p2 in range(2):
-                            p3 = eps ^ p1 ^ p2
-                            v = u1 + ulb[1, eps, b2, p2] + ulb[2, eps, b3, p3]
-                            if useg:
-                                v = max(v, g1 + gl[1, eps, b2, p2] + gl[2, eps, b3, p3])
-                            if v < lb0:
-                                lb0 = v
+            nc = _cosets_below(eps, INF, True, ulb, gl, useg, mn, gm, m2, cls_of, pairs, cand_v, cand_q, 0)
+            lb0 = min(lb0, cand_v[0])
         step = 2.0 + 0.05 * lb0
         theta = lb0 + step
         # rounds: every coset whose bound is below cap = min(ub, theta), by increasing
@@ -407,37 +435,17 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
             cap = min(ub, theta)
             nc = 0
             for eps in range(2):
-                rest = mn[1, eps] + mn[2, eps]
-                grest = gm[1, eps] + gm[2, eps]
-                for b in range(256):
-                    if cls_of[eps, b, 0] < 0:
-                        continue
-                    for p1 in range(2):
-                        u1 = ulb[0, eps, b, p1]
-                        g1 = gl[0, eps, b, p1] if useg else -INF
-                        if u1 + rest >= cap or g1 + grest >= cap:
-                            continue
-                        for mi in range(32):
-                            msg = by_b1[b, mi]
-                            w = words[msg]
-                            b2 = (w >> 8) & 255
-                            b3 = (w >> 16) & 255
-                            for p2 in range(2):
-                                p3 = eps ^ p1 ^ p2
-                                v = u1 + ulb[1, eps, b2, p2] + ulb[2, eps, b3, p3]
-                                if useg:
-                                    v = max(v, g1 + gl[1, eps, b2, p2] + gl[2, eps, b3, p3])
-                                if v < cap:
-                                    cand_v[nc] = v
-                                    cand_q[nc] = ((eps * 4096 + msg) * 2 + p1) * 2 + p2
-                                    nc += 1
+                nc = _cosets_below(eps, cap, False, ulb, gl, useg, mn, gm, m2, cls_of, pairs, cand_v, cand_q, nc)
             order = np.argsort(cand_v[:nc])
             for oi in range(nc):
                 q = cand_q[order[oi]]
                 cap = min(ub, theta)
                 if cand_v[order[oi]] >= cap:
                     break
-                v, ns, nt_touch = _eval_coset(q, cap, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed,
+                # enumerate out to the next round's cap: ub once a codeword is known
+                # (every codeword found counts, even beyond cap), else theta + step
+                extra = (ub if ub < INF else theta + step) - cap
+                v, ns, nt_touch = _eval_coset(q, cap, extra, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed,
                                               hkey, hslot, hbits, base, nmax, tnorm, ulb, sv, se, sarg, sfnd,
                                               snf, srho, touched, nt_touch, ns, yc, cv, cc, zi, part, bestrow)
                 if v < ub:
@@ -448,7 +456,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
             if ub <= theta:
                 break
             step *= 2.0
-            theta = lb0 + step
+            theta = ub if ub < INF else lb0 + step
         scans[t] = ns
         for k in range(nt_touch):
             srho[touched[k]] = -1.0
@@ -467,7 +475,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
 
 
 @jit
-def _eval_coset(q, ub, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits,
+def _eval_coset(q, ub, extra, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits,
                 base, nmax, tnorm, ulb, sv, se, sarg, sfnd, snf, srho, touched, nt_touch, ns, yc, cv, cc, zi,
                 part, bestrow):
     """The best codeword of coset ``q`` nearer than ``ub`` (``INF`` if none): each octet
@@ -508,6 +516,7 @@ def _eval_coset(q, ub, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allo
         for i in range(8):
             yc[i] = sign[eps, b, i] * yt[8 * j + perm[eps, b, i]]
         ns += 1
+        need += extra
         if need > RHO_SCAN:
             # far out: scan once, every tier (INF: never again this block)
             nf, rad = _scan_set(yc, INF, cl, S, nt, tab, tnorm, se[s], sarg[s], sfnd[s])
@@ -522,7 +531,7 @@ def _eval_coset(q, ub, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allo
             emin = min(emin, se[s, sfnd[s, a]])
         if emin > ulb[j, eps, b, pi]:
             ulb[j, eps, b, pi] = emin
-    best = ub
+    best = INF  # any codeword found is an upper bound, even beyond ub
     e1 = se[s1]
     e2 = se[s2]
     e3 = se[s3]
@@ -544,11 +553,11 @@ def _eval_coset(q, ub, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allo
                     bestrow[0] = sarg[s1, k1]
                     bestrow[1] = sarg[s2, k2]
                     bestrow[2] = sarg[s3, k3]
-    return (best if best < ub else INF), ns, nt_touch
+    return best, ns, nt_touch
 
 
 @pjit
-def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, by_b1, nmax,
+def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs, nmax,
                  tnorm, kstar, slack, out, scans):
     """Exact nearest codewords (integer model) of ``y`` (n, 24); ``scans[t]``: the octet
     sets enumerated or scanned for row ``t``.
@@ -578,6 +587,7 @@ def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbi
         gl = np.full((3, 2, 256, 2), INF)
         mn = np.empty((3, 2))
         gm = np.empty((3, 2))
+        m2 = np.empty(256)
         NA = np.empty((2, 16))
         NP = np.empty((2, 16), dtype=np.int64)
         ND = np.empty((2, 16))
@@ -597,9 +607,9 @@ def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbi
         zi = np.zeros((3, 8), dtype=np.int64)
         part = np.zeros(9)
         bestrow = np.zeros(6, dtype=np.int64)
-        _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, by_b1,
+        _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs,
                        nmax, tnorm, kstar, slack, out, scans, ch * CHUNK, min(n, (ch + 1) * CHUNK), A, P, D,
-                       ulb, gl, mn, gm,
+                       ulb, gl, mn, gm, m2,
                        NA, NP, ND, cand_v, cand_q, sv, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi,
                        part, bestrow)
 
