@@ -422,13 +422,32 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
         ns = 0
         ub = INF
         bq = -1
-        # the least coset bound (branch and bound over the first two octets)
-        lb0 = INF
+        # a first threshold: the bound of a good coset (per eps the best completion of
+        # the best first octet set)
+        g0 = INF
         for eps in range(2):
-            nc = _cosets_below(eps, INF, True, ulb, gl, useg, mn, gm, m2, cls_of, pairs, cand_v, cand_q, 0)
-            lb0 = min(lb0, cand_v[0])
-        step = 2.0 + 0.05 * lb0
-        theta = lb0 + step
+            bb = 0
+            pb = 0
+            vb = INF
+            for b in range(256):
+                if cls_of[eps, b, 0] < 0:
+                    continue
+                for p1 in range(2):
+                    if ulb[0, eps, b, p1] < vb:
+                        vb = ulb[0, eps, b, p1]
+                        bb = b
+                        pb = p1
+            for i in range(16):
+                b2 = pairs[bb, i, 0]
+                for h in range(2):
+                    b3h = pairs[bb, i, 1] ^ (255 * h)
+                    for p2 in range(2):
+                        v = vb + ulb[1, eps, b2, p2] + ulb[2, eps, b3h, eps ^ pb ^ p2]
+                        if useg:
+                            v = max(v, gl[0, eps, bb, pb] + gl[1, eps, b2, p2] + gl[2, eps, b3h, eps ^ pb ^ p2])
+                        g0 = min(g0, v)
+        step = 2.0 + 0.05 * g0
+        theta = g0 + step
         # rounds: every coset whose bound is below cap = min(ub, theta), by increasing
         # bound, searched for codewords nearer than cap; done once ub <= theta
         while True:
@@ -456,7 +475,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
             if ub <= theta:
                 break
             step *= 2.0
-            theta = ub if ub < INF else lb0 + step
+            theta = ub if ub < INF else g0 + step
         scans[t] = ns
         for k in range(nt_touch):
             srho[touched[k]] = -1.0
@@ -478,10 +497,14 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
 def _eval_coset(q, ub, extra, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits,
                 base, nmax, tnorm, ulb, sv, se, sarg, sfnd, snf, srho, touched, nt_touch, ns, yc, cv, cc, zi,
                 part, bestrow):
-    """The best codeword of coset ``q`` nearer than ``ub`` (``INF`` if none): each octet
+    """The best codeword of coset ``q`` if it may be nearer than ``ub``: each octet
     set is enumerated (memoised, with the radius it was enumerated to) out to the
     radius that can still matter, ``ub`` less the bounds of the two other octets,
-    then the best allowed tier triple.  Writes the three rows to ``bestrow[0:3]``."""
+    plus ``extra``; then the best allowed triple of the tiers found.  Returns its
+    distance (``INF`` if the coset's bound reaches ``ub`` or nothing was found; a
+    codeword beyond ``ub`` may be returned: it is a codeword all the same), and
+    writes its three rows to ``bestrow[0:3]``.  Every codeword of the coset nearer
+    than ``ub`` is found: the result is exact below ``ub``."""
     p2 = q & 1
     p1 = (q >> 1) & 1
     msg = (q >> 2) & 4095
