@@ -583,21 +583,28 @@ def _eval_coset(q, ub, extra, useg, gl, yt, S, nt, tab, perm, sign, cls_of, word
 def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs, nmax,
                  tnorm, kstar, slack, out, scans):
     """Exact nearest codewords (integer model) of ``y`` (n, 24); ``scans[t]``: the octet
-    sets enumerated or scanned for row ``t``.
+    set enumerations (or row scans) the search of row ``t`` ran.
 
-    Per octet set (eps, pattern byte, pi) the parity-constrained rounding (D_n
-    decoding) is the nearest point of the unbounded class: its distance ``ulb``
-    bounds every tier of the set from below, and a coset's bound is the sum over its
-    three octets.  A first codeword (per eps, the best coset of the best first octet)
-    gives an upper bound ``ub``; every coset with bound below ``ub`` is then visited
-    by increasing bound (cosets are generated from the first octet, pruned when its
-    bound plus the least bounds of the two other octets reaches ``ub``).  A visited
-    coset gets every codeword nearer than ``ub``: each of its octet sets is
-    enumerated out to radius ``ub`` less the two other octets' bounds (a
-    depth-first enumeration of the class, a coset of 4 D_8, memoised per set with
-    its radius; a row scan beyond ``RHO_SCAN``), and the allowed tier triples of
-    the tiers found are summed.  Every codeword nearer than the final ``ub`` lies in
-    a visited coset within the enumerated radii: the search is exact.
+    Bounds, per octet set (eps, pattern byte, pi), all lower bounds of the distance
+    from the octet of ``y`` to every row of the set: the parity-constrained rounding
+    (D_n decoding: the nearest point of the unbounded class), the Lagrangian bounds
+    of the class table's norm cap for octets beyond it (``LAG_TARGETS``), and, once
+    the set has been enumerated, its exact minimum.  A coset's bound is the sum over
+    its three octets, or the global Lagrangian bound of the summed tier key of the
+    allowed triples (``kstar``, ``slack``) where larger.
+
+    Rounds with a threshold ``theta`` (first the bound of a greedy coset plus a
+    step): every coset with bound below ``cap = min(ub, theta)`` is generated (first
+    byte, then second byte, each level pruned by the least bounds of the octets
+    left) and visited by increasing bound.  A visited coset enumerates its octet
+    sets out to ``cap`` less the two other octets' bounds (a depth-first
+    enumeration of the class, a coset of 4 D_8, looked up in the class table's hash;
+    memoised per set with its radius; a row scan beyond ``RHO_SCAN``) and sums the
+    allowed tier triples of the tiers found; any codeword found lowers ``ub``.  A
+    round ends with every codeword nearer than ``cap`` found; if ``ub <= theta`` the
+    search is over (nothing unvisited is below ``ub``), else ``theta`` becomes ``ub``
+    (or grows by a doubling step when no codeword was found yet).  Exact: every
+    pruning compares a lower bound with ``cap``.
     """
     n = y.shape[0]
     nt = tab.shape[1] // S
