@@ -365,8 +365,8 @@ def _cosets_below(eps, cap, least, ulb, gl, useg, mn, gm, m2, cls_of, pairs, can
 
 @jit
 def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs,
-                   nmax, tnorm, kstar, slack, out, scans, start, stop, A, P, D, ulb, gl, mn, gm, m2, NA, NP, ND, cand_v, cand_q,
-                   sv, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi, part, bestrow):
+                   nmax, tnorm, kstar, slack, out, scans, start, stop, A, P, D, ulb, gl, mn, gm, m2, NA, NP, ND,
+                   cand_v, cand_q, sv, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi, part, bestrow):
     """Rows ``start:stop`` of :func:`trio_nearest`, with the chunk's scratch."""
     nt = tab.shape[1] // S
     nref = INF
@@ -464,8 +464,8 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
                 # enumerate out to the next round's cap: ub once a codeword is known
                 # (every codeword found counts, even beyond cap), else theta + step
                 extra = (ub if ub < INF else theta + step) - cap
-                v, ns, nt_touch = _eval_coset(q, cap, extra, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed,
-                                              hkey, hslot, hbits, base, nmax, tnorm, ulb, sv, se, sarg, sfnd,
+                v, ns, nt_touch = _eval_coset(q, cap, extra, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words,
+                                              allowed, hkey, hslot, hbits, base, nmax, tnorm, ulb, sv, se, sarg, sfnd,
                                               snf, srho, touched, nt_touch, ns, yc, cv, cc, zi, part, bestrow)
                 if v < ub:
                     ub = v
