@@ -366,7 +366,7 @@ def _cosets_below(eps, cap, least, ulb, gl, useg, mn, gm, m2, cls_of, pairs, can
 @jit
 def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs,
                    nmax, tnorm, kstar, slack, out, scans, start, stop, A, P, D, ulb, gl, mn, gm, m2, NA, NP, ND,
-                   cand_v, cand_q, sv, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi, part, bestrow):
+                   cand_v, cand_q, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi, part, bestrow):
     """Rows ``start:stop`` of :func:`trio_nearest`, with the chunk's scratch."""
     nt = tab.shape[1] // S
     nref = INF
@@ -465,7 +465,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
                 # (every codeword found counts, even beyond cap), else theta + step
                 extra = (ub if ub < INF else theta + step) - cap
                 v, ns, nt_touch = _eval_coset(q, cap, extra, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words,
-                                              allowed, hkey, hslot, hbits, base, nmax, tnorm, ulb, sv, se, sarg, sfnd,
+                                              allowed, hkey, hslot, hbits, base, nmax, tnorm, ulb, se, sarg, sfnd,
                                               snf, srho, touched, nt_touch, ns, yc, cv, cc, zi, part, bestrow)
                 if v < ub:
                     ub = v
@@ -495,7 +495,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
 
 @jit
 def _eval_coset(q, ub, extra, useg, gl, yt, S, nt, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits,
-                base, nmax, tnorm, ulb, sv, se, sarg, sfnd, snf, srho, touched, nt_touch, ns, yc, cv, cc, zi,
+                base, nmax, tnorm, ulb, se, sarg, sfnd, snf, srho, touched, nt_touch, ns, yc, cv, cc, zi,
                 part, bestrow):
     """The best codeword of coset ``q`` if it may be nearer than ``ub``: each octet
     set is enumerated (memoised, with the radius it was enumerated to) out to the
@@ -624,7 +624,6 @@ def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbi
         cand_v = np.empty(2 * 4096 * 4)
         cand_q = np.empty(2 * 4096 * 4, dtype=np.int64)
         ns_ = 3 * 2 * 256 * 2
-        sv = np.empty(ns_)
         se = np.empty((ns_, nt))
         sarg = np.zeros((ns_, nt), dtype=np.int64)
         sfnd = np.zeros((ns_, nt), dtype=np.int64)
@@ -640,7 +639,7 @@ def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbi
         _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs,
                        nmax, tnorm, kstar, slack, out, scans, ch * CHUNK, min(n, (ch + 1) * CHUNK), A, P, D,
                        ulb, gl, mn, gm, m2,
-                       NA, NP, ND, cand_v, cand_q, sv, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi,
+                       NA, NP, ND, cand_v, cand_q, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi,
                        part, bestrow)
 
 
