@@ -99,7 +99,7 @@ def trio_point_ref(idx, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos):
 CHUNK = 256
 #: above this radius (squared, integer model) an octet set is scanned row by row
 #: instead of enumerated: the ball around the octet holds too many class points
-RHO_SCAN = 64.0
+RHO_SCAN = 200.0
 #: the first radius margin of the heuristic codeword (doubled until one is found)
 RHO0 = 16.0
 INF = 1e300
@@ -140,27 +140,42 @@ def _enumerate(yc, base, pi, rho, cl, S, nt, hkey, hslot, hbits, nmax, e, arg, f
     rr = math.sqrt(yn) - math.sqrt(nmax[cl])
     if rr > 0.0 and rr * rr >= rho:
         return 0
+    nmx = nmax[cl]
     suf = 0.0
+    sufn = 0.0
     for i in range(7, -1, -1):
         u = (yc[i] - base[i]) * 0.25
         r0 = math.floor(u + 0.5)
         dirn = 1.0 if u >= r0 else -1.0
         n = 0
-        for s in range(11):
+        mnn = INF
+        # candidates by increasing cost, within rho (rho <= RHO_SCAN: at most 8) and
+        # within the tables' entries (|t_i| <= 11)
+        for s in range(10):
             zz = r0 + dirn * ((s + 1) // 2) * (1.0 if s % 2 == 1 else -1.0) if s > 0 else r0
             c = 16.0 * (zz - u) * (zz - u)
-            if s > 0 and c >= rho:
+            if c >= rho:
                 break
+            tv = base[i] + 4.0 * zz
+            if tv > 11.0 or tv < -11.0:
+                continue
             cv[i, n] = zz
             cc[i, n] = c
             n += 1
+            mnn = min(mnn, tv * tv)
+        if n == 0:
+            return 0
         zi[1, i] = n  # candidate counts
         cc[i, 11] = suf  # least cost of coordinates i+1..7
         suf += cc[i, 0]
+        cc[i, 10] = sufn  # least norm of coordinates i+1..7
+        sufn += mnn
     z = zi[0]
     cnt = zi[1]
     cur = zi[2]
+    pnorm = zi[3]  # partial norm of the coordinates fixed (integers)
     part[0] = 0.0
+    pnorm[0] = 0
     lev = 0
     cur[0] = 0
     while lev >= 0:
@@ -175,6 +190,9 @@ def _enumerate(yc, base, pi, rho, cl, S, nt, hkey, hslot, hbits, nmax, e, arg, f
                     continue
                 if part[7] + cc[7, c] >= rho:
                     break
+                t7 = base[7] + 4 * zz
+                if pnorm[7] + t7 * t7 > nmx:
+                    continue
                 z[7] = zz
                 key = 0
                 ok = True
@@ -214,8 +232,14 @@ def _enumerate(yc, base, pi, rho, cl, S, nt, hkey, hslot, hbits, nmax, e, arg, f
             lev -= 1
             continue
         cur[lev] = c + 1
-        z[lev] = np.int64(cv[lev, c])
+        zz = np.int64(cv[lev, c])
+        tv = base[lev] + 4 * zz
+        pn = pnorm[lev] + tv * tv
+        if pn + cc[lev, 10] > nmx:  # beyond the class table's norm cap
+            continue
+        z[lev] = zz
         part[lev + 1] = part[lev] + cc[lev, c]
+        pnorm[lev + 1] = pn
         lev += 1
         if lev < 7:
             cur[lev] = 0
@@ -633,7 +657,7 @@ def trio_nearest(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbi
         yc = np.empty(8)
         cv = np.empty((8, 12))
         cc = np.empty((8, 12))
-        zi = np.zeros((3, 8), dtype=np.int64)
+        zi = np.zeros((4, 8), dtype=np.int64)
         part = np.zeros(9)
         bestrow = np.zeros(6, dtype=np.int64)
         _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs,
