@@ -28,6 +28,7 @@ import functools
 import numpy as np
 
 from . import _mog
+from ._jit import num_threads
 from ._optimize import golden_min
 from ._validation import SQRT8, as_blocks, as_codes, check_int, check_positive, check_range, subsample
 
@@ -126,6 +127,87 @@ def _tables(tier_size: int, n_tiers: int, n_combos: int) -> dict:
                keys_sorted=np.take_along_axis(keys, key_order, axis=1), key_order=key_order)
     for v in out.values():
         v.flags.writeable = False
+    return out
+
+
+def _hash_slot(key, hbits):
+    """The hash slot of packed octet keys (numpy int64 arrays or ints); the kernels
+    compute the same (no intermediate exceeds 2**62)."""
+    x = (key ^ (key >> 13) ^ (key >> 27)) & 0x3FFFFFFF
+    return ((x * 2654435761) >> 16) & ((1 << hbits) - 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _search_tables(tier_size: int, n_tiers: int, n_combos: int) -> dict:
+    """Tables of the encoder only, derived from :func:`_tables` (the codebook is unchanged).
+
+    * ``hkey`` (12, R): each row's packed key ``sum(((v_i + 16) & 31) << 5 i)``
+      (entries lie in [-11, 11]); ``hslot`` (12, H) int32: an open-addressing hash
+      (linear probing) key -> row, -1 empty, ``H = 2**hbits >= 2 R``;
+    * ``base`` (2, 256, 8): the canonical vector of an octet set is ``base + 4 z``
+      with ``z`` integer, ``sum(z) = pi (mod 2)``;
+    * ``by_b1`` (256, 32): the Golay messages whose word has first byte ``b1``;
+      ``pairs`` (256, 16, 4): per ``b1`` its 16 second bytes ``b2`` as ``(b2, b3, m,
+      m')``: the messages ``m``, ``m'`` of the two words ``(b1, b2, b3)`` and
+      ``(b1, b2, ~b3)``;
+    * ``tnorm`` (12, R) float: the row norms; ``nmax`` (12,): the largest of each class;
+    * ``kstar``, ``slack`` (12,): every codeword has ``sum_j |t_j|^2 <= kstar +
+      sum_j slack[class_j]`` (the allowed triples have summed tier key at most
+      ``kstar``, and a row's tier key is at least its norm less its class's slack).
+    """
+    T = _tables(tier_size, n_tiers, n_combos)
+    tab = T["tab"].astype(np.int64)
+    R = tab.shape[1]
+    hkey = (((tab + 16) & 31) << (5 * np.arange(8, dtype=np.int64))).sum(axis=-1)
+    hbits = max(int(2 * R - 1).bit_length(), 4)
+    H = 1 << hbits
+    hslot = np.full((12, H), -1, dtype=np.int32)
+    for c in range(12):
+        slots = _hash_slot(hkey[c], hbits)
+        for r in range(R):
+            h = int(slots[r])
+            while hslot[c, h] >= 0:
+                h = (h + 1) & (H - 1)
+            hslot[c, h] = r
+    base = np.zeros((2, 256, 8), dtype=np.int64)
+    base[1] = 1
+    for b in range(256):
+        w = bin(b).count("1")
+        base[0, b, :w] = 2
+    words = T["words"]
+    by_b1 = np.zeros((256, 32), dtype=np.int64)
+    fill = np.zeros(256, dtype=np.int64)
+    for m in range(4096):
+        b1 = int(words[m]) & 255
+        by_b1[b1, fill[b1]] = m
+        fill[b1] += 1
+    tnorm = (tab * tab).sum(axis=-1).astype(np.float64)
+    nmax = tnorm.max(axis=1)
+    # per first byte b1 its 16 second bytes b2, each with the two words (b3 and its
+    # complement: the words zero on octets 1-2 are 0 and the third octad)
+    pairs = np.zeros((256, 16, 4), dtype=np.int64)
+    pos = {int(w): m for m, w in enumerate(words)}
+    for b1 in range(256):
+        if fill[b1] == 0:
+            continue
+        seen = []
+        for m in by_b1[b1]:
+            w = int(words[m])
+            b2, b3 = (w >> 8) & 255, (w >> 16) & 255
+            if b2 in seen:
+                continue
+            pairs[b1, len(seen)] = (b2, b3, m, pos[w ^ (255 << 16)])
+            seen.append(b2)
+    # the allowed triples are those of least summed tier key (the mean norm over the
+    # classes): sum key <= kstar; and key(tier of row t) >= |t|^2 - slack[class]
+    key = tnorm.reshape(12, n_tiers, tier_size).mean(axis=2).mean(axis=0)
+    kstar = float(key[T["combos"]].sum(axis=1).max()) + 1e-9
+    slack = (tnorm - np.repeat(key, tier_size)[None, :]).max(axis=1)
+    out = dict(hkey=hkey, hslot=hslot, hbits=hbits, base=base, by_b1=by_b1, pairs=pairs, nmax=nmax, tnorm=tnorm,
+               kstar=kstar, slack=slack)
+    for v in out.values():
+        if isinstance(v, np.ndarray):
+            v.flags.writeable = False
     return out
 
 
@@ -271,9 +353,11 @@ class TrioCodebook:
         out = (((q << self._cb) + combo) << (3 * b)) + (rows[:, 0] << (2 * b)) + (rows[:, 1] << b) + rows[:, 2]
         return out.reshape(arr.shape[:-1])
 
-    def nearest(self, y, *, reference=False, return_scans=False):
+    def nearest(self, y, *, reference=False, return_scans=False, workers=None):
         """Exact nearest codewords (int64, integer model) of real blocks ``y`` (..., 24)
-        given in the integer model.  ``reference=True``: the exhaustive numpy scan."""
+        given in the integer model, on ``workers`` threads.  ``reference=True``: the
+        exhaustive numpy scan.  ``return_scans=True`` also returns, per block, the
+        number of octet sets the search enumerated or scanned."""
         yy, shape = as_blocks(y, "y")
         if np.abs(yy).max() >= _MAX_ABS:
             raise ValueError(f"y has entries too large: |y| must stay below {_MAX_ABS:.0e}")
@@ -283,10 +367,13 @@ class TrioCodebook:
                                           T["words"], T["combos"])
             scans = None
         else:
+            X = _search_tables(self.tier_size, self.n_tiers, self.n_combos)
             out = np.zeros(yy.shape, dtype=np.int64)
             scans = np.zeros(len(yy), dtype=np.int64)
-            _kern().trio_nearest(yy, self.tier_size, T["tab"], T["perm"], T["sign"], T["cls_of"], T["words"],
-                                 T["combos"], T["allowed"], T["lo"], T["hi"], out, scans)
+            with num_threads(workers):
+                _kern().trio_nearest(yy, self.tier_size, T["tab"], T["perm"], T["sign"], T["cls_of"], T["words"],
+                                     T["allowed"], X["hkey"], X["hslot"], X["hbits"], X["base"], X["pairs"],
+                                     X["nmax"], X["tnorm"], X["kstar"], X["slack"], out, scans)
         out = out.reshape(shape + (24,))
         return (out, scans) if return_scans else out
 
@@ -348,7 +435,7 @@ class TrioQuantizer:
         return self.scale
 
     def _points(self, y, s, workers=None):
-        return self.codebook.nearest(y * (SQRT8 / s)).astype(np.float64) * (s / SQRT8)
+        return self.codebook.nearest(y * (SQRT8 / s), workers=workers).astype(np.float64) * (s / SQRT8)
 
     def fit(self, x, *, max_points=2000, iters=12, workers=None) -> TrioQuantizer:
         """MSE-optimal scale for the blocks ``x`` by golden-section search (as
@@ -360,19 +447,20 @@ class TrioQuantizer:
         rms = float(np.sqrt(np.mean(y ** 2)))
         if rms == 0.0:
             raise ValueError("x is all zeros: no scale fits it")
-        s, _ = golden_min(lambda s: float(np.mean((self._points(y, s) - y) ** 2)), 0.5 * rms, 1.5 * rms, iters)
+        s, _ = golden_min(lambda s: float(np.mean((self._points(y, s, workers) - y) ** 2)), 0.5 * rms, 1.5 * rms,
+                          iters)
         self.scale = float(s)
         return self
 
     def quantize(self, x, *, workers=None) -> np.ndarray:
         s = self._scale()
         y, shape = as_blocks(x)
-        return self._points(y, s).reshape(shape + (24,))
+        return self._points(y, s, workers).reshape(shape + (24,))
 
     def encode(self, x, *, workers=None) -> np.ndarray:
         s = self._scale()
         y, shape = as_blocks(x)
-        return self.codebook.index(self.codebook.nearest(y * (SQRT8 / s))).reshape(shape)
+        return self.codebook.index(self.codebook.nearest(y * (SQRT8 / s), workers=workers)).reshape(shape)
 
     def decode(self, codes, *, workers=None) -> np.ndarray:
         s = self._scale()

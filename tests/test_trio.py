@@ -1,5 +1,6 @@
 """The trio code (leechlib.trio): index <-> point, exact nearest codeword, quantizer."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -158,3 +159,83 @@ def test_golay_message_halves_give_every_codeword():
     t = _tables(256, 16, 512)
     m = np.arange(4096)
     assert np.array_equal(t["gen_lo"][m & 63] ^ t["gen_hi"][m >> 6], t["words"])
+
+
+def _dist(y, v):
+    return ((np.asarray(y, dtype=np.float64) - v) ** 2).sum(-1)
+
+
+def test_codebook_is_pinned(cb):
+    """Files written with the trio code must keep decoding identically."""
+    pinned = {
+        0: [0] * 24,
+        1: [0] * 16 + [-4, -4] + [0] * 6,
+        12345678901234: [2, 6, 2, 0, 0, 2, -2, 2, 0, -2, 0, -4, 0, -4, 2, 0, 0, 0, -4, -6, 0, 6, 2, -2],
+        2**47 + 99: [1] * 16 + [-3, 1, -3, -3, -3, 1, -3, 1],
+        2**48 - 1: [-1, 3, 3, -5, 3, -1, 3, -1, -1, 3, 3, -5, 3, -1, 3, -1, 7, -5, -1, -1, 3, 3, 3, 3],
+    }
+    idx = np.array(list(pinned), dtype=np.int64)
+    assert cb.point(idx).tolist() == list(pinned.values())
+    big = (np.arange(4096, dtype=np.int64) * 68719476731) % (2**48)
+    digest = hashlib.sha256(cb.point(big).astype("<i8").tobytes()).hexdigest()
+    assert digest == "0d612b5cedf8e0e476c942b5a8e27cc011749d4daccb8488bc4a40f785b1259d"
+
+
+def test_nearest_matches_exhaustive_scan_at_several_scales(cb, rng):
+    """The search against the exhaustive numpy scan (the oracle): Gaussian blocks at
+    the fitted scale and around it, overloaded blocks (x3), a zero block."""
+    s = np.sqrt(8) / 0.9675  # the fitted scale of N(0, 1) blocks, integer model
+    y = np.concatenate([rng.standard_normal((6, 24)) * s * np.repeat([0.6, 1.0, 1.6], 2)[:, None],
+                        rng.standard_normal((2, 24)) * 3 * s, np.zeros((1, 24))])
+    fast = cb.nearest(y)
+    ref = cb.nearest(y, reference=True)
+    np.testing.assert_allclose(_dist(y, fast), _dist(y, ref), rtol=1e-12, atol=1e-9)
+    same = np.all(fast == ref, axis=1)
+    assert same.sum() >= len(y) - 1  # the same point unless an exact tie
+    assert np.array_equal(fast[-1], np.zeros(24))
+
+
+def test_nearest_on_near_ties(cb, rng):
+    """Midpoints of two codewords of the same coset and tiers (adjacent rows of one
+    octet), and points just off them: exact ties and near-ties."""
+    i = rng.integers(0, cb.size, 3) & ~np.int64(255) | 7
+    v, w = cb.point(i), cb.point(i + 1)
+    mid = (v + w) / 2.0
+    y = np.concatenate([mid, mid + 1e-9 * rng.standard_normal(mid.shape)])
+    fast = cb.nearest(y)
+    ref = cb.nearest(y, reference=True)
+    np.testing.assert_allclose(_dist(y, fast), _dist(y, ref), rtol=1e-12, atol=1e-9)
+    assert np.all(_dist(y, fast) <= np.minimum(_dist(y, np.r_[v, v]), _dist(y, np.r_[w, w])) + 1e-9)
+
+
+@settings(deadline=None, max_examples=25)
+@given(st.integers(0, 2**32 - 1), st.floats(0.05, 4.0))
+def test_nearest_is_exact_hypothesis(small, seed, scale):
+    c, pts = small
+    y = np.random.default_rng(seed).standard_normal((3, 24)) * 3.0 * scale
+    got = c.nearest(y)
+    d_all = ((y[:, None, :] - pts[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_allclose(_dist(y, got), d_all.min(1), rtol=1e-12, atol=1e-9)
+
+
+def test_nearest_huge_values(small):
+    c, pts = small
+    y = np.zeros((2, 24))
+    y[0, 3] = 1e6
+    y[1] = np.linspace(-1e5, 1e5, 24)
+    got = c.nearest(y)
+    d_all = ((y[:, None, :] - pts[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_allclose(_dist(y, got), d_all.min(1), rtol=1e-12)
+    with pytest.raises(ValueError, match="too large"):
+        c.nearest(np.full((1, 24), 1e8))
+    with pytest.raises(ValueError, match="y"):
+        c.nearest(np.full((1, 24), np.nan))
+
+
+def test_nearest_workers(cb, rng):
+    y = rng.standard_normal((40, 24)) * (np.sqrt(8) / 0.9675)
+    a = cb.nearest(y, workers=1)
+    b = cb.nearest(y, workers=2)
+    assert np.array_equal(a, b)
+    q = TrioQuantizer(scale=1.0)
+    assert np.array_equal(q.encode(y[:8], workers=2), q.encode(y[:8]))
