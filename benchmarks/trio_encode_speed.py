@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from leechlib._jit import num_threads
-from leechlib.trio import TrioCodebook, TrioQuantizer
+from leechlib.trio import TrioQuantizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from trio_original_encoder import trio_nearest_original  # noqa: E402
