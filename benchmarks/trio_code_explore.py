@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from leechlib import _mog
+from leechlib._optimize import golden_min
 
 SQRT8 = math.sqrt(8.0)
 BYTES = np.array([b for b in range(256) if bin(b).count("1") % 2 == 0], dtype=np.int64)
@@ -348,22 +349,6 @@ def encode_scan(tables: TrioTables, y):
 # quantizers on top: one scale, or two scales (1 gain bit)
 # ---------------------------------------------------------------------------
 
-def golden(f, lo, hi, iters):
-    g = (math.sqrt(5.0) - 1.0) / 2.0
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = f(a), f(b)
-    for _ in range(iters):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = f(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = f(b)
-    return (a, fa) if fa < fb else (b, fb)
-
-
 def quantize(tables, x, scale):
     v, st = encode(tables, x * (SQRT8 / scale))
     return v * (scale / SQRT8), st
@@ -380,7 +365,7 @@ def quantize2(tables, x, scales):
 
 def fit_scale(tables, x, iters):
     rms = float(np.sqrt(np.mean(x ** 2)))
-    s, f = golden(lambda s: float(np.mean((quantize(tables, x, s)[0] - x) ** 2)), 0.5 * rms, 1.5 * rms, iters)
+    s, f = golden_min(lambda s: float(np.mean((quantize(tables, x, s)[0] - x) ** 2)), 0.5 * rms, 1.5 * rms, iters)
     return s, f
 
 
@@ -396,7 +381,7 @@ def fit_two(tables, x, iters):
             m = sel == c
             if m.any():
                 xm = x[m]
-                sc[c] = golden(lambda s, xm=xm: float(np.mean((quantize(tables, xm, s)[0] - xm) ** 2)),
+                sc[c] = golden_min(lambda s, xm=xm: float(np.mean((quantize(tables, xm, s)[0] - xm) ** 2)),
                                0.6 * sc[c], 1.4 * sc[c], max(6, iters // 2))[0]
     return sc
 

@@ -34,6 +34,8 @@ True
 
 from __future__ import annotations
 
+import functools
+
 from . import _mog
 from ._constants import MAX_ABS, SQRT8
 from ._validation import check_int, subsample
@@ -183,18 +185,24 @@ def _check_packed(packed, scales, group, table, block: int, width: int) -> tuple
     return R, nb
 
 
+@functools.cache
+def _trio_args() -> tuple:
+    """The decode arguments of the trio code (built once)."""
+    cb = TrioCodebook()
+    T = cb.tables
+    return (cb.row_bits, cb.combo_bits, T["tab"], T["perm"], T["sign"], T["cls_of"], T["gen_lo"], T["gen_hi"],
+            T["combos"])
+
+
 def _codebook_args(codebook, table, width):
-    """``(kind, block, width, trio arguments)`` of the two codebook kinds."""
+    """``(block, width, trio arguments or None)`` of the two codebook kinds."""
     if codebook == "trio":
-        cb = TrioCodebook()
-        T = cb.tables
-        return 24, 48, (cb.row_bits, cb.combo_bits, T["tab"], T["perm"], T["sign"], T["cls_of"], T["gen_lo"],
-                        T["gen_hi"], T["combos"])
+        return 24, 48, _trio_args()
     if codebook == "table":
         width = check_int(width, "width", 1, 24)
         if table is None:
             raise TypeError("codebook='table' needs table=")
-        return table.shape[1] if hasattr(table, "shape") and len(table.shape) == 2 else 0, width, None
+        return (table.shape[1] if getattr(table, "ndim", 0) == 2 else 0), width, None
     raise ValueError(f"codebook must be 'table' or 'trio', got {codebook!r}")
 
 

@@ -388,6 +388,17 @@ def _cosets_below(eps, cap, least, ulb, gl, useg, mn, gm, m2, cls_of, pairs, can
 
 
 @jit
+def _least_per_eps(bound, j, cls_of, out):
+    """``out[j, eps]``: the least ``bound[j, eps, byte, pi]`` over the valid pattern bytes."""
+    for eps in range(2):
+        m = INF
+        for b in range(256):
+            if cls_of[eps, b, 0] >= 0:
+                m = min(m, bound[j, eps, b, 0], bound[j, eps, b, 1])
+        out[j, eps] = m
+
+
+@jit
 def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, hbits, base, pairs,
                    nmax, tnorm, kstar, slack, out, scans, start, stop, A, P, D, ulb, gl, mn, gm, m2, NA, NP, ND,
                    cand_v, cand_q, se, sarg, sfnd, snf, srho, touched, yc, cv, cc, zi, part, bestrow):
@@ -411,12 +422,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
                     lam = math.sqrt(yn2 / tg) - 1.0
                     _octet_bounds(yt, j, 1.0 / (1.0 + lam), lam / (1.0 + lam) * yn2, lam, nmax, cls_of, ulb,
                                   A, P, D, NA, NP, ND, False)
-            for eps in range(2):
-                m = INF
-                for b in range(256):
-                    if cls_of[eps, b, 0] >= 0:
-                        m = min(m, ulb[j, eps, b, 0], ulb[j, eps, b, 1])
-                mn[j, eps] = m
+            _least_per_eps(ulb, j, cls_of, mn)
         # the global Lagrangian bound of sum_j |t_j|^2 <= kstar + sum_j slack: a second
         # separable coset bound, gl summed over the octets (not maxed per set)
         yy2 = 0.0
@@ -432,12 +438,7 @@ def _nearest_chunk(y, S, tab, perm, sign, cls_of, words, allowed, hkey, hslot, h
                     yn2 += yt[i] * yt[i]
                 _octet_bounds(yt, j, 1.0 / (1.0 + mu), mu / (1.0 + mu) * yn2 - mu * kstar / 3.0, mu, slack,
                               cls_of, gl, A, P, D, NA, NP, ND, True)
-                for eps in range(2):
-                    m = INF
-                    for b in range(256):
-                        if cls_of[eps, b, 0] >= 0:
-                            m = min(m, gl[j, eps, b, 0], gl[j, eps, b, 1])
-                    gm[j, eps] = m
+                _least_per_eps(gl, j, cls_of, gm)
         else:
             for j in range(3):
                 for eps in range(2):

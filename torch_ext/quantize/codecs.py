@@ -131,13 +131,15 @@ class Packed(NamedTuple):
 
     ``W[r, block j] = post * scales[r, group[j]] * U(code)``, ``U`` a row of ``table``
     (``codebook="table"``, float32 ``(2**width, block)``) or the trio code's decode
-    (``codebook="trio"``, integer model).
+    (``codebook="trio"``, integer model).  ``dequantize``: leechlib's kernel is also
+    the faster way to dequantize on the CPU (otherwise the torch decode is).
     """
 
     codebook: str
     width: int
     table: np.ndarray | None
     post: float
+    dequantize: bool = False
 
 
 class Codec:
@@ -461,7 +463,7 @@ class TrioCodec(Codec):
         return trio_points(codes).to(dtype) / SQRT8
 
     def packed(self, gains):
-        return Packed("trio", 48, None, 1.0 / SQRT8)
+        return Packed("trio", 48, None, 1.0 / SQRT8, dequantize=True)  # the torch gathers are slower
 
 
 #: quantization methods of :func:`~torch_ext.quantize.quantize_model` (the registered codecs)

@@ -395,9 +395,7 @@ class LeechQuantizedLinear(nn.Module):
         dev = self.packed.device
         if dev.type == "cpu" and dtype in (torch.float32, torch.float64):
             spec = self._packed_spec()
-            # the trio code through leechlib's kernel (the torch gathers of its tables are
-            # slower); E8 and RTN decode faster with one torch gather
-            if spec is not None and spec[3].codebook == "trio":
+            if spec is not None and spec[3].dequantize:  # the codec's faster way on the CPU
                 packed, scales, group, spec = spec
                 try:
                     w = packed_weight(packed, scales, group, codebook=spec.codebook, table=spec.table,
