@@ -48,14 +48,14 @@ def hadamard_rows(x, signs, q, p, inverse):
         elif dense:  # Q^T first: each length-m slice z -> z Q
             _slices(row, q, tmp, p, True)
         h = 1
-        while h < p:  # butterflies along the power-of-two axis (stride m)
-            for a0 in range(0, p, 2 * h):
-                for a in range(a0, a0 + h):
-                    for j in range(m):
-                        u = row[a * m + j]
-                        v = row[(a + h) * m + j]
-                        row[a * m + j] = u + v
-                        row[(a + h) * m + j] = u - v
+        while h < p:  # butterflies along the power-of-two axis: contiguous runs of h * m values
+            L = h * m
+            for base in range(0, p * m, 2 * L):
+                for t in range(base, base + L):
+                    u = row[t]
+                    v = row[t + L]
+                    row[t] = u + v
+                    row[t + L] = u - v
             h *= 2
         if p > 1:
             for i in range(p * m):

@@ -52,7 +52,7 @@ __all__ = ["MAX_ODD", "RandomizedHadamard", "fwht"]
 #: largest odd part ``m`` of a size ``2**k * m`` that gets a dense ``m × m`` factor
 MAX_ODD = 1023
 #: largest odd part transformed by the native pass on the CPU (``benchmarks/bench_qmatmul.py``:
-#: 3-5 times the torch operations for n = 4096, 1536, 384; slower than them for 11008 = 256 * 43)
+#: 1.6-4.4 times the torch operations for n = 4096, 1536, 384, batch 1-16; slower for 11008 = 256 * 43)
 NATIVE_MAX_ODD = 15
 
 
