@@ -194,6 +194,15 @@ def _trio_args() -> tuple:
             T["combos"])
 
 
+@functools.cache
+def _trio_octet_maps() -> tuple:
+    """The signed permutations of an octet slot (:func:`~leechlib._kernels.qmatmul.trio_octet_maps`)."""
+    from ._kernels.qmatmul import trio_octet_maps
+
+    T = TrioCodebook().tables
+    return trio_octet_maps(T["perm"], T["sign"])
+
+
 def _codebook_args(codebook, table, width):
     """``(block, width, trio arguments or None)`` of the two codebook kinds."""
     if codebook == "trio":
@@ -262,6 +271,11 @@ def packed_matmul(x, packed, scales, group, *, codebook: str, table=None, width=
     with num_threads(workers):
         if trio is None:
             qmatmul.table_matmul(x, packed, width, table, scales, group, out)
+        elif x.shape[0] <= qmatmul.OCTET_BATCH:
+            xs = np.empty((x.shape[0], x.shape[1] // 8, 256, 8), dtype=np.float32)
+            qmatmul.trio_signed_octets(x, *_trio_octet_maps(), xs)
+            b, cb, tab, _, _, cls_of, gen_lo, gen_hi, combos = trio
+            qmatmul.trio_matmul_octets(xs, packed, scales, group, b, cb, tab, cls_of, gen_lo, gen_hi, combos, out)
         else:
             qmatmul.trio_matmul(x, packed, scales, group, *trio, out)
     return out

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leechlib._kernels import qmatmul
 from leechlib._kernels.qmatmul import read_codes_ref, table_weight_ref, trio_weight_ref
 from leechlib.kernels import packed_matmul, packed_weight
 from leechlib.trio import TrioCodebook
@@ -64,6 +65,31 @@ def test_trio_kernels_match_the_reference(R, nb, B, seed):
     x = rng.standard_normal((B, 24 * nb)).astype(np.float32)
     y = packed_matmul(x, packed, scales, group, codebook="trio")
     np.testing.assert_allclose(y, x.astype(np.float64) @ W.T, rtol=1e-4, atol=1e-3)
+
+
+def test_signed_octets_match_the_reference_and_the_decode():
+    """The table of signed octets equals its numpy reference, and the batch-1 product
+    through it (extreme codes included) equals the product with the decoded weight."""
+    from leechlib.kernels import _trio_octet_maps
+
+    rng = np.random.default_rng(3)
+    prm, sgn = _trio_octet_maps()
+    x = rng.standard_normal((2, 48)).astype(np.float32)
+    x[0, :8] = [0.0, -0.0, 1e30, -1e30, 1.0, -1.0, 0.5, 2.0]  # extreme and signed-zero entries
+    xs = np.empty((2, 6, 256, 8), dtype=np.float32)
+    qmatmul.trio_signed_octets(x, prm, sgn, xs)
+    np.testing.assert_array_equal(xs, qmatmul.trio_signed_octets_ref(x, prm, sgn))
+    cb = TrioCodebook()
+    # the product through the octet table equals the plain decode, B = 1
+    R, nb = 9, 5
+    codes = _trio_codes(rng, (R, nb))
+    codes[0, :2] = 0, (1 << 48) - 1
+    _, scales, group = _case(rng, R, nb, 1, 2)
+    packed = _pack(codes, 48)
+    W = trio_weight_ref(packed, scales, group, cb.point)
+    x1 = rng.standard_normal((1, 24 * nb)).astype(np.float32)
+    np.testing.assert_allclose(packed_matmul(x1, packed, scales, group, codebook="trio"),
+                               x1.astype(np.float64) @ W.T, rtol=1e-4, atol=1e-3)
 
 
 def test_empty_and_bad_input():

@@ -10,8 +10,12 @@ a row, bit-packed row by row (``width`` bits each, least significant bit first, 
 where ``U`` is the codebook's decode: a row of a ``table`` (the E8 ball, the scalar
 levels of round-to-nearest) or the trio code's :func:`~leechlib._kernels.trio.decode_block`.
 The kernels compute ``out = x @ W.T`` (``x`` of shape ``(B, P)``) and ``W`` itself
-without ever holding ``W``: each block is decoded once into 24 floats on the stack of
-the thread and used for the ``B`` rows of ``x`` at once.  Rows of ``W`` are split
+without ever holding ``W``: each block is decoded once into ``d`` floats on the stack
+of the thread and used for the ``B`` rows of ``x`` at once.  Small batches of the trio
+code take another route, :func:`trio_matmul_octets`: the signs and permutation of an
+octet move from the weight to ``x`` (a table of the 256 signed permutations of every
+octet of ``x``, built once per product), so that an octet of the product is one
+8-wide dot product of a class-table row with a row of that table.  Rows of ``W`` are split
 among the threads (``prange`` over chunks of rows); accumulation is in float32 per
 block and float64 per row.
 
@@ -24,7 +28,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import jit, pjit
-from .trio import decode_block
+from .trio import decode_block, split_index
 
 #: rows of W per parallel task
 ROW_CHUNK = 16
@@ -159,6 +163,88 @@ def trio_matmul(x, packed, scales, group, b, cb, tab, perm, sign, cls_of, gen_lo
                     s = np.float32(0.0)
                     for i in range(24):
                         s += w[i] * x[bb, 24 * j + i]
+                    acc[bb] += sc * s
+            for bb in range(B):
+                out[bb, r] = acc[bb]
+
+
+#: batches up to this size take :func:`trio_matmul_octets`: its table of signed octets
+#: (1 KiB per weight column and batch row) outgrows the caches beyond one row of x,
+#: where decoding each block once for the whole batch is faster (measured in
+#: ``benchmarks/bench_qmatmul.py``)
+OCTET_BATCH = 1
+
+
+def trio_octet_maps(perm, sign):
+    """``(prm, sgn)`` of shape ``(256, 8)``: the signed permutation of octet slot ``q``.
+
+    ``q = 128 eps + (p & 127)`` for the even-weight pattern byte ``p`` (its low seven
+    bits determine it); ``sgn[q, i] * y[prm[q, i]]`` is the coefficient of canonical
+    coordinate ``i`` of an octet ``y`` of ``x``.
+    """
+    q = np.arange(256)
+    eps, p7 = q >> 7, q & 127
+    parity = np.array([bin(v).count("1") & 1 for v in range(128)])[p7]
+    p = p7 | (parity << 7)
+    return (np.ascontiguousarray(perm[eps, p], dtype=np.int64),
+            np.ascontiguousarray(sign[eps, p], dtype=np.float32))
+
+
+@pjit
+def trio_signed_octets(x, prm, sgn, xs):
+    """``xs[b, o, q, i] = sgn[q, i] * x[b, 8 o + prm[q, i]]`` (``xs`` of shape (B, P/8, 256, 8))."""
+    B, n_oct = xs.shape[0], xs.shape[1]
+    for t in prange(B * n_oct):
+        bb = t // n_oct
+        o = t - bb * n_oct
+        for q in range(256):
+            for i in range(8):
+                xs[bb, o, q, i] = sgn[q, i] * x[bb, 8 * o + prm[q, i]]
+
+
+def trio_signed_octets_ref(x, prm, sgn):
+    """numpy: the same table."""
+    B, P = x.shape
+    y = x.reshape(B, P // 8, 8)
+    return (sgn[None, None] * y[:, :, prm]).astype(np.float32)
+
+
+@pjit
+def trio_matmul_octets(xs, packed, scales, group, b, cb, tab, cls_of, gen_lo, gen_hi, combos, out):
+    """:func:`trio_matmul` through the signed octets ``xs`` of ``x`` (:func:`trio_signed_octets`).
+
+    Per block: the index fields, three class-table rows and three rows of ``xs``; no
+    weight is written anywhere.
+    """
+    B = xs.shape[0]
+    R = packed.shape[0]
+    nb = group.shape[0]
+    S = 1 << b
+    for c in prange((R + ROW_CHUNK - 1) // ROW_CHUNK):
+        acc = np.empty(B)
+        for r in range(c * ROW_CHUNK, min(R, (c + 1) * ROW_CHUNK)):
+            for bb in range(B):
+                acc[bb] = 0.0
+            for j in range(nb):
+                eps, pi1, pi2, cm, word, i1, i2, i3 = split_index(read_code(packed, r, j, 48), b, cb, gen_lo, gen_hi)
+                p0 = word & 255
+                p1 = (word >> 8) & 255
+                p2 = (word >> 16) & 255
+                t0 = tab[cls_of[eps, p0, pi1], combos[cm, 0] * S + i1]
+                t1 = tab[cls_of[eps, p1, pi2], combos[cm, 1] * S + i2]
+                t2 = tab[cls_of[eps, p2, eps ^ pi1 ^ pi2], combos[cm, 2] * S + i3]
+                k = eps << 7
+                q0 = k + (p0 & 127)
+                q1 = k + (p1 & 127)
+                q2 = k + (p2 & 127)
+                sc = scales[r, group[j]]
+                for bb in range(B):
+                    x0 = xs[bb, 3 * j, q0]
+                    x1 = xs[bb, 3 * j + 1, q1]
+                    x2 = xs[bb, 3 * j + 2, q2]
+                    s = np.float32(0.0)
+                    for i in range(8):
+                        s += x0[i] * np.float32(t0[i]) + x1[i] * np.float32(t1[i]) + x2[i] * np.float32(t2[i])
                     acc[bb] += sc * s
             for bb in range(B):
                 out[bb, r] = acc[bb]

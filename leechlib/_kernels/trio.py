@@ -32,25 +32,31 @@ from .._jit import jit, pjit
 
 
 @jit
+def split_index(x, b, cb, gen_lo, gen_hi):
+    """The fields of index ``x``: ``(eps, pi1, pi2, combo, Golay word, i1, i2, i3)``.
+
+    The pattern byte of octet ``j`` is ``(word >> 8 j) & 255`` and its class bit
+    ``pi1``, ``pi2``, ``eps ^ pi1 ^ pi2``.
+    """
+    mask = (1 << b) - 1
+    q = x >> (3 * b)
+    c = q & ((1 << cb) - 1)
+    q >>= cb
+    m = (q >> 2) & 4095
+    return (q >> 14, (q >> 1) & 1, q & 1, c, gen_lo[m & 63] ^ gen_hi[m >> 6],
+            (x >> (2 * b)) & mask, (x >> b) & mask, x & mask)
+
+
+@jit
 def decode_block(x, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos, out, o):
     """The codeword of index ``x`` (integer model) into ``out[o:o + 24]`` (any numeric dtype).
 
     The one decode of the trio code: the batch decode below and the fused
-    codes-times-activations kernels (:mod:`leechlib._kernels.qmatmul`) inline it.
+    codes-times-activations kernels (:mod:`leechlib._kernels.qmatmul`) inline it
+    (the matrix-vector kernel its :func:`split_index` only).
     """
-    mask = (1 << b) - 1
+    eps, pi1, pi2, c, word, i1, i2, i3 = split_index(x, b, cb, gen_lo, gen_hi)
     S = 1 << b
-    i3 = x & mask
-    i2 = (x >> b) & mask
-    i1 = (x >> (2 * b)) & mask
-    q = x >> (3 * b)
-    c = q & ((1 << cb) - 1)
-    q >>= cb
-    pi2 = q & 1
-    pi1 = (q >> 1) & 1
-    m = (q >> 2) & 4095
-    eps = q >> 14
-    word = gen_lo[m & 63] ^ gen_hi[m >> 6]
     for j in range(3):
         p = (word >> (8 * j)) & 255
         pij = pi1 if j == 0 else (pi2 if j == 1 else eps ^ pi1 ^ pi2)
