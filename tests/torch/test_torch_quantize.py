@@ -666,6 +666,33 @@ def test_a_trio_model_runs_from_its_codes(tmp_path):
         load_quantized(path, model=nn.Sequential(nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 24)), cache="no")
 
 
+def test_cache_default_follows_the_method(monkeypatch):
+    """cache=None: a leech-trio layer holds only its codes, an enumerative one caches the
+    dense weight; inputs of more than codes_max_rows rows decode the weight for the
+    forward (never kept) instead of the codes kernel, with the same result."""
+    import torch_ext.quantize.layer as layer_mod
+
+    torch.manual_seed(0)
+    lin = nn.Linear(48, 16)
+    trio = LeechQuantizedLinear.from_linear(lin, "leech-trio", max_points=64)
+    sg = LeechQuantizedLinear.from_linear(lin, "leech-shape-gain", max_points=64)
+    assert trio.cache is False and sg.cache is True
+    assert LeechQuantizedLinear.from_linear(lin, "leech-trio", max_points=64, cache=True).cache is True
+    with pytest.raises(TypeError, match="cache must be a bool or None, got str"):
+        LeechQuantizedLinear(48, 16, method="rtn", cache="no")
+    calls = []
+    real = layer_mod.packed_matmul
+    monkeypatch.setattr(layer_mod, "packed_matmul", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    w = trio.dequantize()
+    n = LeechQuantizedLinear.codes_max_rows
+    with torch.no_grad():
+        for rows in (1, n, n + 1, 3 * n):
+            x = torch.randn(rows, 48)
+            torch.testing.assert_close(trio(x), F.linear(x, w, trio.bias), rtol=1e-4, atol=1e-5)
+    assert [c[0] for c in calls] == [1, n], calls          # the larger inputs decoded the weight
+    assert not trio._cache                                 # ... and kept nothing
+
+
 def test_trio_codec_bits_and_torch_decode():
     from leechlib.trio import TrioCodebook
     from torch_ext.quantize.codecs import get_codec

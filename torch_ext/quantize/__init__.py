@@ -15,8 +15,9 @@ a block is unranked to its lattice point by a vectorised torch version of
 :class:`~leechlib.BallCodebook` / :class:`~leechlib.ShellCodebook` ``point`` (the
 same enumerative coding, checked bitwise against leechlib), multiplied by its
 scale.  The dequantized weight is computed once, lazily, on the first forward on a
-device, and cached (``cache=False`` dequantizes at every forward instead: no dense
-copy of the weight is kept).
+device, and cached; with ``cache=False`` (the default of ``"leech-trio"``) no dense
+copy of the weight is kept: small inputs multiply from the packed codes, larger ones
+decode the weight for that forward only.
 
 Methods (2 bits per weight, blocks along the input dimension)
 -------------------------------------------------------------

@@ -40,7 +40,7 @@ def _check_model(model) -> None:
 
 
 def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args, data=None,
-                   workers: int | None = -1, cache: bool = True,
+                   workers: int | None = -1, cache: bool | None = None,
                    callback: Callable[[str, dict], None] | None = None,
                    **settings) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (in place) by a :class:`LeechQuantizedLinear`.

@@ -330,7 +330,7 @@ class CalibrationPlan:
     """
 
     def __init__(self, model: nn.Module, targets, config: QuantizeConfig, *,
-                 workers: int | None = -1, cache: bool = True,
+                 workers: int | None = -1, cache: bool | None = None,
                  callback: Callable[[str, dict], None] | None = None):
         if not isinstance(config, QuantizeConfig):
             raise TypeError(f"config must be a QuantizeConfig, got {type(config).__name__}")

@@ -146,6 +146,10 @@ class Codec:
     """Base class of the codecs; see the module docstring for the interface."""
 
     name = ""
+    #: whether a layer keeps a dense copy of its weight by default (``cache=None``):
+    #: True where only the slow enumerative decode exists; False for a code built to
+    #: run from its codes
+    caches_by_default = True
 
     def __init__(self, bits, params: dict | None = None):
         raise NotImplementedError
@@ -433,6 +437,7 @@ class TrioCodec(Codec):
     points decoded by table lookups (24 weights a code; 2 bits per weight exactly)."""
 
     name = "leech-trio"
+    caches_by_default = False
 
     def __init__(self, bits, params: dict | None = None):
         if isinstance(bits, bool) or not isinstance(bits, numbers.Real):

@@ -121,7 +121,8 @@ def save_quantized(model: nn.Module, path, metadata: dict | None = None) -> None
     save_file(state, os.fspath(path), metadata=meta)
 
 
-def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *, cache: bool = True) -> nn.Module:
+def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *,
+                   cache: bool | None = None) -> nn.Module:
     """Rebuild a model written by :func:`save_quantized`.
 
     Parameters
@@ -133,10 +134,11 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *, 
         the config stored by a registered architecture (:func:`register_architecture`;
         a :class:`~torch_ext.LilaTransformer`).
     map_location : str or torch.device
-    cache : bool
+    cache : bool or None
         The layers' ``cache`` (:class:`~torch_ext.quantize.LeechQuantizedLinear`):
         ``False`` keeps only the codes while the model runs (the methods with a
-        table decode multiply from the packed codes on the CPU).
+        table decode multiply from the packed codes on the CPU); ``None`` (default)
+        the method's default (codes only for ``"leech-trio"``).
 
     Raises
     ------
@@ -144,8 +146,8 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *, 
         Not a quantized checkpoint, a mismatch with ``model``, codes beyond the
         codebook, or non-finite values (messages name the layer or tensor).
     """
-    if not isinstance(cache, bool):
-        raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
+    if cache is not None and not isinstance(cache, bool):
+        raise TypeError(f"cache must be a bool or None, got {type(cache).__name__}")
     p = os.fspath(path)
     meta, tensors = read_safetensors(p, what="quantized checkpoint")
     if meta.get("checkpoint") != QUANTIZED_FORMAT or "quantized_layers" not in meta:

@@ -58,6 +58,15 @@ def as_linear(module) -> nn.Linear:
                     f"{type(module).__name__}")
 
 
+def resolve_cache(cache, codec) -> bool:
+    """The ``cache`` setting of a layer: ``None`` is the codec's default."""
+    if cache is None:
+        return bool(codec.caches_by_default)
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache must be a bool or None, got {type(cache).__name__}")
+    return cache
+
+
 class LeechQuantizedLinear(nn.Module):
     r"""A linear layer whose weight is stored as lattice codes and scales.
 
@@ -91,14 +100,18 @@ class LeechQuantizedLinear(nn.Module):
     params : dict, optional
         Codebook parameters (``max_norm``; ``shells`` and ``gain_levels``), as stored
         in :attr:`config`; default: those leechlib chooses for ``bits``.
-    cache : bool
+    cache : bool or None
         ``True``: keep the dequantized weight of each device after the first forward
         (fast; the layer then holds a dense float weight too).  ``False``: hold only
         the codes while running: on the CPU, the methods whose codes decode by table
         lookups (``"leech-trio"``, ``"e8"``, ``"rtn"``) compute ``x W^T`` straight
         from the packed codes (:func:`leechlib.kernels.packed_matmul`, no weight is
-        ever materialised); the others, and every other device or a forward that
-        needs gradients for ``x``, decode the weight for that forward only.
+        ever materialised) for inputs of at most :attr:`codes_max_rows` rows; the
+        others, larger inputs, every other device and a forward that needs
+        gradients for ``x`` decode the weight for that forward only.  ``None``
+        (default): ``False`` for ``"leech-trio"``, the code built to run from its
+        codes, ``True`` for the other methods (their decode is too slow to repeat
+        at every forward).
     name : str
         Name used in error messages (set by :func:`quantize_model`).
     rotation : {"none", "hadamard", "hadamard-both"}
@@ -148,10 +161,15 @@ class LeechQuantizedLinear(nn.Module):
     3.2
     """
 
+    #: inputs of at most this many rows (tokens) multiply from the packed codes when
+    #: ``cache`` is False; larger ones decode the weight once for the forward and
+    #: multiply densely (faster: the decode is amortised over the rows)
+    codes_max_rows = 4
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  method: str = "leech-shape-gain", bits=2, group="row",
                  scale_dtype: torch.dtype = torch.float16, params: dict | None = None,
-                 cache: bool = True, name: str = "", rotation: str = "none",
+                 cache: bool | None = None, name: str = "", rotation: str = "none",
                  rotation_seeds=None, device=None):
         super().__init__()
         in_features = check_int(in_features, "in_features", 1)
@@ -180,7 +198,7 @@ class LeechQuantizedLinear(nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_features, device=device))
         else:
             self.register_parameter("bias", None)
-        self.cache = bool(cache)
+        self.cache = resolve_cache(cache, self.codec)
         self.name = str(name)
         self.stats: dict = {}
         self._cache: dict = {}
@@ -190,7 +208,7 @@ class LeechQuantizedLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: QuantizeConfig | None = None, *args,
                     hessian: Tensor | None = None, name: str = "", workers: int | None = -1,
-                    cache: bool = True, **settings) -> LeechQuantizedLinear:
+                    cache: bool | None = None, **settings) -> LeechQuantizedLinear:
         """Quantize an ``nn.Linear`` (its weight and bias are copied, not modified).
 
         Parameters
@@ -210,7 +228,7 @@ class LeechQuantizedLinear(nn.Module):
             rotation seeds.
         workers : int, optional
             Threads of the Leech encoders (-1: all cores).
-        cache : bool
+        cache : bool or None
             As in the constructor.
         *args, **settings
             Instead of a config, as before: ``method`` and ``bits`` (also
@@ -453,10 +471,12 @@ class LeechQuantizedLinear(nn.Module):
         """``x W'^T`` from the packed codes (CPU, table-decodable methods), or None.
 
         None (the caller decodes the weight) for float64 input (the kernel accumulates
-        in float32), off the CPU, and when ``x`` needs a gradient.
+        in float32), off the CPU, when ``x`` needs a gradient, and for more than
+        :attr:`codes_max_rows` rows (decoding once and multiplying densely is faster).
         """
         if (x.device.type != "cpu" or x.dtype == torch.float64
-                or (torch.is_grad_enabled() and x.requires_grad)):
+                or (torch.is_grad_enabled() and x.requires_grad)
+                or x.numel() > self.codes_max_rows * self.in_features):
             return None
         spec = self._packed_spec()
         if spec is None:
