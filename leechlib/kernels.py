@@ -215,6 +215,24 @@ def _codebook_args(codebook, table, width):
     raise ValueError(f"codebook must be 'table' or 'trio', got {codebook!r}")
 
 
+def _byte_groups(group, width):
+    """The scale column of each byte of scalar codes, or None where a byte's codes
+    straddle two scale groups (or ``width`` does not divide a byte)."""
+    import numpy as np
+
+    if width not in (1, 2, 4, 8) or len(group) == 0:
+        return None
+    m = 8 // width
+    nk = -(-len(group) // m)
+    g = np.empty(nk * m, dtype=np.int64)
+    g[: len(group)] = group
+    g[len(group):] = group[-1]
+    g = g.reshape(nk, m)
+    if not (g == g[:, :1]).all():
+        return None
+    return np.ascontiguousarray(g[:, 0])
+
+
 def packed_matmul(x, packed, scales, group, *, codebook: str, table=None, width=None, workers=None):
     """``x @ W.T`` for a weight ``W`` held as packed codes (never materialised).
 
@@ -269,7 +287,16 @@ def packed_matmul(x, packed, scales, group, *, codebook: str, table=None, width=
     if R == 0 or x.shape[0] == 0:
         return out
     with num_threads(workers):
-        if trio is None:
+        byte_group = _byte_groups(group, width) if trio is None and d == 1 and x.shape[0] <= qmatmul.LUT_BATCH else None
+        if byte_group is not None:
+            m = 8 // width
+            xp = np.zeros((x.shape[0], m * len(byte_group)), dtype=np.float32)
+            xp[:, : x.shape[1]] = x
+            lut = np.empty((x.shape[0], len(byte_group), 256), dtype=np.float32)
+            qmatmul.byte_lut(xp, table, width, lut)
+            start = np.flatnonzero(np.r_[True, byte_group[1:] != byte_group[:-1]])
+            qmatmul.table_matmul_lut(lut, packed, scales, start, byte_group[start], out)
+        elif trio is None:
             qmatmul.table_matmul(x, packed, width, table, scales, group, out)
         elif x.shape[0] <= qmatmul.OCTET_BATCH:
             xs = np.empty((x.shape[0], x.shape[1] // 8, 256, 8), dtype=np.float32)

@@ -40,9 +40,43 @@ def test_table_kernels_match_the_reference(width, d):
     W = table_weight_ref(packed, width, table, scales, group)
     got = packed_weight(packed, scales, group, codebook="table", table=table, width=width, dtype=np.float64)
     assert np.array_equal(got, W)
-    x = rng.standard_normal((5, 11 * d)).astype(np.float32)
-    y = packed_matmul(x, packed, scales, group, codebook="table", table=table, width=width)
-    np.testing.assert_allclose(y, x.astype(np.float64) @ W.T, rtol=2e-5, atol=2e-5)
+    for B in (1, 3, 5):  # the byte-table path (scalar codes, small batches) and the decode path
+        x = rng.standard_normal((B, 11 * d)).astype(np.float32)
+        y = packed_matmul(x, packed, scales, group, codebook="table", table=table, width=width)
+        np.testing.assert_allclose(y, x.astype(np.float64) @ W.T, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_byte_table_path(width, aligned):
+    """Scalar codes through one lookup per byte: the byte table equals its reference,
+    and the product equals the decoded weight's, with scale groups whole within the
+    bytes (aligned) or straddling them (the decode path), a ragged last byte, huge
+    and zero entries of x."""
+    from leechlib.kernels import _byte_groups
+
+    rng = np.random.default_rng(width)
+    m = 8 // width
+    nb = 6 * m + (m - 1 if m > 1 else 0)
+    codes, scales, group = _case(rng, 23, nb, width, 3)
+    if aligned:
+        group = np.minimum(np.arange(nb) // (2 * m), 2).astype(np.int64)
+    packed = _pack(codes, width)
+    table = rng.standard_normal((1 << width, 1)).astype(np.float32)
+    assert (_byte_groups(group, width) is not None) == (aligned or m == 1)
+    x = rng.standard_normal((2, nb)).astype(np.float32)
+    x[0, :3] = [1e20, 0.0, -1e20]
+    xp = np.zeros((2, m * -(-nb // m)), dtype=np.float32)
+    xp[:, :nb] = x
+    lut = np.empty((2, xp.shape[1] // m, 256), dtype=np.float32)
+    qmatmul.byte_lut(xp, table, width, lut)
+    bound = qmatmul.byte_lut_ref(np.abs(xp), np.abs(table), width)  # float32 rounding scales with it
+    assert np.all(np.abs(lut - qmatmul.byte_lut_ref(xp, table, width)) <= 1e-6 * bound + 1e-30)
+    W = table_weight_ref(packed, width, table, scales, group)
+    x[0, :3] = [3.0, 0.0, -2.0]
+    for B in (1, 2):
+        y = packed_matmul(x[:B].copy(), packed, scales, group, codebook="table", table=table, width=width)
+        np.testing.assert_allclose(y, x[:B].astype(np.float64) @ W.T, rtol=2e-5, atol=2e-5)
 
 
 def _trio_codes(rng, shape):

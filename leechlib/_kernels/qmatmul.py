@@ -112,6 +112,72 @@ def table_matmul(x, packed, width, table, scales, group, out):
 
 
 @pjit
+def byte_lut(x, table, width, lut):
+    """``lut[b, k, v]``: the dot product of the codes packed in byte value ``v`` with
+    the ``m = 8 // width`` entries ``x[b, m k : m (k + 1)]`` (scalar tables, ``d = 1``).
+
+    ``lut`` has shape ``(B, P // m, 256)``; ``sum_t table[(v >> width t) & mask, 0] * x[b, m k + t]``.
+    """
+    B, nk = lut.shape[0], lut.shape[1]
+    m = 8 // width
+    mask = (1 << width) - 1
+    for t in prange(B * nk):
+        bb = t // nk
+        k = t - bb * nk
+        for v in range(256):
+            s = np.float32(0.0)
+            for u in range(m):
+                s += table[(v >> (width * u)) & mask, 0] * x[bb, m * k + u]
+            lut[bb, k, v] = s
+
+
+def byte_lut_ref(x, table, width):
+    """numpy: the same table."""
+    m = 8 // width
+    v = np.arange(256)
+    codes = (v[:, None] >> (width * np.arange(m))) & ((1 << width) - 1)  # (256, m)
+    vals = np.asarray(table, dtype=np.float64)[codes, 0]  # (256, m)
+    B, P = x.shape
+    return np.einsum("bkm,vm->bkv", np.asarray(x, dtype=np.float64).reshape(B, P // m, m), vals)
+
+
+@pjit
+def table_matmul_lut(lut, packed, scales, run_start, run_group, out):
+    """``x @ W.T`` for scalar codes of ``width`` in {1, 2, 4, 8} through :func:`byte_lut`:
+    one lookup per byte of codes and row of ``x``.  Bytes ``run_start[i]`` to
+    ``run_start[i + 1]`` (the last run ends with the row) share the scale column
+    ``run_group[i]`` (the layout keeps a scale group whole within a byte); four
+    partial sums per run keep the additions independent.
+    """
+    B = lut.shape[0]
+    R = packed.shape[0]
+    nk = lut.shape[1]
+    nr = run_start.shape[0]
+    for c in prange((R + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(R, (c + 1) * ROW_CHUNK)):
+            for bb in range(B):
+                acc = 0.0
+                for i in range(nr):
+                    k = run_start[i]
+                    end = run_start[i + 1] if i + 1 < nr else nk
+                    s0 = np.float32(0.0)
+                    s1 = np.float32(0.0)
+                    s2 = np.float32(0.0)
+                    s3 = np.float32(0.0)
+                    while k + 4 <= end:
+                        s0 += lut[bb, k, packed[r, k]]
+                        s1 += lut[bb, k + 1, packed[r, k + 1]]
+                        s2 += lut[bb, k + 2, packed[r, k + 2]]
+                        s3 += lut[bb, k + 3, packed[r, k + 3]]
+                        k += 4
+                    while k < end:
+                        s0 += lut[bb, k, packed[r, k]]
+                        k += 1
+                    acc += scales[r, run_group[i]] * ((s0 + s1) + (s2 + s3))
+                out[bb, r] = acc
+
+
+@pjit
 def table_dequantize(packed, width, table, scales, group, out):
     """``out[r, block j] = scales[r, group[j]] * table[code[r, j]]`` (``out`` of shape (R, P))."""
     R = packed.shape[0]
@@ -167,6 +233,11 @@ def trio_matmul(x, packed, scales, group, b, cb, tab, perm, sign, cls_of, gen_lo
             for bb in range(B):
                 out[bb, r] = acc[bb]
 
+
+#: batches up to this size of scalar codes (width 1, 2, 4 or 8) take
+#: :func:`table_matmul_lut` (one lookup per byte of codes; the table has 1 KiB per
+#: byte of a row's codes and row of x)
+LUT_BATCH = 4
 
 #: batches up to this size take :func:`trio_matmul_octets`: its table of signed octets
 #: (1 KiB per weight column and batch row) outgrows the caches beyond one row of x,
