@@ -12,7 +12,9 @@ For each weight shape (``out x in``), batch size and thread count it times, inte
 * ``dense f32`` / ``dense bf16``: ``torch.nn.functional.linear`` with the dense weight;
 * ``codes <method>``: :class:`~torch_ext.quantize.LeechQuantizedLinear` with
   ``cache=False`` on the CPU, i.e. :func:`leechlib.kernels.packed_matmul` straight from
-  the packed codes (no rotation, row scales), for ``leech-trio``, ``e8`` and ``rtn``;
+  the packed codes (no rotation, row scales), for ``leech-trio``, ``e8`` and ``rtn``,
+  up to ``LeechQuantizedLinear.codes_max_rows`` rows; larger batches decode the
+  weight for the forward and multiply densely, as the layer does;
 
 and prints the milliseconds and the speed relative to ``dense f32`` of the same run.
 Then the input rotation of a rotated layer (``RandomizedHadamard.apply``): the chain
