@@ -296,6 +296,8 @@ def packed_matmul(x, packed, scales, group, *, codebook: str, table=None, width=
             qmatmul.byte_lut(xp, table, width, lut)
             start = np.flatnonzero(np.r_[True, byte_group[1:] != byte_group[:-1]])
             qmatmul.table_matmul_lut(lut, packed, scales, start, byte_group[start], out)
+        elif trio is None and d == 8:
+            qmatmul.table_matmul8(x, packed, width, table, scales, group, out)
         elif trio is None:
             qmatmul.table_matmul(x, packed, width, table, scales, group, out)
         elif x.shape[0] <= qmatmul.OCTET_BATCH:

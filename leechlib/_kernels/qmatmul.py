@@ -35,6 +35,14 @@ ROW_CHUNK = 16
 
 
 @jit
+def dot8(a, t):
+    """``sum_i a[i] * t[i]`` over 8 entries as a balanced tree (independent products:
+    no chain of eight dependent additions); ``t`` of any numeric dtype."""
+    return (((a[0] * np.float32(t[0]) + a[1] * np.float32(t[1])) + (a[2] * np.float32(t[2]) + a[3] * np.float32(t[3])))
+            + ((a[4] * np.float32(t[4]) + a[5] * np.float32(t[5])) + (a[6] * np.float32(t[6]) + a[7] * np.float32(t[7]))))
+
+
+@jit
 def read_code(packed, r, j, width):
     """The ``j``-th ``width``-bit code of row ``r`` of ``packed`` (uint8, LSB first), width <= 56."""
     if width == 48:  # the Leech codes: six bytes
@@ -178,6 +186,27 @@ def table_matmul_lut(lut, packed, scales, run_start, run_group, out):
 
 
 @pjit
+def table_matmul8(x, packed, width, table, scales, group, out):
+    """:func:`table_matmul` for tables of 8-dimensional rows (E8): each code's row and
+    the block of every row of ``x`` in one tree-summed dot product (:func:`dot8`)."""
+    B = x.shape[0]
+    R = packed.shape[0]
+    nb = group.shape[0]
+    for c in prange((R + ROW_CHUNK - 1) // ROW_CHUNK):
+        acc = np.empty(B)
+        for r in range(c * ROW_CHUNK, min(R, (c + 1) * ROW_CHUNK)):
+            for bb in range(B):
+                acc[bb] = 0.0
+            for j in range(nb):
+                t = table[read_code(packed, r, j, width)]
+                sc = scales[r, group[j]]
+                for bb in range(B):
+                    acc[bb] += sc * dot8(x[bb, 8 * j: 8 * j + 8], t)
+            for bb in range(B):
+                out[bb, r] = acc[bb]
+
+
+@pjit
 def table_dequantize(packed, width, table, scales, group, out):
     """``out[r, block j] = scales[r, group[j]] * table[code[r, j]]`` (``out`` of shape (R, P))."""
     R = packed.shape[0]
@@ -310,13 +339,8 @@ def trio_matmul_octets(xs, packed, scales, group, b, cb, tab, cls_of, gen_lo, ge
                 q2 = k + (p2 & 127)
                 sc = scales[r, group[j]]
                 for bb in range(B):
-                    x0 = xs[bb, 3 * j, q0]
-                    x1 = xs[bb, 3 * j + 1, q1]
-                    x2 = xs[bb, 3 * j + 2, q2]
-                    s = np.float32(0.0)
-                    for i in range(8):
-                        s += x0[i] * np.float32(t0[i]) + x1[i] * np.float32(t1[i]) + x2[i] * np.float32(t2[i])
-                    acc[bb] += sc * s
+                    acc[bb] += sc * (dot8(xs[bb, 3 * j, q0], t0) + dot8(xs[bb, 3 * j + 1, q1], t1)
+                                     + dot8(xs[bb, 3 * j + 2, q2], t2))
             for bb in range(B):
                 out[bb, r] = acc[bb]
 
