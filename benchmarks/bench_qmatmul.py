@@ -16,7 +16,13 @@ For each weight shape (``out x in``), batch size and thread count it times, inte
   up to ``LeechQuantizedLinear.codes_max_rows`` rows; larger batches decode the
   weight for the forward and multiply densely, as the layer does;
 
-and prints the milliseconds and the speed relative to ``dense f32`` of the same run.
+and, with ``--glq`` when the ``glq`` package is installed (``pip install glq``; it
+is no dependency of this project), ``glq trellis``: its 2-bit QTIP-style trellis layer
+(``E8RHTLinear``, ``codebook_type="trellis"``, the lookup-free "3inst" code that its
+fused CPU kernel decodes inside the product; random codes), whose forward includes
+its input and output Hadamard transforms (ours run without rotation here: a rotated
+layer adds about 0.15 ms at 4096 inputs, see the rotation rows).  It prints the
+milliseconds and the speed relative to ``dense f32`` of the same run.
 Then the input rotation of a rotated layer (``RandomizedHadamard.apply``): the chain
 of torch operations against leechlib's one native pass per row.  And dequantization
 (the whole weight from its codes), weights per second, one
@@ -63,6 +69,29 @@ def _layer(method: str, out_f: int, in_f: int, rng):
     return q
 
 
+def _glq_layer(out_f: int, in_f: int):
+    """glq's 2-bit trellis layer with random codes on its fused CPU path, or None."""
+    try:
+        import torch
+        from glq.quantized_linear import E8RHTLinear
+        from glq.trellis import TrellisCodebook
+    except ImportError:
+        return None
+    lin = E8RHTLinear(in_f, out_f, bias=False, codebook_type="trellis")
+    g = torch.Generator().manual_seed(0)
+    tiles = (lin.m_pad // 16) * (lin.n_pad // 16)
+    lin.trellis_packed = torch.randint(-2**15, 2**15, (tiles, 32), dtype=torch.int16, generator=g)
+    lin.SU = torch.where(torch.rand(lin.m_pad, generator=g) < 0.5, -1.0, 1.0).half()
+    lin.SV = torch.where(torch.rand(lin.n_pad, generator=g) < 0.5, -1.0, 1.0).half()
+    lin.Wscale = torch.tensor(0.02)
+    lin.set_codebook(TrellisCodebook("3inst", K=2))
+    with torch.no_grad():
+        lin(torch.zeros(1, in_f))
+    if not lin._trellis_op_cpu:  # its dense fallback is no run from the codes
+        return None
+    return lin
+
+
 def _time(fn, reps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -70,13 +99,16 @@ def _time(fn, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def matmul_rows(shapes, batches, threads, reps: int, methods, rng) -> list[dict]:
+def matmul_rows(shapes, batches, threads, reps: int, methods, rng, glq: bool = False) -> list[dict]:
     import torch
 
     rows = []
     for shape in shapes:
         out_f, in_f = (int(v) for v in shape.split("x"))
         layers = {m: _layer(m, out_f, in_f, rng) for m in methods}
+        glq_layer = _glq_layer(out_f, in_f) if glq else None
+        if glq and glq_layer is None:
+            print(f"glq: not installed, or no fused CPU kernel for {shape}: no glq arm", file=sys.stderr)
         W = layers[methods[0]].dequantize(torch.float32)
         Wb = W.to(torch.bfloat16)
         for nt in threads:
@@ -88,6 +120,8 @@ def matmul_rows(shapes, batches, threads, reps: int, methods, rng) -> list[dict]
                         "dense bf16": lambda xb=xb, Wb=Wb: torch.nn.functional.linear(xb, Wb)}
                 for m, q in layers.items():
                     arms[f"codes {m}"] = (lambda q=q, x=x: q(x))
+                if glq_layer is not None:
+                    arms["glq trellis"] = lambda q=glq_layer, x=x: q(x)
                 with torch.no_grad():
                     for fn in arms.values():  # warm-up (compilation, caches)
                         fn()
@@ -180,12 +214,13 @@ def main(argv=None) -> int:
     p.add_argument("--rotation-sizes", nargs="+", type=int, default=[4096, 11008, 384, 1536],
                    help="input sizes of the rotation rows")
     p.add_argument("--quick", action="store_true", help="384x1536, batch 1, one thread, 2 rounds")
+    p.add_argument("--glq", action="store_true", help="add glq's trellis layer where glq is installed")
     args = p.parse_args(argv)
     if args.quick:
         args.shapes, args.batches, args.threads, args.reps = ["384x1536"], [1], [1], 2
         args.rotation_sizes = [384]
     rng = np.random.default_rng(0)
-    rows = matmul_rows(args.shapes, args.batches, args.threads, args.reps, args.methods, rng)
+    rows = matmul_rows(args.shapes, args.batches, args.threads, args.reps, args.methods, rng, glq=args.glq)
     print(md(rows, ["shape", "threads", "batch", "arm", "ms", "vs dense f32"]))
     print()
     torch_threads(1)

@@ -73,6 +73,9 @@ def test_byte_table_path(width, aligned):
     bound = qmatmul.byte_lut_ref(np.abs(xp), np.abs(table), width)  # float32 rounding scales with it
     assert np.all(np.abs(lut - qmatmul.byte_lut_ref(xp, table, width)) <= 1e-6 * bound + 1e-30)
     W = table_weight_ref(packed, width, table, scales, group)
+    kw = dict(codebook="table", table=table, width=width)
+    assert np.array_equal(packed_weight(packed, scales, group, dtype=np.float64, **kw), W)
+    assert np.array_equal(packed_weight(packed, scales, group, **kw), W.astype(np.float32))  # one rounding
     x[0, :3] = [3.0, 0.0, -2.0]
     for B in (1, 2):
         y = packed_matmul(x[:B].copy(), packed, scales, group, codebook="table", table=table, width=width)

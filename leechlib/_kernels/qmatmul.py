@@ -208,11 +208,25 @@ def table_matmul8(x, packed, width, table, scales, group, out):
 
 @pjit
 def table_dequantize(packed, width, table, scales, group, out):
-    """``out[r, block j] = scales[r, group[j]] * table[code[r, j]]`` (``out`` of shape (R, P))."""
+    """``out[r, block j] = scales[r, group[j]] * table[code[r, j]]`` (``out`` of shape (R, P)).
+
+    Scalar codes of width 1, 2, 4 or 8 are read a byte at a time (the byte's ``8 //
+    width`` codes at once, no per-code bit arithmetic).
+    """
     R = packed.shape[0]
     nb = group.shape[0]
     d = table.shape[1]
+    bytewise = d == 1 and (width == 1 or width == 2 or width == 4 or width == 8)
+    m = 8 // width if bytewise else 1
+    mask = (1 << width) - 1
     for r in prange(R):
+        if bytewise:
+            for k in range((nb + m - 1) // m):
+                v = np.int64(packed[r, k])
+                for u in range(min(m, nb - m * k)):
+                    j = m * k + u
+                    out[r, j] = np.float64(scales[r, group[j]]) * table[(v >> (width * u)) & mask, 0]
+            continue
         for j in range(nb):
             code = read_code(packed, r, j, width)
             sc = np.float64(scales[r, group[j]])  # exact product, one rounding to out's dtype

@@ -417,7 +417,8 @@ class LeechQuantizedLinear(nn.Module):
                 packed, scales, group, spec = spec
                 try:
                     w = packed_weight(packed, scales, group, codebook=spec.codebook, table=spec.table,
-                                      width=spec.width, dtype=np.float64)
+                                      width=spec.width,  # one rounding of the exact product
+                                      dtype=np.float32 if dtype == torch.float32 else np.float64)
                     return torch.from_numpy(w[:, : self.in_features]).to(dtype)
                 except ImportError:  # no Numba here: the torch decode below
                     pass
