@@ -402,3 +402,143 @@ def hadamard_rows(x, signs, q, *, inverse: bool = False, workers=None) -> None:
         return
     with num_threads(workers):
         hadamard.hadamard_rows(x, signs, q, p, inverse)
+
+
+# ---------------------------------------------------------------------------
+# the same products on CUDA GPUs (Numba CUDA; the trio code)
+# ---------------------------------------------------------------------------
+
+
+def _cuda_codebook(codebook) -> tuple:
+    if codebook != "trio":
+        raise ValueError(f"codebook must be 'trio' (the only codebook with CUDA kernels), got {codebook!r}")
+    return _trio_args()
+
+
+def packed_matmul_cuda(x, packed, scales, group, *, codebook: str = "trio", out=None, stream=0,
+                       check_group: bool = True):
+    """``x @ W.T`` on a CUDA GPU for a weight ``W`` held as packed trio codes (never materialised).
+
+    The GPU counterpart of :func:`packed_matmul` (``codebook="trio"``):
+    ``W[r, 24j : 24j+24] = scales[r, group[j]] * decode(code[r, j])``, 48-bit codes
+    packed six bytes per block, least significant byte first; the decode is the trio
+    code's (:class:`leechlib.trio.TrioCodebook`, integer model).  A Numba CUDA kernel
+    decodes every code once per launch (up to 16 rows of ``x``; larger batches are
+    launched 16 rows at a time) and accumulates in float32.  The kernel compiles on
+    first use (seconds).  **Not measured**: written and tested without a GPU (Numba's
+    CUDA simulator); see ``benchmarks/gpu_qmatmul.py`` for the measurement.
+
+    Parameters
+    ----------
+    x : device array
+        float32 or float16 ``(B, 24 * blocks)``, C-contiguous (pad with zeros).
+    packed : device array
+        uint8 ``(R, bytes)``, at least ``6 * blocks`` bytes per row.
+    scales : device array
+        float32 ``(R, groups)``.
+    group : device array
+        int64 ``(blocks,)``: the scale column of each block.
+    codebook : str
+        ``"trio"`` (the only codebook with CUDA kernels).
+    out : device array, optional
+        float32 ``(B, R)``, written in place; allocated if None.
+    stream : numba stream or 0
+        The CUDA stream of the launch (``numba.cuda.external_stream`` wraps torch's).
+    check_group : bool
+        Copy ``group`` to the host and check that it indexes the scale columns (a
+        synchronising copy; False when the caller knows it valid: an index out of
+        range reads out of bounds on the GPU).
+
+    Every array is anything with ``__cuda_array_interface__`` (a torch CUDA tensor, a
+    CuPy array) or a Numba device array; none is copied.
+
+    Returns
+    -------
+    device array
+        ``out``: float32 ``(B, R)`` (a Numba device array when allocated here).
+
+    Raises
+    ------
+    TypeError
+        An argument that is not a device array or has the wrong dtype (the message
+        names it).
+    ValueError
+        A wrong shape, a non-contiguous array or a ``group`` out of range (named).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from leechlib.kernels import packed_matmul_cuda
+    >>> x = np.ones((1, 24), dtype=np.float32)
+    >>> packed_matmul_cuda(x, None, None, None)   # host arrays are refused: no hidden copies
+    Traceback (most recent call last):
+    ...
+    TypeError: x must be a CUDA device array (a numba device array or an object with __cuda_array_interface__, ...
+    >>> from numba import cuda                                   # on a machine with a GPU:
+    >>> p = cuda.to_device(np.full((1, 6), 255, dtype=np.uint8))  # doctest: +SKIP
+    >>> s = cuda.to_device(np.ones((1, 1), dtype=np.float32))     # doctest: +SKIP
+    >>> g = cuda.to_device(np.zeros(1, dtype=np.int64))           # doctest: +SKIP
+    >>> y = packed_matmul_cuda(cuda.to_device(x), p, s, g)        # doctest: +SKIP
+    >>> y.copy_to_host()      # the last codeword: its 24 entries sum to 20  # doctest: +SKIP
+    array([[20.]], dtype=float32)
+    """
+    from ._kernels import cuda_qmatmul
+
+    trio = _cuda_codebook(codebook)
+    res = cuda_qmatmul.matmul(x, packed, scales, group, trio, out=out, stream=stream, check_group=check_group)
+    return res if out is None else out
+
+
+def packed_weight_cuda(packed, scales, group, *, codebook: str = "trio", out=None, dtype=None, stream=0,
+                       check_group: bool = True):
+    """The weight ``W`` (``(R, 24 * blocks)``) of packed trio codes, on a CUDA GPU.
+
+    The GPU counterpart of :func:`packed_weight` (``codebook="trio"``), with the
+    arguments of :func:`packed_matmul_cuda`: one thread per block of 24 weights,
+    ``float64(scale) * value`` rounded once to the output type, so float32 and float64
+    results are bitwise those of :func:`packed_weight`.  **Not measured** (written
+    without a GPU; see ``benchmarks/gpu_qmatmul.py``).
+
+    Parameters
+    ----------
+    packed, scales, group : device arrays
+        As in :func:`packed_matmul_cuda`.
+    codebook : str
+        ``"trio"``.
+    out : device array, optional
+        float16, float32 or float64 ``(R, 24 * blocks)``, C-contiguous, written in place.
+    dtype : numpy dtype, optional
+        The dtype of ``out`` when it is allocated here: float16, float32 (default) or float64.
+    stream : numba stream or 0
+    check_group : bool
+        As in :func:`packed_matmul_cuda`.
+
+    Returns
+    -------
+    device array
+        ``out`` (a Numba device array when allocated here).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from numba import cuda
+    >>> from leechlib.kernels import packed_weight_cuda
+    >>> p = cuda.to_device(np.full((1, 6), 255, dtype=np.uint8))  # doctest: +SKIP
+    >>> s = cuda.to_device(np.full((1, 1), 0.5, dtype=np.float32))  # doctest: +SKIP
+    >>> g = cuda.to_device(np.zeros(1, dtype=np.int64))           # doctest: +SKIP
+    >>> w = packed_weight_cuda(p, s, g, dtype=np.float16)         # doctest: +SKIP
+    >>> w.copy_to_host()[0, :4]                                   # doctest: +SKIP
+    array([-0.5,  1.5,  1.5, -2.5], dtype=float16)
+    """
+    import numpy as np
+
+    from ._kernels import cuda_qmatmul
+
+    trio = _cuda_codebook(codebook)
+    res = cuda_qmatmul.dequantize(packed, scales, group, trio, out=out,
+                                  dtype=np.float32 if dtype is None else dtype, stream=stream,
+                                  check_group=check_group)
+    return res if out is None else out
+
+
+__all__ += ["packed_matmul_cuda", "packed_weight_cuda"]

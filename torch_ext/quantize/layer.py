@@ -14,6 +14,7 @@ from leechlib.kernels import packed_matmul, packed_weight
 
 from .._validation import check_int
 from ..ops.codebook import pack_bits, unpack_bits
+from ._cuda_packed import layer_codes_forward_cuda, layer_weight_cuda
 from .codecs import get_codec
 from .config import SCALE_DTYPES, QuantizeConfig, resolve_config, scale_dtype_name
 from .rotation import LayerRotation, check_rotation, layer_seeds, plan_rotation
@@ -411,6 +412,8 @@ class LeechQuantizedLinear(nn.Module):
     def _stored_weight(self, dtype: torch.dtype) -> Tensor:
         """The stored (rotated) weight ``W'`` from codes and scales."""
         dev = self.packed.device
+        if dev.type == "cuda" and (w := layer_weight_cuda(self, dtype)) is not None:
+            return w
         if dev.type == "cpu" and dtype in (torch.float32, torch.float64):
             spec = self._packed_spec()
             if spec is not None and spec[3].dequantize:  # the codec's faster way on the CPU
@@ -469,12 +472,14 @@ class LeechQuantizedLinear(nn.Module):
         return out
 
     def _codes_forward(self, x: Tensor) -> Tensor | None:
-        """``x W'^T`` from the packed codes (CPU, table-decodable methods), or None.
+        """``x W'^T`` from the packed codes (CPU: table-decodable methods; CUDA: the trio code), or None.
 
         None (the caller decodes the weight) for float64 input (the kernel accumulates
         in float32), off the CPU, when ``x`` needs a gradient, and for more than
         :attr:`codes_max_rows` rows (decoding once and multiplying densely is faster).
         """
+        if x.is_cuda:  # the trio code on CUDA: leechlib's Numba CUDA kernel (None: decode the weight)
+            return layer_codes_forward_cuda(self, x)
         if (x.device.type != "cpu" or x.dtype == torch.float64
                 or (torch.is_grad_enabled() and x.requires_grad)
                 or x.numel() > self.codes_max_rows * self.in_features):
