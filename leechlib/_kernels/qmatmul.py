@@ -38,8 +38,9 @@ ROW_CHUNK = 16
 def dot8(a, t):
     """``sum_i a[i] * t[i]`` over 8 entries as a balanced tree (independent products:
     no chain of eight dependent additions); ``t`` of any numeric dtype."""
-    return (((a[0] * np.float32(t[0]) + a[1] * np.float32(t[1])) + (a[2] * np.float32(t[2]) + a[3] * np.float32(t[3])))
-            + ((a[4] * np.float32(t[4]) + a[5] * np.float32(t[5])) + (a[6] * np.float32(t[6]) + a[7] * np.float32(t[7]))))
+    f = np.float32
+    return (((a[0] * f(t[0]) + a[1] * f(t[1])) + (a[2] * f(t[2]) + a[3] * f(t[3])))
+            + ((a[4] * f(t[4]) + a[5] * f(t[5])) + (a[6] * f(t[6]) + a[7] * f(t[7]))))
 
 
 @jit
