@@ -45,24 +45,73 @@ def _numba():
     return numba
 
 
-def jit(fn=None, **kwargs):
-    """Decorate ``fn`` as a serial Numba ``njit`` kernel (lazy, cached)."""
+def jit(fn=None, *, slp: bool = False, **kwargs):
+    """Decorate ``fn`` as a serial Numba ``njit`` kernel (lazy, cached).
+
+    ``slp=True``: compile with LLVM's straight-line (SLP) vectorizer (see
+    :class:`_SLPKernel`); for entry points called from Python only.
+    """
     opts = dict(nogil=True, cache=CACHE, fastmath=False)
     opts.update(kwargs)
 
     def wrap(f):
         nb = _numba()
         try:
-            return nb.njit(**opts)(f)
+            disp = nb.njit(**opts)(f)
         except RuntimeError:  # no writable cache location (read-only install)
             opts["cache"] = False
-            return nb.njit(**opts)(f)
+            disp = nb.njit(**opts)(f)
+        if slp and isinstance(disp, nb.core.dispatcher.Dispatcher):  # not under NUMBA_DISABLE_JIT
+            return _SLPKernel(disp)
+        return disp
 
     return wrap(fn) if fn is not None else wrap
 
 
+#: held while a kernel compiles with the SLP vectorizer switched on
+_SLP_LOCK = threading.Lock()
+
+
+class _SLPKernel:
+    """A kernel compiled with LLVM's SLP vectorizer, which Numba leaves off by default.
+
+    The SLP vectorizer packs independent scalar operations of straight-line code
+    (the eight lanes of an octet's dot product) into vector instructions; Numba turned
+    it off by default after miscompilations elsewhere (numba/numba#8852), so it is on
+    here only for the kernels that ask for it, each checked against its numpy
+    reference by the test suite.  Numba reads the setting when it optimizes a module:
+    the first calls of a signature compile (or load from the cache) with it switched
+    on under a lock, and put it back.  Called from Python only (not from other
+    kernels).
+    """
+
+    def __init__(self, dispatcher):
+        self._disp = dispatcher
+        self._known: set = set()
+        self.__name__ = dispatcher.py_func.__name__
+        self.__doc__ = dispatcher.py_func.__doc__
+        self.py_func = dispatcher.py_func
+
+    def __call__(self, *args):
+        key = tuple((type(a), getattr(a, "dtype", None), getattr(a, "ndim", None)) for a in args)
+        if key not in self._known:
+            config = _numba().core.config
+            with _SLP_LOCK:
+                old = config.SLP_VECTORIZE
+                config.SLP_VECTORIZE = 1
+                try:
+                    self._disp.compile(tuple(self._disp.typeof_pyval(a) for a in args))
+                finally:
+                    config.SLP_VECTORIZE = old
+            self._known.add(key)
+        return self._disp(*args)
+
+    def __getattr__(self, name):  # inspect_asm, signatures, ... of the dispatcher
+        return getattr(self._disp, name)
+
+
 def pjit(fn=None, **kwargs):
-    """Decorate ``fn`` as a parallel Numba kernel (``prange`` over the batch)."""
+    """Decorate ``fn`` as a parallel Numba kernel (``prange`` over the batch); ``slp`` as in :func:`jit`."""
     kwargs.setdefault("parallel", True)
     return jit(fn, **kwargs)
 

@@ -19,6 +19,9 @@ octet of ``x``, built once per product), so that an octet of the product is one
 among the threads (``prange`` over chunks of rows); accumulation is in float32 per
 block and float64 per row.
 
+The kernels compile with LLVM's SLP vectorizer (:func:`leechlib._jit.jit`, ``slp``):
+an octet's eight products and sums become vector instructions.
+
 References: the ``*_ref`` functions decode every code with numpy and multiply.
 """
 
@@ -86,7 +89,7 @@ def read_codes_ref(packed: np.ndarray, n: int, width: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-@pjit
+@pjit(slp=True)
 def table_matmul(x, packed, width, table, scales, group, out):
     """``out[b, r] = sum_j scales[r, group[j]] * <table[code[r, j]], x[b, block j]>``."""
     B = x.shape[0]
@@ -120,7 +123,7 @@ def table_matmul(x, packed, width, table, scales, group, out):
                 out[b, r] = acc[b]
 
 
-@pjit
+@pjit(slp=True)
 def byte_lut(x, table, width, lut):
     """``lut[b, k, v]``: the dot product of the codes packed in byte value ``v`` with
     the ``m = 8 // width`` entries ``x[b, m k : m (k + 1)]`` (scalar tables, ``d = 1``).
@@ -150,7 +153,7 @@ def byte_lut_ref(x, table, width):
     return np.einsum("bkm,vm->bkv", np.asarray(x, dtype=np.float64).reshape(B, P // m, m), vals)
 
 
-@pjit
+@pjit(slp=True)
 def table_matmul_lut(lut, packed, scales, run_start, run_group, out):
     """``x @ W.T`` for scalar codes of ``width`` in {1, 2, 4, 8} through :func:`byte_lut`:
     one lookup per byte of codes and row of ``x``.  Bytes ``run_start[i]`` to
@@ -186,7 +189,7 @@ def table_matmul_lut(lut, packed, scales, run_start, run_group, out):
                 out[bb, r] = acc
 
 
-@pjit
+@pjit(slp=True)
 def table_matmul8(x, packed, width, table, scales, group, out):
     """:func:`table_matmul` for tables of 8-dimensional rows (E8): each code's row and
     the block of every row of ``x`` in one tree-summed dot product (:func:`dot8`)."""
@@ -207,7 +210,7 @@ def table_matmul8(x, packed, width, table, scales, group, out):
                 out[bb, r] = acc[bb]
 
 
-@pjit
+@pjit(slp=True)
 def table_dequantize(packed, width, table, scales, group, out):
     """``out[r, block j] = scales[r, group[j]] * table[code[r, j]]`` (``out`` of shape (R, P)).
 
@@ -247,7 +250,7 @@ def table_weight_ref(packed, width, table, scales, group):
 # ---------------------------------------------------------------------------
 
 
-@pjit
+@pjit(slp=True)
 def trio_matmul(x, packed, scales, group, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos, out):
     """``out[b, r] = sum_j scales[r, group[j]] * <decode(code[r, j]), x[b, block j]>``."""
     B = x.shape[0]
@@ -305,7 +308,7 @@ def trio_octet_maps(perm, sign):
             np.ascontiguousarray(sign[eps, p], dtype=np.float32))
 
 
-@pjit
+@pjit(slp=True)
 def trio_signed_octets(x, prm, sgn, xs):
     """``xs[b, o, q, i] = sgn[q, i] * x[b, 8 o + prm[q, i]]`` (``xs`` of shape (B, P/8, 256, 8))."""
     B, n_oct = xs.shape[0], xs.shape[1]
@@ -324,7 +327,7 @@ def trio_signed_octets_ref(x, prm, sgn):
     return (sgn[None, None] * y[:, :, prm]).astype(np.float32)
 
 
-@pjit
+@pjit(slp=True)
 def trio_matmul_octets(xs, packed, scales, group, b, cb, tab, cls_of, gen_lo, gen_hi, combos, out):
     """:func:`trio_matmul` through the signed octets ``xs`` of ``x`` (:func:`trio_signed_octets`).
 
@@ -360,7 +363,7 @@ def trio_matmul_octets(xs, packed, scales, group, b, cb, tab, cls_of, gen_lo, ge
                 out[bb, r] = acc[bb]
 
 
-@pjit
+@pjit(slp=True)
 def trio_dequantize(packed, scales, group, b, cb, tab, perm, sign, cls_of, gen_lo, gen_hi, combos, out):
     """``out[r, block j] = scales[r, group[j]] * decode(code[r, j])`` (``out`` of shape (R, 24 nb))."""
     R = packed.shape[0]
