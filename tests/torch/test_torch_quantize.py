@@ -678,3 +678,31 @@ def test_trio_codec_bits_and_torch_decode():
     for bad, exc in ((3, ValueError), (1.5, ValueError), ("2", TypeError), (True, TypeError)):
         with pytest.raises(exc, match="bits"):
             get_codec("leech-trio", bad)
+
+
+def test_a_rebuilt_lila_model_holds_no_float_weight_of_its_quantized_layers(tiny, tmp_path, monkeypatch):
+    """load_quantized without model= builds the LILA model on the meta device: its
+    quantized layers never allocate a float weight (the memory of loading is that of
+    the quantized model); embeddings, norms and the frozen kernels come out exact."""
+    quantize_model(tiny, method="rtn")
+    path = tmp_path / "q.safetensors"
+    save_quantized(tiny, path)
+    devices = []
+    init = nn.Linear.reset_parameters
+
+    def record(self):
+        devices.append(self.weight.device.type)
+        init(self)
+
+    monkeypatch.setattr(nn.Linear, "reset_parameters", record)
+    back = load_quantized(path, cache=False)
+    assert devices and set(devices) == {"meta"}
+    mine = dict(back.named_buffers())
+    for k, v in tiny.named_buffers():  # the frozen kernels (not stored) included
+        assert torch.equal(mine[k], v), k
+    for k, v in tiny.named_parameters():
+        assert torch.equal(back.get_parameter(k), v), k
+    idx = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx).logits, tiny(idx).logits)
+
