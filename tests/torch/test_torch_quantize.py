@@ -706,3 +706,16 @@ def test_a_rebuilt_lila_model_holds_no_float_weight_of_its_quantized_layers(tiny
     with torch.no_grad():
         torch.testing.assert_close(back(idx).logits, tiny(idx).logits)
 
+
+@pytest.mark.parametrize("width", [2, 3, 16, 48])
+def test_unpack_bits_in_row_chunks_inverts_pack_bits(width, monkeypatch):
+    """unpack_bits works a few rows at a time (its int64 bits are 64x the packed
+    bytes): any chunk size gives back the packed codes."""
+    from torch_ext.ops import codebook as cb
+
+    g = torch.Generator().manual_seed(width)
+    codes = torch.randint(0, 2 ** min(width, 62), (37, 11), generator=g, dtype=torch.int64)
+    packed = cb.pack_bits(codes, width)
+    for chunk in (1, packed.shape[1] * 5, 1 << 17):
+        monkeypatch.setattr(cb, "_UNPACK_BYTES", chunk)
+        assert torch.equal(cb.unpack_bits(packed, 11, width), codes), chunk
