@@ -206,21 +206,18 @@ def _trim() -> bool:
 
 def resident(model: nn.Module) -> dict:
     """Bytes held by the linear layers (quantized or not) and by every other tensor."""
-    seen: set = set()
+    spans: list = []  # (start, end) of the memory counted so far: each byte once
 
     def size(t) -> int:
         if t is None:
             return 0
         if isinstance(t, torch.Tensor):
-            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            n = t.untyped_storage().nbytes()
-        else:  # numpy: only arrays that own their memory (views of the codes are free)
-            if t.base is not None:
-                return 0
-            key, n = (t.ctypes.data, t.nbytes), t.nbytes
-        if key in seen:
+            start, n = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
+        else:  # numpy: a view of a counted tensor is free, a copy is not
+            start, n = t.ctypes.data, t.nbytes
+        if n == 0 or any(a <= start and start + n <= b for a, b in spans):
             return 0
-        seen.add(key)
+        spans.append((start, start + n))
         return n
 
     lin_bytes = lin_weights = tables = 0
