@@ -62,10 +62,13 @@ Usage::
 
 Quantized files are cached in ``--work-dir`` (default: ``leechlib-bench-generate``
 in the temporary directory), keyed by the model config, the seed, the method and the
-rotation, so a rerun skips the quantization (leech-trio's encoder takes about
-80 µs per 24 weights on one core: about 3 minutes for 53 M weights; ``--workers``
-gives it more threads).  ``--threads`` sets torch's threads and ``NUMBA_NUM_THREADS``
-of every arm (default 1).
+rotation (not by the library's version: clear the directory after changing a
+quantizer), so a rerun skips the quantization.  Making them takes long: for the
+53.1 M weights, with ``--workers 2`` on a busy two-core machine, 14 minutes for
+leech-trio, 15 for e8, 1 for rtn; the seven arms then take about 5 minutes.
+``--small`` takes under a minute once its files are made (a minute more the first
+time: fitting the e8 and trio codebooks costs seconds whatever the model).
+``--threads`` sets torch's threads and ``NUMBA_NUM_THREADS`` of every arm (default 1).
 """
 
 from __future__ import annotations
@@ -371,7 +374,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch and Numba threads of each arm (default 1)")
     p.add_argument("--workers", type=int, default=1, help="encoder threads while quantizing (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the prompts (default 0)")
-    p.add_argument("--small", action="store_true", help="a tiny model (smoke test, under a minute)")
+    p.add_argument("--small", action="store_true",
+                   help="a tiny model (smoke test: under a minute once its files are made)")
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "leechlib-bench-generate"),
                    help="where the float and quantized files are kept between runs (default: %(default)s)")
     p.add_argument("--no-trim", action="store_true", help="no malloc_trim(0) after loading")
