@@ -19,7 +19,7 @@ SCRIPTS = sorted(
 )
 TORCH_SCRIPTS = {"bench_torch_ops.py", "gpu_check.py", "kernel_neutrality.py", "lila_ablation.py",
                  "lila_speed.py", "bench_rtn_scales.py",
-                 "quantize_lila.py", "vq_autoencoder.py", "bench_qmatmul.py"}
+                 "quantize_lila.py", "vq_autoencoder.py", "bench_qmatmul.py", "bench_generate.py"}
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)
@@ -42,6 +42,33 @@ def test_bench_encode_smoke(capsys):
     out = capsys.readouterr().out
     assert out.count("| yes |") == 4 and "| NO |" not in out
     assert "cosets visited" in out and out.count("%") == 4  # one row per source and quantizer
+
+
+def test_bench_generate_smoke(tmp_path, capsys):
+    """A tiny run of the end-to-end generation benchmark (the float arm and one method run
+    from its codes, each in its own process): a table row per arm, and the JSON says
+    what each holds; a second run uses the quantized file of the first."""
+    pytest.importorskip("torch")
+    import json
+
+    path = os.path.join(ROOT, "benchmarks", "bench_generate.py")
+    spec = importlib.util.spec_from_file_location("bench_bench_generate_smoke", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out_json = tmp_path / "gen.json"
+    assert mod.main(["--small", "--methods", "rtn", "--arms", "codes", "--tokens", "4", "--warmup", "1",
+                     "--work-dir", str(tmp_path / "work"), "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "184,320 weights in nn.Linear layers" in out and "no claim on quality" in out
+    assert "| float " in out and "| rtn codes " in out and "| rtn cache " not in out
+    res = json.loads(out_json.read_text())
+    rows = {r["arm"]: r for r in res["rows"]}
+    assert rows["float"]["linear_bits_per_weight"] == 32.0
+    assert rows["rtn codes"]["linear_bits_per_weight"] < 3.0  # codes and scales only
+    assert all(r["tok_s"]["1"] > 0 and r["load_s"] > 0 for r in rows.values())
+    args = mod.parse_args(["--small", "--methods", "rtn", "--work-dir", str(tmp_path / "work")])
+    assert mod.prepare(args, res["config"])[1]["rtn"]["path"] == rows["rtn codes"]["path"]
+    assert "quantizing" not in capsys.readouterr().out  # the files of the first run are used
 
 
 def test_quantize_models_tables_and_doc_blocks(tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -161,3 +162,96 @@ def test_the_general_quantizer_loads_without_the_lila_run_stack():
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert set(filter(None, res.stdout.strip().split(","))) <= {"torch_ext.lila.results"}
+
+
+# --------------------------------------------------------------------------- rebuilt on meta
+
+
+class _Toy(nn.Module):
+    """A registered toy: a quantized layer, a float head tied to the embedding, a stored
+    buffer and, by ``derived``, a tensor the file does not hold, made in different ways."""
+
+    def __init__(self, d):
+        super().__init__()
+        n, derived = d["n"], d.get("derived", "none")
+        self.config = _Cfg(n)
+        self.config.to_dict = lambda: dict(d)
+        self.emb = nn.Embedding(5, n)
+        self.fc = nn.Linear(n, n)
+        self.head = nn.Linear(n, 5, bias=False)
+        self.head.weight = self.emb.weight  # tied, left in float
+        self.register_buffer("scale", torch.ones(n))  # persistent: from the file
+        if derived == "none":
+            self.offset = None
+        elif derived == "numpy":  # from data: a real tensor under the meta device too
+            self.register_buffer("offset", torch.from_numpy(np.arange(n, dtype=np.float32)), persistent=False)
+        elif derived == "factory":  # a factory function: on the meta device there
+            self.register_buffer("offset", torch.arange(n, dtype=torch.float32), persistent=False)
+        elif derived == "attribute":  # a plain attribute, not a buffer
+            self.offset = torch.arange(n, dtype=torch.float32)
+        elif derived == "value":  # reads a weight: fails on the meta device
+            self.register_buffer("offset", torch.full((n,), float(self.fc.weight.isnan().sum())),
+                                 persistent=False)
+
+    def forward(self, idx):
+        x = self.emb(idx) * self.scale
+        if self.offset is not None:
+            x = x + self.offset
+        return self.head(self.fc(x))
+
+
+@pytest.mark.parametrize("derived, on_meta", [("none", True), ("numpy", True), ("factory", False),
+                                              ("attribute", False), ("value", False)])
+def test_a_rebuilt_model_never_allocates_the_replaced_weights(tmp_path, monkeypatch, derived, on_meta):
+    """load_quantized builds a registered model on the meta device: the layers it replaces
+    never hold a float weight, the rest is loaded from the file exactly (ties kept).  A
+    build that cannot run there, or leaves a tensor there that the file cannot fill, is
+    built again normally."""
+    builds, weights = [], []
+
+    def build(d):
+        builds.append(torch.empty(0).device.type)
+        return _Toy(d)
+
+    init = nn.Linear.reset_parameters
+
+    def record(self):
+        weights.append((self.weight.device.type, tuple(self.weight.shape)))
+        init(self)
+
+    monkeypatch.setitem(qio._ARCHITECTURES, "toy_config", (_Toy, build, "toy config"))
+    torch.manual_seed(0)
+    net = _Toy({"n": 24, "derived": derived})
+    with torch.no_grad():
+        net.scale.uniform_(1.0, 2.0)
+    torch_ext.quantize_model(net, method="rtn", skip=("head",))
+    path = tmp_path / "q.safetensors"
+    torch_ext.save_quantized(net, path)
+    monkeypatch.setattr(nn.Linear, "reset_parameters", record)
+    back = torch_ext.load_quantized(path)
+    assert builds == (["meta"] if on_meta else ["meta", "cpu"])
+    fc = [dev for dev, shape in weights if shape == (24, 24)]  # the quantized layer's float weight
+    assert fc == (["meta"] if on_meta else ["meta", "cpu"])
+    assert back.head.weight is back.emb.weight  # the tie is kept
+    for k, v in net.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    assert not any(t.is_meta for t in (*back.parameters(), *back.buffers()))
+    idx = torch.tensor([[0, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(back(idx), net(idx))
+
+
+def test_the_meta_build_skips_torch_python_meta_kernels(tmp_path):
+    """Initializers on the meta device are skipped while a model is rebuilt: torch's meta
+    kernel of ``normal_`` is Python and would import torch._dynamo (some 800 modules,
+    about 70 MB resident), more than a small model's weights."""
+    model = torch_ext.LilaTransformer(torch_ext.LilaConfig.preset("lila-tiny"))
+    torch_ext.quantize_model(model, method="rtn")
+    path = tmp_path / "q.safetensors"
+    torch_ext.save_quantized(model, path)
+    code = ("import sys, torch_ext\n"
+            "assert 'torch._dynamo' not in sys.modules\n"
+            f"torch_ext.load_quantized({str(path)!r})\n"
+            "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo'))[:3])\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr

@@ -705,3 +705,44 @@ def test_trio_codec_bits_and_torch_decode():
     for bad, exc in ((3, ValueError), (1.5, ValueError), ("2", TypeError), (True, TypeError)):
         with pytest.raises(exc, match="bits"):
             get_codec("leech-trio", bad)
+
+
+def test_a_rebuilt_lila_model_holds_no_float_weight_of_its_quantized_layers(tiny, tmp_path, monkeypatch):
+    """load_quantized without model= builds the LILA model on the meta device: its
+    quantized layers never allocate a float weight (the memory of loading is that of
+    the quantized model); embeddings, norms and the frozen kernels come out exact."""
+    quantize_model(tiny, method="rtn")
+    path = tmp_path / "q.safetensors"
+    save_quantized(tiny, path)
+    devices = []
+    init = nn.Linear.reset_parameters
+
+    def record(self):
+        devices.append(self.weight.device.type)
+        init(self)
+
+    monkeypatch.setattr(nn.Linear, "reset_parameters", record)
+    back = load_quantized(path, cache=False)
+    assert devices and set(devices) == {"meta"}
+    mine = dict(back.named_buffers())
+    for k, v in tiny.named_buffers():  # the frozen kernels (not stored) included
+        assert torch.equal(mine[k], v), k
+    for k, v in tiny.named_parameters():
+        assert torch.equal(back.get_parameter(k), v), k
+    idx = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx).logits, tiny(idx).logits)
+
+
+@pytest.mark.parametrize("width", [2, 3, 16, 48])
+def test_unpack_bits_in_row_chunks_inverts_pack_bits(width, monkeypatch):
+    """unpack_bits works a few rows at a time (its int64 bits are 64x the packed
+    bytes): any chunk size gives back the packed codes."""
+    from torch_ext.ops import codebook as cb
+
+    g = torch.Generator().manual_seed(width)
+    codes = torch.randint(0, 2 ** min(width, 62), (37, 11), generator=g, dtype=torch.int64)
+    packed = cb.pack_bits(codes, width)
+    for chunk in (1, packed.shape[1] * 5, 1 << 17):
+        monkeypatch.setattr(cb, "_UNPACK_BYTES", chunk)
+        assert torch.equal(cb.unpack_bits(packed, 11, width), codes), chunk

@@ -239,13 +239,26 @@ def pack_bits(codes: Tensor, width: int) -> Tensor:
     return (bits << w8).sum(-1).to(torch.uint8)
 
 
+#: packed bytes that :func:`unpack_bits` unpacks at once (its int64 bits take 64 times as many)
+_UNPACK_BYTES = 1 << 17
+
+
 def unpack_bits(packed: Tensor, n: int, width: int) -> Tensor:
-    """Inverse of :func:`pack_bits`: int64 codes (R, n)."""
+    """Inverse of :func:`pack_bits`: int64 codes (R, n).
+
+    A few rows at a time (:data:`_UNPACK_BYTES` packed bytes), so that the bits in
+    between (one int64 each) stay a few MB whatever the size of the layer.
+    """
     R = packed.shape[0]
+    out = torch.empty((R, n), dtype=torch.int64, device=packed.device)
     w8 = torch.arange(8, device=packed.device, dtype=torch.int64)
-    bits = ((packed.to(torch.int64).unsqueeze(-1) >> w8) & 1).reshape(R, -1)[:, : n * width]
     sh = torch.arange(width, device=packed.device, dtype=torch.int64)
-    return (bits.reshape(R, n, width) << sh).sum(-1)
+    step = max(1, _UNPACK_BYTES // max(1, packed.shape[1]))
+    for a in range(0, R, step):
+        p = packed[a:a + step]
+        bits = ((p.to(torch.int64).unsqueeze(-1) >> w8) & 1).reshape(p.shape[0], -1)[:, : n * width]
+        out[a:a + p.shape[0]] = (bits.reshape(p.shape[0], n, width) << sh).sum(-1)
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .._safetensors import read_safetensors
 from .calibrate import _set_module
@@ -38,7 +39,12 @@ def register_architecture(key: str, cls: type, build: Callable[[dict], nn.Module
     :func:`save_quantized` stores ``model.config.to_dict()`` of a ``cls`` instance
     under the metadata key ``key``; :func:`load_quantized` without ``model=`` calls
     ``build(config_dict)`` (which must raise ``TypeError``/``ValueError`` on a bad
-    config) to get the float model to load into.
+    config) to get the model to load into.  It calls it under
+    ``torch.device("meta")`` first, so that the layers it replaces never hold a
+    float weight (see :func:`load_quantized`); a build that fails there, or that
+    leaves a tensor on the meta device which the file cannot fill (a
+    non-persistent buffer made by a torch factory function), is called again
+    normally.
 
     Parameters
     ----------
@@ -132,7 +138,11 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *,
         A float model of the same architecture to load into (its ``nn.Linear``
         layers named in the file are replaced).  Default: rebuild the model from
         the config stored by a registered architecture (:func:`register_architecture`;
-        a :class:`~torch_ext.LilaTransformer`).
+        a :class:`~torch_ext.LilaTransformer`).  The model is then built on the
+        meta device (see :func:`register_architecture`): the layers that the file
+        replaces never allocate a float weight, and only the other tensors
+        (embeddings, norms, float layers) are allocated, then loaded from the file,
+        so the memory used while loading is about that of the quantized model.
     map_location : str or torch.device
     cache : bool or None
         The layers' ``cache`` (:class:`~torch_ext.quantize.LeechQuantizedLinear`):
@@ -156,6 +166,7 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *,
         layers = json.loads(meta["quantized_layers"])
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: quantized layer metadata is not valid JSON: {exc}") from None
+    on_meta = False
     if model is None:
         key = next((k for k in _ARCHITECTURES if k in meta), None)
         if key is None:
@@ -164,9 +175,16 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *,
                              "architecture)")
         _, build, what = _ARCHITECTURES[key]
         try:
-            model = build(json.loads(meta[key]))
-        except (TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            stored = json.loads(meta[key])
+        except ValueError as exc:  # json.JSONDecodeError
             raise ValueError(f"{p}: invalid stored {what}: {exc}") from None
+        model = _build_on_meta(build, stored)
+        on_meta = model is not None
+        if model is None:  # the ordinary build (it raises its own errors)
+            try:
+                model = build(stored)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{p}: invalid stored {what}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for name, cfg in layers.items():
@@ -196,8 +214,80 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *,
                              f"{expected[k].dtype} {tuple(expected[k].shape)}")
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise ValueError(f"{p}: tensor {k!r} contains NaN or inf")
+    if on_meta:
+        _materialize(model)
     model.load_state_dict(tensors, strict=True)
     for m in model.modules():
         if isinstance(m, LeechQuantizedLinear):
             m.validate()
     return model.to(map_location)
+
+
+def _build_on_meta(build: Callable[[dict], nn.Module], config: dict) -> nn.Module | None:
+    """``build(config)`` under ``torch.device("meta")``, or None where that cannot serve.
+
+    None when the build fails there (whatever the error: the ordinary build then
+    decides, and raises its own), returns no module, or leaves a tensor on the meta
+    device that is not in the state dict (a non-persistent buffer or a plain tensor
+    attribute made by a torch factory function: no file can fill it).  Tensors the
+    build makes from data (``torch.from_numpy``, or with an explicit device) stay real.
+    """
+    try:
+        with torch.device("meta"), _MetaInit():
+            model = build(config)
+    except Exception:  # any failure: the caller builds again, off the meta device
+        return None
+    if not isinstance(model, nn.Module):
+        return None
+    stored = {id(t) for t in model.state_dict(keep_vars=True).values()}
+    for m in model.modules():
+        for t in (*m._parameters.values(), *m._buffers.values(), *vars(m).values()):
+            if isinstance(t, torch.Tensor) and t.is_meta and id(t) not in stored:
+                return None
+    return model
+
+
+#: value-only initializers: on a meta tensor there is nothing for them to do
+_INITIALIZERS = ("normal_", "uniform_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                 "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                 "sparse_", "fill_", "zero_", "random_", "bernoulli_", "exponential_", "geometric_",
+                 "log_normal_", "cauchy_")
+
+
+class _MetaInit(TorchFunctionMode):
+    """While :func:`_build_on_meta` builds: an initializer applied to a meta tensor returns it as is.
+
+    A meta tensor has no values to fill, and torch's meta kernel of ``normal_`` is
+    Python: its first call imports some 800 modules (sympy among them, about 70 MB
+    resident), more than the weights that the meta device saves in a small model.
+    """
+
+    _funcs = frozenset(f for name in _INITIALIZERS for f in (getattr(torch.nn.init, name, None),
+                                                             getattr(torch.Tensor, name, None))
+                       if f is not None)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        t = args[0] if args else (kwargs or {}).get("tensor")
+        if func in self._funcs and isinstance(t, torch.Tensor) and t.is_meta:
+            return t
+        return func(*args, **(kwargs or {}))
+
+
+def _materialize(model: nn.Module) -> None:
+    """Give each parameter and buffer left on the meta device an empty CPU tensor (ties kept).
+
+    Called on a model built by :func:`_build_on_meta` once its quantized layers are in
+    place: what is left on the meta device is in the state dict, which the file fills.
+    """
+    new: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (meta tensor, its replacement)
+    for m in model.modules():
+        for slots in (m._parameters, m._buffers):
+            for k, t in slots.items():
+                if t is None or not t.is_meta:
+                    continue
+                if id(t) not in new:
+                    e = torch.empty_like(t, device="cpu")
+                    if isinstance(t, nn.Parameter):
+                        e = nn.Parameter(e, requires_grad=t.requires_grad)
+                    new[id(t)] = (t, e)
+                slots[k] = new[id(t)][1]
