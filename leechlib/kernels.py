@@ -195,6 +195,15 @@ def _trio_args() -> tuple:
 
 
 @functools.cache
+def _trio_octet_rows() -> tuple:
+    """The class rows and packed tier triples of :func:`~leechlib._kernels.qmatmul.trio_octet_args`."""
+    from ._kernels.qmatmul import trio_octet_args
+
+    T = TrioCodebook().tables
+    return trio_octet_args(T["tab"], T["combos"], TrioCodebook().row_bits)
+
+
+@functools.cache
 def _trio_octet_maps() -> tuple:
     """The signed permutations of an octet slot (:func:`~leechlib._kernels.qmatmul.trio_octet_maps`)."""
     from ._kernels.qmatmul import trio_octet_maps
@@ -303,8 +312,9 @@ def packed_matmul(x, packed, scales, group, *, codebook: str, table=None, width=
         elif x.shape[0] <= qmatmul.OCTET_BATCH:
             xs = np.empty((x.shape[0], x.shape[1] // 8, 256, 8), dtype=np.float32)
             qmatmul.trio_signed_octets(x, *_trio_octet_maps(), xs)
-            b, cb, tab, _, _, cls_of, gen_lo, gen_hi, combos = trio
-            qmatmul.trio_matmul_octets(xs, packed, scales, group, b, cb, tab, cls_of, gen_lo, gen_hi, combos, out)
+            b, cb, tab, _, _, _, gen_lo, gen_hi, combos = trio
+            rows, tiers = _trio_octet_rows()
+            qmatmul.trio_matmul_octets(xs, packed, scales, group, b, cb, rows, tiers, tab.shape[1], gen_lo, gen_hi, out)
         else:
             qmatmul.trio_matmul(x, packed, scales, group, *trio, out)
     return out

@@ -129,6 +129,35 @@ def test_signed_octets_match_the_reference_and_the_decode():
                                x1.astype(np.float64) @ W.T, rtol=1e-4, atol=1e-3)
 
 
+def test_octet_classes_by_popcount_match_the_class_table():
+    """The batch-1 kernel computes an octet's class from the popcount of its pattern
+    byte; it must be the class table's, for every (eps, even-weight byte, class bit)."""
+    T = TrioCodebook().tables
+    for eps in (0, 1):
+        for p in range(256):
+            if bin(p).count("1") % 2:
+                continue
+            for j in range(3):
+                word = p << (8 * j)
+                e = (int(qmatmul.octet_class_bytes(word, eps)) >> (8 * j)) & 255
+                for pi in (0, 1):
+                    assert e + pi == T["cls_of"][eps, p, pi], (eps, p, pi, j)
+
+
+def test_batch_one_product_over_several_tiles():
+    """More rows than a tile of the batch-1 kernel (a ragged last tile), two scale
+    columns: the product equals the decoded weight's."""
+    rng = np.random.default_rng(7)
+    R, nb = qmatmul.OCTET_TILE + 37, 3
+    codes = _trio_codes(rng, (R, nb))
+    _, scales, group = _case(rng, R, nb, 1, 2)
+    packed = _pack(codes, 48)
+    W = trio_weight_ref(packed, scales, group, TrioCodebook().point)
+    x = rng.standard_normal((1, 24 * nb)).astype(np.float32)
+    np.testing.assert_allclose(packed_matmul(x, packed, scales, group, codebook="trio"),
+                               x.astype(np.float64) @ W.T, rtol=1e-4, atol=1e-3)
+
+
 def test_empty_and_bad_input():
     rng = np.random.default_rng(0)
     codes, scales, group = _case(rng, 3, 2, 2, 1)

@@ -327,40 +327,68 @@ def trio_signed_octets_ref(x, prm, sgn):
     return (sgn[None, None] * y[:, :, prm]).astype(np.float32)
 
 
+#: rows of W per tile of :func:`trio_matmul_octets`: the tile's rows are taken a block
+#: column at a time, so the 24 KiB of ``xs`` that a column reads stay in the caches
+OCTET_TILE = 256
+
+
+def trio_octet_args(tab, combos, b):
+    """``(rows, tiers)``: the class tables as one ``(12 R, 8)`` array of rows and each
+    allowed tier triple packed in one int64 (8 bits a tier), for :func:`trio_matmul_octets`."""
+    rows = np.ascontiguousarray(tab.reshape(-1, tab.shape[-1]))
+    c = np.asarray(combos, dtype=np.int64)
+    tiers = np.ascontiguousarray(c[:, 0] | (c[:, 1] << 8) | (c[:, 2] << 16))
+    return rows, tiers
+
+
+@jit
+def octet_class_bytes(word, eps):
+    """The octet classes' offsets ``(1 - eps) (2 + |p_j|)`` of the three pattern bytes
+    of ``word``, one per byte (a byte-wise popcount); the class of octet ``j`` is its
+    byte plus its class bit (``leechlib.trio``'s numbering: ``pi`` for ``eps = 1``,
+    ``2 + w + pi`` for ``eps = 0``)."""
+    v = word - ((word >> 1) & 0x555555)
+    v = (v & 0x333333) + ((v >> 2) & 0x333333)
+    v = (v + (v >> 4)) & 0x0F0F0F
+    return (eps ^ 1) * (0x020202 + v)
+
+
 @pjit(slp=True)
-def trio_matmul_octets(xs, packed, scales, group, b, cb, tab, cls_of, gen_lo, gen_hi, combos, out):
+def trio_matmul_octets(xs, packed, scales, group, b, cb, rows, tiers, n_rows, gen_lo, gen_hi, out):
     """:func:`trio_matmul` through the signed octets ``xs`` of ``x`` (:func:`trio_signed_octets`).
 
-    Per block: the index fields, three class-table rows and three rows of ``xs``; no
-    weight is written anywhere.
+    Per block: the index fields, three class-table rows (``rows``, ``n_rows`` per
+    class; the class from a popcount, :func:`octet_class_bytes`) and three rows of
+    ``xs``; no weight is written anywhere.  Tiles of :data:`OCTET_TILE` rows of
+    ``W`` run a block column at a time.
     """
     B = xs.shape[0]
     R = packed.shape[0]
     nb = group.shape[0]
-    S = 1 << b
-    for c in prange((R + ROW_CHUNK - 1) // ROW_CHUNK):
-        acc = np.empty(B)
-        for r in range(c * ROW_CHUNK, min(R, (c + 1) * ROW_CHUNK)):
-            for bb in range(B):
-                acc[bb] = 0.0
-            for j in range(nb):
+    T = OCTET_TILE
+    for c in prange((R + T - 1) // T):
+        r0 = c * T
+        r1 = min(R, r0 + T)
+        acc = np.zeros((B, r1 - r0))
+        for j in range(nb):
+            for r in range(r0, r1):
                 eps, pi1, pi2, cm, word, i1, i2, i3 = split_index(read_code(packed, r, j, 48), b, cb, gen_lo, gen_hi)
-                p0 = word & 255
-                p1 = (word >> 8) & 255
-                p2 = (word >> 16) & 255
-                t0 = tab[cls_of[eps, p0, pi1], combos[cm, 0] * S + i1]
-                t1 = tab[cls_of[eps, p1, pi2], combos[cm, 1] * S + i2]
-                t2 = tab[cls_of[eps, p2, eps ^ pi1 ^ pi2], combos[cm, 2] * S + i3]
+                e = octet_class_bytes(word, eps)
+                tr = tiers[cm]
+                o0 = ((e & 255) + pi1) * n_rows + ((tr & 255) << b) + i1
+                o1 = (((e >> 8) & 255) + pi2) * n_rows + (((tr >> 8) & 255) << b) + i2
+                o2 = (((e >> 16) & 255) + (eps ^ pi1 ^ pi2)) * n_rows + (((tr >> 16) & 255) << b) + i3
                 k = eps << 7
-                q0 = k + (p0 & 127)
-                q1 = k + (p1 & 127)
-                q2 = k + (p2 & 127)
+                q0 = k + (word & 127)
+                q1 = k + ((word >> 8) & 127)
+                q2 = k + ((word >> 16) & 127)
                 sc = scales[r, group[j]]
                 for bb in range(B):
-                    acc[bb] += sc * (dot8(xs[bb, 3 * j, q0], t0) + dot8(xs[bb, 3 * j + 1, q1], t1)
-                                     + dot8(xs[bb, 3 * j + 2, q2], t2))
-            for bb in range(B):
-                out[bb, r] = acc[bb]
+                    acc[bb, r - r0] += sc * (dot8(xs[bb, 3 * j, q0], rows[o0]) + dot8(xs[bb, 3 * j + 1, q1], rows[o1])
+                                             + dot8(xs[bb, 3 * j + 2, q2], rows[o2]))
+        for bb in range(B):
+            for r in range(r0, r1):
+                out[bb, r] = acc[bb, r - r0]
 
 
 @pjit(slp=True)
