@@ -417,7 +417,7 @@ class RtnCodec(Codec):
 
     def packed(self, gains):
         levels = (np.arange(self.size) - (self.size - 1) / 2.0).astype(np.float32)[:, None]
-        return Packed("table", self.code_bits, levels, 1.0)
+        return Packed("table", self.code_bits, levels, 1.0, dequantize=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -428,7 +428,7 @@ def _e8_packed(max_norm: int, width: int) -> Packed:
     out = np.zeros((1 << width, table.shape[1]), dtype=np.float32)
     out[: len(table)] = table
     out.flags.writeable = False
-    return Packed("table", width, out, 1.0)
+    return Packed("table", width, out, 1.0, dequantize=True)
 
 
 @register
