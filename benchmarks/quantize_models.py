@@ -27,7 +27,8 @@ Models
 
 Grid
 ----
-Methods: RTN at 2, 3 and 4 bits, E8 ball, Leech ball and Leech shape--gain at 2 bits
+Methods: RTN at 2, 3 and 4 bits, E8 ball, Leech ball, Leech shape--gain and the Leech
+trio code (``leech-trio``: 48-bit codes of 24 weights decoded by table lookups) at 2 bits
 (one float16 scale per output row for all).  Pipelines: ``plain`` (no rotation, no
 data), ``+rotation`` (input-side randomized Hadamard), ``+feedback`` (LDLQ with the
 calibration data and the held-out guard), ``+both``.  Reported: the score, all-in
@@ -66,7 +67,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: (label, method, bits)
 METHODS = [("rtn-2", "rtn", 2), ("rtn-3", "rtn", 3), ("rtn-4", "rtn", 4), ("e8", "e8", 2),
-           ("leech-ball", "leech-ball", 2), ("leech-shape-gain", "leech-shape-gain", 2)]
+           ("leech-ball", "leech-ball", 2), ("leech-shape-gain", "leech-shape-gain", 2),
+           ("leech-trio", "leech-trio", 2)]
 #: label -> (rotation, calibrated, act-order); the first four are the default grid
 PIPELINES = {"plain": ("none", False, False), "+rotation": ("hadamard", False, False),
              "+feedback": ("none", True, False), "+both": ("hadamard", True, False),
