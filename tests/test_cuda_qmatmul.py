@@ -175,17 +175,7 @@ def test_cuda_qmatmul_in_the_simulator():
     _check(_run({"NUMBA_ENABLE_CUDASIM": "1"}, R=5, NB=3, R2=45, BATCHES=(1, 3), BIG_B=17))
 
 
-def _have_gpu():
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
-
-
 @pytest.mark.cuda
-@pytest.mark.skipif(not _have_gpu(), reason="needs a CUDA device")
 def test_cuda_qmatmul_on_the_gpu():  # pragma: no cover - needs a GPU
     _check(_run({"NUMBA_ENABLE_CUDASIM": "0"}, R=300, NB=40, R2=1000, BATCHES=(1, 3, 8, 16), BIG_B=40))
 

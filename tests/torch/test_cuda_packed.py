@@ -105,17 +105,7 @@ def test_cuda_packed_paths_in_the_simulator():
     assert res["other_codec"]
 
 
-def _have_gpu():
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
-
-
 @pytest.mark.cuda
-@pytest.mark.skipif(not _have_gpu(), reason="needs a CUDA device")
 def test_cuda_packed_layer_on_the_gpu():  # pragma: no cover - needs a GPU
     import torch
 
