@@ -67,7 +67,7 @@ def test_quantize_without_calibration_and_errors(trained, tmp_path, capsys):
                      "--calib-steps", "0", "--rotation", "none", "--max-points", "64", "--quiet"]) == 0
     assert "feedback none, 0 calibration tokens" in capsys.readouterr().out
     assert cli.main(["quantize", str(run), "--out", str(out), "--calib-steps", "0", "--feedback", "ldlq",
-                     "--quiet"]) == 2
+                     "--quiet", "--force"]) == 2
     assert "needs calibration data" in capsys.readouterr().err
     assert cli.main(["quantize", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
@@ -94,3 +94,62 @@ def test_quantize_checkpoint_takes_a_config(trained, tmp_path):
         quantize_checkpoint(run, a, cfg, seed=4)
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         quantize_checkpoint(run, a, bogus=1)
+
+
+def test_quantize_never_destroys_files(trained, tmp_path, capsys):
+    """--out: an existing file is refused unless --force, the input checkpoint and anything
+    that is not a regular file always; outputs are checked before any work, and a
+    failed write leaves no file and no folder behind."""
+    import os
+    import stat
+
+    import torch_ext.lila.quantize as qlila
+
+    run = Path(trained.checkpoint).parent
+    ckpt = Path(trained.checkpoint)
+    before = ckpt.read_bytes()
+    base = ["quantize", str(run), "--method", "rtn", "--calib-steps", "0", "--rotation", "none", "--quiet"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert cli.main(base + ["--out", str(notes)]) == 2
+    assert "exists" in capsys.readouterr().err and notes.read_text() == "mine"
+    # the checkpoint read is never overwritten, not even with --force (file or run directory given)
+    for src in (str(run), str(ckpt)):
+        args = ["quantize", src] + base[2:] + ["--out", str(ckpt), "--force"]
+        assert cli.main(args) == 2
+        assert "never overwritten" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert cli.main(base + ["--out", str(fifo), "--force"]) == 2
+    assert "not a regular file" in capsys.readouterr().err and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    for bad, msg in ((tmp_path, "is a directory"), (notes / "x.safetensors", "not a directory"), ("", "empty")):
+        assert cli.main(base + ["--out", str(bad)]) == 2
+        assert msg in capsys.readouterr().err
+    assert cli.main(base + ["--out", str(tmp_path / "ok.safetensors"), "--json", str(tmp_path)]) == 2
+    assert "--json" in capsys.readouterr().err and not (tmp_path / "ok.safetensors").exists()
+    # --force replaces a regular file; files get the umask's mode, not 0600
+    assert cli.main(base + ["--out", str(notes), "--force"]) == 0
+    capsys.readouterr()
+    assert notes.read_bytes()[:8] != b"mine" and (os.stat(notes).st_mode & 0o777) == 0o666 & ~_umask()
+    # a failing write leaves neither the file, a temporary, nor the folders it made
+    deep = tmp_path / "new" / "deeper" / "q.safetensors"
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    real = qlila.save_quantized
+    qlila.save_quantized = boom
+    try:
+        assert cli.main(base + ["--out", str(deep)]) == 1
+    finally:
+        qlila.save_quantized = real
+    assert "disk full" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def _umask():
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m

@@ -36,7 +36,7 @@ from .corpora import ENCODING_ERRORS, get_source
 from .data import DataUnavailableError, load_corpus, load_data
 from .demo import demo
 from .evaluate import evaluate, format_table
-from .quantize import quantize_checkpoint
+from .quantize import check_output_path, quantize_checkpoint
 from .tokenizer import ByteTokenizer, tokenizer_from_json
 from .train import train
 from .train_config import TrainConfig
@@ -427,6 +427,8 @@ def _quantize_parser() -> argparse.ArgumentParser:
                     "training split) and write a checkpoint that 'leechlib lila eval' reads.")
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
     p.add_argument("--out", required=True, metavar="FILE", help="quantized checkpoint to write (.safetensors)")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it is an existing file (never the checkpoint read)")
     p.add_argument("--method", default="leech-shape-gain", choices=list(METHODS),
                    help="quantizer of the weights")
     p.add_argument("--bits", type=float, default=2.0, help="bits per weight of the codes")
@@ -480,13 +482,14 @@ def _quantize_command(argv) -> int:
         bar.set_postfix_str(f"{name} {info['seconds']:.1f}s {info['calibration']}")
 
     try:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        if args.json_path is not None:
+            check_output_path(args.json_path, what="--json", overwrite=True)
         config = QuantizeConfig(method=args.method, bits=bits, rotation=args.rotation, feedback=args.feedback,
                                 seed=args.seed, damp=args.damp, act_order=args.act_order,
                                 max_points=args.max_points)
         res = quantize_checkpoint(args.ckpt, args.out, config, calib_steps=args.calib_steps,
                                   calib_batch_size=args.calib_batch_size, block_size=args.block_size,
-                                  cache_dir=args.cache_dir, callback=progress)
+                                  cache_dir=args.cache_dir, callback=progress, overwrite=args.force)
     except (CheckpointError, DataUnavailableError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,10 @@ and with it ``leechlib lila eval``, reads it like any other checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from ..quantize.io import save_quantized
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .data import load_data
 
-__all__ = ["calibration_windows", "quantize_checkpoint"]
+__all__ = ["calibration_windows", "quantize_checkpoint", "check_output_path"]
 
 #: training metadata copied from the checkpoint into the quantized file
 _KEPT_META = ("step", "args", "data_resolved", "data_key", "tokenizer", "tokenizer_fingerprint")
@@ -58,9 +61,76 @@ def calibration_windows(tokens: np.ndarray, steps: int, batch_size: int, block_s
     return [torch.from_numpy(np.asarray(tokens[s[:, None] + offs], dtype=np.int64)) for s in starts]
 
 
+def check_output_path(out, *, what: str = "out", overwrite: bool = False, protect=()) -> Path:
+    """Check, before any work, that a file can be written at ``out``; return it as a Path.
+
+    Refused (``ValueError`` naming ``what``): an empty path; a directory; anything that
+    is not a regular file (a FIFO, a device, a socket), even with ``overwrite``; an
+    existing regular file unless ``overwrite``; a path equal to one of ``protect``
+    (the input files), always; a path under a regular file.  The folders above
+    ``out`` need not exist (they are created when the file is written).
+    """
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a str or Path, got {type(out).__name__}")
+    if os.fspath(out) == "":
+        raise ValueError(f"{what} is empty")
+    p = Path(os.fspath(out))
+    if p.is_symlink() or p.exists():
+        real = p.resolve()
+        for q in protect:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(real, q):
+                    raise ValueError(f"{what} {str(p)!r} is the input {str(q)!r}: it is never overwritten")
+        mode = os.stat(real).st_mode if real.exists() else None
+        if mode is not None and stat.S_ISDIR(mode):
+            raise ValueError(f"{what} {str(p)!r} is a directory")
+        if mode is not None and not stat.S_ISREG(mode):
+            raise ValueError(f"{what} {str(p)!r} exists and is not a regular file")
+        if not overwrite:
+            raise ValueError(f"{what} {str(p)!r} exists (pass --force / overwrite=True to replace it)")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{what} {str(p)!r} is under {str(parent)!r}, which is not a directory")
+            break
+    return p
+
+
+def _write_atomically(write, out: Path) -> None:
+    """``write(tmp)`` then :func:`os.replace` onto ``out``; on failure nothing is left:
+    neither the temporary file nor the folders created for it."""
+    created = []
+    for parent in reversed(out.parents):
+        if not parent.exists():
+            created.append(parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except BaseException:
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
 def quantize_checkpoint(ckpt, out, config: QuantizeConfig | None = None, *, calib_steps: int = 32,
                         calib_batch_size: int = 4, block_size: int | None = None, workers: int | None = -1,
-                        cache_dir=None, callback=None, **settings) -> dict:
+                        cache_dir=None, callback=None, overwrite: bool = False, **settings) -> dict:
     """Quantize the LILA checkpoint ``ckpt`` and write it to ``out``.
 
     Parameters
@@ -68,7 +138,11 @@ def quantize_checkpoint(ckpt, out, config: QuantizeConfig | None = None, *, cali
     ckpt : str or Path
         A checkpoint file or a run directory (its latest checkpoint).
     out : str or Path
-        The quantized checkpoint to write (safetensors).
+        The quantized checkpoint to write (safetensors), checked before any work
+        (:func:`check_output_path`) and written through a temporary file, so a
+        failure leaves nothing behind.
+    overwrite : bool
+        Replace ``out`` if it is an existing regular file (never the checkpoint read).
     config : QuantizeConfig, optional
         How to quantize, as in :func:`~torch_ext.quantize.quantize_model`
         (``feedback=None``: ``"ldlq"`` when there are calibration batches); its
@@ -109,7 +183,10 @@ def quantize_checkpoint(ckpt, out, config: QuantizeConfig | None = None, *, cali
     """
     cfg = resolve_config(config, (), settings, caller="quantize_checkpoint")
     calib_steps = check_int(calib_steps, "calib_steps", 0)
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
     path = resolve_checkpoint(ckpt)
+    out = check_output_path(out, overwrite=overwrite, protect=(path,))
     ck = load_checkpoint(path, device="cpu")
     model = ck.model
     windows = None
@@ -147,8 +224,8 @@ def quantize_checkpoint(ckpt, out, config: QuantizeConfig | None = None, *, cali
                             "layers": [{k: v for k, v in layer.items() if k != "notes"}
                                        for layer in layers],
                             "notes": report.notes}
-    out = Path(os.fspath(out))
-    save_quantized(model, out, metadata=meta)
+    out = check_output_path(out, overwrite=overwrite, protect=(path,))  # again: it may have appeared meanwhile
+    _write_atomically(lambda tmp: save_quantized(model, tmp, metadata=meta), out)
     ntok = 0 if windows is None else sum(int(w.numel()) for w in windows)
     return {"out": str(out), "checkpoint": str(path), "step": ck.step, "seconds": seconds,
             "calibration_tokens": ntok, "settings": settings, "report": report, "layers": layers}
