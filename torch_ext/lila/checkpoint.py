@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "NonFiniteError",
     "clean_stale_temporaries",
+    "atomic_replace",
     "atomic_write",
     "checkpoint_path",
     "list_checkpoints",
@@ -247,13 +248,25 @@ def atomic_write(path, data: bytes) -> None:
     A crash or kill leaves either the old file or the new one, never a mix; the
     temporary file is removed when the write fails.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
+
+    def write(fd, tmp):
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+    atomic_replace(path, write)
+
+
+def atomic_replace(path, write) -> None:
+    """``write(fd, tmp)`` fills a temporary file (``.<name>.<random>.tmp``, the open
+    descriptor ``fd``, which ``write`` closes, and its path ``tmp``) beside ``path``, then :func:`os.replace`
+    puts it in place; on failure the temporary is removed (:func:`atomic_write`'s
+    mechanism, for writers that take a path)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        write(fd, tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from .._validation import check_int
 from ..quantize.apply import model_bits_report, quantize_model
 from ..quantize.config import QuantizeConfig, resolve_config
 from ..quantize.io import save_quantized
-from .checkpoint import load_checkpoint, resolve_checkpoint
+from .checkpoint import atomic_replace, load_checkpoint, resolve_checkpoint
 from .data import load_data
 
 __all__ = ["calibration_windows", "quantize_checkpoint", "check_output_path"]
@@ -97,24 +96,19 @@ def check_output_path(out, *, what: str = "out", overwrite: bool = False, protec
 
 
 def _write_atomically(write, out: Path) -> None:
-    """``write(tmp)`` then :func:`os.replace` onto ``out``; on failure nothing is left:
-    neither the temporary file nor the folders created for it."""
-    created = []
-    for parent in reversed(out.parents):
-        if not parent.exists():
-            created.append(parent)
+    """``write(tmp)`` then :func:`os.replace` onto ``out`` (:func:`~torch_ext.lila.checkpoint.atomic_replace`),
+    with the umask's permissions; on failure nothing is left: neither the temporary
+    file nor the folders created for it."""
+    created = [parent for parent in reversed(out.parents) if not parent.exists()]
+
+    def fill(fd, tmp):
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, out)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_replace(out, fill)
     except BaseException:
         for d in reversed(created):
             with contextlib.suppress(OSError):
