@@ -307,6 +307,13 @@ class CalibrationPlan:
     callback : callable, optional
         ``callback(name, info)`` after each layer is replaced (see
         :func:`~torch_ext.quantize.quantize_model`).
+    names : dict, optional
+        The name to quantize and report each target under, when it differs from its
+        name in ``model`` (the full name of a layer of a block run on its own: the
+        rotation seeds derive from it).
+    first_index, total : int, optional
+        ``info["index"]`` of the first layer and ``info["total"]`` (default 0 and the
+        number of targets), when the targets are part of a larger model.
 
     Attributes
     ----------
@@ -331,7 +338,9 @@ class CalibrationPlan:
 
     def __init__(self, model: nn.Module, targets, config: QuantizeConfig, *,
                  workers: int | None = -1, cache: bool | None = None,
-                 callback: Callable[[str, dict], None] | None = None):
+                 callback: Callable[[str, dict], None] | None = None,
+                 names: dict[str, str] | None = None, first_index: int = 0,
+                 total: int | None = None):
         if not isinstance(config, QuantizeConfig):
             raise TypeError(f"config must be a QuantizeConfig, got {type(config).__name__}")
         self.model = model
@@ -339,6 +348,9 @@ class CalibrationPlan:
         self.config = config
         self.workers, self.cache, self.callback = workers, cache, callback
         self.done: list[str] = []
+        self.names = dict(names or {})
+        self.first_index = first_index
+        self.total = len(self.targets) if total is None else total
         # the configs of a layer without and with its second moment
         self._plain = (config if config.feedback == "none"
                        else dataclasses.replace(config, feedback="none"))
@@ -350,24 +362,24 @@ class CalibrationPlan:
         """``linear`` quantized, with its input second moment ``hessian`` if given."""
         return LeechQuantizedLinear.from_linear(
             linear, self._plain if hessian is None else self._calibrated, hessian=hessian,
-            name=name, workers=self.workers, cache=self.cache)
+            name=self.names.get(name, name), workers=self.workers, cache=self.cache)
 
     def replace(self, name: str, layer: LeechQuantizedLinear) -> None:
         """Put ``layer`` into the model as ``name``, then call the callback."""
         _set_module(self.model, name, layer)
-        index = len(self.done)
+        index = self.first_index + len(self.done)
         self.done.append(name)
         if self.callback is None:
             return
         st = layer.stats
-        info = {"index": index, "total": len(self.targets), "mse": st["mse"],
+        info = {"index": index, "total": self.total, "mse": st["mse"],
                 "seconds": st["seconds"], "bits_per_weight": layer.bits_report()["bits_per_weight"],
                 "rotation": st["rotation"], "feedback": st["feedback"],
                 "calibration": st.get("calibration", "none"), "notes": list(st["notes"])}
         for k in ("val_error", "damp", "damp_raised", "calibration_seconds"):
             if k in st:
                 info[k] = st[k]
-        self.callback(name, info)
+        self.callback(self.names.get(name, name), info)
 
     def run(self, batches: list | None = None) -> list[str]:
         """Quantize and replace every target; returns their names in that order.
