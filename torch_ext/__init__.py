@@ -36,14 +36,18 @@ from .quantize import (
     BitsReport,
     LeechQuantizedLinear,
     QuantizeConfig,
+    load_pretrained,
     load_quantized,
     model_bits_report,
     quantize_model,
+    quantize_pretrained,
     save_quantized,
 )
+from .quantize import hf as _hf
 from .vq import LeechVQ
 
 _moved.install()
+_hf.install()  # transformers' from_pretrained loads leechlib folders (registers once it is imported)
 
 __all__ = [
     "nearest_point",
@@ -62,6 +66,8 @@ __all__ = [
     "model_bits_report",
     "save_quantized",
     "load_quantized",
+    "quantize_pretrained",
+    "load_pretrained",
     "BitsReport",
     "METHODS",
     "EvalResult",

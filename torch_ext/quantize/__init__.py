@@ -106,6 +106,12 @@ One concept each; this package re-exports the public names.
 ``io``
     :func:`save_quantized` and :func:`load_quantized` (safetensors);
     :func:`register_architecture` for models that rebuild themselves from the file.
+``folders``, ``pretrained``, ``hf``
+    Hugging Face model folders: :func:`quantize_pretrained` quantizes one a block
+    at a time from its shards into a new folder, :func:`load_pretrained` loads it
+    back, and ``transformers``' ``from_pretrained`` does too once ``torch_ext`` is
+    imported (:mod:`torch_ext.quantize.hf`).  ``perplexity`` evaluates a folder on
+    a text file.
 ``rotation``, ``hadamard``
     Seeded randomized Hadamard rotations of the weights (incoherence processing).
 ``calibrate``, ``feedback``
@@ -140,6 +146,7 @@ from .codecs import METHODS
 from .config import QuantizeConfig
 from .io import QUANTIZED_FORMAT, load_quantized, register_architecture, save_quantized
 from .layer import LeechQuantizedLinear
+from .pretrained import QuantizedFolder, load_pretrained, quantize_pretrained
 from .scales import BlockLayout, QuantizedMatrix, quantize_matrix
 
 __all__ = [
@@ -156,5 +163,8 @@ __all__ = [
     "load_quantized",
     "QUANTIZED_FORMAT",
     "register_architecture",
+    "quantize_pretrained",
+    "load_pretrained",
+    "QuantizedFolder",
 ]
 
