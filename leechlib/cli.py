@@ -8,8 +8,14 @@ table (exit status 1 if any fails).
 lattice and the decoder, with timings, then (with torch) ``leechlib lila demo``.
 
 ``leechlib lila ...``  the LILA commands, which live in torch_ext
-(:func:`torch_ext.lila.cli.main`); ``_torch_ext_cli`` below is the one, lazy, import of
-torch_ext in leechlib.
+(:func:`torch_ext.lila.cli.main`).
+
+``leechlib quantize SRC_DIR --out OUT_DIR ...`` and ``leechlib eval-ppl MODEL_DIR --text
+FILE ...``  Hugging Face model folders: quantize one a block at a time, and measure
+the perplexity of a float or quantized one (:mod:`torch_ext.quantize.cli`; they
+need torch and transformers).
+
+``_torch_ext_cli`` below is the one, lazy, import of torch_ext in leechlib.
 
 Only this module prints; the library itself never does.
 """
@@ -127,8 +133,8 @@ def _demo_decoder(rng, args):
     yield f"normalized second moment G(Λ24) ≈ {g:.6f} ± {se:.6f} (published 0.065771)"
 
 
-def _torch_ext_cli():
-    """``torch_ext.lila.cli.main``, the ``lila`` command line (needs torch).
+def _torch_ext_cli(command: str = "lila"):
+    """The torch_ext command line of ``command`` (``lila``, ``quantize``, ``eval-ppl``; needs torch).
 
     This is the only place where leechlib imports torch_ext: ``leechlib lila ARGS``
     forwards ``ARGS`` to it, and the LILA section of ``leechlib demo`` is ``leechlib lila
@@ -140,6 +146,14 @@ def _torch_ext_cli():
     ImportError
         If torch or torch_ext is not installed.
     """
+    if command == "quantize":
+        from torch_ext.quantize.cli import main_quantize
+
+        return main_quantize
+    if command == "eval-ppl":
+        from torch_ext.quantize.cli import main_eval_ppl
+
+        return main_eval_ppl
     from torch_ext.lila.cli import main
 
     return main
@@ -167,6 +181,19 @@ def cmd_lila(args) -> int:
               file=sys.stderr)
         return 2
     return int(lila_main(args.rest) or 0)
+
+
+def cmd_forward(command: str, rest: list[str]) -> int:
+    """``leechlib quantize ARGS`` / ``leechlib eval-ppl ARGS``: torch_ext's folder commands."""
+    try:
+        import transformers  # noqa: F401
+
+        func = _torch_ext_cli(command)
+    except ImportError as exc:
+        print(f"error: leechlib {command} needs torch, torch_ext and transformers ({exc}); "
+              "pip install 'leechlib[hf]'", file=sys.stderr)
+        return 2
+    return int(func(rest) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("rest", nargs=argparse.REMAINDER)
     pl.set_defaults(func=cmd_lila)
+    for name, what in (("quantize", "quantize a Hugging Face model folder a block at a time: "
+                                    "leechlib quantize SRC_DIR --out OUT_DIR ..."),
+                       ("eval-ppl", "perplexity of a float or quantized Hugging Face folder on a text: "
+                                    "leechlib eval-ppl MODEL_DIR --text FILE ...")):
+        pf = sub.add_parser(name, help=what, add_help=False)
+        pf.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -207,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lila"]:  # everything after `lila` belongs to torch_ext's parser
         return cmd_lila(argparse.Namespace(rest=argv[1:]))
+    if argv[:1] in (["quantize"], ["eval-ppl"]):  # likewise
+        return cmd_forward(argv[0], argv[1:])
     args = parser.parse_args(argv)
     check = getattr(args, "check", None)
     problem = check(args) if check is not None else None

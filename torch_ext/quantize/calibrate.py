@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -77,25 +77,55 @@ class _Stop(Exception):
 
 
 def as_batches(data) -> list:
-    """The calibration batches of ``data`` (a tensor, an iterable, or a DataLoader), as a list.
+    """The calibration batches of ``data``, as a list.
 
-    A tensor is cut into at most 8 batches along its first dimension (so that some
-    can be held out); anything else is iterated once.
+    ``data`` is a tensor (cut into at most 8 batches along its first dimension, so
+    that some can be held out), a mapping of tensors such as a tokenizer's
+    ``BatchEncoding`` (cut the same way, every tensor along its first dimension;
+    each batch passed as keywords), or an iterable of batches or a DataLoader
+    (iterated once).
 
     Raises
     ------
     TypeError
-        ``data`` is not a tensor or an iterable (a string is refused).
+        ``data`` is not a tensor, a mapping or an iterable (a string is refused).
     ValueError
-        ``data`` holds no batch.
+        ``data`` holds no batch; a mapping whose tensors disagree on their first
+        dimension, or with no tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_ext.quantize.calibrate import as_batches
+    >>> enc = {"input_ids": torch.zeros(16, 5, dtype=torch.long), "attention_mask": torch.ones(16, 5)}
+    >>> b = as_batches(enc)
+    >>> len(b), sorted(b[0]), tuple(b[0]["input_ids"].shape)
+    (8, ['attention_mask', 'input_ids'], (2, 5))
     """
     if isinstance(data, Tensor):
         if data.ndim == 0:
             raise ValueError("data must have a batch dimension, got a 0-d tensor")
         batches = list(torch.chunk(data, min(_TENSOR_CHUNKS, max(1, data.shape[0])), dim=0))
+    elif isinstance(data, Mapping):
+        tensors = {k: v for k, v in data.items() if isinstance(v, Tensor)}
+        if not tensors:
+            raise ValueError(f"data is a {type(data).__name__} with no tensor (keys: {list(data)[:6]})")
+        sizes = {k: (v.shape[0] if v.ndim else None) for k, v in tensors.items()}
+        if len(set(sizes.values())) != 1 or None in sizes.values():
+            raise ValueError(f"data: the tensors of the {type(data).__name__} must share their first "
+                             f"(batch) dimension, got {sizes}")
+        n = next(iter(sizes.values()))
+        if n == 0:
+            raise ValueError("data holds no calibration batch (its tensors have 0 rows)")
+        chunks = min(_TENSOR_CHUNKS, n)
+        parts = {k: torch.chunk(v, chunks, dim=0) for k, v in tensors.items()}
+        m = min(len(p) for p in parts.values())
+        batches = [{**{k: v for k, v in data.items() if k not in tensors},
+                    **{k: parts[k][i] for k in tensors}} for i in range(m)]
     elif isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
-        raise TypeError("data must be a tensor, an iterable of batches (tensors, tuples or dicts) "
-                        f"or a DataLoader, got {type(data).__name__}")
+        raise TypeError("data must be a tensor, a mapping of tensors (a tokenizer's BatchEncoding), "
+                        "an iterable of batches (tensors, tuples or dicts) or a DataLoader, got "
+                        f"{type(data).__name__}")
     else:
         batches = list(data)
     if not batches:
@@ -116,17 +146,17 @@ def _held_out(n: int) -> list[bool]:
 def _describe(b) -> str:
     if isinstance(b, Tensor):
         return f"tensor {b.dtype} {tuple(b.shape)}"
-    if isinstance(b, dict):
-        return "dict of " + ", ".join(f"{k}: {_describe(v)}" for k, v in list(b.items())[:4])
+    if isinstance(b, Mapping):
+        return f"{type(b).__name__} of " + ", ".join(f"{k}: {_describe(v)}" for k, v in list(b.items())[:4])
     if isinstance(b, (tuple, list)):
         return f"{type(b).__name__} of " + ", ".join(_describe(v) for v in list(b)[:4])
     return type(b).__name__
 
 
 def _forward(model: nn.Module, b, i: int) -> None:
-    """``model(b)`` as a tuple or dict batch asks; a model error names the batch."""
+    """``model(b)`` as a tuple or mapping batch asks; a model error names the batch."""
     try:
-        if isinstance(b, dict):
+        if isinstance(b, Mapping):
             model(**b)
         elif isinstance(b, (tuple, list)):
             model(*b)
@@ -135,12 +165,13 @@ def _forward(model: nn.Module, b, i: int) -> None:
     except (_Stop, CalibrationError):
         raise
     except Exception as exc:
+        why = str(exc) or repr(exc)
         raise CalibrationError(f"calibration batch {i} ({_describe(b)}): the model failed on it: "
-                               f"{type(exc).__name__}: {exc}") from exc
+                               f"{type(exc).__name__}: {why}") from exc
 
 
 def _mask_of(b):
-    if isinstance(b, dict):
+    if isinstance(b, Mapping):
         m = b.get("attention_mask")
         if isinstance(m, Tensor) and m.ndim == 2:
             return m

@@ -136,7 +136,7 @@ def _fingerprint(src: Path, reader: ShardReader, cfg: QuantizeConfig, batches, k
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     h.update(kind.encode())
     for b in batches or ():
-        for t in (b.values() if isinstance(b, dict) else b if isinstance(b, (tuple, list)) else (b,)):
+        for t in (b.values() if isinstance(b, Mapping) else b if isinstance(b, (tuple, list)) else (b,)):
             if isinstance(t, Tensor):
                 h.update(str((t.dtype, tuple(t.shape))).encode())
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -553,14 +553,16 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
                 {"format": "pt", "checkpoint": QUANTIZED_FORMAT,
                  "quantized_layers": json.dumps({k: v for k, v in configs.items()
                                                  if not k.startswith(under_blocks)})})
-    result = _finish(src, out, n_shards, cfg, configs, blocks_name)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    result = _finish(src, out, n_shards, cfg, configs, blocks_name,
+                     untie=isinstance(head, LeechQuantizedLinear))
     return QuantizedFolder(path=out, blocks=n_blocks, resumed=resumed, layers=layers,
                            block_seconds=block_seconds, seconds=time.perf_counter() - t_start,
                            **result)
 
 
 def _finish(src: Path, out: Path, n_shards: int, cfg: QuantizeConfig, configs: dict,
-            blocks_name: str) -> dict:
+            blocks_name: str, untie: bool = False) -> dict:
     """Write the index, ``config.json`` and the side files; count the bits; drop the progress file."""
     from safetensors import safe_open
 
@@ -597,6 +599,8 @@ def _finish(src: Path, out: Path, n_shards: int, cfg: QuantizeConfig, configs: d
                  {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))})
     copy_side_files(src, out)
     raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    if untie:  # the output head is quantized: it no longer shares the (float) token embedding
+        raw["tie_word_embeddings"] = False
     raw["quantization_config"] = {
         "quant_method": QUANT_METHOD, "format": QUANTIZED_FORMAT, "settings": cfg.to_dict(),
         "blocks": blocks_name, "layers": configs}
