@@ -286,7 +286,7 @@ def quantize_checkpoint(ckpt, out, config: QuantizeConfig | None = None, *, cali
         bs = block_size if block_size is not None else model.config.block_size
         check_calibration_size(calib_steps, calib_batch_size, bs)
         targs = ck.meta.get("args", {})
-        spec = training_corpus(ck.meta, data, split="train")  # never a path stored in the file
+        spec = training_corpus(ck.meta, data)  # never a path stored in the file
         tokenizer = targs.get("tokenizer", "byte")
         if "tokenizer" not in ck.meta and model.config.vocab_size != ByteTokenizer().vocab_size:
             raise ValueError(f"{str(path)!r} records no tokenizer and its vocabulary ({model.config.vocab_size} "
