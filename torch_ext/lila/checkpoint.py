@@ -302,22 +302,19 @@ def _short(v) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-#: history fields that may be NaN: the training loss before the first applied step
-_HISTORY_NAN_OK = ("train_loss",)
-
-
 def check_metadata(meta: dict, *, training: bool = True) -> dict:
     """Check the JSON metadata of a checkpoint; return it (``TypeError``/``ValueError`` naming the field).
 
     Every field that the training loop, ``leechlib lila eval`` or ``leechlib lila
     quantize`` reads is checked for its type and range: ``step``, ``args`` (a JSON
     object whose known fields pass :meth:`~torch_ext.lila.train_config.TrainConfig.validate`),
-    ``history`` (a list of objects of numbers), ``total_steps``, ``train_tokens``,
+    ``history`` (a list of objects of numbers, an integer ``step``), ``total_steps``, ``train_tokens``,
     ``skipped_steps``, ``world_size``, ``train_tokens_per_s``, ``last_loss``,
     ``tokenizer`` (it must rebuild), ``tokenizer_fingerprint``, ``data_key``,
     ``data_resolved`` and ``optim_groups``.  NaN is accepted only where training
-    writes it (``last_loss`` and a history's ``train_loss`` before the first applied
-    step); infinities, ``null`` where a value is due and numbers beyond 64 bits never.
+    writes it (``last_loss`` before the first applied step, and the history, whose
+    evaluations of a diverged run under ``--skip-nonfinite`` may be NaN or infinite);
+    other infinities, ``null`` where a value is due and integers beyond 64 bits never.
 
     Parameters
     ----------
@@ -374,9 +371,11 @@ def check_metadata(meta: dict, *, training: bool = True) -> dict:
                 raise TypeError(f"history[{i}] must be a JSON object, got {_short(rec)}")
             if "step" in rec:
                 _int_meta(rec["step"], f"history[{i}].step", 0)
-            for k, v in rec.items():
+            for k, v in rec.items():  # NaN and infinities too: a diverged run under --skip-nonfinite scores so
                 if k != "step" and v is not None:
-                    _num_meta(v, f"history[{i}].{k}", nan_ok=k in _HISTORY_NAN_OK)
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, int)
+                                                                                  and abs(v) > _MAX_INT):
+                        raise TypeError(f"history[{i}].{k} must be a number, got {_short(v)}")
     if "tokenizer" in meta:
         tok = meta["tokenizer"]
         if not isinstance(tok, dict):
@@ -563,6 +562,17 @@ _RUN_META = ("step", "args", "history", "total_steps", "train_tokens", "train_to
              "tokenizer_fingerprint", "data_key", "data_resolved", "world_size")
 
 
+def _parse_meta(md: dict) -> dict[str, Any]:
+    """Safetensors metadata (strings) with each value parsed as JSON where it is JSON."""
+    meta: dict[str, Any] = {}
+    for k, v in md.items():
+        try:
+            meta[k] = json.loads(v)
+        except ValueError:
+            meta[k] = v
+    return meta
+
+
 def _load_model_file(p: Path, device) -> Checkpoint:
     """A model file of :meth:`LilaTransformer.save` (a run's ``model.safetensors``) as a :class:`Checkpoint`.
 
@@ -581,9 +591,9 @@ def _load_model_file(p: Path, device) -> Checkpoint:
     if cks:
         try:
             md, _ = read_safetensors_header(cks[-1][1])
-            other = {k: json.loads(v) for k, v in md.items() if k in _RUN_META or k in ("format", "config")}
         except (OSError, ValueError):
-            other = {}
+            md = {}
+        other = _parse_meta({k: v for k, v in md.items() if k in _RUN_META or k in ("format", "config")})
         if other.get("format") == FORMAT and other.get("config") == model.config.to_dict():
             other.pop("format"), other.pop("config")
             meta = _checked(other, cks[-1][1])
@@ -639,12 +649,7 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
         md, shapes = read_safetensors_header(p)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or incomplete: {exc}") from None
-    meta: dict[str, Any] = {}
-    for k, v in md.items():
-        try:
-            meta[k] = json.loads(v)
-        except ValueError:
-            meta[k] = v
+    meta = _parse_meta(md)
     if md.get("format") != FORMAT:
         if md.get("checkpoint") == QUANTIZED_FORMAT and "lila_config" in md:
             return _load_quantized(p, _checked(meta, p, training=False), device)
