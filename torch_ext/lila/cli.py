@@ -11,7 +11,11 @@ checkpoint, or an operating-system error (a one-line message, never a traceback;
 outputs are checked before any work); 3 training stopped at a non-finite loss,
 gradient or weight (``train --skip-nonfinite`` skips such steps instead); 130 after
 SIGINT (Ctrl-C) and 143 after SIGTERM (a checkpoint of the last finished step is
-written first; ``--resume`` continues).
+written first; ``--resume`` continues); 141, quietly, when the reader of standard
+output went away (``... | head``).  A non-finite evaluation is an error (2), never a
+printed NaN.  Paths stored in a checkpoint are never read: data and caches come from
+``--data`` and ``--cache-dir`` (or a named corpus the checkpoint records, and the
+default cache).
 """
 
 from __future__ import annotations
