@@ -21,11 +21,13 @@ The LM head is tied to the token embedding (``logits = h @ wte.weight.T``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import numbers
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -41,6 +43,39 @@ from .losses import AlignmentLoss
 __all__ = ["LilaConfig", "LilaTransformer", "LilaOutput", "ParamCount", "PRESETS"]
 
 CHECKPOINT_FORMAT = "torch_ext.LilaTransformer/1"
+
+
+# ---------------------------------------------------------------------------
+# Atomic files (also torch_ext.lila.checkpoint's: the model pieces import nothing of lila)
+# ---------------------------------------------------------------------------
+
+
+def atomic_replace(path, write) -> None:
+    """Fill a temporary file beside ``path`` with ``write(fd, tmp)``, then :func:`os.replace` it onto ``path``.
+
+    The temporary is ``.<name>.<8 random characters>.tmp`` in the folder of ``path``;
+    ``write`` gets its open descriptor ``fd`` (which it closes) and its path ``tmp``.
+    On any failure the temporary is removed and the error raised: a kill or a failed
+    write leaves the old file (or none), never a mix.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder or ".")
+    try:
+        write(fd, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to the descriptor ``fd``, flush it to disk and close it."""
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------------------
@@ -545,13 +580,22 @@ class LilaTransformer(nn.Module):
         """Write a safetensors checkpoint: trainable weights + the config as JSON metadata.
 
         Frozen kernels are not stored; they are rebuilt from the config on load.
+        The file is written atomically: to a temporary file ``.<name>.<8
+        characters>.tmp`` beside ``path``, flushed to disk and renamed over ``path``
+        (:func:`atomic_replace`), so a kill or a failed write leaves the old file (or
+        none) and no temporary.  A failed write is an ``OSError``.
         """
-        from safetensors.torch import save_file
+        from safetensors import SafetensorError
+        from safetensors.torch import save
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         meta = {"format": "pt", "checkpoint": CHECKPOINT_FORMAT,
                 "lila_config": json.dumps(self.config.to_dict())}
-        save_file(state, os.fspath(path), metadata=meta)
+        try:
+            data = save(state, metadata=meta)
+        except SafetensorError as exc:  # pragma: no cover - only for tensors safetensors cannot hold
+            raise ValueError(f"cannot serialise the model: {exc}") from None
+        atomic_replace(path, lambda fd, tmp: _write_all(fd, data))
 
     @classmethod
     def load(cls, path, map_location="cpu") -> LilaTransformer:

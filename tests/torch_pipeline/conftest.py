@@ -36,6 +36,22 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("token-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _default_cache_in_tmp(tmp_path_factory):
+    """The default token cache (``$LEECHLIB_CACHE_DIR``) in a temporary folder, never the user's:
+    ``lila eval`` and ``lila quantize`` use it unless given ``--cache-dir`` (a checkpoint's stored
+    cache folder is never used), and subprocesses inherit it."""
+    import os
+
+    before = os.environ.get("LEECHLIB_CACHE_DIR")
+    os.environ["LEECHLIB_CACHE_DIR"] = str(tmp_path_factory.mktemp("default-cache"))
+    yield
+    if before is None:
+        os.environ.pop("LEECHLIB_CACHE_DIR", None)
+    else:
+        os.environ["LEECHLIB_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def tiny_args(corpus_dir, cache_dir, tmp_path):
     """Arguments of a tiny training run (a dict for TrainConfig)."""

@@ -31,7 +31,13 @@ def test_train_then_eval_writes_json(corpus_dir, cache_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "bits/char" in printed
     j = tmp_path / "eval.json"
-    assert cli.main(["eval", str(out), "--json", str(j)]) == 0  # a run directory: its latest checkpoint
+    # the run's corpus is a path: eval never reads it on the checkpoint's word, the user names it
+    # (this test used to rely on the stored path and cache folder; issue 24 item 2)
+    assert cli.main(["eval", str(out), "--json", str(j)]) == 2
+    err = capsys.readouterr().err
+    assert f"pass --data {corpus_dir} --split validation" in err and not j.exists()
+    data = ["--data", str(corpus_dir), "--split", "validation", "--cache-dir", str(cache_dir)]
+    assert cli.main(["eval", str(out), "--json", str(j), *data]) == 0  # a run directory: its latest checkpoint
     table = capsys.readouterr().out
     assert "bits per character" in table and "stable rank" in table
     res = json.loads(j.read_text())
@@ -43,7 +49,7 @@ def test_train_then_eval_writes_json(corpus_dir, cache_dir, tmp_path, capsys):
     # a checkpoint file works too, and gives the same numbers
     ck = sorted(out.glob("ckpt-*.safetensors"))[-1]
     j2 = tmp_path / "eval2.json"
-    assert cli.main(["eval", str(ck), "--json", str(j2), "--no-ranks"]) == 0
+    assert cli.main(["eval", str(ck), "--json", str(j2), "--no-ranks", *data]) == 0
     assert json.loads(j2.read_text())["nll_bits"] == res["nll_bits"]
 
 

@@ -17,7 +17,7 @@ def trained(tiny_args):
     return train(dict(tiny_args, d_model=48, n_head=2, steps=4))
 
 
-def test_quantize_then_eval(trained, tmp_path, capsys, monkeypatch):
+def test_quantize_then_eval(trained, tiny_args, tmp_path, capsys, monkeypatch):
     import torch_ext.lila.quantize as qlila
     from torch_ext.lila.checkpoint import load_checkpoint
     from torch_ext.lila.data import load_data
@@ -35,8 +35,10 @@ def test_quantize_then_eval(trained, tmp_path, capsys, monkeypatch):
     out = tmp_path / "q" / "model-2bit.safetensors"
     j = tmp_path / "q.json"
     run = Path(trained.checkpoint).parent
+    # the run's corpus is a path: named on the command line, never read from the checkpoint (issue 24 item 2)
+    corpus = ["--data", tiny_args["data"], "--cache-dir", tiny_args["cache_dir"]]
     assert cli.main(["quantize", str(run), "--out", str(out), "--method", "rtn", "--calib-steps", "8",
-                     "--calib-batch-size", "2", "--act-order", "--json", str(j), "--quiet"]) == 0
+                     "--calib-batch-size", "2", "--act-order", "--json", str(j), "--quiet", *corpus]) == 0
     text = capsys.readouterr().out
     assert "rotation hadamard, feedback ldlq" in text and "calibration" in text
     rep = json.loads(j.read_text())
@@ -53,7 +55,7 @@ def test_quantize_then_eval(trained, tmp_path, capsys, monkeypatch):
     assert q.meta["quantization"]["act_order"] is True
     assert sum(isinstance(m, LeechQuantizedLinear) for m in q.model.modules()) == 4
     je = tmp_path / "eval.json"
-    assert cli.main(["eval", str(out), "--json", str(je), "--no-ranks"]) == 0
+    assert cli.main(["eval", str(out), "--json", str(je), "--no-ranks", *corpus, "--split", "validation"]) == 0
     got = json.loads(je.read_text())
     want = evaluate(q.model, data, "validation", batch_size=8, ranks=False)
     assert got["bpc"] == pytest.approx(want.bpc, rel=1e-6)
@@ -76,7 +78,7 @@ def test_quantize_without_calibration_and_errors(trained, tmp_path, capsys):
     assert cli.main(["quantize", str(run), "--out", str(out), "--method", "gptq"]) == 2
 
 
-def test_quantize_checkpoint_takes_a_config(trained, tmp_path):
+def test_quantize_checkpoint_takes_a_config(trained, tiny_args, tmp_path):
     from safetensors.torch import load_file
 
     from torch_ext.lila.quantize import quantize_checkpoint
@@ -85,8 +87,10 @@ def test_quantize_checkpoint_takes_a_config(trained, tmp_path):
     run = Path(trained.checkpoint).parent
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     cfg = QuantizeConfig(method="rtn", rotation="none", seed=3)
-    ra = quantize_checkpoint(run, a, cfg, calib_steps=2, calib_batch_size=2)
-    rb = quantize_checkpoint(run, b, method="rtn", rotation="none", seed=3, calib_steps=2, calib_batch_size=2)
+    data = dict(data=tiny_args["data"], cache_dir=tiny_args["cache_dir"])
+    ra = quantize_checkpoint(run, a, cfg, calib_steps=2, calib_batch_size=2, **data)
+    rb = quantize_checkpoint(run, b, method="rtn", rotation="none", seed=3, calib_steps=2, calib_batch_size=2,
+                             **data)
     assert ra["settings"] == rb["settings"] and ra["settings"]["feedback"] == "ldlq"
     ta, tb = load_file(a), load_file(b)
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
@@ -141,7 +145,7 @@ def test_quantize_never_destroys_files(trained, tmp_path, capsys):
     real = qlila.save_quantized
     qlila.save_quantized = boom
     try:
-        assert cli.main(base + ["--out", str(deep)]) == 1
+        assert cli.main(base + ["--out", str(deep)]) == 2  # an OS error: 2, as in every command (was 1)
     finally:
         qlila.save_quantized = real
     assert "disk full" in capsys.readouterr().err and not (tmp_path / "new").exists()

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
-import tempfile
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,13 @@ from typing import Any
 import torch
 
 from .._safetensors import read_safetensors_header
-from ..model import LilaConfig, LilaTransformer, check_stored_config
+from ..model import CHECKPOINT_FORMAT as MODEL_FORMAT
+from ..model import LilaConfig, LilaTransformer, _write_all, check_stored_config
+from ..model import atomic_replace as _atomic_replace
 from ..quantize.io import QUANTIZED_FORMAT, load_quantized
+from .corpora import HF_CORPORA
+from .tokenizer import tokenizer_from_json
+from .train_config import TrainConfig
 
 __all__ = [
     "FORMAT",
@@ -35,6 +41,7 @@ __all__ = [
     "clean_stale_temporaries",
     "atomic_replace",
     "atomic_write",
+    "check_metadata",
     "checkpoint_path",
     "list_checkpoints",
     "load_checkpoint",
@@ -42,6 +49,8 @@ __all__ = [
     "prune_checkpoints",
     "resolve_checkpoint",
     "save_checkpoint",
+    "stored_corpus",
+    "training_corpus",
 ]
 
 #: the ``format`` metadata of a training checkpoint
@@ -248,31 +257,219 @@ def atomic_write(path, data: bytes) -> None:
     A crash or kill leaves either the old file or the new one, never a mix; the
     temporary file is removed when the write fails.
     """
-
-    def write(fd, tmp):
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_replace(path, write)
+    atomic_replace(path, lambda fd, tmp: _write_all(fd, data))
 
 
 def atomic_replace(path, write) -> None:
     """``write(fd, tmp)`` fills a temporary file (``.<name>.<random>.tmp``, the open
     descriptor ``fd``, which ``write`` closes, and its path ``tmp``) beside ``path``, then :func:`os.replace`
     puts it in place; on failure the temporary is removed (:func:`atomic_write`'s
-    mechanism, for writers that take a path)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        write(fd, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    mechanism, for writers that take a path; the same as :meth:`LilaTransformer.save
+    <torch_ext.model.LilaTransformer.save>`'s, :func:`torch_ext.model.atomic_replace`)."""
+    _atomic_replace(path, write)
 
+
+#: named corpora: the only stored data specs that are used without the user naming them
+def _named_corpora() -> tuple:
+    return ("shakespeare", *HF_CORPORA)
+
+
+_MAX_INT = 2**63 - 1
+
+
+def _int_meta(v, name: str, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an integer, got {_short(v)}")
+    if not low <= v <= _MAX_INT:
+        raise ValueError(f"{name} must be an integer in [{low}, 2**63), got {_short(v)}")
+    return v
+
+
+def _num_meta(v, name: str, *, nan_ok: bool = False, low: float = -math.inf) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a number, got {_short(v)}")
+    if isinstance(v, int) and abs(v) > _MAX_INT:
+        raise ValueError(f"{name} is out of range: {_short(v)}")
+    if math.isnan(v) and nan_ok:
+        return v
+    if not math.isfinite(v) or v < low:
+        raise ValueError(f"{name} must be a finite number >= {low}, got {_short(v)}")
+    return v
+
+
+def _short(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def check_metadata(meta: dict, *, training: bool = True) -> dict:
+    """Check the JSON metadata of a checkpoint; return it (``TypeError``/``ValueError`` naming the field).
+
+    Every field that the training loop, ``leechlib lila eval`` or ``leechlib lila
+    quantize`` reads is checked for its type and range: ``step``, ``args`` (a JSON
+    object whose known fields pass :meth:`~torch_ext.lila.train_config.TrainConfig.validate`),
+    ``history`` (a list of objects of numbers, an integer ``step``), ``total_steps``, ``train_tokens``,
+    ``skipped_steps``, ``world_size``, ``train_tokens_per_s``, ``last_loss``,
+    ``tokenizer`` (it must rebuild), ``tokenizer_fingerprint``, ``data_key``,
+    ``data_resolved`` and ``optim_groups``.  NaN is accepted only where training
+    writes it (``last_loss`` before the first applied step, and the history, whose
+    evaluations of a diverged run under ``--skip-nonfinite`` may be NaN or infinite);
+    other infinities, ``null`` where a value is due and integers beyond 64 bits never.
+
+    Parameters
+    ----------
+    meta : dict
+        The metadata, its values parsed as JSON.
+    training : bool
+        A training checkpoint: ``step`` is required.
+
+    Examples
+    --------
+    >>> check_metadata({"step": 3})["step"]
+    3
+    >>> check_metadata({"step": float("inf")})
+    Traceback (most recent call last):
+    ...
+    TypeError: step must be an integer, got inf
+    """
+    if training or "step" in meta:
+        if "step" not in meta:
+            raise ValueError("step is missing")
+        _int_meta(meta["step"], "step", 0)
+    for name, low in (("total_steps", 1), ("train_tokens", 0), ("skipped_steps", 0), ("world_size", 1)):
+        if name in meta:
+            _int_meta(meta[name], name, low)
+    if "train_tokens_per_s" in meta:
+        _num_meta(meta["train_tokens_per_s"], "train_tokens_per_s", low=0.0)
+    if "last_loss" in meta:
+        _num_meta(meta["last_loss"], "last_loss", nan_ok=True)
+    for name in ("tokenizer_fingerprint", "data_key", "data_resolved"):
+        if name in meta and not isinstance(meta[name], str):
+            raise TypeError(f"{name} must be a string, got {_short(meta[name])}")
+    if "args" in meta:
+        args = meta["args"]
+        if not isinstance(args, dict):
+            raise TypeError(f"args must be a JSON object, got {_short(args)}")
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        known = {k: v for k, v in args.items() if k in names and k not in ("out", "cache_dir")}
+        try:
+            TrainConfig(**known).validate()
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"args: {exc}") from None
+        for k in ("out", "cache_dir"):
+            if args.get(k) is not None and not isinstance(args[k], str):
+                raise TypeError(f"args: {k} must be a string or null, got {_short(args[k])}")
+        bpe = args.get("bpe_vocab_size", 2048)
+        if isinstance(bpe, bool) or not isinstance(bpe, int) or not 258 <= bpe <= 65535:
+            raise ValueError(f"args: bpe_vocab_size must be an int in [258, 65535], got {_short(bpe)}")
+    if "history" in meta:
+        hist = meta["history"]
+        if not isinstance(hist, list):
+            raise TypeError(f"history must be a list, got {_short(hist)}")
+        for i, rec in enumerate(hist):
+            if not isinstance(rec, dict):
+                raise TypeError(f"history[{i}] must be a JSON object, got {_short(rec)}")
+            if "step" in rec:
+                _int_meta(rec["step"], f"history[{i}].step", 0)
+            for k, v in rec.items():  # NaN and infinities too: a diverged run under --skip-nonfinite scores so
+                if k != "step" and v is not None:
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, int)
+                                                                                  and abs(v) > _MAX_INT):
+                        raise TypeError(f"history[{i}].{k} must be a number, got {_short(v)}")
+    if "tokenizer" in meta:
+        tok = meta["tokenizer"]
+        if not isinstance(tok, dict):
+            raise TypeError(f"tokenizer must be a JSON object, got {_short(tok)}")
+        try:
+            tokenizer_from_json(json.dumps(tok))
+        except ValueError as exc:
+            raise ValueError(f"tokenizer: {exc}") from None
+    if "optim_groups" in meta:
+        groups = meta["optim_groups"]
+        if not isinstance(groups, list) or not all(
+                isinstance(g, dict) and isinstance(g.get("params"), list)
+                and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= _MAX_INT for i in g["params"])
+                for g in groups):
+            raise TypeError("optim_groups must be a list of objects, each with a list of parameter "
+                            f"indices 'params', got {_short(groups)}")
+    return meta
+
+
+def stored_corpus(meta: dict) -> tuple[str | None, str | None]:
+    """``(name, path)``: the named corpus a checkpoint was trained on, or the path it names.
+
+    A checkpoint's metadata may name its training corpus (``data_resolved``, or
+    ``args.data``).  A corpus name (``"shakespeare"``, ``"tinystories"``,
+    ``"fineweb-edu"``) is returned as ``name``: it can be used as a default.  Anything
+    else is a path, returned as ``path`` and never used: a path in a file is only a
+    hint, which the user confirms by passing it (``--data PATH``).
+
+    Examples
+    --------
+    >>> stored_corpus({"data_resolved": "shakespeare", "args": {"data": "shakespeare"}})
+    ('shakespeare', None)
+    >>> stored_corpus({"data_resolved": "/etc/passwd"})
+    (None, '/etc/passwd')
+    >>> stored_corpus({})
+    (None, None)
+    """
+    args = meta.get("args") if isinstance(meta.get("args"), dict) else {}
+    specs = [s for s in (meta.get("data_resolved"), args.get("data")) if isinstance(s, str) and s]
+    if not specs:
+        return None, None
+    names = _named_corpora()
+    if all(s in names for s in specs) and len(set(specs)) == 1:
+        return specs[0], None
+    return None, next((s for s in specs if s not in names), specs[0])
+
+
+
+def training_corpus(meta: dict, data=None, *, option: str = "--data", split: str | None = None) -> str:
+    """The corpus to read for a checkpoint: ``data`` if given, else the named corpus it was trained on.
+
+    A path stored in the checkpoint is never used on the file's word (it could name
+    any file or folder of the machine): it only goes into the error, which asks the
+    user to pass it as ``option`` if they mean it.
+
+    Parameters
+    ----------
+    meta : dict
+        The checkpoint's metadata (:attr:`Checkpoint.meta`).
+    data : str or Path, optional
+        The corpus the user named (``--data``); returned as it is.
+    option : str
+        How the user names a corpus, for the error message.
+    split : str, optional
+        The split to be read (``"validation"``, ``"train"``), for the error message.
+
+    Raises
+    ------
+    ValueError
+        ``data`` is not given and the checkpoint names no corpus, or a path.
+
+    Examples
+    --------
+    >>> training_corpus({"data_resolved": "shakespeare"})
+    'shakespeare'
+    >>> training_corpus({"data_resolved": "/etc"}, "my-text.txt")
+    'my-text.txt'
+    >>> training_corpus({"data_resolved": "/etc"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the checkpoint was trained on the local corpus '/etc': a path stored in a file is never read ...
+    """
+    if data is not None:
+        if not isinstance(data, (str, os.PathLike)) or not os.fspath(data):
+            raise ValueError(f"data must be a corpus name or a path, got {data!r}")
+        return os.fspath(data)
+    name, path = stored_corpus(meta)
+    if name is not None:
+        return name
+    also = f" --split {split}" if split in ("validation", "train") and option == "--data" else ""
+    if path is not None:
+        raise ValueError(f"the checkpoint was trained on the local corpus {path!r}: a path stored in a file is "
+                         f"never read on the file's word; pass {option} {shlex.quote(path)}{also} if you mean it")
+    raise ValueError(f"the checkpoint does not name the corpus it was trained on: pass {option} PATH{also}")
 
 def _model_config_dict(model) -> dict:
     cfg = model.config
@@ -339,17 +536,72 @@ def save_checkpoint(path, model, optimizer=None, *, step: int, meta: dict | None
     return path
 
 
+def _checked(meta: dict, p: Path, training: bool = True) -> dict:
+    """:func:`check_metadata`, its error a :class:`CheckpointError` naming the file."""
+    try:
+        return check_metadata(meta, training=training)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(p)!r} has invalid metadata: {exc}") from None
+
+
 def _load_quantized(p: Path, meta: dict, device) -> Checkpoint:
     """A quantized LILA model (``leechlib lila quantize``) as a :class:`Checkpoint`."""
     try:
         model = load_quantized(p)
-        step = int(meta.get("step", 0))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError, LookupError, RuntimeError) as exc:  # whatever a crafted file raises
         raise CheckpointError(f"quantized checkpoint {str(p)!r} is invalid: {exc}") from None
+    step = meta.get("step", 0)
     if device is not None:
         model.to(device)
     model.eval()
     return Checkpoint(model, step, meta, p, {})
+
+
+#: metadata of a training checkpoint that a model file of the same run takes over
+_RUN_META = ("step", "args", "history", "total_steps", "train_tokens", "train_tokens_per_s", "tokenizer",
+             "tokenizer_fingerprint", "data_key", "data_resolved", "world_size")
+
+
+def _parse_meta(md: dict) -> dict[str, Any]:
+    """Safetensors metadata (strings) with each value parsed as JSON where it is JSON."""
+    meta: dict[str, Any] = {}
+    for k, v in md.items():
+        try:
+            meta[k] = json.loads(v)
+        except ValueError:
+            meta[k] = v
+    return meta
+
+
+def _load_model_file(p: Path, device) -> Checkpoint:
+    """A model file of :meth:`LilaTransformer.save` (a run's ``model.safetensors``) as a :class:`Checkpoint`.
+
+    The file holds the config and the weights only.  When it lies in a run directory
+    whose latest checkpoint has the same config, that checkpoint's metadata (step,
+    arguments, tokenizer; checked as always, its paths never trusted) comes with it,
+    and ``meta["run_checkpoint"]`` names that checkpoint; otherwise the metadata is
+    empty (step 0, no tokenizer: the byte tokenizer is assumed where one is needed).
+    """
+    try:
+        model = LilaTransformer.load(p)
+    except ValueError as exc:
+        raise CheckpointError(f"model file {str(p)!r} is invalid: {exc}") from None
+    meta: dict[str, Any] = {}
+    cks = list_checkpoints(p.parent)
+    if cks:
+        try:
+            md, _ = read_safetensors_header(cks[-1][1])
+        except (OSError, ValueError):
+            md = {}
+        other = _parse_meta({k: v for k, v in md.items() if k in _RUN_META or k in ("format", "config")})
+        if other.get("format") == FORMAT and other.get("config") == model.config.to_dict():
+            other.pop("format"), other.pop("config")
+            meta = _checked(other, cks[-1][1])
+            meta["run_checkpoint"] = str(cks[-1][1])
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return Checkpoint(model, meta.get("step", 0), meta, p, {})
 
 
 def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoint:
@@ -358,7 +610,11 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
     A quantized LILA model written by ``leechlib lila quantize``
     (:func:`~torch_ext.quantize.save_quantized` with the training metadata) loads
     too, its :class:`~torch_ext.quantize.LeechQuantizedLinear` layers in place
-    (no optimizer state).
+    (no optimizer state), and so does a model file of
+    :meth:`LilaTransformer.save <torch_ext.model.LilaTransformer.save>` (a run's
+    ``model.safetensors``; the metadata of its run's latest checkpoint comes with it
+    when that checkpoint has the same config).  The metadata is checked
+    (:func:`check_metadata`) before it is used.
 
     Parameters
     ----------
@@ -376,8 +632,9 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
     Raises
     ------
     CheckpointError
-        Missing, truncated or corrupt file, weights that do not fit the config, or
-        non-finite weights (or optimizer state, with ``with_state``).
+        Missing, truncated or corrupt file, metadata of the wrong type or range,
+        weights that do not fit the config, or non-finite weights or optimizer
+        moments (the moments are read with ``with_state``).
 
     Notes
     -----
@@ -392,21 +649,17 @@ def load_checkpoint(path, device=None, *, with_state: bool = False) -> Checkpoin
         md, shapes = read_safetensors_header(p)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or incomplete: {exc}") from None
-    meta: dict[str, Any] = {}
-    for k, v in md.items():
-        try:
-            meta[k] = json.loads(v)
-        except ValueError:
-            meta[k] = v
+    meta = _parse_meta(md)
     if md.get("format") != FORMAT:
         if md.get("checkpoint") == QUANTIZED_FORMAT and "lila_config" in md:
-            return _load_quantized(p, meta, device)
+            return _load_quantized(p, _checked(meta, p, training=False), device)
+        if md.get("checkpoint") == MODEL_FORMAT and "lila_config" in md:
+            return _load_model_file(p, device)
         raise CheckpointError(f"{str(p)!r} is not a LILA training checkpoint (format {md.get('format')!r})")
-    try:
-        step = int(meta["step"])
-        config = meta["config"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(p)!r} lacks its step or config: {exc}") from None
+    if "config" not in meta:
+        raise CheckpointError(f"checkpoint {str(p)!r} lacks its config")
+    meta = _checked(meta, p)
+    step, config = meta["step"], meta["config"]
     try:
         if not isinstance(config, dict):
             raise TypeError(f"it must be a JSON object, got {type(config).__name__}")

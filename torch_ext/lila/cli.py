@@ -11,7 +11,11 @@ checkpoint, or an operating-system error (a one-line message, never a traceback;
 outputs are checked before any work); 3 training stopped at a non-finite loss,
 gradient or weight (``train --skip-nonfinite`` skips such steps instead); 130 after
 SIGINT (Ctrl-C) and 143 after SIGTERM (a checkpoint of the last finished step is
-written first; ``--resume`` continues).
+written first; ``--resume`` continues); 141, quietly, when the reader of standard
+output went away (``... | head``).  A non-finite evaluation is an error (2), never a
+printed NaN.  Paths stored in a checkpoint are never read: data and caches come from
+``--data`` and ``--cache-dir`` (or a named corpus the checkpoint records, and the
+default cache).
 """
 
 from __future__ import annotations
@@ -31,9 +35,16 @@ from ..quantize import METHODS, QuantizeConfig
 from ..quantize.rotation import ROTATIONS
 from ._rundir import check_output_file
 from ._signals import EXIT_CODES
-from .checkpoint import CheckpointError, NonFiniteError, load_checkpoint, resolve_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    NonFiniteError,
+    load_checkpoint,
+    resolve_checkpoint,
+    stored_corpus,
+    training_corpus,
+)
 from .corpora import ENCODING_ERRORS, get_source
-from .data import DataUnavailableError, load_corpus, load_data
+from .data import DataUnavailableError, check_cache_dir, load_corpus, load_data
 from .demo import demo
 from .evaluate import evaluate, format_table
 from .quantize import check_output_path, quantize_checkpoint
@@ -88,12 +99,21 @@ def main(argv=None) -> int:
     return 2
 
 
+#: the exit status after the reader of standard output went away (128 + SIGPIPE, as shells report it)
+EXIT_BROKEN_PIPE = 141
+
+
 def _run(fn, argv) -> int:
     try:
-        return int(fn(argv) or 0)
+        code = int(fn(argv) or 0)
+        sys.stdout.flush()  # a closed pipe is found here, not at the interpreter's exit
+        return code
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    except BrokenPipeError:  # `leechlib lila eval ... | head`: the reader left; stop quietly, as Unix tools do
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # what no command caught: still one line, no traceback
         _error(exc)
         return 2
@@ -101,6 +121,17 @@ def _run(fn, argv) -> int:
         name = getattr(exc, "signal", "SIGINT")
         print(f"\ninterrupted by {name}", file=sys.stderr)
         return EXIT_CODES.get(name, 130)
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at the null device, so that the interpreter's final flush of what is
+    still buffered for the closed pipe raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's capture): nothing to flush
+        pass
 
 
 def _error(exc) -> None:
@@ -294,8 +325,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
     p.add_argument("--data", default=None,
-                   help="corpus: a file or folder of your own text, or a corpus name (default: the one the "
-                        "checkpoint was trained on)")
+                   help="corpus: a file or folder of your own text, or a corpus name (default: the named corpus "
+                        "the checkpoint was trained on; a path stored in the checkpoint is never used: pass it)")
     p.add_argument("--split", default=None, choices=["all", "validation", "train"],
                    help="'all': every document of the corpus, in order (the default with --data); "
                         "'validation' (the default without --data) or 'train': the training run's splits")
@@ -303,7 +334,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's)")
     p.add_argument("--stride", type=int, default=None, help="window stride (default: block size)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--cache-dir", default=None, help="token cache root (default: the one the model was trained with)")
+    p.add_argument("--cache-dir", default=None,
+                   help="token cache root (default ~/.cache/leechlib/lila-data or $LEECHLIB_CACHE_DIR)")
     _encoding_options(p)
     p.add_argument("--no-ranks", action="store_true", help="skip the singular values")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the results here")
@@ -332,26 +364,30 @@ def _eval_command(argv) -> int:
     try:
         if args.json_path:
             check_output_file(args.json_path, "--json")  # before any work
+        if args.cache_dir is not None:
+            check_cache_dir(args.cache_dir)
         path = resolve_checkpoint(args.ckpt)
         ck = load_checkpoint(path, device=device)
-    except (CheckpointError, ValueError, OSError) as exc:
+    except (CheckpointError, ValueError, TypeError, OSError) as exc:
         _error(exc)
         return 2
     targs = ck.meta.get("args", {})
-    spec = args.data or ck.meta.get("data_resolved") or targs.get("data", "shakespeare")
-    cache_dir = args.cache_dir or targs.get("cache_dir")
-    enc = dict(encoding=args.encoding, encoding_errors=args.encoding_errors)
-    if args.encoding == "utf-8" and args.encoding_errors == "strict" and not args.data:
-        enc = dict(encoding=targs.get("encoding", "utf-8"), encoding_errors=targs.get("encoding_errors", "strict"))
     say = lambda s: print(s, file=sys.stderr)  # noqa: E731
     try:
+        spec = training_corpus(ck.meta, args.data, split=split)  # never a path stored in the file
+        enc = dict(encoding=args.encoding, encoding_errors=args.encoding_errors)
+        if (args.encoding == "utf-8" and args.encoding_errors == "strict"
+                and _same_corpus(spec, ck.meta)):  # the training corpus: read as it was read then
+            enc = dict(encoding=targs.get("encoding", "utf-8"),
+                       encoding_errors=targs.get("encoding_errors", "strict"))
         if split == "all":
             tok = tokenizer_from_json(json.dumps(ck.meta["tokenizer"])) if "tokenizer" in ck.meta \
-                else ByteTokenizer()
-            data = load_corpus(spec, tok, cache_dir=cache_dir, max_docs=targs.get("max_docs"), progress=say, **enc)
+                else _byte_tokenizer_for(ck.model)
+            data = load_corpus(spec, tok, cache_dir=args.cache_dir, max_docs=targs.get("max_docs"), progress=say,
+                               **enc)
             source, eos = get_source(spec, max_docs=targs.get("max_docs"), **enc).describe(), tok.eos_id
         else:
-            data = load_data(spec, targs.get("tokenizer", "byte"), cache_dir=cache_dir,
+            data = load_data(spec, targs.get("tokenizer", "byte"), cache_dir=args.cache_dir,
                              val_fraction=targs.get("val_fraction", 0.1),
                              bpe_vocab_size=targs.get("bpe_vocab_size", 2048), max_docs=targs.get("max_docs"),
                              progress=say, **enc)
@@ -362,7 +398,8 @@ def _eval_command(argv) -> int:
                 return 2
         res = evaluate(ck.model, data, split, batch_size=args.batch_size, block_size=args.block_size,
                        stride=args.stride, ranks=not args.no_ranks, eos_id=eos)
-    except (DataUnavailableError, ValueError, TypeError) as exc:
+        check_finite_result(res)
+    except (DataUnavailableError, CheckpointError, ValueError, TypeError) as exc:
         _error(exc)
         return 2
     res = {**res.to_dict(), "checkpoint": str(path), "step": ck.step, "data": source}
@@ -374,6 +411,45 @@ def _eval_command(argv) -> int:
         Path(args.json_path).write_text(json.dumps(res, indent=2, default=_json_default))
         print(f"wrote {args.json_path}")
     return 0
+
+
+#: the metrics of an evaluation that must be finite for it to be reported
+_METRICS = ("bpc", "nll_bits", "bits_per_byte", "loss", "perplexity", "nll_bits_separators")
+
+
+def check_finite_result(res) -> None:
+    """Refuse (``CheckpointError``) an evaluation whose metrics are not all finite.
+
+    A NaN or infinite bits-per-character is never a result: the model's outputs on
+    these windows were not finite (or a probability underflowed to zero).
+    """
+    bad = [f"{k} {getattr(res, k)}" for k in _METRICS if not math.isfinite(getattr(res, k))]
+    if bad:
+        raise CheckpointError(f"the evaluation is not finite ({', '.join(bad)}): the model's predictions on "
+                              "this data hold NaN or inf (or a zero probability), so no result is reported")
+
+
+def _same_corpus(spec: str, meta: dict) -> bool:
+    """Whether ``spec`` names the corpus the checkpoint was trained on (a name, or the same path)."""
+    name, stored = stored_corpus(meta)
+    if spec == name:
+        return True
+    if stored is None:
+        return False
+    try:
+        return os.path.samefile(spec, stored)
+    except (OSError, ValueError):
+        return False
+
+
+def _byte_tokenizer_for(model) -> ByteTokenizer:
+    """The byte tokenizer, for a model that records none; refused if the model's vocabulary cannot be it."""
+    tok = ByteTokenizer()
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and vocab != tok.vocab_size:
+        raise CheckpointError(f"the checkpoint records no tokenizer and its vocabulary ({vocab} tokens) is not "
+                              f"the byte tokenizer's ({tok.vocab_size})")
+    return tok
 
 
 def _json_default(o: Any):
@@ -425,7 +501,8 @@ def _quantize_parser() -> argparse.ArgumentParser:
         prog="leechlib lila quantize", formatter_class=_HelpFormatter,
         description="Quantize the linear layers of a LILA checkpoint (calibration windows from its "
                     "training split) and write a checkpoint that 'leechlib lila eval' reads.")
-    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
+    p.add_argument("ckpt", metavar="CKPT",
+                   help="checkpoint file, a run directory (its latest checkpoint) or a run's model.safetensors")
     p.add_argument("--out", required=True, metavar="FILE", help="quantized checkpoint to write (.safetensors)")
     p.add_argument("--force", action="store_true",
                    help="replace --out if it is an existing file (never the checkpoint read)")
@@ -447,7 +524,11 @@ def _quantize_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-points", type=int, default=None,
                    help="blocks used to fit each codebook (default: the quantizer's own, "
                         "20000 for shape-gain, 4000 for the ball, 2000 for E8)")
-    p.add_argument("--cache-dir", default=None, help="token cache root (default: the one the model was trained with)")
+    p.add_argument("--data", default=None,
+                   help="corpus of the calibration windows (its training split; default: the named corpus the "
+                        "checkpoint was trained on; a path stored in the checkpoint is never used: pass it)")
+    p.add_argument("--cache-dir", default=None,
+                   help="token cache root (default ~/.cache/leechlib/lila-data or $LEECHLIB_CACHE_DIR)")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the report here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -456,8 +537,8 @@ def _quantize_parser() -> argparse.ArgumentParser:
 def _quantize_command(argv) -> int:
     """``leechlib lila quantize CKPT --out FILE ...``: quantize, print the per-layer report.
 
-    Returns 0 on success, 2 for a bad argument, a missing or corrupt checkpoint or
-    an unavailable corpus, 1 when the output cannot be written.
+    Returns 0 on success, 2 for a bad argument, a missing or corrupt checkpoint, an
+    unavailable corpus, or an output or token cache that cannot be written.
     """
     from tqdm.auto import tqdm
 
@@ -489,13 +570,14 @@ def _quantize_command(argv) -> int:
                                 max_points=args.max_points)
         res = quantize_checkpoint(args.ckpt, args.out, config, calib_steps=args.calib_steps,
                                   calib_batch_size=args.calib_batch_size, block_size=args.block_size,
-                                  cache_dir=args.cache_dir, callback=progress, overwrite=args.force)
-    except (CheckpointError, DataUnavailableError, ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+                                  data=args.data, cache_dir=args.cache_dir, callback=progress,
+                                  overwrite=args.force)
+    except (CheckpointError, DataUnavailableError, ValueError, TypeError, OSError) as exc:
+        if bar is not None:
+            bar.close()
+            bar = None
+        _error(exc)
         return 2
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     finally:
         if bar is not None:
             bar.close()

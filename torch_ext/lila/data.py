@@ -86,6 +86,7 @@ __all__ = [
     "split_of",
     "strip_markdown",
     "shakespeare_dir",
+    "check_cache_dir",
     "default_cache_dir",
     "TokenSplit",
     "TokenData",
@@ -295,16 +296,23 @@ def _cached(root: Path, key: str, splits, build: Callable[[Path], dict], say) ->
             say(f"the token cache {final} is corrupt ({exc}); rebuilding it")
     if final.exists() or final.is_symlink():
         _remove(final)
+    created = [d for d in (root, *root.parents) if not os.path.lexists(d)]  # removed again if the build fails
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
     except OSError as exc:
+        _rmdirs(created)
         err = type(exc)(f"cannot write the token cache in {str(root)!r} ({exc.strerror or exc}); "
                         "choose a writable --cache-dir")
         err.errno = exc.errno
         raise err from None
     try:
-        meta = build(tmp)
+        try:
+            meta = build(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _rmdirs(created)
+            raise
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         try:
             os.replace(tmp, final)
@@ -318,6 +326,39 @@ def _cached(root: Path, key: str, splits, build: Callable[[Path], dict], say) ->
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rmdirs(created) -> None:
+    """Remove the folders of ``created`` (deepest first) that are still empty."""
+    for d in created:
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+def check_cache_dir(cache_dir, what: str = "--cache-dir") -> Path:
+    """Refuse, before any work, a token cache root that is a file or lies under one.
+
+    A read-only folder is accepted (a cache entry already in it can be read); writing
+    a missing entry there fails with a one-line ``OSError`` naming it.
+
+    Examples
+    --------
+    >>> check_cache_dir("/etc/hostname")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    NotADirectoryError: --cache-dir '/etc/hostname' is not a folder
+    """
+    if not isinstance(cache_dir, (str, os.PathLike)) or not os.fspath(cache_dir):
+        raise ValueError(f"{what} must be a folder path, got {cache_dir!r}")
+    p = Path(os.fspath(cache_dir))
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{what} {str(p)!r} is not a folder")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{what} {str(p)!r} cannot be created: {str(parent)!r} is not a folder")
+            break
+    return p
 
 
 def _remove(path: Path) -> None:

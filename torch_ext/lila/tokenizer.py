@@ -189,14 +189,19 @@ def tokenizer_from_json(text: str):
         kind = obj["kind"]
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"text is not a serialised tokenizer: {exc}") from None
+    if not isinstance(kind, str):
+        raise ValueError(f"unknown tokenizer kind {str(kind)[:40]!r}")
     if kind == "byte":
         return ByteTokenizer()
     if kind == "bpe":
         BPETokenizer._require()
         from tokenizers import Tokenizer
 
-        return BPETokenizer(Tokenizer.from_str(json.dumps(obj["tokenizer"])))
-    raise ValueError(f"unknown tokenizer kind {kind!r}")
+        try:
+            return BPETokenizer(Tokenizer.from_str(json.dumps(obj["tokenizer"])))
+        except Exception as exc:  # tokenizers raises its own exception type for a bad serialisation
+            raise ValueError(f"the BPE tokenizer cannot be rebuilt: {' '.join(str(exc).split())[:200]}") from None
+    raise ValueError(f"unknown tokenizer kind {str(kind)[:40]!r}")
 
 
 def get_tokenizer(name: str = "byte"):

@@ -579,16 +579,8 @@ class _Run:
     def _export(self) -> None:
         """Also save the final weights with :meth:`LilaTransformer.save` (``model.safetensors``)."""
         path = self.out / "model.safetensors"
-        tmp = self.out / f".{path.name}.{os.getpid() % 10**8:08d}.tmp"  # a temporary of ours (see atomic_write)
         try:
-            try:
-                self.raw.save(tmp)
-                with open(tmp, "rb+") as f:  # on disk before the rename, as atomic_write does
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            self.raw.save(path)  # atomic: a temporary of ours beside it, renamed into place
         except OSError as exc:
             raise OSError(f"training finished, but exporting the weights to {str(path)!r} failed: {exc} "
                           f"(the checkpoint {str(self.last_ckpt)!r} holds them)") from exc
