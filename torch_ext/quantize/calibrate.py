@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -82,8 +82,9 @@ def as_batches(data) -> list:
     ``data`` is a tensor (cut into at most 8 batches along its first dimension, so
     that some can be held out), a mapping of tensors such as a tokenizer's
     ``BatchEncoding`` (cut the same way, every tensor along its first dimension;
-    each batch passed as keywords), or an iterable of batches or a DataLoader
-    (iterated once).
+    each batch passed as keywords), a sequence that builds its batches as they are
+    read (kept as it is, so that only one batch at a time is in memory), or an
+    iterable of batches or a DataLoader (iterated once, into a list).
 
     Raises
     ------
@@ -126,9 +127,11 @@ def as_batches(data) -> list:
         raise TypeError("data must be a tensor, a mapping of tensors (a tokenizer's BatchEncoding), "
                         "an iterable of batches (tensors, tuples or dicts) or a DataLoader, got "
                         f"{type(data).__name__}")
+    elif isinstance(data, Sequence) and not isinstance(data, (list, tuple)):
+        batches = data  # a lazy sequence (built as it is read) stays lazy: read once per pass
     else:
         batches = list(data)
-    if not batches:
+    if not len(batches):
         raise ValueError("data holds no calibration batch")
     return batches
 
