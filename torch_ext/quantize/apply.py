@@ -57,7 +57,8 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
         ``bits`` (2: the 48-bit Leech codebooks, the 16-bit E8 ball, 2-bit RTN;
         scales come on top, see :func:`model_bits_report`), ``skip`` (``fnmatch``
         patterns of module names, full dotted name or its last part, left in float;
-        default ``("lm_head",)``: an untied output head stays in float; embeddings
+        default: output heads and poolers, :data:`~torch_ext.quantize.config.DEFAULT_SKIP`
+        (``lm_head``, ``*pooler.*``, ``classifier``, ...), stay in float; embeddings
         are never quantized, they are not ``nn.Linear``), ``group``, ``rotation``
         (layers whose size cannot be rotated fall back, noted in their ``stats``),
         ``feedback`` (default ``"ldlq"`` with ``data``, ``"none"`` without; with

@@ -51,6 +51,10 @@ def check_group(group, block: int):
     return g
 
 
+#: output heads and poolers of ``transformers`` models: left in float unless asked
+DEFAULT_SKIP = ("lm_head", "*pooler.*", "classifier", "*classifier.*", "score", "qa_outputs", "cls.*")
+
+
 def _check_skip(skip) -> tuple[str, ...]:
     if isinstance(skip, str):
         return (skip,)
@@ -107,7 +111,11 @@ class QuantizeConfig:
         Blocks used to fit each codebook (default: the method's own, 4000 or 20000).
     skip : str or iterable of str
         ``fnmatch`` patterns of module names that ``quantize_model`` leaves in float
-        (stored as a tuple).
+        (stored as a tuple), matched against the full dotted name and its last part.
+        The default, :data:`DEFAULT_SKIP`, leaves the output heads and poolers of
+        ``transformers`` models in float: ``lm_head``, ``*pooler.*`` (BERT's pooler,
+        which embedders never use), ``classifier``, ``*classifier.*``, ``score``,
+        ``qa_outputs`` and ``cls.*`` (BERT's pre-training heads).
 
     Raises
     ------
@@ -139,7 +147,8 @@ class QuantizeConfig:
     >>> cfg
     QuantizeConfig(method='rtn', bits=3, group='row', rotation='none', feedback=None, seed=0,
                    damp=0.01, act_order=False, scale_iters=1, scale_dtype=torch.float16,
-                   max_points=None, skip=('lm_head',))
+                   max_points=None, skip=('lm_head', '*pooler.*', 'classifier', '*classifier.*',
+                   'score', 'qa_outputs', 'cls.*'))
     >>> net = quantize_model(nn.Sequential(nn.Linear(24, 4)), cfg)
     >>> net[0].method, net[0].bits, net[0].packed.shape      # 24 codes of 3 bits a row
     ('rtn', 3, torch.Size([4, 9]))
@@ -168,7 +177,7 @@ class QuantizeConfig:
     scale_iters: int = 1
     scale_dtype: torch.dtype = torch.float16
     max_points: int | None = None
-    skip: tuple[str, ...] = ("lm_head",)
+    skip: tuple[str, ...] = DEFAULT_SKIP
 
     def __post_init__(self):
         def put(name, value):
