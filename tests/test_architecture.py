@@ -412,7 +412,7 @@ def test_torch_ext_reads_no_private_leechlib_attribute():
 # ---------------------------------------------------------------------------
 
 #: torch_ext modules below every wing: they import no other torch_ext module
-BASE = {"torch_ext._validation", "torch_ext._safetensors"}
+BASE = {"torch_ext._validation", "torch_ext._safetensors", "torch_ext._signals"}
 #: the package's wiring: re-exports, the deprecated-path finder
 WIRING = {"torch_ext", "torch_ext._moved"}
 #: the middle wing's model pieces

@@ -222,7 +222,7 @@ def test_command_line_quantize_and_eval_ppl(folders, tmp_path, capsys):
 
 
 def test_command_line_interrupt_keeps_blocks(folders, tmp_path, capsys, monkeypatch):
-    from torch_ext.lila._signals import Interrupted
+    from torch_ext._signals import Interrupted
     from torch_ext.quantize import pretrained
 
     real, calls = pretrained._save_shard, []

@@ -275,7 +275,7 @@ def _default_sigint_in_child():
 
 
 def test_an_ignored_sigint_stays_ignored():
-    from torch_ext.lila._signals import StopSignals
+    from torch_ext._signals import StopSignals
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with StopSignals() as stop:

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._signals import EXIT_CODES
 from ..quantize import METHODS, QuantizeConfig
 from ..quantize.rotation import ROTATIONS
 from ._rundir import check_output_file
-from ._signals import EXIT_CODES
 from .checkpoint import (
     CheckpointError,
     NonFiniteError,

@@ -56,6 +56,7 @@ import torch
 
 from leechlib.kernels import SQRT8
 
+from .._signals import Interrupted, StopSignals
 from ..model import LilaTransformer
 from ..ops import MAX_ABS
 from ._run_setup import (
@@ -67,7 +68,6 @@ from ._run_setup import (
     resume_mismatch,
     run_dir,
 )
-from ._signals import Interrupted, StopSignals
 from .checkpoint import (
     Checkpoint,
     CheckpointError,

@@ -20,6 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+from .._signals import EXIT_CODES, Interrupted, StopSignals
+from .codecs import METHODS
+from .config import QuantizeConfig
+from .folders import FolderError, ShardReader, empty_model, fill, load_config, model_class
+from .perplexity import perplexity, read_texts, text_windows
+from .pretrained import load_pretrained, quantize_pretrained
+
 __all__ = ["main_quantize", "main_eval_ppl"]
 
 
@@ -78,8 +85,6 @@ def _model_positions(config) -> int | None:
 
 # ---------------------------------------------------------------------------- quantize
 def build_quantize_parser() -> argparse.ArgumentParser:
-    from .codecs import METHODS
-
     p = argparse.ArgumentParser(
         prog="leechlib quantize",
         description="Quantize a Hugging Face model folder a block at a time into a new folder "
@@ -112,11 +117,6 @@ def build_quantize_parser() -> argparse.ArgumentParser:
 
 def main_quantize(argv: list[str] | None = None) -> int:
     """``leechlib quantize ...``; returns the exit status (module docstring)."""
-    from ..lila._signals import EXIT_CODES, Interrupted, StopSignals
-    from .config import QuantizeConfig
-    from .folders import FolderError, load_config
-    from .perplexity import read_texts, text_windows
-    from .pretrained import quantize_pretrained
 
     args = build_quantize_parser().parse_args(argv)
     problem = _check_json_path(args.json)
@@ -243,10 +243,6 @@ def build_eval_parser() -> argparse.ArgumentParser:
 
 def main_eval_ppl(argv: list[str] | None = None) -> int:
     """``leechlib eval-ppl ...``; returns the exit status (module docstring)."""
-    from ..lila._signals import EXIT_CODES, Interrupted, StopSignals
-    from .folders import FolderError, empty_model, load_config, model_class
-    from .perplexity import perplexity, read_texts
-    from .pretrained import load_pretrained
 
     args = build_eval_parser().parse_args(argv)
     problem = _check_json_path(args.json)
@@ -281,8 +277,6 @@ def main_eval_ppl(argv: list[str] | None = None) -> int:
             s = qc.get("settings", {}) if isinstance(qc, dict) else {}
             what = f"quantized ({s.get('method', '?')}, {s.get('bits', '?')} bits)"
         else:
-            from .folders import ShardReader, fill
-
             model = empty_model(hf_config, model_class(hf_config, "causal-lm"))
             fill(model, "", ShardReader(args.model))
             if hasattr(model, "tie_weights"):

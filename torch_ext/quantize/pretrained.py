@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .._safetensors import read_safetensors
 from .apply import _matches
 from .calibrate import (
     CalibrationError,
@@ -328,8 +329,6 @@ def _layer_info(layer: LeechQuantizedLinear) -> dict:
 
 def _load_quantized_block(block: nn.Module, prefix: str, path: Path) -> dict:
     """Put the quantized block stored at ``path`` into ``block``; returns its layers' infos."""
-    from .._safetensors import read_safetensors
-
     meta, tensors = read_safetensors(path, what="quantized block shard")
     try:
         layers = json.loads(meta["quantized_layers"])

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM during training: finish the step, write a checkpoint, stop.
+"""SIGINT and SIGTERM during a run (training, quantizing a folder): stop cleanly, exit 130 or 143.
 
 :class:`StopSignals` is installed by :func:`torch_ext.lila.train.train` for the length of
 a run (in the main thread only, and only over the default handlers: a handler the
