@@ -294,6 +294,35 @@ def quantize_one(model, kind: str, method: str, bits, rotation: str, calib, work
                "raised": sum(1 for i in infos if i.get("damp_raised")), "notes": r.notes}
 
 
+def folder_check(model, kind: str, method: str, bits, calib, out: Path, score) -> dict:
+    """The folder path (``quantize_pretrained`` of the saved model, a block at a time) against
+    ``quantize_model`` on the model in memory, same settings and calibration: are the codes equal?"""
+    import shutil
+
+    from torch_ext.quantize import load_pretrained, quantize_pretrained
+
+    src, dst = out / f"{kind}-folder", out / f"{kind}-folder-q"
+    shutil.rmtree(src, ignore_errors=True)
+    model.save_pretrained(src)
+    skip = ("lm_head", "pooler.*", "pooler")
+    t0 = time.perf_counter()
+    res = quantize_pretrained(src, dst, method=method, bits=bits, data=calib, skip=skip, force=True)
+    t_folder = time.perf_counter() - t0
+    ref, _ = quantize_one(model, kind, method, bits, "hadamard", calib)
+    q = load_pretrained(dst)
+    a, b = ref.state_dict(), q.state_dict()
+    differ = [k for k in a if k not in b or not torch_equal(a[k], b[k])]
+    return {"method": method, "layers": len(res.layers), "tensors": len(a), "differ": differ,
+            "identical": not differ and set(a) == set(b), "folder_seconds": t_folder,
+            "block_seconds": res.block_seconds, "score_memory": score(ref), "score_folder": score(q)}
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return x.shape == y.shape and x.dtype == y.dtype and bool(torch.equal(x, y))
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -376,7 +405,23 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/quantize-models")
     p.add_argument("--render", default=None, metavar="RESULTS_JSON", help="only print the tables of a run")
     p.add_argument("--update-doc", default=None, help="rst file whose models blocks to rewrite")
+    p.add_argument("--folder-check", default=None, metavar="METHOD",
+                   help="only check that quantizing GPT-2 as a folder (a block at a time) gives the same "
+                        "codes as quantize_model in memory, with METHOD and the calibration windows")
     args = p.parse_args(argv)
+    if args.folder_check:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        model, calib, score, _ = gpt2_setup(args, out)
+        r = folder_check(model, "gpt2", args.folder_check, 2, calib, out, score)
+        print(f"[gpt2] {r['method']}: folder vs memory: {r['layers']} layers, {r['tensors']} tensors, "
+              f"identical: {r['identical']} (differ: {r['differ'][:4]}); bits/token {r['score_folder']:.4f} "
+              f"vs {r['score_memory']:.4f}; folder run {r['folder_seconds']:.0f} s", flush=True)
+        (out / "folder_check.json").write_text(json.dumps(r, indent=1))
+        return 0 if r["identical"] else 1
     out = Path(args.out)
     store = out / "results.json"
     if args.render:
