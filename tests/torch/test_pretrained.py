@@ -272,3 +272,46 @@ def test_import_registers_with_transformers_lazily():
             "assert 'leechlib' in M, sorted(M)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
+
+
+def test_crafted_quantization_config_is_a_folder_error(folders, tmp_path):
+    import shutil
+
+    base = tmp_path / "q"
+    quantize_pretrained(folders["llama"], base, method="rtn")
+    raw = json.loads((base / "config.json").read_text())
+    name = next(iter(raw["quantization_config"]["layers"]))
+
+    def crafted(edit):
+        d = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(base, d)
+        cfg = json.loads(json.dumps(raw))
+        edit(cfg["quantization_config"])
+        (d / "config.json").write_text(json.dumps(cfg))
+        return d
+
+    cases = [
+        (lambda qc: qc.update(layers=5), "must map layer names"),
+        (lambda qc: qc["layers"].update({name: 5}), "must map layer names"),
+        (lambda qc: qc["layers"][name].update(in_features=qc["layers"][name]["in_features"] + 24),
+         "but the model's layer is"),
+        (lambda qc: qc["layers"].update({"model.nowhere": qc["layers"][name]}), "does not have"),
+        (lambda qc: qc["layers"].update({"model.norm": qc["layers"][name]}), "not a linear layer"),
+        (lambda qc: qc["layers"][name].update(method="nonsense"), "quantization_config.layers"),
+        (lambda qc: qc.update(quant_method="other"), "quant_method"),
+    ]
+    for edit, msg in cases:
+        with pytest.raises(FolderError, match=msg):
+            load_pretrained(crafted(edit))
+    # a code beyond the codebook (a 2-bit RTN code cannot be; a flipped scale to inf can)
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "inf"
+    shutil.copytree(base, d)
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    shard = d / index["weight_map"][name + ".scales"]
+    t = load_file(str(shard))
+    t[name + ".scales"][0] = float("inf")
+    save_file(t, str(shard))
+    with pytest.raises(FolderError, match="NaN or inf"):
+        load_pretrained(d)
