@@ -611,13 +611,18 @@ def test_shape_gain_shapes_are_scale_invariant(sg_q, gauss):
         assert np.array_equal(sg_q.encode(x * s)[:, 0], want)
 
 
-def test_fit_of_huge_values_says_it_overflows_without_warnings():
+def test_fit_of_huge_values_without_warnings():
+    """Fits at 1e300 (refused before the fit was scale-equivariant) and 1e-300 (no
+    underflow into "all zeros") scale like the data, with no warnings; data whose
+    codewords would overflow are refused by name (tests/test_extreme_inputs.py)."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ValueError, match="overflows") as info:
-            BallQuantizer().fit(np.full((4, 24), 1e300))
+        s1 = BallQuantizer().fit(np.full((4, 24), 1.0)).scale
+        for s in (1e300, 1e-300):
+            assert BallQuantizer().fit(np.full((4, 24), s)).scale == pytest.approx(s * s1,
+                                                                                   rel=1e-12)
+        with pytest.raises(ValueError, match="x cannot be fitted") as info:
+            BallQuantizer().fit(np.full((4, 24), 1.7e308))
         assert "NaN" not in str(info.value)
-        # tiny values do not underflow into "all zeros"
-        assert BallQuantizer().fit(np.full((4, 24), 1e-300)).scale > 0
