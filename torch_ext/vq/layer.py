@@ -353,9 +353,15 @@ class LeechVQ(nn.Module):
         self.usage_ema.mul_(self.usage_decay).add_(counts, alpha=1.0 - self.usage_decay)
 
     def _ball_scale(self, dtype: torch.dtype) -> Tensor:
-        """The ball's scale per block position, ``(num_blocks, 1)``: positive and finite."""
+        """The ball's scale per block position, ``(num_blocks, 1)``: positive and finite.
+
+        Not checked inside ``torch.compile`` (a data-dependent branch would break the
+        graph); there a bad scale shows as non-finite blocks in the search.
+        """
         s = self.scale.to(dtype)[:, None]
-        if s.device.type != "meta" and not bool(((s > 0) & torch.isfinite(s)).all()):
+        if torch.compiler.is_compiling() or s.device.type == "meta":
+            return s
+        if not bool(((s > 0) & torch.isfinite(s)).all()):
             raise ValueError(f"scale must be positive and finite (the ball's scale per block "
                              f"position), got {self.scale.detach().flatten().tolist()}")
         return s
