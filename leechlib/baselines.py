@@ -88,6 +88,11 @@ class ScalarQuantizer:
         """
         resolve_workers(workers)
         v = as_real_values(x).ravel()
+        # fit on x / 2**e, with 2**e near the largest |x|, and scale the levels back:
+        # exact in binary floating point, so the fit is the same at every scale (no
+        # squares that overflow or underflow to zero)
+        unit = _pow2_unit(v)
+        v = v / unit
         L = 1 << self.bits
         base = np.arange(L) - (L - 1) / 2.0
         # uniform: golden-section search of the step on the MSE (unimodal in practice)
@@ -109,12 +114,16 @@ class ScalarQuantizer:
                     levels = new
                     break
                 levels = np.sort(new)
+        levels = levels * unit
+        if not np.isfinite(levels).all():
+            raise ValueError(f"x is too large: its levels overflow float64 (largest |x| "
+                             f"{float(np.abs(v).max()) * unit:.3g}); rescale x")
         self.levels = levels
         return self
 
     @staticmethod
     def _nearest(v, levels):
-        mids = (levels[1:] + levels[:-1]) / 2
+        mids = 0.5 * levels[1:] + 0.5 * levels[:-1]  # no overflow near the largest float
         return np.searchsorted(mids, v)
 
     def encode(self, x, *, workers=None) -> np.ndarray:
@@ -139,6 +148,18 @@ class ScalarQuantizer:
 
     def __repr__(self) -> str:
         return f"ScalarQuantizer(bits={self.bits}, kind={self.kind!r})"
+
+
+def _pow2_unit(v) -> float:
+    """The power of two at most the largest ``|v|``, above half of it (1.0 for empty or
+    all-zero ``v``).
+
+    The fits divide their data by it and multiply what they fit (levels, scales) by
+    it: exact in binary floating point, so a fit of ``x * 2**k`` is the fit of ``x``
+    times ``2**k``, and squares of the data neither overflow nor underflow.
+    """
+    top = float(np.abs(v).max()) if np.size(v) else 0.0
+    return math.ldexp(1.0, math.frexp(top)[1] - 1) if top > 0.0 else 1.0  # <= top
 
 
 def e8_nearest_point(x) -> np.ndarray:
@@ -274,14 +295,26 @@ class E8Quantizer:
         iters = check_int(iters, "iters", 1, 200)
         v, _ = as_blocks(x, "x", 8)
         v = subsample(v, max_points)
+        # fit on v / 2**e (2**e near the largest |v|) and scale back: exact, the same
+        # fit at every scale (v**2 neither overflows nor underflows)
+        unit = _pow2_unit(v)
+        v = v / unit
         rms = float(np.sqrt(np.mean(v**2))) or 1.0
+        old = self.scale
 
         def mse(s):
             self.scale = float(s)
             return float(np.mean((self.decode(self.encode(v, workers=workers)) - v) ** 2))
 
         s, _ = golden_min(mse, 0.3 * rms, 2.0 * rms, iters)
-        self.scale = float(s)
+        scale = float(s) * unit
+        if not (math.isfinite(scale) and scale > 0.0
+                and math.isfinite(scale * float(np.abs(self.codebook).max()))):
+            self.scale = old
+            raise ValueError(f"x cannot be fitted in float64: the scale for its largest "
+                             f"entry {float(np.abs(v).max()) * unit:.3g} would make "
+                             f"codewords overflow or vanish; rescale x")
+        self.scale = scale
         return self
 
     def quantize(self, x, *, workers=None) -> np.ndarray:
@@ -291,7 +324,11 @@ class E8Quantizer:
     def encode(self, x, *, workers=None) -> np.ndarray:
         """Index of the nearest codeword of each ``(..., 8)`` point (int32)."""
         v = as_real_points(x, "x", dim=8)
-        flat = v.reshape(-1, 8).astype(np.float64) / self.scale
+        with np.errstate(over="ignore"):
+            flat = v.reshape(-1, 8).astype(np.float64) / self.scale
+        if not np.isfinite(flat).all():
+            raise ValueError(f"x is too large for the scale {self.scale:.3g}: x / scale "
+                             f"overflows float64")
         # fast path: the nearest E8 point, when it lies in the ball, is the answer
         p = e8_nearest_point(flat)
         inside = (p**2).sum(axis=1) <= self.max_norm + 1e-9

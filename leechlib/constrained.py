@@ -11,7 +11,11 @@ lower bounds for the 8192 cosets of :math:`4D_{24}`, best-first, a dynamic
 programme over the coordinates per coset) finds the nearest point.  For a ball the
 search starts from the feasible points ``nearest_point(t x)``, ``t < 1``, and the
 Lagrangian dual scale found by bisection (:func:`_ball_points`); for a shell from
-multipliers of both signs (:func:`_shell_points`).
+multipliers of both signs (:func:`_shell_points`), on the input moved onto the
+shell's sphere (the nearest shell point depends on the direction only, and the
+search is fast there at every magnitude); for a range ``0 < min_norm < max_norm``
+from the ball's answer, or the nearest of the shells' answers where that lies inside
+``min_norm`` (:func:`_range_points`).
 
 Everything here works in the integer frame (``coords="int"``).  The kernel modules
 are imported inside the functions that call them, so that importing leechlib does
@@ -134,23 +138,78 @@ def _shell_probe_scale(n_int):
     return math.sqrt(min(max(1.0 - MSE_INT / n_int, 0.25), 1.0))
 
 
+def _onto_sphere(y, n_int):
+    """The rows of ``y`` scaled to norm ``sqrt(n_int)`` (zero rows stay zero).
+
+    All points of a shell have the same norm, so a nearest shell point of ``y`` is
+    one of largest inner product with ``y``, the same for every positive multiple of
+    ``y``.  The search is fast for rows near the shell's sphere (the probe decode
+    usually lands on the shell, and the Lagrangian bounds are tight) and slow far
+    off it (every coset visited at ``|y| = 100``), so rows are moved onto it first.
+    Divided by the largest entry first: no overflow or underflow.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if not len(y):
+        return y
+    m = np.abs(y).max(axis=1)
+    nz = m > 0
+    z = y / np.where(nz, m, 1.0)[:, None]
+    r = np.sqrt((z * z).sum(axis=1))
+    return z * (math.sqrt(n_int) / np.where(nz, r, 1.0))[:, None]
+
+
 def _shell_points(y, n_int, workers=None, *, return_stats=False):
     """Nearest points of norm exactly ``n_int`` (integer frame) of the rows of ``y``.
 
-    One fused kernel pass (:func:`leechlib._kernels.encode.encode_kernel`): the
-    nearest lattice point of ``t0 y`` when it lies on the shell (then it is a nearest
-    shell point of ``y``, for any ``t0 > 0``), else the exact search.  ``t0`` is
-    :func:`_shell_probe_scale` of the shell.
+    One fused kernel pass (:func:`leechlib._kernels.encode.encode_kernel`) on the rows
+    moved onto the shell's sphere (:func:`_onto_sphere`, which does not change the
+    answer): the nearest lattice point of ``t0 y`` when it lies on the shell (then it
+    is a nearest shell point of ``y``, for any ``t0 > 0``), else the exact search.
+    ``t0`` is :func:`_shell_probe_scale` of the shell.  With ``return_stats`` also
+    the mask of the rows searched and the cosets visited per row.
     """
     from ._kernels.encode import SHELL
 
     t0 = _shell_probe_scale(n_int)
-    p, dist, visited = _encode(SHELL, y, n_int, n_int, 0, t0 * _SHELL_TS, *_NO_UB, workers,
-                               t0=t0)
+    p, dist, visited = _encode(SHELL, _onto_sphere(y, n_int), n_int, n_int, 0, t0 * _SHELL_TS,
+                               *_NO_UB, workers, t0=t0)
     if not np.all(np.isfinite(dist)):  # pragma: no cover - every shell used is non-empty
         raise RuntimeError("constrained search found no shell point")
     if return_stats:
         return p, visited >= 0, np.maximum(visited, 0)
+    return p
+
+
+def _range_points(y, n_lo, n_hi, workers=None, *, return_stats=False):
+    """Nearest points of norm in ``[n_lo, n_hi]``, ``0 < n_lo < n_hi`` (integer frame).
+
+    The nearest point of the ball of norm ``n_hi`` (:func:`_ball_points`) answers
+    every row where it has norm ``>= n_lo`` (it is in the range, which lies in the
+    ball).  The other rows, near the origin, take the nearest of the nearest points
+    of each non-empty shell of the range (:func:`_shell_points`, fast at any
+    ``|y|``): the range is the union of its shells.  (A search over the whole range
+    from no start visited thousands of cosets per row away from the shells.)  With
+    ``return_stats`` also the cosets visited per row, all searches counted.
+    """
+    p, _, visited = _ball_points(y, n_hi, workers, return_stats=True)
+    visited = visited.copy()
+    inner = np.nonzero((p * p).sum(axis=1) < n_lo)[0]
+    if inner.size:
+        yi = y[inner]
+        best = np.full(inner.size, np.inf)
+        bp = np.zeros((inner.size, 24))
+        for n in range(n_lo + (-n_lo) % 16, n_hi + 1, 16):
+            if not shell_count(n // 8):
+                continue
+            q, _, v = _shell_points(yi, n, workers, return_stats=True)
+            visited[inner] += v
+            d = ((yi - q) ** 2).sum(axis=1)
+            up = d < best
+            best[up] = d[up]
+            bp[up] = q[up]
+        p[inner] = bp
+    if return_stats:
+        return p, visited
     return p
 
 
@@ -214,10 +273,8 @@ def constrained_nearest_point(x, *, min_norm=0, max_norm, coords="unit", workers
         p = _ball_points(y, hi_i, workers)
     elif lo_i == hi_i:
         p = _shell_points(y, hi_i, workers)
-    else:  # decode, and search (multiplier 1) where the decoded point is outside
-        from ._kernels.encode import SHELL
-
-        p = _encode(SHELL, y, lo_i, hi_i, 0, np.ones((1, 1)), *_NO_UB, workers)[0]
+    else:
+        p = _range_points(y, lo_i, hi_i, workers)
     d = ((y - p) ** 2).sum(axis=1)
     if coords == "unit":
         p /= _SQRT8

@@ -47,6 +47,7 @@ from ._gains import MAX_GAIN_LEVELS as _MAX_GAIN_LEVELS
 from ._gains import SHELL_ANGLE_ERROR, as_shells, best_shell, lloyd_max
 from ._optimize import golden_min
 from ._validation import SQRT8 as _SQRT8
+from .baselines import _pow2_unit
 from ._validation import as_blocks, as_codes, check_int, check_positive, check_range, subsample
 from .codebook import BallCodebook, ShellCodebook, _rank_union
 from .constrained import MAX_ABS as _MAX_ABS
@@ -60,8 +61,6 @@ __all__ = ["Quantizer", "BallQuantizer", "ShapeGainQuantizer", "constrained_near
 #: the smallest and largest rates supported (bits per dimension)
 MIN_BITS_PER_DIM = math.log2(196561) / 24.0
 MAX_BITS_PER_DIM = 2.5
-#: largest |entry| a fit accepts: squared errors of blocks of 24 stay finite in float64
-_MAX_FIT = 1e150
 
 
 # ---------------------------------------------------------------------------
@@ -256,10 +255,12 @@ class BallQuantizer:
         top = float(np.abs(y).max())
         if top == 0.0:
             raise ValueError("x is all zeros: no scale fits it")
-        if top >= _MAX_FIT:
-            raise ValueError(f"x overflows the fit: its largest entry {top:.3g} is not below {_MAX_FIT:.0e}, "
-                             "where squared errors overflow float64; rescale x")
-        rms = top * float(np.sqrt(np.mean((y / top) ** 2)))  # no overflow, no underflow to zero
+        # fit on y / 2**e (2**e near the largest |y|) and scale back: exact in binary
+        # floating point, so the fit is the same at every scale (squared errors
+        # neither overflow nor underflow to zero)
+        unit = _pow2_unit(y)
+        y = y / unit
+        rms = float(np.sqrt(np.mean(y**2)))
         if np.abs(y).max() / rms >= _MAX_ABS / 64:
             raise ValueError("x has entries too large to fit a scale")
         n_hi = 8 * self.max_norm
@@ -278,7 +279,11 @@ class BallQuantizer:
             s2 = float((v * y).sum()) / vv
             if s2 > 0 and mse(s2) < f:
                 s = s2
-        self.scale = float(s)
+        scale = float(s) * unit
+        if not (math.isfinite(scale * math.sqrt(self.max_norm)) and scale > 0.0):
+            raise ValueError(f"x cannot be fitted in float64: the scale for its largest entry "
+                             f"{top:.3g} would make codewords overflow or vanish; rescale x")
+        self.scale = scale
         return self
 
     # --------------------------------------------------------------- coding

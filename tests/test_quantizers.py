@@ -201,6 +201,75 @@ def test_constrained_nearest_point_public(minvec):
 
 
 # ---------------------------------------------------------------------------
+# off-shell inputs: exact, and as little work as on the shell (issue #24, item 12)
+# ---------------------------------------------------------------------------
+
+#: magnitudes |y| (integer frame) off the shells: inside, near, the old slow band
+#: (4.9 to 1e4 in unit coordinates), and just below the input limit 2**30
+_OFF_SHELL = (1e-3, 1.0, 4.9 * SQ8, 100.0, 1e4 * SQ8, 0.9 * 2.0**30)
+
+
+def _directions(rng, n):
+    y = rng.standard_normal((n, 24))
+    return y / np.linalg.norm(y, axis=1, keepdims=True)
+
+
+def test_shell_search_exact_off_the_shell(minvec):
+    """min_norm = max_norm = 4 (unit): the answer has the largest inner product with
+    x at every magnitude, and near the shell (x = v (1 +- 5%), v a shell vector)."""
+    rng = np.random.default_rng(12)
+    u = _directions(rng, 6)
+    v = minvec[rng.integers(len(minvec), size=6)]
+    pts = [u * r for r in _OFF_SHELL]
+    pts += [v * (1.0 + 0.05 * rng.standard_normal((6, 1))), v + 0.3 * rng.standard_normal((6, 24))]
+    y = np.vstack(pts)
+    p = constrained_nearest_point(y, min_norm=32, max_norm=32, coords="int")
+    assert _is_lattice(p).all() and ((p * p).sum(axis=1) == 32).all()
+    best = (y @ minvec.T).max(axis=1)
+    scale = np.linalg.norm(y, axis=1) * SQ8 * 2
+    np.testing.assert_allclose((y * p).sum(axis=1) / scale, best / scale, rtol=0, atol=1e-13)
+
+
+def test_range_search_exact_off_the_shells():
+    """min_norm 4 to max_norm 8 (unit): against the exhaustive DP at magnitudes from
+    inside the hole to 1e4, and on either side of the inner and outer spheres."""
+    U = GolayCode().codewords()
+    rng = np.random.default_rng(13)
+    u = _directions(rng, len(_OFF_SHELL) - 1)
+    y = [u[k] * r for k, r in enumerate(_OFF_SHELL[:-1])]
+    y += [u[k] * r for k, r in enumerate((math.sqrt(32) * 0.97, math.sqrt(32) * 1.03,
+                                          math.sqrt(64) * 0.97, math.sqrt(64) * 1.03))]
+    y = np.array(y)
+    p, d = constrained_nearest_point(y, min_norm=32, max_norm=64, coords="int",
+                                     return_distance=True)
+    n = (p * p).sum(axis=1)
+    assert ((n >= 32) & (n <= 64)).all() and _is_lattice(p).all()
+    for k in range(len(y)):
+        _, dr = constrained_reference(y[k], 32, 64, U)
+        assert d[k] == pytest.approx(dr, rel=1e-12, abs=1e-9), k
+
+
+def test_off_shell_search_does_the_work_of_on_shell():
+    """Counting work, not time: the cosets visited for off-shell rows are those of
+    the same directions on the shell's sphere (before: every one of the 8192 cosets
+    per row at |x| = 100)."""
+    u = _directions(np.random.default_rng(14), 40)
+    for n in (32, 48, 64):
+        _, _, ref = _shell_points(u * math.sqrt(n), n, return_stats=True)
+        for r in _OFF_SHELL:
+            _, _, vis = _shell_points(u * r, n, return_stats=True)
+            assert vis.sum() <= 2 * ref.sum() + 50, (n, r)
+    # a range: the ball's search answers the rows outside the inner sphere (its own
+    # work grows only near the input limit), the shells those inside
+    from leechlib.constrained import _range_points
+
+    _, ref = _range_points(u * math.sqrt(64), 32, 64, return_stats=True)
+    for r in _OFF_SHELL[:-1]:
+        _, vis = _range_points(u * r, 32, 64, return_stats=True)
+        assert vis.sum() <= 2 * ref.sum() + 50 * len(u), r
+
+
+# ---------------------------------------------------------------------------
 # BallQuantizer
 # ---------------------------------------------------------------------------
 
@@ -542,13 +611,18 @@ def test_shape_gain_shapes_are_scale_invariant(sg_q, gauss):
         assert np.array_equal(sg_q.encode(x * s)[:, 0], want)
 
 
-def test_fit_of_huge_values_says_it_overflows_without_warnings():
+def test_fit_of_huge_values_without_warnings():
+    """Fits at 1e300 (refused before the fit was scale-equivariant) and 1e-300 (no
+    underflow into "all zeros") scale like the data, with no warnings; data whose
+    codewords would overflow are refused by name (tests/test_extreme_inputs.py)."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ValueError, match="overflows") as info:
-            BallQuantizer().fit(np.full((4, 24), 1e300))
+        s1 = BallQuantizer().fit(np.full((4, 24), 1.0)).scale
+        for s in (1e300, 1e-300):
+            assert BallQuantizer().fit(np.full((4, 24), s)).scale == pytest.approx(s * s1,
+                                                                                   rel=1e-12)
+        with pytest.raises(ValueError, match="x cannot be fitted") as info:
+            BallQuantizer().fit(np.full((4, 24), 1.7e308))
         assert "NaN" not in str(info.value)
-        # tiny values do not underflow into "all zeros"
-        assert BallQuantizer().fit(np.full((4, 24), 1e-300)).scale > 0

@@ -245,7 +245,7 @@ def test_autocast_runs_the_core_in_float32():
     assert q2.dtype == torch.float32 and torch.isfinite(q2).all()
 
 
-@pytest.mark.parametrize("codebook", ["minimal", 6])
+@pytest.mark.parametrize("codebook", ["minimal", 6, "ball"])
 def test_torch_compile(codebook):
     torch._dynamo.reset()
     vq = LeechVQ(48, codebook=codebook)
@@ -430,3 +430,110 @@ def test_cuda_matches_cpu(codebook):
     assert torch.allclose(qc.cpu(), q)
     assert torch.equal(vqc.indices_to_codes(idxc).cpu(), qc.cpu())
     assert torch.equal(vqc.codes_to_indices(vqc.indices_to_codes(idxc, project_out=False)), idxc)
+
+
+# ---------------------------------------------------------------------------
+# extreme inputs (issue #24, item 11)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"codebook": 6}, {"codebook": "ball"},
+                                    {"gain": "block"}, {"gain": "block", "gain_levels": 4},
+                                    {"commitment_weight": 0.25}])
+def test_empty_batch(kwargs):
+    """An empty batch: empty outputs of the right shapes, an aux loss of 0 (not NaN),
+    and in training no error from the gain levels (torch.quantile refuses empty
+    input) and no change of state."""
+    vq = LeechVQ(30, **kwargs)
+    state = {k: v.clone() for k, v in vq.state_dict().items()}
+    q, idx, loss, g = vq(torch.zeros(0, 5, 30), return_gains=True)
+    assert q.shape == (0, 5, 30) and idx.shape == (0, 5, 2) and g.shape == (0, 5, 2)
+    assert idx.dtype == torch.int64 and loss.shape == () and float(loss.detach()) == 0.0
+    for k, v in vq.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    q.sum().backward()  # the graph is intact
+
+
+def test_gain_levels_in_half_precision_train():
+    """torch.quantile refuses half precision; the levels' first fit does not use it."""
+    vq = LeechVQ(24, gain="block", gain_levels=4).bfloat16()
+    vq(torch.randn(64, 24).bfloat16())
+    assert bool(vq.levels_ready) and bool(torch.isfinite(vq.levels).all())
+    assert bool((vq.levels[1:] >= vq.levels[:-1]).all())
+
+
+def test_gain_levels_stay_finite_at_huge_gains():
+    """float64 gains of 1e200 cannot be float32 levels: refused, state untouched; a
+    float64 module fits them without overflow (sums of the bucket means scaled)."""
+    torch.manual_seed(0)
+    vq = LeechVQ(24, gain="block", gain_levels=4)
+    vq(torch.randn(64, 24))
+    before = vq.levels.clone()
+    with pytest.raises(ValueError, match="x has blocks whose gains overflow"):
+        vq(torch.randn(64, 24, dtype=torch.float64) * 1e200)
+    assert torch.equal(vq.levels, before)
+    vq = LeechVQ(24, gain="block", gain_levels=4).double()
+    for s in (1.0, 1e306, 1e-300):
+        vq(torch.randn(1000, 24, dtype=torch.float64) * s)
+        assert bool(torch.isfinite(vq.levels).all()), s
+    # gains of 1e306 from the start: the first fit and its Lloyd step are finite too
+    vq = LeechVQ(24, gain="block", gain_levels=4).double()
+    vq(torch.randn(1000, 24, dtype=torch.float64) * 1e306)
+    assert bool(torch.isfinite(vq.levels).all()) and float(vq.levels.min()) > 1e306
+
+
+@pytest.mark.parametrize("codebook", ["minimal", 6])
+def test_shell_direction_survives_huge_and_tiny_scales(codebook):
+    """The search of a spherical codebook depends on the direction only, also where
+    ||x||^2 overflows (1e160) or underflows (1e-170) in float64."""
+    vq = _eval(LeechVQ(24, codebook=codebook, gain=None).double())
+    x = torch.randn(16, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    _, ref, _ = vq(x)
+    assert len(torch.unique(ref)) > 8
+    for s in (1e160, 1e300, 1e-170, 1e-300):
+        assert torch.equal(vq(x * s)[1], ref), s
+
+
+@pytest.mark.parametrize("rotation_trick", [False, True])
+@pytest.mark.parametrize("size", [0.0, 1e-30, 1e-8])
+def test_learned_gain_gradient_is_bounded_for_tiny_blocks(rotation_trick, size):
+    """Normalising a block by max(||block||, 1e-4): the gradient with respect to a tiny
+    (or all-zero) block is at most scale / 1e-4 per unit of output gradient, with
+    straight-through and with the rotation trick (whose rescaling stays <= 1)."""
+    vq = LeechVQ(24, rotation_trick=rotation_trick)
+    x = torch.full((3, 24), size)
+    x[1, ::2] = -size
+    x.requires_grad_()
+    q, _, _ = vq(x)
+    up = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    (q * up).sum().backward()
+    assert bool(torch.isfinite(x.grad).all())
+    bound = float(vq.scale.detach()) / 1e-4 * up.norm(dim=-1)
+    assert bool((x.grad.norm(dim=-1) <= bound * (1 + 1e-5)).all())
+    assert bool(torch.isfinite(vq.scale.grad).all())
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"codebook": 6}, {"codebook": "ball"},
+                                    {"gain": "block", "gain_levels": 4}])
+def test_meta_input_gives_meta_outputs(kwargs):
+    """Shape inference: meta input, meta outputs of the right shapes and dtypes."""
+    vq = LeechVQ(30, **kwargs)
+    q, idx, loss, g = vq(torch.empty(7, 3, 30, device="meta"), return_gains=True)
+    assert all(t.device.type == "meta" for t in (q, idx, loss, g))
+    assert q.shape == (7, 3, 30) and q.dtype == torch.float32
+    assert idx.shape == (7, 3, 2) and idx.dtype == torch.int64
+    assert loss.shape == () and g.shape == (7, 3, 2)
+    q64 = vq(torch.empty(2, 30, device="meta", dtype=torch.float64))[0]
+    assert q64.dtype == torch.float64 and q64.shape == (2, 30)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_ball_scale_must_be_positive_and_finite(bad):
+    vq = LeechVQ(24, codebook="ball")
+    codes = vq.indices_to_codes(torch.ones(2, 1, dtype=torch.int64), project_out=False)
+    with torch.no_grad():
+        vq.scale.fill_(bad)
+    with pytest.raises(ValueError, match="scale must be positive and finite"):
+        vq(torch.randn(3, 24))
+    with pytest.raises(ValueError, match="scale must be positive and finite"):
+        vq.codes_to_indices(codes)

@@ -25,6 +25,7 @@ tensor's device.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from leechlib import shell_count
@@ -66,9 +67,14 @@ class Codebook:
         """Nearest codewords of the rows of ``y`` (``(n, 24)``, float, unit coordinates).
 
         Spherical codebooks: the vector of largest inner product (``y``'s scale does
-        not matter); ball: the nearest point to ``y``.  Returns integer-model points
-        (float64) and int64 indices.
+        not matter: each row is divided by its largest absolute entry first, so the
+        norms taken by the search neither overflow, beyond 1e150 in float64, nor
+        underflow to zero for tiny rows); ball: the nearest point to ``y``.  Returns
+        integer-model points (float64) and int64 indices.
         """
+        if self.spherical and y.numel():
+            m = y.abs().amax(dim=-1, keepdim=True)
+            y = y / torch.where(m > 0, m, torch.ones_like(m))
         return codebook_search(y, self.kind, self.norm)
 
     def points(self, idx: Tensor) -> Tensor:

@@ -21,6 +21,10 @@ AUTO_TRACK_MAX = 1 << 21
 TRACK_MAX = 1 << 25
 _MAX_GAIN_LEVELS = 1 << 16
 _EPS = 1e-12
+#: the learned (and fixed) gain normalises a block by ``max(||block||, _NORM_EPS)``:
+#: the gradient of the output with respect to a block is at most ``scale /
+#: _NORM_EPS`` per unit of output gradient, also for an all-zero block
+_NORM_EPS = 1e-4
 
 
 def _check_real(value, name, lo, hi, *, lo_open=False, hi_open=False) -> float:
@@ -60,6 +64,32 @@ def _parse_codebook(codebook, max_norm) -> Codebook:
     if kind != "ball" and max_norm is not None:
         raise ValueError("max_norm only applies to codebook='ball'")
     return Codebook(kind, norm)
+
+
+def _mse(a: Tensor, b: Tensor) -> Tensor:
+    """``F.mse_loss``, and 0 (not NaN) for empty tensors."""
+    if a.numel() == 0:
+        return (a.sum() + b.sum()) * 0.0
+    return F.mse_loss(a, b)
+
+
+def _unit(v: Tensor) -> Tensor:
+    """``v / ||v||`` along the last axis (0 for a zero row), without underflow or
+    overflow: divided by the largest entry first, so tiny rows are unit vectors too."""
+    m = v.abs().amax(dim=-1, keepdim=True)
+    w = v / torch.where(m > 0, m, 1.0)
+    return w / w.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+
+
+def _quantiles(c: Tensor, K: int) -> Tensor:
+    """The ``(k + 1/2) / K`` quantiles of the non-empty 1-d ``c`` (linear interpolation,
+    as ``torch.quantile``, which refuses half precision and more than 2**24 values)."""
+    s = torch.sort(c).values
+    pos = (torch.arange(K, dtype=torch.float64, device=c.device) + 0.5) / K * (s.numel() - 1)
+    lo = pos.floor().long()
+    hi = pos.ceil().long()
+    w = (pos - lo).to(s.dtype)
+    return s[lo] + (s[hi] - s[lo]) * w
 
 
 class LeechVQ(nn.Module):
@@ -251,42 +281,69 @@ class LeechVQ(nn.Module):
             return self.levels.dtype
         return torch.float32
 
-    def _straight(self, src: Tensor, tgt: Tensor) -> Tensor:
+    def _straight(self, src: Tensor, tgt: Tensor, src_floor: float = _EPS) -> Tensor:
         """The value ``tgt`` (detached) with the gradient of ``src``: identity
-        (straight-through) or the rotation trick."""
+        (straight-through) or the rotation trick.
+
+        ``src_floor``: the rotation trick rescales by ``||tgt|| / max(||src||,
+        src_floor)``; the learned gain passes 1 (its ``src`` is a unit vector, or
+        shorter only for a block below ``_NORM_EPS``), so the rescaling stays at
+        most 1 and a tiny block's gradient stays bounded.
+        """
         if not self.rotation_trick:
             return tgt + (src - src.detach())
         with torch.no_grad():
             ns = src.norm(dim=-1, keepdim=True)
             nt = tgt.norm(dim=-1, keepdim=True)
-            sh = src / ns.clamp_min(_EPS)
-            th = tgt / nt.clamp_min(_EPS)
+            sh = _unit(src)
+            th = _unit(tgt)
             r = sh + th
             r = r / r.norm(dim=-1, keepdim=True).clamp_min(_EPS)
-            lam = nt / ns.clamp_min(_EPS)
+            lam = nt / ns.clamp_min(src_floor)
         rot = src - 2.0 * r * (r * src).sum(-1, keepdim=True) + 2.0 * th * (sh * src).sum(
             -1, keepdim=True)
         t = lam * rot
         return tgt + (t - t.detach())
 
-    def _level_index(self, c: Tensor) -> Tensor:
-        mids = 0.5 * (self.levels[1:] + self.levels[:-1])
+    def _level_index(self, c: Tensor, levels: Tensor | None = None) -> Tensor:
+        lv = self.levels if levels is None else levels
+        mids = 0.5 * lv[1:] + 0.5 * lv[:-1]  # no overflow for levels near the dtype's max
         return torch.bucketize(c.to(mids.dtype).contiguous(), mids)
 
     @torch.no_grad()
     def _update_levels(self, c: Tensor) -> None:
-        c = c.reshape(-1).to(self.levels.dtype)
-        K = self.levels.shape[0]
+        """One EMA Lloyd step of the gain levels on the block gains ``c`` (>= 0).
+
+        Nothing changes on an empty batch.  Gains that the levels' dtype cannot hold
+        (e.g. a float64 batch of 1e200 with float32 levels) are refused before any
+        state changes.  The work runs in at least float32 (``quantile`` and sums in
+        half precision would fail or overflow), the bucket means on gains divided by a
+        power of two (exact), so sums of huge gains do not overflow, and the EMA as
+        ``level + (1 - decay) * (mean - level)``, which stays between the two.
+        """
+        c = c.reshape(-1)
+        if c.numel() == 0:
+            return
+        ldt = self.levels.dtype
+        wdt = torch.promote_types(ldt, torch.float32)
+        if not bool(torch.isfinite(c.to(ldt)).all()):
+            raise ValueError(f"x has blocks whose gains overflow the gain levels' dtype {ldt} "
+                             f"(largest gain {float(c.abs().max()):.3g}): rescale x, or use "
+                             f"a module of a wider dtype")
+        c = c.to(wdt)
+        levels = self.levels.to(wdt)
+        K = levels.shape[0]
         if not bool(self.levels_ready):
-            q = (torch.arange(K, dtype=c.dtype, device=c.device) + 0.5) / K
-            self.levels.copy_(torch.quantile(c, q))
-            self.levels_ready.fill_(True)
-        k = self._level_index(c)
-        sums = torch.zeros_like(self.levels).scatter_add_(0, k, c)
-        cnt = torch.zeros_like(self.levels).scatter_add_(0, k, torch.ones_like(c))
-        target = torch.where(cnt > 0, sums / cnt.clamp_min(1.0), self.levels)
-        new = self.gain_decay * self.levels + (1.0 - self.gain_decay) * target
-        self.levels.copy_(torch.sort(new).values)
+            levels = _quantiles(c, K)
+        k = self._level_index(c, levels)
+        top = float(c.abs().max())
+        unit = math.ldexp(1.0, math.frexp(top)[1]) if top > 0 else 1.0
+        sums = torch.zeros_like(levels).scatter_add_(0, k, c / unit)
+        cnt = torch.zeros_like(levels).scatter_add_(0, k, torch.ones_like(c))
+        target = torch.where(cnt > 0, sums / cnt.clamp_min(1.0) * unit, levels)
+        new = levels + (1.0 - self.gain_decay) * (target - levels)
+        self.levels.copy_(torch.sort(new).values.to(ldt))
+        self.levels_ready.fill_(True)
 
     @torch.no_grad()
     def _update_usage(self, idx: Tensor) -> None:
@@ -294,6 +351,20 @@ class LeechVQ(nn.Module):
         counts = torch.zeros_like(self.usage_ema).scatter_add_(
             0, flat, torch.ones(flat.shape, dtype=self.usage_ema.dtype, device=flat.device))
         self.usage_ema.mul_(self.usage_decay).add_(counts, alpha=1.0 - self.usage_decay)
+
+    def _ball_scale(self, dtype: torch.dtype) -> Tensor:
+        """The ball's scale per block position, ``(num_blocks, 1)``: positive and finite.
+
+        Not checked inside ``torch.compile`` (a data-dependent branch would break the
+        graph); there a bad scale shows as non-finite blocks in the search.
+        """
+        s = self.scale.to(dtype)[:, None]
+        if torch.compiler.is_compiling() or s.device.type == "meta":
+            return s
+        if not bool(((s > 0) & torch.isfinite(s)).all()):
+            raise ValueError(f"scale must be positive and finite (the ball's scale per block "
+                             f"position), got {self.scale.detach().flatten().tolist()}")
+        return s
 
     def _check_x(self, x) -> None:
         if not isinstance(x, Tensor):
@@ -324,6 +395,13 @@ class LeechVQ(nn.Module):
         self._check_x(x)
         if not isinstance(return_gains, bool):
             raise TypeError(f"return_gains must be a bool, got {type(return_gains).__name__}")
+        if x.device.type == "meta":  # shape inference: meta outputs, nothing computed
+            core = torch.float64 if x.dtype == torch.float64 else self._param_dtype()
+            lead = x.shape[:-1]
+            out = (x.new_empty(x.shape), x.new_empty(lead + (self.num_blocks,), dtype=torch.int64),
+                   x.new_empty((), dtype=core))
+            return out + (x.new_empty(lead + (self.num_blocks,), dtype=core),) if return_gains \
+                else out
         z = self.project_in(x)
         with torch.autocast(device_type=z.device.type, enabled=False):
             core = torch.float64 if z.dtype == torch.float64 else self._param_dtype()
@@ -331,7 +409,10 @@ class LeechVQ(nn.Module):
             q, idx, commit, g = self._quantize(zb)
             q = q.reshape(z.shape[:-1] + (self.codebook_dim,))
         out = self.project_out(q).to(x.dtype)
-        loss = commit * self.commitment_weight
+        if self.commitment_weight == 0.0:  # no 0 * nan (empty batch) or 0 * inf (overflow)
+            loss = torch.zeros((), dtype=commit.dtype, device=commit.device)
+        else:
+            loss = commit * self.commitment_weight
         if self.training:
             self._last_indices = idx.detach()
             if self.track_usage:
@@ -345,12 +426,12 @@ class LeechVQ(nn.Module):
         flat = zb.detach().reshape(-1, 24)
         lead = zb.shape[:-1]
         if not cb.spherical:
-            s = self.scale.to(zb.dtype)[:, None]
+            s = self._ball_scale(zb.dtype)
             y = zb / s
             p_int, idx = cb.search(y.detach().reshape(-1, 24))
             p = (p_int / SQRT8).to(zb.dtype).reshape(zb.shape)
             out = s * self._straight(y, p)
-            commit = F.mse_loss(zb, (s * p).detach())
+            commit = _mse(zb, (s * p).detach())
             return out, idx.reshape(lead), commit, s[:, 0].expand(lead)
         p_int, idx = cb.search(flat)
         u = (p_int / math.sqrt(cb.int_norm)).to(zb.dtype).reshape(zb.shape)
@@ -367,13 +448,13 @@ class LeechVQ(nn.Module):
                 g = c
             tgt = g[..., None] * u
             out = self._straight(zb, tgt)
-            commit = F.mse_loss(zb, tgt)
+            commit = _mse(zb, tgt)
             return out, idx, commit, g
         r = zb.norm(dim=-1, keepdim=True)
-        xh = zb / r.clamp_min(_EPS)
+        xh = zb / r.clamp_min(_NORM_EPS)  # a bounded gradient for tiny blocks
         s = self.scale.to(zb.dtype)[:, None]
-        out = s * self._straight(xh, u)
-        commit = F.mse_loss(xh, u)
+        out = s * self._straight(xh, u, 1.0)
+        commit = _mse(xh, u)
         return out, idx, commit, s[:, 0].expand(lead)
 
     # ------------------------------------------------------------------ codes
@@ -470,7 +551,7 @@ class LeechVQ(nn.Module):
             raise ValueError("codes contains NaN or inf")
         k = None
         if not self.cb.spherical:
-            z = zb / self.scale.detach().to(torch.float64)[:, None] * SQRT8
+            z = zb / self._ball_scale(torch.float64).detach() * SQRT8
         else:
             if self.gain_mode == "block" and self.levels is None:
                 g = zb.norm(dim=-1, keepdim=True)
