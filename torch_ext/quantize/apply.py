@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .calibrate import CalibrationPlan, as_batches
+from .calibrate import CalibrationPlan, _set_module, as_batches
 from .config import QuantizeConfig, resolve_config
 from .layer import LeechQuantizedLinear, is_conv1d
 
@@ -24,10 +24,24 @@ def _matches(name: str, patterns) -> bool:
                for p in patterns)
 
 
+def _uses(model: nn.Module) -> dict[int, list[str]]:
+    """Every name of each module (a module used at several places has several)."""
+    out: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        out.setdefault(id(m), []).append(n)
+    return out
+
+
 def _targets(model: nn.Module, skip) -> list[tuple[str, nn.Module]]:
-    """The ``nn.Linear`` (and Hugging Face ``Conv1D``) layers not matched by ``skip``."""
+    """The ``nn.Linear`` (and Hugging Face ``Conv1D``) layers not matched by ``skip``.
+
+    A layer used at several places is listed once, by its first name, and left in
+    float if any of its names matches ``skip``.
+    """
+    uses = _uses(model)
     return [(n, m) for n, m in model.named_modules()
-            if (type(m) is nn.Linear or is_conv1d(m)) and not _matches(n, skip)]
+            if (type(m) is nn.Linear or is_conv1d(m))
+            and not any(_matches(u, skip) for u in uses[id(m)])]
 
 
 def _check_model(model) -> None:
@@ -135,13 +149,29 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
     config = resolve_config(config, args, settings, caller="quantize_model", positional=_POSITIONAL)
     if config.feedback == "ldlq" and data is None:
         raise ValueError("feedback='ldlq' needs calibration data: pass data=")
+    done = [n for n, m in model.named_modules() if isinstance(m, LeechQuantizedLinear)]
+    if done:
+        raise ValueError(f"the model is already quantized ({len(done)} quantized layer(s), e.g. "
+                         f"{done[0]!r}): quantizing it again would keep those layers as they are; "
+                         "quantize the float model instead")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     targets = _targets(model, config.skip)
     for n, m in targets:  # fail before replacing anything
         if not bool(torch.isfinite(m.weight.detach()).all()):
             raise ValueError(f"layer {n!r}: weight contains NaN or inf")
     batches = as_batches(data) if data is not None else None
-    CalibrationPlan(model, targets, config, workers=workers, cache=cache,
-                    callback=callback).run(batches)
+    uses = _uses(model)
+    aliases = {n: [u for u in uses[id(m)] if u != n] for n, m in targets}
+    plan = CalibrationPlan(model, targets, config, workers=workers, cache=cache, callback=callback,
+                           aliases=aliases)
+    try:
+        plan.run(batches)
+    except BaseException:  # an error, a raising callback, an interrupt: the model as it was
+        for n, m in targets:
+            for u in (n, *aliases[n]):
+                _set_module(model, u, m)
+        raise
     return model
 
 

@@ -307,6 +307,9 @@ class CalibrationPlan:
     callback : callable, optional
         ``callback(name, info)`` after each layer is replaced (see
         :func:`~torch_ext.quantize.quantize_model`).
+    aliases : dict, optional
+        ``{name: [other names]}``: a layer used at several places in the model;
+        its quantized layer is put at every one of them.
 
     Attributes
     ----------
@@ -331,11 +334,13 @@ class CalibrationPlan:
 
     def __init__(self, model: nn.Module, targets, config: QuantizeConfig, *,
                  workers: int | None = -1, cache: bool | None = None,
-                 callback: Callable[[str, dict], None] | None = None):
+                 callback: Callable[[str, dict], None] | None = None,
+                 aliases: dict[str, list[str]] | None = None):
         if not isinstance(config, QuantizeConfig):
             raise TypeError(f"config must be a QuantizeConfig, got {type(config).__name__}")
         self.model = model
         self.targets = list(targets)
+        self.aliases = dict(aliases or {})
         self.config = config
         self.workers, self.cache, self.callback = workers, cache, callback
         self.done: list[str] = []
@@ -353,8 +358,14 @@ class CalibrationPlan:
             name=name, workers=self.workers, cache=self.cache)
 
     def replace(self, name: str, layer: LeechQuantizedLinear) -> None:
-        """Put ``layer`` into the model as ``name``, then call the callback."""
+        """Put ``layer`` into the model as ``name`` (and its aliases), then call the callback."""
         _set_module(self.model, name, layer)
+        others = self.aliases.get(name, [])
+        for a in others:  # a layer used at several places: one quantized layer at each
+            _set_module(self.model, a, layer)
+        if others and not any("shared" in x for x in layer.stats.get("notes", [])):
+            layer.stats.setdefault("notes", []).append(
+                f"shared: the same layer is also used as {', '.join(repr(a) for a in others)}")
         index = len(self.done)
         self.done.append(name)
         if self.callback is None:
