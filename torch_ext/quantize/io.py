@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from .._safetensors import read_safetensors, read_safetensors_header
 from .calibrate import _set_module
-from .layer import LeechQuantizedLinear, is_conv1d, layer_checksum
+from .layer import LeechQuantizedLinear, _check_config, is_conv1d, layer_checksum
 
 __all__ = ["save_quantized", "load_quantized", "register_architecture", "QUANTIZED_FORMAT"]
 
@@ -221,9 +221,13 @@ def _read_metadata(meta: dict, p: str) -> tuple[dict, dict, dict | None]:
     if not isinstance(layers, dict):
         raise ValueError(f"{p}: 'quantized_layers' must be a JSON object (layer name -> config), "
                          f"got {type(layers).__name__}")
-    for n in layers:
+    for n, cfg in layers.items():
         if not n:
             raise ValueError(f"{p}: 'quantized_layers' has an empty layer name")
+        try:
+            _check_config(cfg)
+        except ValueError as exc:
+            raise ValueError(f"{p}: layer {n!r}: {exc}") from None
     aliases = {}
     if "quantized_aliases" in meta:
         aliases = _json_field(meta, "quantized_aliases", p, "the shared layer metadata")
@@ -289,7 +293,7 @@ def _replace_layers(model: nn.Module, layers: dict, aliases: dict, p: str, cache
         try:
             new = LeechQuantizedLinear.from_config(cfg, name=name, cache=cache, device=device)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{p}: quantized layer {name!r}: {exc}") from None
+            raise ValueError(f"{p}: layer {name!r}: {exc}") from None
         _set_module(model, name, new)
         for a, n in aliases.items():
             if n == name:
@@ -390,7 +394,7 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *,
         try:
             want = LeechQuantizedLinear.stored_shapes(cfg)
         except ValueError as exc:
-            raise ValueError(f"{p}: quantized layer {name!r}: {exc}") from None
+            raise ValueError(f"{p}: layer {name!r}: {exc}") from None
         got = shapes.get(f"{name}.packed")
         if got is None:
             raise ValueError(f"{p}: quantized layer {name!r} has no tensor {name + '.packed'!r}")
