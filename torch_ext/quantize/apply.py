@@ -60,7 +60,11 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
     """Replace every ``nn.Linear`` of ``model`` (in place) by a :class:`LeechQuantizedLinear`.
 
     Hugging Face ``Conv1D`` layers (GPT-2's linear layers, weight stored
-    transposed) are replaced too.
+    transposed) are replaced too.  A layer used at several places (one module
+    under several names) becomes one quantized layer at every place (left in
+    float if any of its names matches ``skip``).  If anything fails part-way (an
+    error, a raising ``callback``, an interrupt), every layer already replaced is
+    put back: the model is as it was.
 
     Parameters
     ----------
@@ -110,7 +114,8 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
     ------
     ValueError
         Unknown method, rotation or feedback; ``feedback="ldlq"`` without ``data``;
-        a model on the meta device; a weight with NaN or inf (naming the layer;
+        a model on the meta device; a model that already holds quantized layers
+        (quantize the float model); a weight with NaN or inf (naming the layer;
         checked before anything is replaced); a calibration batch the model fails
         on (naming the batch, the model's error chained); non-finite activations
         (naming the layer); or a bad setting.
