@@ -288,7 +288,7 @@ def _replace_layers(model: nn.Module, layers: dict, aliases: dict, p: str, cache
         else:
             shape = (old.in_features, old.out_features)
         if shape != (cfg["in_features"], cfg["out_features"]):
-            raise ValueError(f"{p}: layer {name!r} is {shape[1]}x{shape[0]} (out x in) in the "
+            raise ValueError(f"{p}: layer {name!r} is {shape[1]}x{shape[0]} in the "
                              f"model but {cfg['out_features']}x{cfg['in_features']} in the file")
         try:
             new = LeechQuantizedLinear.from_config(cfg, name=name, cache=cache, device=device)
