@@ -67,8 +67,8 @@ def register_architecture(key: str, cls: type, build: Callable[[dict], nn.Module
         the float shape its config gives), ``file_size`` is in bytes.  It raises
         ``ValueError`` for a config the file's tensors do not bear out, so that a
         crafted config cannot make the build allocate more than the file implies.
-        (The LILA config has such a check here, :func:`_check_lila`, used when
-        its registration gives none.)
+        Without it, the build on the meta device still allocates no parameter,
+        but tensors the build makes from data (a frozen kernel) are real.
 
     Examples
     --------
@@ -247,23 +247,9 @@ def _read_metadata(meta: dict, p: str) -> tuple[dict, dict, dict | None]:
     return layers, aliases, sums
 
 
-def _check_lila(config: dict, shapes: dict, file_size: int) -> None:
-    """The LILA config of a quantized file against its tensors (:func:`torch_ext.model.check_stored_config`).
-
-    The quantized layers stand in with the float shapes of their configs (their
-    configs were checked against their codes first); the size test is left to
-    those shapes, since quantized weights take a fraction of the bytes a float
-    config implies.
-    """
-    from ..model import LilaConfig, check_stored_config  # no cycle: torch_ext.model imports no quantize
-
-    cfg = LilaConfig.from_dict(dict(config))
-    check_stored_config(cfg, shapes, 1 << 62, "the file")
-
-
 def _check_stored(key: str, stored, layers: dict, shapes: dict, file_size: int, p: str, what: str) -> None:
-    """Run the registered check (or the LILA one) of a stored config before the build."""
-    check = _CHECKS.get(key) or (_check_lila if key == "lila_config" else None)
+    """Run the registered check of a stored config before the build."""
+    check = _CHECKS.get(key)
     if check is None:
         return
     if not isinstance(stored, dict):
