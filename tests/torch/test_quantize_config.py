@@ -69,7 +69,7 @@ BAD = [
     (dict(method="rtn", bits=9), ValueError, r"bits must be in \[1, 8\], got 9"),
     (dict(method="rtn", bits="2"), TypeError, r"bits must be an int"),
     (dict(method="e8", bits=0.5), ValueError, r"too small for the E8 ball"),
-    (dict(method="leech-ball", bits=3), ValueError, r"bits_per_dim"),
+    (dict(method="leech-ball", bits=3), ValueError, r"leech-ball supports bits from .* got bits=3"),
     (dict(group="col"), ValueError, r"group must be 'row', 'tensor' or a positive int, got 'col'"),
     (dict(method="leech-ball", group=16), ValueError, r"multiple of the block length 24, got 16"),
     (dict(group=2.5), TypeError, r"group must be 'row', 'tensor' or a positive int, got float"),

@@ -389,6 +389,11 @@ def test_quantize_model_skip_and_generic_modules():
     net.add_module("lm_head", nn.Linear(24, 10))
     quantize_model(net, method="rtn")
     assert isinstance(net.body, LeechQuantizedLinear) and type(net.lm_head) is nn.Linear
+    with pytest.raises(ValueError, match="already quantized"):  # not a silent half re-quantization
+        quantize_model(net, method="rtn", skip=())
+    net = nn.Sequential()
+    net.add_module("body", nn.Linear(24, 24))
+    net.add_module("lm_head", nn.Linear(24, 10))
     quantize_model(net, method="rtn", skip=())
     assert isinstance(net.lm_head, LeechQuantizedLinear)
     r = model_bits_report(net)
@@ -592,7 +597,7 @@ def test_bad_arguments():
         LeechQuantizedLinear.from_linear(lin, "rtn", bits=9)
     with pytest.raises(ValueError, match="too small for the E8 ball"):
         LeechQuantizedLinear.from_linear(lin, "e8", bits=0.5)
-    with pytest.raises(ValueError, match="bits_per_dim"):
+    with pytest.raises(ValueError, match=r"leech-ball supports bits from .* got bits=3"):
         LeechQuantizedLinear.from_linear(lin, "leech-ball", bits=3)
     with pytest.raises(TypeError, match="torch.nn.Linear"):
         LeechQuantizedLinear.from_linear(nn.Conv1d(2, 2, 1), "rtn")

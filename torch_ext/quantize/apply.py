@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .calibrate import CalibrationPlan, as_batches
+from .calibrate import CalibrationPlan, _set_module, as_batches
 from .config import QuantizeConfig, resolve_config
 from .layer import LeechQuantizedLinear, is_conv1d
 
@@ -24,10 +24,24 @@ def _matches(name: str, patterns) -> bool:
                for p in patterns)
 
 
+def _uses(model: nn.Module) -> dict[int, list[str]]:
+    """Every name of each module (a module used at several places has several)."""
+    out: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        out.setdefault(id(m), []).append(n)
+    return out
+
+
 def _targets(model: nn.Module, skip) -> list[tuple[str, nn.Module]]:
-    """The ``nn.Linear`` (and Hugging Face ``Conv1D``) layers not matched by ``skip``."""
+    """The ``nn.Linear`` (and Hugging Face ``Conv1D``) layers not matched by ``skip``.
+
+    A layer used at several places is listed once, by its first name, and left in
+    float if any of its names matches ``skip``.
+    """
+    uses = _uses(model)
     return [(n, m) for n, m in model.named_modules()
-            if (type(m) is nn.Linear or is_conv1d(m)) and not _matches(n, skip)]
+            if (type(m) is nn.Linear or is_conv1d(m))
+            and not any(_matches(u, skip) for u in uses[id(m)])]
 
 
 def _check_model(model) -> None:
@@ -46,7 +60,11 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
     """Replace every ``nn.Linear`` of ``model`` (in place) by a :class:`LeechQuantizedLinear`.
 
     Hugging Face ``Conv1D`` layers (GPT-2's linear layers, weight stored
-    transposed) are replaced too.
+    transposed) are replaced too.  A layer used at several places (one module
+    under several names) becomes one quantized layer at every place (left in
+    float if any of its names matches ``skip``).  If anything fails part-way (an
+    error, a raising ``callback``, an interrupt), every layer already replaced is
+    put back: the model is as it was.
 
     Parameters
     ----------
@@ -97,7 +115,8 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
     ------
     ValueError
         Unknown method, rotation or feedback; ``feedback="ldlq"`` without ``data``;
-        a model on the meta device; a weight with NaN or inf (naming the layer;
+        a model on the meta device; a model that already holds quantized layers
+        (quantize the float model); a weight with NaN or inf (naming the layer;
         checked before anything is replaced); a calibration batch the model fails
         on (naming the batch, the model's error chained); non-finite activations
         (naming the layer); or a bad setting.
@@ -136,13 +155,29 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
     config = resolve_config(config, args, settings, caller="quantize_model", positional=_POSITIONAL)
     if config.feedback == "ldlq" and data is None:
         raise ValueError("feedback='ldlq' needs calibration data: pass data=")
+    done = [n for n, m in model.named_modules() if isinstance(m, LeechQuantizedLinear)]
+    if done:
+        raise ValueError(f"the model is already quantized ({len(done)} quantized layer(s), e.g. "
+                         f"{done[0]!r}): quantizing it again would keep those layers as they are; "
+                         "quantize the float model instead")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     targets = _targets(model, config.skip)
     for n, m in targets:  # fail before replacing anything
         if not bool(torch.isfinite(m.weight.detach()).all()):
             raise ValueError(f"layer {n!r}: weight contains NaN or inf")
     batches = as_batches(data) if data is not None else None
-    CalibrationPlan(model, targets, config, workers=workers, cache=cache,
-                    callback=callback).run(batches)
+    uses = _uses(model)
+    aliases = {n: [u for u in uses[id(m)] if u != n] for n, m in targets}
+    plan = CalibrationPlan(model, targets, config, workers=workers, cache=cache, callback=callback,
+                           aliases=aliases)
+    try:
+        plan.run(batches)
+    except BaseException:  # an error, a raising callback, an interrupt: the model as it was
+        for n, m in targets:
+            for u in (n, *aliases[n]):
+                _set_module(model, u, m)
+        raise
     return model
 
 

@@ -348,6 +348,9 @@ class CalibrationPlan:
     first_index, total : int, optional
         ``info["index"]`` of the first layer and ``info["total"]`` (default 0 and the
         number of targets), when the targets are part of a larger model.
+    aliases : dict, optional
+        ``{name: [other names]}``: a layer used at several places in the model;
+        its quantized layer is put at every one of them.
 
     Attributes
     ----------
@@ -374,11 +377,12 @@ class CalibrationPlan:
                  workers: int | None = -1, cache: bool | None = None,
                  callback: Callable[[str, dict], None] | None = None,
                  names: dict[str, str] | None = None, first_index: int = 0,
-                 total: int | None = None):
+                 total: int | None = None, aliases: dict[str, list[str]] | None = None):
         if not isinstance(config, QuantizeConfig):
             raise TypeError(f"config must be a QuantizeConfig, got {type(config).__name__}")
         self.model = model
         self.targets = list(targets)
+        self.aliases = dict(aliases or {})
         self.config = config
         self.workers, self.cache, self.callback = workers, cache, callback
         self.done: list[str] = []
@@ -399,8 +403,14 @@ class CalibrationPlan:
             name=self.names.get(name, name), workers=self.workers, cache=self.cache)
 
     def replace(self, name: str, layer: LeechQuantizedLinear) -> None:
-        """Put ``layer`` into the model as ``name``, then call the callback."""
+        """Put ``layer`` into the model as ``name`` (and its aliases), then call the callback."""
         _set_module(self.model, name, layer)
+        others = self.aliases.get(name, [])
+        for a in others:  # a layer used at several places: one quantized layer at each
+            _set_module(self.model, a, layer)
+        if others and not any("shared" in x for x in layer.stats.get("notes", [])):
+            layer.stats.setdefault("notes", []).append(
+                f"shared: the same layer is also used as {', '.join(repr(a) for a in others)}")
         index = self.first_index + len(self.done)
         self.done.append(name)
         if self.callback is None:

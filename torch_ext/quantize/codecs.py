@@ -34,6 +34,11 @@ save/load; nothing else switches on the method name):
     The same decoding with torch operations only, on the device of ``codes``.
 ``initial_gains(device)``
     The ``gains`` buffer of an empty layer, or ``None`` if the method has none.
+``max_abs(gains)``
+    A bound on the largest ``|entry|`` of a decoded normalised block (``None``:
+    no cheap bound), so that a load can tell, without decoding, that the weight
+    ``scale * decode(code)`` is finite (:meth:`LeechQuantizedLinear.check_finite
+    <torch_ext.quantize.LeechQuantizedLinear.check_finite>`).
 ``packed(gains)``
     How :mod:`leechlib.kernels`' ``packed_matmul``/``packed_weight`` decode the packed
     codes (a :class:`Packed`: ``codebook`` ``"table"`` or ``"trio"``, the float32
@@ -71,7 +76,7 @@ from torch import Tensor
 
 from leechlib.baselines import E8Quantizer
 from leechlib.kernels import SQRT8
-from leechlib.quantizers import BallQuantizer, ShapeGainQuantizer
+from leechlib.quantizers import MAX_BITS_PER_DIM, MIN_BITS_PER_DIM, BallQuantizer, ShapeGainQuantizer
 from leechlib.trio import TrioCodebook, TrioQuantizer
 
 from .._validation import check_int, subsample
@@ -85,6 +90,15 @@ _E8_FIT_POINTS = 2000
 #: batches smaller than this are encoded on one thread (starting Numba's thread
 #: pool costs milliseconds per call, more than such a batch takes)
 _MIN_PARALLEL = 2048
+
+#: the largest E8 ball (its squared norm) and the most bits per weight the e8 method
+#: takes: its 340 321 points fill codes of 19 bits, 2.375 bits per weight; more bits would
+#: silently get this ball
+_E8_MAX_NORM = 16
+_E8_MAX_BITS = 19 / 8
+#: a bound on |entry| of a decoded trio point (scale 1): three octets of integer-frame
+#: norm at most 143 each, over sqrt(8); sampled points reach 3.54
+_TRIO_MAX_ABS = math.sqrt(3 * 143 / 8)
 
 _REGISTRY: dict = {}
 
@@ -201,6 +215,10 @@ class Codec:
         """The ``gains`` buffer of an empty layer (None: the method has no gains)."""
         return None
 
+    def max_abs(self, gains) -> float | None:
+        """A bound on ``|entry|`` of any decoded normalised block (None: no cheap bound)."""
+        return None
+
     def packed(self, gains) -> Packed | None:
         """How leechlib's kernels decode the packed codes (None: no table decode)."""
         return None
@@ -217,6 +235,7 @@ class ShapeGainCodec(Codec):
     name = "leech-shape-gain"
 
     def __init__(self, bits, params: dict | None = None):
+        _leech_bits(self.name, bits)
         p = dict(params or {})
         self.bits = bits
         q = ShapeGainQuantizer(bits, shells=p.get("shells"), gain_levels=p.get("gain_levels"))
@@ -250,6 +269,9 @@ class ShapeGainCodec(Codec):
     def initial_gains(self, device):
         return torch.linspace(0.5, 1.5, self.params["gain_levels"], device=device) * 4.8
 
+    def max_abs(self, gains):
+        return None if gains is None else float(gains.detach().abs().max()) if gains.numel() else 0.0
+
 
 @register
 class BallCodec(Codec):
@@ -259,6 +281,7 @@ class BallCodec(Codec):
     name = "leech-ball"
 
     def __init__(self, bits, params: dict | None = None):
+        _leech_bits(self.name, bits)
         p = dict(params or {})
         self.bits = bits
         q = BallQuantizer(bits, scale=1.0, max_norm=p.get("max_norm"))
@@ -280,6 +303,20 @@ class BallCodec(Codec):
     def decode_torch(self, codes, gains, dtype):
         return ball_points(codes, self.params["max_norm"]).to(dtype) / SQRT8
 
+    def max_abs(self, gains):
+        return math.sqrt(self.params["max_norm"])  # |entry| <= norm of a point of norm <= max_norm
+
+
+def _leech_bits(method: str, bits) -> None:
+    """``bits`` of a Leech codebook method, checked here so that the message names ``bits``."""
+    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, numbers.Real):
+        raise TypeError(f"bits must be a real number, got {type(bits).__name__}")
+    b = float(bits)
+    if not (math.isfinite(b) and MIN_BITS_PER_DIM - 1e-12 <= b <= MAX_BITS_PER_DIM + 1e-12):
+        raise ValueError(f"{method} supports bits from {MIN_BITS_PER_DIM:.4f} (the 196 560 minimal "
+                         f"vectors and the origin) to {MAX_BITS_PER_DIM} (codes of 60 bits), got "
+                         f"bits={bits!r}")
+
 
 def _e8_ball_size(max_norm: int) -> int:
     """Points of E8 of squared norm <= max_norm: 1 + sum_k 240 sigma_3(k), 2k <= max_norm."""
@@ -299,12 +336,16 @@ class E8Codec(Codec):
     def __init__(self, bits, params: dict | None = None):
         p = dict(params or {})
         self.bits = bits
-        if isinstance(bits, bool) or not isinstance(bits, numbers.Real) or not math.isfinite(bits):
+        if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, numbers.Real) or not math.isfinite(bits):
             raise TypeError(f"bits must be a finite real number, got {bits!r}")
+        if float(bits) > _E8_MAX_BITS + 1e-12:  # the largest ball would silently stand in for more
+            raise ValueError(f"e8 supports bits from {math.log2(241) / 8:.3f} to {_E8_MAX_BITS} (the "
+                             f"E8 balls of norm 2 to {_E8_MAX_NORM}, codes of at most "
+                             f"{int(8 * _E8_MAX_BITS)} bits), got bits={bits!r}")
         m = p.get("max_norm")
         if m is None:  # ball sizes from the theta series, no enumeration
             m = 0
-            for n in range(2, 17, 2):
+            for n in range(2, _E8_MAX_NORM + 1, 2):
                 if math.log2(_e8_ball_size(n)) <= 8.0 * float(bits) + 1e-12:
                     m = n
             if m == 0:
@@ -327,6 +368,9 @@ class E8Codec(Codec):
 
     def decode_torch(self, codes, gains, dtype):
         return e8_table(self.params["max_norm"], codes.device, dtype)[codes]
+
+    def max_abs(self, gains):
+        return math.sqrt(self.params["max_norm"])
 
     def packed(self, gains):
         return _e8_packed(self.params["max_norm"], self.code_bits)
@@ -415,6 +459,9 @@ class RtnCodec(Codec):
     def decode_torch(self, codes, gains, dtype):
         return (codes.to(dtype) - (self.size - 1) / 2.0).unsqueeze(-1)
 
+    def max_abs(self, gains):
+        return (self.size - 1) / 2.0
+
     def packed(self, gains):
         levels = (np.arange(self.size) - (self.size - 1) / 2.0).astype(np.float32)[:, None]
         return Packed("table", self.code_bits, levels, 1.0, dequantize=True)
@@ -466,6 +513,9 @@ class TrioCodec(Codec):
 
     def decode_torch(self, codes, gains, dtype):
         return trio_points(codes).to(dtype) / SQRT8
+
+    def max_abs(self, gains):
+        return _TRIO_MAX_ABS
 
     def packed(self, gains):
         return Packed("trio", 48, None, 1.0 / SQRT8, dequantize=True)  # the torch gathers are slower

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import numbers
 import time
+import zlib
 
 import numpy as np
 import torch
@@ -15,12 +19,18 @@ from leechlib.kernels import packed_matmul, packed_weight
 from .._validation import check_int
 from ..ops.codebook import pack_bits, unpack_bits
 from ._cuda_packed import layer_codes_forward_cuda, layer_weight_cuda
-from .codecs import get_codec
+from .codecs import check_method, get_codec
 from .config import SCALE_DTYPES, QuantizeConfig, resolve_config, scale_dtype_name
-from .rotation import LayerRotation, check_rotation, layer_seeds, plan_rotation
+from .rotation import ROTATIONS, LayerRotation, check_rotation, layer_seeds, plan_rotation
 from .scales import BlockLayout, quantize_matrix
 
-__all__ = ["LeechQuantizedLinear"]
+__all__ = ["LeechQuantizedLinear", "layer_checksum"]
+
+#: the largest float32: a dequantized weight beyond it is refused (it would be inf)
+_F32_MAX = float(torch.finfo(torch.float32).max)
+#: the keys of a layer config (``LeechQuantizedLinear.config``): required, then optional
+_REQUIRED = ("in_features", "out_features", "bias", "method", "bits", "group", "scale_dtype")
+_OPTIONAL = ("params", "rotation", "rotation_seeds", "code_bits", "codebook_size")
 
 _ROW_CHUNK = 4096  # rows dequantized at once
 #: the settings from_linear takes as keywords (all but skip), first the positional ones
@@ -345,27 +355,51 @@ class LeechQuantizedLinear(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict, **kwargs) -> LeechQuantizedLinear:
-        """An empty layer from :attr:`config` (``ValueError`` if inconsistent).
+        """An empty layer from :attr:`config` (``ValueError`` naming the field if it is bad).
 
         A config without ``rotation`` (files written before rotations existed) is
-        ``rotation="none"``.
+        ``rotation="none"``.  Every field is type-checked as read from JSON: ints
+        are ints (not bools, floats or strings), ``bias`` a bool, ``scale_dtype``
+        one of the names of ``SCALE_DTYPES``, ``params`` an object, the rotation
+        seeds two non-negative ints.
         """
-        if not isinstance(config, dict):
-            raise ValueError(f"config must be a dict, got {type(config).__name__}")
+        cfg = _check_config(config)
         try:
-            layer = cls(config["in_features"], config["out_features"], bool(config["bias"]),
-                        method=config["method"], bits=config["bits"], group=config["group"],
-                        scale_dtype=SCALE_DTYPES[config["scale_dtype"]],
-                        params=config.get("params"), rotation=config.get("rotation", "none"),
-                        rotation_seeds=config.get("rotation_seeds", (0, 0)), **kwargs)
-        except KeyError as exc:
-            raise ValueError(f"quantized layer config lacks {exc}") from None
+            layer = cls(cfg["in_features"], cfg["out_features"], cfg["bias"],
+                        method=cfg["method"], bits=cfg["bits"], group=cfg["group"],
+                        scale_dtype=SCALE_DTYPES[cfg["scale_dtype"]],
+                        params=cfg.get("params"), rotation=cfg.get("rotation", "none"),
+                        rotation_seeds=cfg.get("rotation_seeds", (0, 0)), **kwargs)
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            msg = str(exc) if not isinstance(exc, (KeyError, IndexError)) else f"{exc!r}"
+            raise ValueError(f"quantized layer config: {msg}") from None
         for k in ("code_bits", "codebook_size"):
             mine = layer.config[k]
-            if k in config and config[k] != mine:
-                raise ValueError(f"quantized layer config: {k} {config[k]} does not match the "
+            if k in cfg and cfg[k] != mine:
+                raise ValueError(f"quantized layer config: {k} {cfg[k]} does not match the "
                                  f"codebook ({mine})")
+        if cfg.get("params") is not None and cfg["params"] != layer.codec.params:
+            raise ValueError(f"quantized layer config: params {cfg['params']} do not match the "
+                             f"codebook of {cfg['method']} at bits={cfg['bits']!r} ({layer.codec.params})")
         return layer
+
+    @staticmethod
+    def stored_shapes(config: dict) -> dict:
+        """``{"packed": shape, "scales": shape}`` of a layer of this config, allocating nothing.
+
+        ``config`` is checked as :meth:`from_config` checks it; the codec is built
+        (cheap: its tables are not), not the layer, so that a file's shapes can be
+        compared with a config before the layer is made.
+        """
+        cfg = _check_config(config)
+        try:
+            codec = get_codec(cfg["method"], cfg["bits"], cfg.get("params"))
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            msg = str(exc) if not isinstance(exc, (KeyError, IndexError)) else f"{exc!r}"
+            raise ValueError(f"quantized layer config: {msg}") from None
+        out, inf = cfg["out_features"], cfg["in_features"]
+        nblocks = -(-inf // codec.block)
+        return {"packed": (out, -(-nblocks * codec.code_bits // 8))}
 
     def codes(self) -> Tensor:
         """The codes, int64 ``(out_features, blocks per row)`` (``ValueError`` if out of range)."""
@@ -393,6 +427,51 @@ class LeechQuantizedLinear(nn.Module):
         if self.gains is not None and not bool(torch.isfinite(self.gains).all()):
             raise ValueError(f"layer {lbl!r}: gains contain NaN or inf")
         self.codes()
+        self.check_finite()
+
+    @torch.no_grad()
+    def check_finite(self) -> None:
+        """Refuse a dequantized weight beyond float32 (finite scales and gains whose product is not).
+
+        Cheap in the ordinary case: the bound ``max|scale| * max|codeword entry|``
+        (the codec's :meth:`~torch_ext.quantize.codecs.Codec.max_abs`, which
+        includes the gains; times ``sqrt(in_features * out_features)`` for a
+        rotated layer, the most an orthogonal change of basis can grow an entry)
+        is compared with the largest float32; only when it is beyond it (or the
+        codec has no bound) is the weight decoded, in float64, and checked
+        exactly.
+
+        Raises
+        ------
+        ValueError
+            The weight (stored, or rotated back) has an entry beyond float32;
+            the message names the layer.
+        """
+        lbl = self.name or self.method
+        s = float(self.scales.detach().abs().max()) if self.scales.numel() else 0.0
+        c = self.codec.max_abs(self.gains)
+        grow = math.sqrt(self.in_features * self.out_features) if self.rotation.active else 1.0
+        if c is not None and math.isfinite(s * c * grow) and s * c * grow <= _F32_MAX:
+            return
+        w = self._stored_weight(torch.float64)
+        big = float(w.abs().max()) if w.numel() else 0.0
+        if self.rotation.active and math.isfinite(big) and big <= _F32_MAX:
+            w = self.rotation.unrotate_weight(w)
+            big = float(w.abs().max()) if w.numel() else 0.0
+        if not (math.isfinite(big) and big <= _F32_MAX):
+            gains = "" if self.gains is None else f", largest |gain| {float(self.gains.abs().max()):g}"
+            raise ValueError(f"layer {lbl!r}: the dequantized weight is not finite in float32 "
+                             f"(largest |scale| {s:g}{gains}): corrupt scales or gains")
+
+    def _check_input(self, x) -> None:
+        """The same checks of ``x`` with and without rotation (``TypeError``/``ValueError``)."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have last dimension {self.in_features}, got shape "
+                             f"{tuple(x.shape)}")
 
     @torch.no_grad()
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -519,7 +598,8 @@ class LeechQuantizedLinear(nn.Module):
         self._cache.clear()
 
     def forward(self, x: Tensor) -> Tensor:
-        dt = x.dtype if x.is_floating_point() else torch.float32
+        self._check_input(x)
+        dt = x.dtype
         b = None if self.bias is None else self.bias.to(dt)
         if not self.cache:
             xin = self.rotation.inputs(x.to(dt)) if self.rotation.active else x
@@ -568,3 +648,79 @@ class LeechQuantizedLinear(nn.Module):
                 f"bias={self.bias is not None}, method={self.method!r}, bits={self.bits!r}, "
                 f"group={self.group!r}, bits_per_weight={self.bits_report()['bits_per_weight']:.4g}"
                 + (f", rotation={self.rotation.kind!r}" if self.rotation.active else ""))
+
+
+def _check_config(config) -> dict:
+    """A layer config (parsed JSON) with every field of the right type; ``ValueError`` naming it."""
+    if not isinstance(config, dict):
+        raise ValueError(f"quantized layer config must be a JSON object, got {type(config).__name__}")
+    for k in _REQUIRED:
+        if k not in config:
+            raise ValueError(f"quantized layer config lacks {k!r}")
+
+    def bad(k, want):
+        return ValueError(f"quantized layer config: {k} must be {want}, got {config[k]!r}")
+
+    for k in ("in_features", "out_features"):
+        v = config[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(k, "a positive int")
+    for k in ("code_bits", "codebook_size"):
+        v = config.get(k)
+        if k in config and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise bad(k, "a positive int")
+    if not isinstance(config["bias"], bool):
+        raise bad("bias", "true or false")
+    try:
+        check_method(config["method"])
+    except ValueError as exc:
+        raise ValueError(f"quantized layer config: {exc}") from None
+    b = config["bits"]
+    if isinstance(b, bool) or not isinstance(b, numbers.Real) or not math.isfinite(b):
+        raise bad("bits", "a finite number")
+    g = config["group"]
+    if not (g in ("row", "tensor") or (isinstance(g, int) and not isinstance(g, bool) and g >= 1)):
+        raise bad("group", "'row', 'tensor' or a positive int")
+    if not isinstance(config["scale_dtype"], str) or config["scale_dtype"] not in SCALE_DTYPES:
+        raise ValueError(f"quantized layer config: unknown scale_dtype {config['scale_dtype']!r}: "
+                         f"must be one of {tuple(SCALE_DTYPES)}")
+    p = config.get("params")
+    if p is not None:
+        if not isinstance(p, dict):
+            raise bad("params", "a JSON object or null")
+        for k, v in p.items():
+            vals = v if isinstance(v, list) else [v]
+            if not vals or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 62
+                                   for x in vals):
+                raise ValueError(f"quantized layer config: params[{k!r}] must be a non-negative int "
+                                 f"or a non-empty list of them, got {v!r}")
+    r = config.get("rotation", "none")
+    if not isinstance(r, str) or r not in ROTATIONS:
+        raise ValueError(f"quantized layer config: rotation must be one of {ROTATIONS}, got {r!r}")
+    if "rotation_seeds" in config:
+        seeds = config["rotation_seeds"]
+        if (not isinstance(seeds, (list, tuple)) or len(seeds) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 63
+                           for x in seeds)):
+            raise bad("rotation_seeds", "two non-negative ints")
+    return config
+
+
+def layer_checksum(config: dict, tensors: dict) -> str:
+    """CRC-32 of a quantized layer: its config (rotation seeds included) and its tensors.
+
+    ``tensors`` maps the layer's state-dict names (``packed``, ``scales``, ``gains``,
+    ``bias``) to tensors; each is hashed with its name, dtype and shape.  Written
+    by :func:`~torch_ext.quantize.save_quantized`, checked by
+    :func:`~torch_ext.quantize.load_quantized`: a flipped byte or swapped seeds
+    are caught (an integrity check against corruption, not a signature).
+    """
+    crc = zlib.crc32(json.dumps(config, sort_keys=True).encode())
+    for k in sorted(tensors):
+        t = tensors[k].detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        crc = zlib.crc32(f"{k}:{t.dtype}:{tuple(t.shape)}".encode(), crc)
+        if t.numel():
+            crc = zlib.crc32(t.contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
+    return f"crc32:{crc:08x}"
