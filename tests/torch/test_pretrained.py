@@ -315,3 +315,28 @@ def test_crafted_quantization_config_is_a_folder_error(folders, tmp_path):
     save_file(t, str(shard))
     with pytest.raises(FolderError, match="NaN or inf"):
         load_pretrained(d)
+
+
+def test_save_quantized_stores_a_tied_head_once(folders, tmp_path):
+    from safetensors import safe_open
+
+    from torch_ext.quantize import load_quantized, model_bits_report, save_quantized
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folders["llama"]).eval()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    quantize_model(model, method="rtn")
+    path = tmp_path / "q.safetensors"
+    save_quantized(model, path)
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        meta = f.metadata()
+    assert "lm_head.weight" not in keys and json.loads(meta["tied_tensors"]) == {
+        "lm_head.weight": "model.embed_tokens.weight"}
+    stored_bits = 8 * sum(t.numel() * t.element_size() for t in
+                          [safe_open(str(path), framework="pt").get_tensor(k) for k in keys])
+    assert stored_bits == model_bits_report(model).total_bits      # the file holds what the report counts
+    fresh = transformers.AutoModelForCausalLM.from_config(_config("llama")).eval()
+    back = load_quantized(path, model=fresh)
+    assert torch.equal(back.lm_head.weight, back.model.embed_tokens.weight)
+    x = _ids(2, 9, seed=7)
+    assert torch.equal(_outputs(model, x), _outputs(back, x))

@@ -102,9 +102,6 @@ def test_a_registered_check_runs_before_the_build(tmp_path, monkeypatch):
     assert built == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs torch_ext/lila/__init__.py to register the LILA config's "
-                   "check (register_architecture(..., check=)); torch_ext.quantize may not import "
-                   "torch_ext.model")
 @pytest.mark.parametrize("change", [{"d_model": 96000, "n_layer": 64}, {"vocab_size": 10**9},
                                     {"block_size": 10**9}])
 def test_a_crafted_lila_config_fails_before_any_allocation(tmp_path, change):

@@ -35,7 +35,7 @@ Examples
 10
 """
 
-from ..model import LilaConfig, LilaTransformer
+from ..model import LilaConfig, LilaTransformer, check_stored_config
 from ..quantize.io import register_architecture
 
 
@@ -43,5 +43,14 @@ def _rebuild(config: dict) -> LilaTransformer:
     return LilaTransformer(LilaConfig.from_dict(config))
 
 
+def _check(config: dict, shapes: dict, file_size: int) -> None:
+    """The stored config against the file's header, before anything is built.
+
+    The shapes bound every tensor by the file; the byte count is left out (the
+    quantized layers' weights are codes, not the float bytes it counts).
+    """
+    check_stored_config(LilaConfig.from_dict(dict(config)), shapes, 1 << 62, "the file")
+
+
 # quantized files of LILA models carry their config ("lila_config") and rebuild themselves
-register_architecture("lila_config", LilaTransformer, _rebuild, name="LILA config")
+register_architecture("lila_config", LilaTransformer, _rebuild, name="LILA config", check=_check)

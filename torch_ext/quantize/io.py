@@ -32,7 +32,8 @@ _ARCHITECTURES: dict[str, tuple[type, Callable[[dict], nn.Module], str]] = {}
 #: metadata key -> check(config dict, {name: (shape, bytes per element)}, file size), called
 #: before the model is built (see register_architecture)
 _CHECKS: dict[str, Callable[[dict, dict, int], None]] = {}
-_RESERVED = ("format", "checkpoint", "quantized_layers", "quantized_aliases", "quantized_checksums")
+_RESERVED = ("format", "checkpoint", "quantized_layers", "quantized_aliases", "quantized_checksums",
+             "tied_tensors")
 
 
 def register_architecture(key: str, cls: type, build: Callable[[dict], nn.Module], *,
@@ -175,14 +176,18 @@ def save_quantized(model: nn.Module, path, metadata: dict | None = None) -> None
     dropped = {f"{a}.{k}" for a in aliases for k in _layer_tensors(modules[aliases[a]])}
     state = {}
     seen: dict = {}
+    tied: dict[str, str] = {}
     for k, v in model.state_dict().items():
         if k in dropped:  # a layer used twice is stored once
             continue
         t = v.detach().to("cpu").contiguous()
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"tensor {k!r} contains NaN or inf: not saved (the file would not load)")
-        key = (t.data_ptr(), t.dtype, tuple(t.shape))
-        state[k] = t.clone() if key in seen else t
+        key = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+        if key in seen:  # a tied tensor (an output head sharing the token embedding): stored once
+            tied[k] = seen[key]
+            continue
+        state[k] = t
         seen[key] = k
     layers = {n: m.config for n, m in modules.items()}
     sums = {n: layer_checksum(layers[n], _layer_tensors(m)) for n, m in modules.items()}
@@ -190,6 +195,8 @@ def save_quantized(model: nn.Module, path, metadata: dict | None = None) -> None
             "quantized_checksums": json.dumps(sums)}
     if aliases:
         meta["quantized_aliases"] = json.dumps(aliases)
+    if tied:
+        meta["tied_tensors"] = json.dumps(tied)
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or k in meta or k in _RESERVED or k in _ARCHITECTURES:
             raise ValueError(f"metadata key {k!r} is reserved or not a str")
@@ -297,6 +304,22 @@ def _linear_at(model: nn.Module, name: str, p: str, also=None) -> nn.Module:
     raise ValueError(f"{p}: {name!r} is a {type(m).__name__}, not a linear layer")
 
 
+def _read_tied(meta: dict, shapes: dict, p: str) -> dict[str, str]:
+    """``{name: stored name}`` of the tied tensors that the file stores once (checked)."""
+    if "tied_tensors" not in meta:
+        return {}
+    tied = _json_field(meta, "tied_tensors", p, "the tied tensor metadata")
+    if not isinstance(tied, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in tied.items()):
+        raise ValueError(f"{p}: 'tied_tensors' must be a JSON object of tensor names")
+    for k, v in tied.items():
+        if v not in shapes:
+            raise ValueError(f"{p}: 'tied_tensors' ties {k!r} to {v!r}, which the file does not hold")
+        if k in shapes:
+            raise ValueError(f"{p}: 'tied_tensors' ties {k!r}, which the file also stores")
+    return tied
+
+
 def _fill_aliases(tensors: dict, aliases: dict, model: nn.Module) -> dict:
     """The file's tensors, with those of each alias of a shared layer (stored once) added."""
     out = dict(tensors)
@@ -376,6 +399,9 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *,
     meta, shapes = read_safetensors_header(p, what="quantized checkpoint")
     file_size = os.path.getsize(p)
     layers, aliases, sums = _read_metadata(meta, p)
+    tied = _read_tied(meta, shapes, p)
+    for k, src in tied.items():
+        shapes[k] = shapes[src]
     for name, cfg in layers.items():  # each config against its codes, nothing built
         try:
             want = LeechQuantizedLinear.stored_shapes(cfg)
@@ -414,6 +440,8 @@ def load_quantized(path, model: nn.Module | None = None, map_location="cpu", *,
         _replace_layers(model, layers, aliases, p, cache, None)
     expected = _check_shapes(model, shapes, aliases, p)
     _, tensors = read_safetensors(p, what="quantized checkpoint")
+    for k, src in tied.items():
+        tensors[k] = tensors[src]
     tensors = _fill_aliases(tensors, aliases, model)
     owned = {f"{n}.{k}" for n in layers for k in ("packed", "scales", "gains")}
     for k, v in tensors.items():
