@@ -47,8 +47,8 @@ from ._gains import MAX_GAIN_LEVELS as _MAX_GAIN_LEVELS
 from ._gains import SHELL_ANGLE_ERROR, as_shells, best_shell, lloyd_max
 from ._optimize import golden_min
 from ._validation import SQRT8 as _SQRT8
-from .baselines import _pow2_unit
 from ._validation import as_blocks, as_codes, check_int, check_positive, check_range, subsample
+from .baselines import _pow2_unit
 from .codebook import BallCodebook, ShellCodebook, _rank_union
 from .constrained import MAX_ABS as _MAX_ABS
 from .constrained import _ball_points, _shell_points, constrained_nearest_point
