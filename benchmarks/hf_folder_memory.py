@@ -121,7 +121,8 @@ def _child_quantize(args) -> dict:
     t0 = time.perf_counter()
     rc = main_quantize([args.dir, "--out", args.dir + "-q", "--method", args.method, "--calib",
                         str(Path(args.dir) / "calib.txt"), "--calib-tokens", str(args.calib_tokens),
-                        "--calib-context", str(args.calib_context), "--quiet", "--json", str(report)]
+                        "--calib-context", str(args.calib_context), "--quiet", "--json", str(report),
+                        "--codes-only"]
                        + (["--force"] if args.force else [])
                        + (["--rotation", "none"] if args.no_rotation else []))
     out = {"rc": rc, "seconds": time.perf_counter() - t0, "peak_rss_mb": _status("VmHWM") / MB}

@@ -114,7 +114,7 @@ def test_folder_codes_equal_quantize_model_and_reload(arch, folders, tmp_path):
 
 
 def test_folder_without_calibration_and_tied_head_stored_once(folders, tmp_path):
-    res = quantize_pretrained(folders["llama"], tmp_path / "q", method="rtn")
+    res = quantize_pretrained(folders["llama"], tmp_path / "q", method="rtn", cache=False)
     assert all(i["calibration"] == "none" for i in res.layers.values())
     index = json.loads((tmp_path / "q" / "model.safetensors.index.json").read_text())
     keys = set(index["weight_map"])
@@ -127,6 +127,12 @@ def test_folder_without_calibration_and_tied_head_stored_once(folders, tmp_path)
     assert not list((tmp_path / "q").glob(".leechlib*"))              # the progress file is gone
     q = load_pretrained(tmp_path / "q")
     assert q.lm_head.weight is q.model.embed_tokens.weight
+    layers = [m for m in q.modules() if isinstance(m, LeechQuantizedLinear)]
+    assert layers and not any(m.cache for m in layers)                # the folder's cache=False is followed
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    assert not any(m.cache for m in hf.modules() if isinstance(m, LeechQuantizedLinear))
+    assert all(m.cache for m in load_pretrained(tmp_path / "q", cache=True).modules()
+               if isinstance(m, LeechQuantizedLinear))
     # bits counted once for the tied embedding: what the folder stores
     from torch_ext.quantize import model_bits_report
 
@@ -154,6 +160,52 @@ def test_resume_after_interrupt_gives_the_same_folder(folders, tmp_path):
     assert again.resumed == 1 and len(again.layers) == len(full.layers)
     a, b = load_pretrained(tmp_path / "a").state_dict(), load_pretrained(tmp_path / "b").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_a_real_kill(folders, tmp_path):
+    """SIGKILL right after the first block's shard is written (no handler runs): the same
+    call resumes from block 1 and gives the folder an uninterrupted run gives."""
+    out = tmp_path / "killed"
+    code = textwrap.dedent(f"""
+        import os, signal, torch
+        from torch_ext.quantize import quantize_pretrained
+        from torch_ext.quantize import pretrained
+        real = pretrained._save_shard
+        def save(path, *a, **k):
+            (path.parent / (pretrained._TMP + "half-written")).write_bytes(b"x")
+            real(path, *a, **k)
+            os.kill(os.getpid(), signal.SIGKILL)
+        pretrained._save_shard = save
+        data = torch.randint(2, 96, (6, 12), generator=torch.Generator().manual_seed(0))
+        quantize_pretrained({str(folders["gpt2"])!r}, {str(out)!r}, method="rtn", data=data)
+        """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-c", code], env=env, timeout=300)
+    assert p.returncode == -9
+    assert (out / "model-00001-of-00003.safetensors").is_file() and not (out / "config.json").exists()
+    res = quantize_pretrained(folders["gpt2"], out, method="rtn", data=_ids())
+    assert res.resumed == 1 and not list(out.glob(".leechlib*"))
+    fresh = quantize_pretrained(folders["gpt2"], tmp_path / "fresh", method="rtn", data=_ids())
+    a, b = load_pretrained(out).state_dict(), load_pretrained(fresh.path).state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_side_files_come_along(folders, tmp_path):
+    """A sentence-transformers folder keeps its modules (pooling), the tokenizer comes along."""
+    import shutil
+
+    src = tmp_path / "st"
+    shutil.copytree(folders["bert"], src)
+    (src / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (src / "1_Pooling").mkdir()
+    (src / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 48,
+                                                                "pooling_mode_mean_tokens": True}))
+    res = quantize_pretrained(src, tmp_path / "q", method="rtn")
+    for f in ("modules.json", "1_Pooling/config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "q" / f).read_bytes() == (src / f).read_bytes(), f
+    assert not any(n.startswith("pooler") for n in res.layers)        # the pooler stays float by default
 
 
 def test_bad_folders_are_clear_errors(folders, tmp_path):

@@ -110,6 +110,9 @@ def build_quantize_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["auto", "causal-lm", "base"], default="auto",
                    help="model class: the config's architectures (auto), the causal LM, or the base model")
     p.add_argument("--force", action="store_true", help="start over in OUT_DIR (an unfinished run is dropped)")
+    p.add_argument("--codes-only", action="store_true",
+                   help="the loaded model keeps only its codes while it runs (smallest; each forward of "
+                        "more than a few tokens decodes the weights again); default: the method's")
     p.add_argument("--json", metavar="FILE", help="also write the per-layer report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -190,7 +193,8 @@ def main_quantize(argv: list[str] | None = None) -> int:
     try:
         with StopSignals(immediate=True):
             result = quantize_pretrained(args.src, args.out, cfg, data=data, kind=args.kind,
-                                         force=args.force, callback=callback)
+                                         force=args.force, callback=callback,
+                                         cache=False if args.codes_only else None)
     except Interrupted as exc:
         if bar is not None:
             bar.close()

@@ -92,7 +92,10 @@ def _classes():
             return None
 
         def _process_model_before_weight_loading(self, model, **kwargs):
-            replace_quantized_layers(model, self.quantization_config.layers)
+            cache = getattr(self.quantization_config, "cache", None)
+            if cache is not None and not isinstance(cache, bool):
+                raise FolderError(f"quantization_config.cache must be true, false or null, got {cache!r}")
+            replace_quantized_layers(model, self.quantization_config.layers, cache=cache)
             # transformers initializes the weights of modules it did not see loaded, and a
             # model's own init may reach into a child's ``weight`` (GPT-2 rescales
             # ``c_proj.weight``), which a quantized layer does not have: such a parent, with

@@ -167,6 +167,8 @@ def _prepare_out(out, src: Path, fingerprint: str, *, resume: bool, force: bool)
             except (ValueError, AttributeError, UnicodeDecodeError):
                 old = None
             if old == fingerprint and resume:
+                for p in out.glob(_TMP + "*"):  # what a killed run was writing
+                    p.unlink()
                 return out, True
             if not force:
                 why = ("with other settings, another source or other calibration data"
@@ -179,6 +181,8 @@ def _prepare_out(out, src: Path, fingerprint: str, *, resume: bool, force: bool)
         for p in out.glob("model-*.safetensors"):
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob(_TMP + "*"):  # what a killed run was writing
+        p.unlink()
     probe = out / f"{_TMP}probe"
     try:
         probe.write_bytes(b"")
@@ -351,7 +355,7 @@ def _load_quantized_block(block: nn.Module, prefix: str, path: Path) -> dict:
 
 def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=None,
                         kind: str = "auto", workers: int | None = -1, resume: bool = True,
-                        force: bool = False, progress: bool = False,
+                        force: bool = False, progress: bool = False, cache: bool | None = None,
                         callback: Callable[[str, dict], None] | None = None,
                         **settings) -> QuantizedFolder:
     """Quantize the Hugging Face model folder ``src`` into the folder ``out``, a block at a time.
@@ -381,6 +385,14 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
         non-empty folder).
     progress : bool
         Show a progress bar of the blocks on stderr (``tqdm``).
+    cache : bool or None
+        How the quantized layers run once loaded (stored in the folder's
+        ``quantization_config``; :func:`load_pretrained` and ``from_pretrained``
+        follow it): ``False`` keeps only the codes in memory (a 2-bit model stays
+        16x smaller than float32 while it runs; each forward of more than a few
+        tokens decodes the weight again), ``True`` a dense float32 copy of each
+        weight after the first forward, ``None`` the method's default (codes only
+        for ``"leech-trio"``).  See :class:`LeechQuantizedLinear`.
     callback : callable, optional
         ``callback(name, info)`` after each layer, as in ``quantize_model`` with
         ``info["block"]`` added; and ``callback("<block>", info)`` after each block
@@ -406,6 +418,8 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
     for k, v in (("resume", resume), ("force", force), ("progress", progress)):
         if not isinstance(v, bool):
             raise TypeError(f"{k} must be a bool, got {type(v).__name__}")
+    if cache is not None and not isinstance(cache, bool):
+        raise TypeError(f"cache must be a bool or None, got {type(cache).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     src = _as_folder(src)
@@ -554,14 +568,14 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
                                                  if not k.startswith(under_blocks)})})
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     result = _finish(src, out, n_shards, cfg, configs, blocks_name,
-                     untie=isinstance(head, LeechQuantizedLinear))
+                     untie=isinstance(head, LeechQuantizedLinear), cache=cache)
     return QuantizedFolder(path=out, blocks=n_blocks, resumed=resumed, layers=layers,
                            block_seconds=block_seconds, seconds=time.perf_counter() - t_start,
                            **result)
 
 
 def _finish(src: Path, out: Path, n_shards: int, cfg: QuantizeConfig, configs: dict,
-            blocks_name: str, untie: bool = False) -> dict:
+            blocks_name: str, untie: bool = False, cache: bool | None = None) -> dict:
     """Write the index, ``config.json`` and the side files; count the bits; drop the progress file."""
     from safetensors import safe_open
 
@@ -602,7 +616,7 @@ def _finish(src: Path, out: Path, n_shards: int, cfg: QuantizeConfig, configs: d
         raw["tie_word_embeddings"] = False
     raw["quantization_config"] = {
         "quant_method": QUANT_METHOD, "format": QUANTIZED_FORMAT, "settings": cfg.to_dict(),
-        "blocks": blocks_name, "layers": configs}
+        "blocks": blocks_name, "cache": cache, "layers": configs}
     _atomic_json(out / "config.json", raw)
     (out / _PROGRESS).unlink(missing_ok=True)
     return {"quantized_weights": qw, "quantized_bits": qb, "other_params": on, "other_bits": ob}
@@ -619,6 +633,8 @@ def quantization_config_of(config) -> dict:
     if not isinstance(qc, dict) or qc.get("quant_method") != QUANT_METHOD:
         raise FolderError("config.json has no quantization_config with quant_method "
                           f"{QUANT_METHOD!r}: not a folder written by quantize_pretrained")
+    if qc.get("cache") is not None and not isinstance(qc.get("cache"), bool):
+        raise FolderError(f"quantization_config.cache must be true, false or null, got {qc.get('cache')!r}")
     layers = qc.get("layers")
     if not isinstance(layers, dict) or not all(isinstance(k, str) and isinstance(v, dict)
                                                for k, v in layers.items()):
@@ -626,8 +642,11 @@ def quantization_config_of(config) -> dict:
     return qc
 
 
-def replace_quantized_layers(model: nn.Module, layers: dict, device="meta") -> None:
+def replace_quantized_layers(model: nn.Module, layers: dict, device="meta", cache: bool | None = None) -> None:
     """Put an empty :class:`LeechQuantizedLinear` (on ``device``) wherever ``layers`` names one."""
+    if not isinstance(layers, dict) or not all(isinstance(k, str) and isinstance(v, dict)
+                                               for k, v in layers.items()):
+        raise FolderError("quantization_config.layers must map layer names to layer configs")
     for name, c in layers.items():
         try:
             old = model.get_submodule(name)
@@ -638,7 +657,7 @@ def replace_quantized_layers(model: nn.Module, layers: dict, device="meta") -> N
             raise FolderError(f"quantization_config names layer {name!r}, which is a "
                               f"{type(old).__name__}, not a linear layer")
         try:
-            q = LeechQuantizedLinear.from_config(c, name=name, device=device)
+            q = LeechQuantizedLinear.from_config(c, name=name, device=device, cache=cache)
         except (TypeError, ValueError, KeyError) as exc:
             raise FolderError(f"quantization_config.layers[{name!r}]: {exc}") from None
         if not isinstance(old, LeechQuantizedLinear):
@@ -668,7 +687,8 @@ def load_pretrained(path, *, dtype: torch.dtype | None = None, device="cpu", kin
     kind : {"auto", "causal-lm", "base"}
         As in :func:`quantize_pretrained`.
     cache : bool, optional
-        The quantized layers' ``cache`` (see :class:`LeechQuantizedLinear`).
+        The quantized layers' ``cache`` (see :class:`LeechQuantizedLinear`); default:
+        the folder's (``quantize_pretrained(cache=)``), else the method's.
 
     Returns
     -------
@@ -689,11 +709,10 @@ def load_pretrained(path, *, dtype: torch.dtype | None = None, device="cpu", kin
     qc = quantization_config_of(hf_config)
     reader = ShardReader(folder)
     model = empty_model(hf_config, model_class(hf_config, kind), dtype=dtype)
-    replace_quantized_layers(model, qc["layers"])
+    if cache is not None and not isinstance(cache, bool):
+        raise TypeError(f"cache must be a bool or None, got {type(cache).__name__}")
+    replace_quantized_layers(model, qc["layers"], cache=qc.get("cache") if cache is None else cache)
     quantized = set(qc["layers"])
-    for m in model.modules():
-        if isinstance(m, LeechQuantizedLinear):
-            m.cache = m.cache if cache is None else bool(cache)
     missing = fill(model, "", reader, dtype)
     for n in quantized:
         q = model.get_submodule(n)
