@@ -100,6 +100,23 @@ def test_quantize_checkpoint_takes_a_config(trained, tiny_args, tmp_path):
         quantize_checkpoint(run, a, bogus=1)
 
 
+def test_requantizing_is_refused_before_any_data_is_read(trained, tiny_args, tmp_path, monkeypatch):
+    from torch_ext.lila import quantize as lq
+
+    run = Path(trained.checkpoint).parent
+    q = tmp_path / "q.safetensors"
+    lq.quantize_checkpoint(run, q, method="rtn", rotation="none", calib_steps=0)
+
+    def no_data(*a, **k):
+        raise AssertionError("the corpus was read")
+
+    monkeypatch.setattr(lq, "load_data", no_data)
+    with pytest.raises(ValueError, match="already quantized"):
+        lq.quantize_checkpoint(q, tmp_path / "qq.safetensors", method="rtn", bits=3, calib_steps=2,
+                               data=tiny_args["data"], cache_dir=tiny_args["cache_dir"])
+    assert not (tmp_path / "qq.safetensors").exists()
+
+
 def test_quantize_never_destroys_files(trained, tmp_path, capsys):
     """--out: an existing file is refused unless --force, the input checkpoint and anything
     that is not a regular file always; outputs are checked before any work, and a

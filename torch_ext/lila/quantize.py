@@ -28,6 +28,7 @@ from .._validation import check_int
 from ..quantize.apply import model_bits_report, quantize_model
 from ..quantize.config import QuantizeConfig, resolve_config
 from ..quantize.io import save_quantized
+from ..quantize.layer import LeechQuantizedLinear
 from .checkpoint import atomic_replace, load_checkpoint, resolve_checkpoint, training_corpus
 from .data import ByteTokenizer, check_cache_dir, load_data
 
@@ -281,6 +282,8 @@ def quantize_checkpoint(ckpt, out, config: QuantizeConfig | None = None, *, cali
     out = check_output_path(out, overwrite=overwrite, protect=(path,))
     ck = load_checkpoint(path, device="cpu")
     model = ck.model
+    if any(isinstance(m, LeechQuantizedLinear) for m in model.modules()):  # before any data is read
+        raise ValueError(f"{str(path)!r} is already quantized: quantize the float checkpoint it came from")
     windows = None
     if calib_steps:
         bs = block_size if block_size is not None else model.config.block_size
