@@ -751,3 +751,18 @@ def test_unpack_bits_in_row_chunks_inverts_pack_bits(width, monkeypatch):
     for chunk in (1, packed.shape[1] * 5, 1 << 17):
         monkeypatch.setattr(cb, "_UNPACK_BYTES", chunk)
         assert torch.equal(cb.unpack_bits(packed, 11, width), codes), chunk
+
+
+def test_quantize_model_progress_bar(capsys):
+    from torch import nn
+
+    from torch_ext.quantize import quantize_model
+
+    net = nn.Sequential(nn.Linear(24, 8), nn.ReLU(), nn.Linear(8, 4))
+    quantize_model(net, method="rtn", skip=(), progress=True)
+    err = capsys.readouterr().err
+    assert "quantizing layers" in err and "2/2" in err
+    quantize_model(nn.Sequential(nn.Linear(24, 8)), method="rtn")
+    assert capsys.readouterr().err == ""                    # nothing printed unless asked
+    with pytest.raises(TypeError, match="progress must be a bool"):
+        quantize_model(nn.Sequential(nn.Linear(24, 8)), method="rtn", progress="yes")

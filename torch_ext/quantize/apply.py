@@ -55,7 +55,7 @@ def _check_model(model) -> None:
 
 def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args, data=None,
                    workers: int | None = -1, cache: bool | None = None,
-                   callback: Callable[[str, dict], None] | None = None,
+                   callback: Callable[[str, dict], None] | None = None, progress: bool = False,
                    **settings) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (in place) by a :class:`LeechQuantizedLinear`.
 
@@ -100,6 +100,9 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
         ``feedback``, ``calibration`` (``"kept"``, ``"rejected"`` or ``"none"``),
         ``notes`` and, when calibrated, ``val_error``, ``damp``, ``damp_raised``,
         ``calibration_seconds``.
+    progress : bool
+        Show a progress bar of the layers on stderr (``tqdm``); the library prints
+        nothing otherwise.
     *args, **settings
         Instead of a config, as before: the settings as keywords
         (``quantize_model(model, method="rtn", group=48)``), ``bits`` and
@@ -169,6 +172,21 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
     batches = as_batches(data) if data is not None else None
     uses = _uses(model)
     aliases = {n: [u for u in uses[id(m)] if u != n] for n, m in targets}
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(targets), desc="quantizing layers", unit="layer")
+        user = callback
+
+        def callback(name, info):
+            bar.set_postfix_str(name)
+            bar.update(1)
+            if user is not None:
+                user(name, info)
+
     plan = CalibrationPlan(model, targets, config, workers=workers, cache=cache, callback=callback,
                            aliases=aliases)
     try:
@@ -178,6 +196,9 @@ def quantize_model(model: nn.Module, config: QuantizeConfig | None = None, *args
             for u in (n, *aliases[n]):
                 _set_module(model, u, m)
         raise
+    finally:
+        if bar is not None:
+            bar.close()
     return model
 
 
