@@ -139,7 +139,8 @@ def damped_hessian(H, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     """
     H = _check_hessian(H)
     damp = _check_damp(damp)
-    H = (H + H.T) * 0.5
+    H = H + H.T  # a new array, then in place: one n x n temporary, not two
+    H *= 0.5
     d = np.diag(H)
     dead = ~(d > 0)
     mean = float(d[~dead].mean()) if np.any(~dead) else 1.0
@@ -179,23 +180,24 @@ def inverse_cholesky_upper(H, damp: float = 0.01) -> tuple[np.ndarray, FeedbackI
     """
     H = _check_hessian(H)
     d = _check_damp(damp)
-    n = H.shape[0]
-    eye = np.eye(n)
+    potrf, trtri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "trtri"), (np.empty(1),))
     for raised in range(MAX_TRIES + 1):
         Hd, dead = damped_hessian(H, d)
-        try:
-            # H = R R^T with R upper (the Cholesky factor of H with rows and columns
-            # reversed); then H^-1 = R^-T R^-1, and U = R^-1 is upper with a positive
-            # diagonal: the (unique) upper Cholesky factor of H^-1
-            Lr = scipy.linalg.cholesky(Hd[::-1, ::-1], lower=True, check_finite=False)
-            if np.min(np.diag(Lr)) ** 2 <= _MIN_PIVOT * np.mean(np.diag(Hd)):
-                raise np.linalg.LinAlgError("singular up to rounding")
-            R = np.ascontiguousarray(Lr[::-1, ::-1])
-            U = scipy.linalg.solve_triangular(R, eye, lower=False, check_finite=False)
-            if np.all(np.isfinite(U)) and np.all(np.diag(U) > 0):
-                return U, FeedbackInfo(damp=d, raised=raised, dead=int(dead.sum()))
-        except (np.linalg.LinAlgError, ValueError):
-            pass
+        mean_diag = float(np.mean(np.diag(Hd)))
+        # H = R R^T with R upper: R = J Lr J, Lr the lower Cholesky factor of J H J (J reverses
+        # the order); then H^-1 = R^-T R^-1, and U = R^-1 = J Lr^-1 J is upper with a positive
+        # diagonal: the (unique) upper Cholesky factor of H^-1.  LAPACK in place on one
+        # Fortran-ordered copy (a few n x n arrays at most, not eight: n = 8192 is 512 MB each)
+        A = np.asfortranarray(Hd[::-1, ::-1])
+        del Hd
+        A, info = potrf(A, lower=1, clean=1, overwrite_a=1)
+        if info == 0 and np.min(np.diag(A)) ** 2 > _MIN_PIVOT * mean_diag:
+            A, info = trtri(A, lower=1, overwrite_c=1)
+            if info == 0:
+                U = np.ascontiguousarray(A[::-1, ::-1])
+                del A
+                if np.all(np.isfinite(U)) and np.all(np.diag(U) > 0):
+                    return U, FeedbackInfo(damp=d, raised=raised, dead=int(dead.sum()))
         d = d * 10.0 if d > 0 else _FIRST_NONZERO
     raise np.linalg.LinAlgError(f"H does not factor even with damping {d / 10:g}")
 
