@@ -247,7 +247,7 @@ class _Moments:
                 h = ((x * (w / w.mean())[:, None]).T @ x).cpu()
             else:
                 h = (x.T @ x).cpu()
-            self.fit = h if self.fit is None else self.fit + h
+            self.fit = h if self.fit is None else self.fit.add_(h)
             self.n_fit += x.shape[0]
             return
         if _GUARD == "plain":
@@ -264,8 +264,15 @@ class _Moments:
         self.n_val += x.shape[0]
 
     def result(self):
-        fit = None if self.fit is None else self.fit / self.n_fit
-        val = {n: (None if v is None else v / self.n_val) for n, v in self.val.items()}
+        """``(H_fit, {name: H_val})``, the sums divided in place (called once: no second copy)."""
+        fit = None if self.fit is None else self.fit.div_(self.n_fit)
+        done = set()  # the members may share one sum (one tensor): divided once
+        for v in self.val.values():
+            if v is not None and id(v) not in done and v is not fit:
+                v.div_(self.n_val)
+                done.add(id(v))
+        val = self.val
+        self.fit, self.val = None, {}
         return fit, val
 
 
@@ -469,6 +476,7 @@ def calibrate_sequential(plan: CalibrationPlan, batches: list, *, calibrated: bo
             if group[0] in reached:
                 mom = _accumulate(model, layers, group, counts, batches, held, split_tokens)
                 H_fit, H_val = mom.result()
+                del mom
             else:
                 H_fit, H_val = None, {group[0]: None}
             t_cal = time.perf_counter() - t0

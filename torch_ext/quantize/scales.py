@@ -394,8 +394,11 @@ def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: BlockLayout, S: np.ndar
     dead inputs of the padded ``H``.  Returns ``(codes, U, info)``.
     """
     out_f, in_f = L.out_features, L.in_features
-    Hp = np.zeros((L.padded, L.padded))
-    Hp[:in_f, :in_f] = H
+    if L.padded == in_f:  # no pad columns: H itself (ldlq reads it, never writes it)
+        Hp = np.asarray(H, dtype=np.float64)
+    else:
+        Hp = np.zeros((L.padded, L.padded))
+        Hp[:in_f, :in_f] = H
     Sb = L.expand(S)  # (out, nblocks)
     codes = np.zeros((out_f, L.nblocks), dtype=np.int64)
     U = np.zeros((out_f, L.nblocks, codec.block))
