@@ -25,6 +25,8 @@ Usage::
     python benchmarks/hf_folder_memory.py quantize --dir /tmp/llama-1.5b --method rtn
     python benchmarks/hf_folder_memory.py run --dir /tmp/llama-1.5b
     python benchmarks/hf_folder_memory.py all --dir /tmp/llama-1.5b --json out.json
+    python benchmarks/hf_folder_memory.py all --dir /tmp/llama-1.5b --no-calib --no-rotation   # fastest
+    python benchmarks/hf_folder_memory.py all --dir /tmp/one-block --blocks 1 --vocab 1000  # one block
 """
 
 from __future__ import annotations
@@ -119,10 +121,10 @@ def _child_quantize(args) -> dict:
 
     report = Path(args.dir + "-q.report.json")
     t0 = time.perf_counter()
-    rc = main_quantize([args.dir, "--out", args.dir + "-q", "--method", args.method, "--calib",
-                        str(Path(args.dir) / "calib.txt"), "--calib-tokens", str(args.calib_tokens),
-                        "--calib-context", str(args.calib_context), "--quiet", "--json", str(report),
-                        "--codes-only"]
+    calib = [] if args.no_calib else ["--calib", str(Path(args.dir) / "calib.txt"), "--calib-tokens",
+                                       str(args.calib_tokens), "--calib-context", str(args.calib_context)]
+    rc = main_quantize([args.dir, "--out", args.dir + "-q", "--method", args.method, *calib,
+                        "--quiet", "--json", str(report), "--codes-only"]
                        + (["--force"] if args.force else [])
                        + (["--rotation", "none"] if args.no_rotation else []))
     out = {"rc": rc, "seconds": time.perf_counter() - t0, "peak_rss_mb": _status("VmHWM") / MB}
@@ -160,6 +162,7 @@ def _in_child(mode: str, args) -> dict:
            "--tokens", str(args.tokens), "--threads", str(args.threads)]
     cmd += ["--force"] if args.force else []
     cmd += ["--no-rotation"] if args.no_rotation else []
+    cmd += ["--no-calib"] if args.no_calib else []
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.stderr.write(p.stderr[-4000:])
@@ -191,6 +194,7 @@ def main(argv=None) -> int:
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--method", default="rtn")
     p.add_argument("--no-rotation", action="store_true")
+    p.add_argument("--no-calib", action="store_true", help="no calibration text (no feedback)")
     p.add_argument("--calib-tokens", type=int, default=4096)
     p.add_argument("--calib-context", type=int, default=512)
     p.add_argument("--tokens", type=int, default=16)

@@ -314,8 +314,11 @@ def _quantize(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
     P = blocks.reshape(out_f, L.padded)
     real = L.real[None, :, :]
     sq = (blocks * blocks * real).sum(-1)  # (out, nblocks)
-    cnt = np.broadcast_to(L.real.sum(-1)[None, :], sq.shape).astype(np.float64)
-    rms = np.sqrt(L.group_sum(sq) / np.maximum(L.group_sum(cnt), 1.0))
+    if L.tensor:
+        n_real = float(L.real.sum()) * out_f
+    else:  # the real weights of each group: the same in every row (one row, broadcast)
+        n_real = L.group_sum(L.real.sum(-1)[None, :])
+    rms = np.sqrt(L.group_sum(sq) / np.maximum(n_real, 1.0))
     zero = rms == 0
 
     def normalise(S):
@@ -343,11 +346,17 @@ def _quantize(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
 
     def errors(S, U):
         """Per-block squared errors (Euclidean) or per-row weighted errors (H)."""
-        E = (blocks - L.expand(S)[:, :, None] * U) * real
+        E = L.expand(S)[:, :, None] * U
+        np.subtract(blocks, E, out=E)
+        E *= real
         if H is None:
-            return (E * E).sum(-1)
+            E *= E
+            return E.sum(-1)
         e = E.reshape(out_f, L.padded)[:, :in_f]
-        return ((e @ H) * e).sum(1)[:, None] * np.ones((1, L.nblocks)) / L.nblocks
+        eH = e @ H
+        eH *= e
+        # each row's error spread evenly over its blocks (a view: no array the size of W)
+        return np.broadcast_to((eH.sum(1) / L.nblocks)[:, None], (out_f, L.nblocks))
 
     info = None
     if feedback:
@@ -399,12 +408,13 @@ def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: BlockLayout, S: np.ndar
     else:
         Hp = np.zeros((L.padded, L.padded))
         Hp[:in_f, :in_f] = H
-    Sb = L.expand(S)  # (out, nblocks)
+    # the scale of block j: column L.block_group[j] of S (not expanded: as large as W at block 1)
+    Sg = np.broadcast_to(S.reshape(1, 1), (out_f, 1)) if L.tensor else S
     codes = np.zeros((out_f, L.nblocks), dtype=np.int64)
     U = np.zeros((out_f, L.nblocks, codec.block))
 
     def quantize_block(j, Wj):
-        s = Sb[:, j][:, None]
+        s = Sg[:, 0 if L.tensor else L.block_group[j]][:, None]
         x = Wj / np.where(s > 0, s, 1.0)
         c = codec.encode(np.ascontiguousarray(x), gains, workers)
         u = codec.decode(c, gains).reshape(out_f, codec.block)
@@ -446,7 +456,7 @@ def _ls_scales(blocks, U, L: BlockLayout, H, real, S_old) -> np.ndarray:
     gidx = np.repeat(L.block_group, L.block)[:in_f]
     G = L.ngroups
     s = S_old.copy()
-    chunk = max(1, (1 << 24) // max(1, G * in_f))
+    chunk = max(1, (1 << 21) // max(1, G * in_f))  # M and M H: 16 MB each a chunk
     for a in range(0, L.out_features, chunk):
         uu, ww = u[a:a + chunk], w[a:a + chunk]
         M = np.zeros((len(uu), G, in_f))
