@@ -95,20 +95,22 @@ class ShardReader:
         else:
             raise FolderError(f"{self.folder} holds no safetensors weights ({_SINGLE} or {_INDEX}); "
                               "convert .bin weights with save_pretrained(safe_serialization=True)")
-        self._handles = {}
         self._where: dict[str, str] = {}
+        self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
         for name in files:
             path = self.folder / name
             if os.path.dirname(name) or not path.is_file():
                 raise FolderError(f"shard {name!r} named by {_INDEX} is missing from {self.folder}")
             try:
-                h = safe_open(str(path), framework="pt", device="cpu")
-                keys = list(h.keys())
+                # the header only; each tensor is read on its own later, through a handle that
+                # is closed again (a handle kept open keeps every page read of its file resident)
+                with safe_open(str(path), framework="pt", device="cpu") as h:
+                    for k in h.keys():
+                        sl = h.get_slice(k)
+                        self._meta[k] = (tuple(sl.get_shape()), sl.get_dtype())
+                        self._where[k] = name
             except Exception as exc:  # safetensors raises its own error types
                 raise FolderError(f"shard {path} is not a readable safetensors file: {exc}") from None
-            self._handles[name] = h
-            for k in keys:
-                self._where[k] = name
         if weight_map is not None:
             lost = [k for k, f in weight_map.items() if self._where.get(k) != f]
             if lost:
@@ -125,19 +127,21 @@ class ShardReader:
 
     def shape(self, key: str) -> tuple[int, ...]:
         """The stored shape of ``key`` (no data read)."""
-        return tuple(self._handles[self._where[key]].get_slice(key).get_shape())
+        return self._meta[key][0]
 
     def dtype(self, key: str) -> torch.dtype:
         """The stored dtype of ``key`` (no data read)."""
-        name = self._handles[self._where[key]].get_slice(key).get_dtype()
-        return _ST_DTYPES.get(name, torch.float32)
+        return _ST_DTYPES.get(self._meta[key][1], torch.float32)
 
     def get(self, key: str) -> torch.Tensor:
         """The tensor ``key`` (``FolderError`` if missing or unreadable)."""
         if key not in self._where:
             raise FolderError(f"{self.folder} has no tensor {key!r}")
+        from safetensors import safe_open
+
         try:
-            return self._handles[self._where[key]].get_tensor(key)
+            with safe_open(str(self.folder / self._where[key]), framework="pt", device="cpu") as h:
+                return h.get_tensor(key)
         except Exception as exc:
             raise FolderError(f"tensor {key!r} of shard {self._where[key]} cannot be read: {exc}") from None
 
