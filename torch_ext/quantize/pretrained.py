@@ -519,6 +519,8 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
                                                    f"calibration batch {j}")
                         inputs[j] = _with_hidden(args, kwargs, h)
             release(block)
+            for _, m in targets.pop(i):  # the float layers replaced: their weights go too
+                release(m)
             block_seconds.append(time.perf_counter() - t0)
             if callback is not None:
                 callback("<block>", {"block": i, "blocks": n_blocks, "seconds": block_seconds[-1],
