@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int
+
 __all__ = ["PerplexityResult", "perplexity", "read_texts", "text_windows"]
 
 #: text file suffixes read from a folder given as text
@@ -80,12 +82,6 @@ class PerplexityResult:
         bpb = f", {self.bits_per_byte:.4f} bits per byte" if self.bits_per_byte else ""
         return (f"perplexity {self.perplexity:.4f} ({self.bits_per_token:.4f} bits per token{bpb}) "
                 f"over {self.tokens:,} tokens, context {self.context}, stride {self.stride}")
-
-
-def _check_int(v, name: str, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    return v
 
 
 def _logits(out) -> Tensor:
@@ -146,9 +142,9 @@ def perplexity(model: nn.Module, ids, *, context: int, stride: int | None = None
     n = ids.numel()
     if n < 2:
         raise ValueError(f"the text has {n} token(s): at least 2 are needed")
-    context = _check_int(context, "context", 2)
+    context = check_int(context, "context", 2)
     stride = context // 2 if stride is None else stride
-    stride = _check_int(stride, "stride", 1)
+    stride = check_int(stride, "stride", 1)
     if stride > context:
         raise ValueError(f"stride ({stride}) must be at most context ({context})")
     try:
@@ -231,8 +227,8 @@ def text_windows(ids, *, tokens: int, context: int) -> tuple[Tensor, int]:
     ids = torch.as_tensor(ids).long()
     if ids.ndim != 1 or ids.numel() == 0:
         raise ValueError("ids must be a non-empty 1-D sequence of token ids")
-    tokens = _check_int(tokens, "tokens", 1)
-    context = _check_int(context, "context", 1)
+    tokens = check_int(tokens, "tokens", 1)
+    context = check_int(context, "context", 1)
     n = ids.numel()
     if n <= context:
         return ids[None], n

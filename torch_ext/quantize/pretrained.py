@@ -319,18 +319,6 @@ def _catch_inputs(model: nn.Module, first_block: nn.Module, batches: list) -> li
     return caught
 
 
-def _layer_info(layer: LeechQuantizedLinear) -> dict:
-    st = layer.stats
-    info = {"mse": st.get("mse"), "seconds": st.get("seconds"),
-            "bits_per_weight": layer.bits_report()["bits_per_weight"],
-            "rotation": st.get("rotation", layer.rotation.kind), "feedback": st.get("feedback"),
-            "calibration": st.get("calibration", "none"), "notes": list(st.get("notes", []))}
-    for k in ("calibration_seconds", "damp", "damp_raised", "val_error"):
-        if k in st:
-            info[k] = st[k]
-    return info
-
-
 def _load_quantized_block(block: nn.Module, prefix: str, path: Path) -> dict:
     """Put the quantized block stored at ``path`` into ``block``; returns its layers' infos."""
     meta, tensors = read_safetensors(path, what="quantized block shard")
