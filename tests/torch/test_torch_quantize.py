@@ -740,17 +740,52 @@ def test_a_rebuilt_lila_model_holds_no_float_weight_of_its_quantized_layers(tiny
 
 
 @pytest.mark.parametrize("width", [2, 3, 16, 48])
-def test_unpack_bits_in_row_chunks_inverts_pack_bits(width, monkeypatch):
-    """unpack_bits works a few rows at a time (its int64 bits are 64x the packed
-    bytes): any chunk size gives back the packed codes."""
+def test_pack_bits_in_row_chunks_match_a_bit_by_bit_reference(width, monkeypatch):
+    """pack_bits and unpack_bits work a few rows at a time (their int64 bits are 64x
+    the packed bytes): any chunk size gives the bytes of a plain bit-by-bit packing
+    (LSB first) and back the codes."""
     from torch_ext.ops import codebook as cb
 
     g = torch.Generator().manual_seed(width)
     codes = torch.randint(0, 2 ** min(width, 62), (37, 11), generator=g, dtype=torch.int64)
-    packed = cb.pack_bits(codes, width)
-    for chunk in (1, packed.shape[1] * 5, 1 << 17):
+    nb = -(-11 * width // 8)
+    ref = torch.zeros((37, nb), dtype=torch.uint8)
+    for r in range(37):
+        bits = [(int(c) >> k) & 1 for c in codes[r] for k in range(width)]
+        for i, bit in enumerate(bits):
+            ref[r, i // 8] |= bit << (i % 8)
+    for chunk in (1, nb * 5, 1 << 17):
         monkeypatch.setattr(cb, "_UNPACK_BYTES", chunk)
+        packed = cb.pack_bits(codes, width)
+        assert torch.equal(packed, ref), chunk
         assert torch.equal(cb.unpack_bits(packed, 11, width), codes), chunk
+
+
+@pytest.mark.parametrize("method", ["rtn", "leech-shape-gain", "leech-ball", "e8"])
+@pytest.mark.parametrize("group", ["row", "tensor", 48])
+@pytest.mark.parametrize("feedback", ["none", "ldlq", "euclid"])
+def test_quantize_matrix_row_chunks_change_nothing(method, group, feedback, monkeypatch):
+    """quantize_matrix holds a chunk of rows in its temporaries: codes and scales are
+    those of one chunk holding every row, for any chunk size (zero row, padding, H
+    with and without feedback, two scale refits)."""
+    from torch_ext.quantize import quantize_matrix
+    from torch_ext.quantize import scales as sc
+
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((29, 100)) * 0.02
+    W[3] = 0
+    X = rng.standard_normal((300, 100))
+    H = None if feedback == "euclid" else X.T @ X / 300
+    fb = "none" if feedback == "euclid" else feedback
+    kw = dict(method=method, bits=2, group=group, H=H, feedback=fb, scale_iters=2)
+    monkeypatch.setattr(sc, "_CHUNK_WEIGHTS", 1 << 30)
+    whole = quantize_matrix(W, **kw)
+    for chunk in (1, 250):  # a row a chunk; a few rows a chunk (the last one shorter)
+        monkeypatch.setattr(sc, "_CHUNK_WEIGHTS", chunk)
+        part = quantize_matrix(W, **kw)
+        assert np.array_equal(part.codes, whole.codes), chunk
+        assert np.array_equal(part.scales, whole.scales), chunk
+        assert part.mse == pytest.approx(whole.mse, rel=1e-12)
 
 
 def test_quantize_model_progress_bar(capsys):

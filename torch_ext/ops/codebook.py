@@ -229,14 +229,23 @@ def shell_union_points(idx: Tensor, shells: tuple) -> tuple[Tensor, Tensor]:
 
 
 def pack_bits(codes: Tensor, width: int) -> Tensor:
-    """Pack int64 codes (R, n) of ``width`` bits into uint8 (R, ceil(n * width / 8)), LSB first."""
+    """Pack int64 codes (R, n) of ``width`` bits into uint8 (R, ceil(n * width / 8)), LSB first.
+
+    A few rows at a time (:data:`_UNPACK_BYTES` packed bytes), so that the bits in
+    between (one int64 each) stay a few MB whatever the size of the layer.
+    """
     R, n = codes.shape
-    sh = torch.arange(width, device=codes.device, dtype=torch.int64)
-    bits = ((codes.unsqueeze(-1) >> sh) & 1).reshape(R, n * width)
     nb = -(-n * width // 8)
-    bits = F.pad(bits, (0, nb * 8 - n * width)).reshape(R, nb, 8)
+    out = torch.empty((R, nb), dtype=torch.uint8, device=codes.device)
+    sh = torch.arange(width, device=codes.device, dtype=torch.int64)
     w8 = torch.arange(8, device=codes.device, dtype=torch.int64)
-    return (bits << w8).sum(-1).to(torch.uint8)
+    step = max(1, _UNPACK_BYTES // max(1, nb))
+    for a in range(0, R, step):
+        c = codes[a:a + step]
+        bits = ((c.unsqueeze(-1) >> sh) & 1).reshape(c.shape[0], n * width)
+        bits = F.pad(bits, (0, nb * 8 - n * width)).reshape(c.shape[0], nb, 8)
+        out[a:a + c.shape[0]] = (bits << w8).sum(-1).to(torch.uint8)
+    return out
 
 
 #: packed bytes that :func:`unpack_bits` unpacks at once (its int64 bits take 64 times as many)

@@ -302,10 +302,27 @@ def quantize_matrix(W, config: QuantizeConfig | None = None, *, H=None, workers:
                      act_order=config.act_order)
 
 
+#: weights a row chunk of :func:`_quantize` holds (its temporaries, the encoders' included,
+#: are a few times this size, 4 MB of float64, whatever the size of the matrix)
+_CHUNK_WEIGHTS = 1 << 19
+
+
+def _row_chunks(L: BlockLayout):
+    """``slice``s of rows of about :data:`_CHUNK_WEIGHTS` padded weights each."""
+    step = max(1, _CHUNK_WEIGHTS // L.padded)
+    return [slice(a, min(a + step, L.out_features)) for a in range(0, L.out_features, step)]
+
+
 def _quantize(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
               H: np.ndarray | None, max_points, workers, feedback: bool = False,
               damp: float = 0.01, act_order: bool = False) -> QuantizedMatrix:
-    """:func:`quantize_matrix` on checked arguments (``W`` float64)."""
+    """:func:`quantize_matrix` on checked arguments (``W`` float64).
+
+    Besides ``W``, the padded blocks and their decoded values (each the size of
+    ``W``), every step works a chunk of rows at a time (:func:`_row_chunks`): blocks
+    are coded independently and every per-block or per-row quantity is row-local, so
+    the results are those of whole-array arithmetic, with temporaries of a chunk.
+    """
     out_f, in_f = W.shape
     if H is not None and not feedback:
         H = damped_hessian(H, damp)[0]
@@ -313,17 +330,28 @@ def _quantize(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
     blocks = L.blocks(W)
     P = blocks.reshape(out_f, L.padded)
     real = L.real[None, :, :]
-    sq = (blocks * blocks * real).sum(-1)  # (out, nblocks)
+    chunks = _row_chunks(L)
+    sq = np.empty((out_f, L.nblocks))  # (out, nblocks)
+    for r in chunks:
+        b = blocks[r] * real
+        b *= b
+        sq[r] = b.sum(-1)
     if L.tensor:
         n_real = float(L.real.sum()) * out_f
     else:  # the real weights of each group: the same in every row (one row, broadcast)
         n_real = L.group_sum(L.real.sum(-1)[None, :])
     rms = np.sqrt(L.group_sum(sq) / np.maximum(n_real, 1.0))
+    del sq
     zero = rms == 0
 
-    def normalise(S):
-        Sb = L.expand(np.where(S > 0, S, 1.0))
-        return (blocks / Sb[:, :, None]).reshape(-1, codec.block)
+    def rows(S, r):
+        """The scale of every block of rows ``r`` (``L.expand(S)[r]``, a view for one scale)."""
+        if L.tensor:
+            return np.broadcast_to(S.reshape(1, 1), (len(range(*r.indices(out_f))), L.nblocks))
+        return S[r][:, L.block_group]
+
+    def block_scales(S):
+        return L.expand(np.where(S > 0, S, 1.0))
 
     # 1. initial scales and the codebook fit on the normalised blocks
     gains = None
@@ -332,31 +360,52 @@ def _quantize(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
         S, dt = _round_scales(S, scale_dtype)
     else:
         S0, dt = _round_scales(np.where(zero, 1.0, rms), scale_dtype)
-        x0 = normalise(S0)
+        x0 = (blocks / block_scales(S0)[:, :, None]).reshape(-1, codec.block)
         if not np.any(x0):  # an all-zero weight: fit the codebook to a unit Gaussian
             x0 = np.random.default_rng(0).standard_normal((256, codec.block))
         alpha, gains = codec.fit(x0, max_points, workers)
+        del x0
         S, dt = _round_scales(S0 * alpha, scale_dtype)
     S = np.where(zero, 0.0, S)
 
     # 2. encode
-    def encode(S):
-        c = codec.encode(normalise(S), gains, workers).reshape(out_f, L.nblocks)
-        return c, codec.decode(c.reshape(-1), gains).reshape(out_f, L.nblocks, codec.block)
+    def encode_rows(S, r):
+        """Codes and decoded blocks of rows ``r`` with the scales ``S`` (``scale_shape``)."""
+        n = len(range(*r.indices(out_f)))
+        Sb = rows(np.where(S > 0, S, 1.0), r)
+        c = codec.encode((blocks[r] / Sb[:, :, None]).reshape(-1, codec.block), gains, workers)
+        return c.reshape(n, L.nblocks), codec.decode(c, gains).reshape(n, L.nblocks, codec.block)
 
-    def errors(S, U):
-        """Per-block squared errors (Euclidean) or per-row weighted errors (H)."""
-        E = L.expand(S)[:, :, None] * U
-        np.subtract(blocks, E, out=E)
+    def encode(S):
+        codes = np.empty((out_f, L.nblocks), dtype=np.int64)
+        U = np.empty_like(blocks)
+        for r in chunks:
+            codes[r], U[r] = encode_rows(S, r)
+        return codes, U
+
+    def errors_rows(S, r, U_r):
+        """Squared errors of rows ``r``: per block ``(n, nblocks)`` (Euclidean), or per
+        row ``(n,)`` (weighted by ``H``: each row's error over its number of blocks)."""
+        E = rows(S, r)[:, :, None] * U_r
+        np.subtract(blocks[r], E, out=E)
         E *= real
         if H is None:
             E *= E
             return E.sum(-1)
-        e = E.reshape(out_f, L.padded)[:, :in_f]
+        e = E.reshape(len(E), L.padded)[:, :in_f]
         eH = e @ H
         eH *= e
-        # each row's error spread evenly over its blocks (a view: no array the size of W)
-        return np.broadcast_to((eH.sum(1) / L.nblocks)[:, None], (out_f, L.nblocks))
+        return eH.sum(1) / L.nblocks
+
+    def errors(S, U):
+        err = np.empty((out_f, L.nblocks) if H is None else (out_f,))
+        for r in chunks:
+            err[r] = errors_rows(S, r, U[r])
+        return err
+
+    def per_block(err):
+        """Per-block errors: a row's error spread evenly over its blocks with ``H`` (a view)."""
+        return err if H is None else np.broadcast_to(err[:, None], (out_f, L.nblocks))
 
     info = None
     if feedback:
@@ -367,30 +416,39 @@ def _quantize(W: np.ndarray, codec, group, *, scale_iters: int, scale_dtype,
     err = errors(S, U)
     # 3. least-squares scales, then encode again (with feedback: refit only, once)
     for _ in range(min(scale_iters, 1) if feedback else scale_iters):
-        S_ls = _ls_scales(blocks, U, L, H, real, S)
+        S_ls = _ls_scales(blocks, U, L, H, real, S, chunks)
         S_new, dt2 = _round_scales(np.where(zero, 0.0, S_ls), dt)
         if dt2 != dt:  # the refit left float16: keep the old scales
             break
         err_new = errors(S_new, U)
         unit = _accept_unit(L, H)
-        better = unit(err_new) < unit(err)
+        better = unit(per_block(err_new)) < unit(per_block(err))
         S = np.where(better, S_new, S)
-        err = errors(S, U)
+        # the errors of the blocks under the accepted scales (with H, every group of a row
+        # is accepted or none: their errors are those of err_new or of err, exactly)
+        took = L.expand(better) if H is None else better[:, 0]
+        np.copyto(err, err_new, where=took)
+        del err_new
         if feedback:
             break
-        c2, U2 = encode(S)
-        err2 = errors(S, U2)
-        if H is None:
-            pick = err2 < err  # per block: same scales, errors add up over blocks
-        else:
-            pick = np.broadcast_to((err2.sum(1) < err.sum(1))[:, None], err.shape)
-        codes = np.where(pick, c2, codes)
-        U = np.where(pick[:, :, None], U2, U)
-        err = np.where(pick, err2, err)
-    What = (L.expand(S)[:, :, None] * U).reshape(out_f, L.padded)[:, :in_f]
+        # encode again with the new scales; keep the better code per block (per row with H:
+        # the weighted errors of a row's blocks do not add up separately)
+        for r in chunks:
+            c2, U2 = encode_rows(S, r)
+            err2 = errors_rows(S, r, U2)
+            pick = err2 < err[r]
+            err[r] = np.where(pick, err2, err[r])
+            if H is not None:
+                pick = np.broadcast_to(pick[:, None], c2.shape)
+            codes[r] = np.where(pick, c2, codes[r])
+            U[r] = np.where(pick[:, :, None], U2, U[r])
+    sse = 0.0
+    for r in chunks:  # the squared error of the real weights
+        d = (rows(S, r)[:, :, None] * U[r]).reshape(-1, L.padded)[:, :in_f] - W[r]
+        d *= d
+        sse += float(d.sum())
     return QuantizedMatrix(codes=codes, scales=S.reshape(L.scale_shape), scale_dtype=dt, gains=gains,
-                           mse=float(np.mean((What - W) ** 2)), layout=L, codec=codec,
-                           feedback_info=info)
+                           mse=sse / W.size, layout=L, codec=codec, feedback_info=info)
 
 
 def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: BlockLayout, S: np.ndarray, gains, damp,
@@ -435,21 +493,36 @@ def _accept_unit(L: BlockLayout, H):
     return L.group_sum
 
 
-def _ls_scales(blocks, U, L: BlockLayout, H, real, S_old) -> np.ndarray:
-    """Least-squares scales (scale_shape) of the weights for fixed decoded blocks ``U``."""
-    Ur = U * real
-    if H is None:
-        num = L.group_sum((blocks * Ur).sum(-1))
-        den = L.group_sum((Ur * Ur).sum(-1))
+def _ls_scales(blocks, U, L: BlockLayout, H, real, S_old, chunks=None) -> np.ndarray:
+    """Least-squares scales (scale_shape) of the weights for fixed decoded blocks ``U``
+    (sums a chunk of rows at a time: ``chunks``, default :func:`_row_chunks`)."""
+    chunks = _row_chunks(L) if chunks is None else chunks
+    if H is None:  # the group sums of each row (L.group_sum, a chunk of rows at a time)
+        num = np.empty((L.out_features, L.ngroups))
+        den = np.empty((L.out_features, L.ngroups))
+        for r in chunks:
+            Ur = U[r] * real
+            num[r] = np.add.reduceat((blocks[r] * Ur).sum(-1), L.group_starts, axis=1)
+            Ur *= Ur
+            den[r] = np.add.reduceat(Ur.sum(-1), L.group_starts, axis=1)
+        if L.tensor:
+            num, den = num.sum().reshape(1, 1), den.sum().reshape(1, 1)
         ok = den > 0
         s = np.where(ok, num / np.where(ok, den, 1.0), S_old)
         return np.where(s > 0, s, S_old)
     in_f = L.in_features
     w = blocks.reshape(L.out_features, L.padded)[:, :in_f]
-    u = Ur.reshape(L.out_features, L.padded)[:, :in_f]
+
+    def u_rows(a, b):  # the decoded weights of rows a:b, padding zeroed
+        return (U[a:b] * real).reshape(-1, L.padded)[:, :in_f]
+
     if L.tensor:
-        uH = u @ H
-        num, den = float((uH * w).sum()), float((uH * u).sum())
+        num = den = 0.0
+        for r in chunks:
+            u = u_rows(r.start, r.stop)
+            uH = u @ H
+            num += float((uH * w[r]).sum())
+            den += float((uH * u).sum())
         s = num / den if den > 0 else float(S_old.ravel()[0])
         return np.full((1, 1), s if s > 0 else float(S_old.ravel()[0]))
     # per row: the G x G normal equations of the group scales (rows in chunks)
@@ -458,7 +531,7 @@ def _ls_scales(blocks, U, L: BlockLayout, H, real, S_old) -> np.ndarray:
     s = S_old.copy()
     chunk = max(1, (1 << 21) // max(1, G * in_f))  # M and M H: 16 MB each a chunk
     for a in range(0, L.out_features, chunk):
-        uu, ww = u[a:a + chunk], w[a:a + chunk]
+        uu, ww = u_rows(a, a + chunk), w[a:a + chunk]
         M = np.zeros((len(uu), G, in_f))
         M[:, gidx, np.arange(in_f)] = uu
         MH = (M.reshape(-1, in_f) @ H).reshape(M.shape)  # (rows, G, in), one product
