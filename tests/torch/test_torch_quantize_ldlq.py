@@ -544,3 +544,53 @@ def test_act_order_through_the_layer_and_quantize_model(method):
         quantize_model(nn.Sequential(_linear(96, 32)), 2, method, act_order=1)
     with pytest.raises(TypeError, match="act_order"):
         LeechQuantizedLinear.from_linear(lin, method, act_order="yes", **kw)
+
+
+@pytest.mark.parametrize("splits", [[40], [10, 10, 10, 10], [3, 5, 8, 24], [16, 1, 23], [2, 2]])
+def test_held_out_moment_kept_as_rows_or_sum_gives_the_same_loss(splits):
+    """The held-out guard keeps the weighted rows while there are fewer than the
+    inputs (46 MB instead of a 254 MB sum on a 5632-input layer) and their sum past
+    that: tr(D H_val D^T) is the same either way, wherever the switch happens."""
+    from torch_ext.quantize.calibrate import _HeldOut
+
+    g = torch.Generator().manual_seed(len(splits))
+    n = 16
+    X = torch.randn(sum(splits), n, generator=g, dtype=torch.float64)
+    D = torch.randn(5, n, generator=g, dtype=torch.float64)
+    ref = float(((D @ (X.T @ X / X.shape[0])) * D).sum())
+    h = _HeldOut()
+    for part in torch.split(X, splits):
+        h.add(part)
+    h.finish()
+    assert h.loss(D) == pytest.approx(ref, rel=1e-12)
+    assert (h.H is None) == (X.shape[0] <= n)  # rows while they are fewer than the inputs
+
+
+@pytest.mark.parametrize("n", [1, 3, 255, 256, 257, 600])
+@pytest.mark.parametrize("kind", ["full", "low-rank", "dead", "asymmetric"])
+def test_inverse_cholesky_in_place_equals_the_plain_lapack_route(n, kind, monkeypatch):
+    """inverse_cholesky_upper builds J damped_hessian(H) J and flips the factor back in
+    one n x n array: bit for bit the result of the plain route (a damped copy, a
+    reversed Fortran copy, potrf, trtri, a contiguous reversed copy), for any tile."""
+    import scipy.linalg
+
+    from torch_ext.quantize import feedback as fbk
+
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((max(1, n // 3) if kind == "low-rank" else n + 5, n))
+    H = X.T @ X
+    if kind == "dead":
+        H[:, ::3] = 0
+        H[::3, :] = 0
+    if kind == "asymmetric":
+        H = H + 1e-3 * rng.standard_normal((n, n))
+    potrf, trtri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "trtri"), (np.empty(1),))
+    for tile in (7, 256):
+        monkeypatch.setattr(fbk, "_TILE", tile)
+        U, info = fbk.inverse_cholesky_upper(H, 0.01)
+        Hd, dead = fbk.damped_hessian(H, info.damp)
+        A, ok = potrf(np.asfortranarray(Hd[::-1, ::-1]), lower=1, clean=1)
+        A, ok2 = trtri(A, lower=1)
+        assert ok == ok2 == 0
+        assert U.flags.c_contiguous and np.array_equal(U, A[::-1, ::-1]), tile
+        assert info.dead == int(dead.sum())

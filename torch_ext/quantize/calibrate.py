@@ -217,6 +217,48 @@ def _probe(model: nn.Module, targets, batch, index: int):
     return groups, counts
 
 
+class _HeldOut:
+    """The held-out second moment of one layer's input, ``H_val = R^T R / T``.
+
+    While there are fewer held-out rows than inputs, the (weighted) rows ``R`` are
+    kept rather than their ``n x n`` sum: 1 024 held-out tokens of a 5 632-input layer
+    are 46 MB, the sum 254 MB.  Past ``n`` rows the sum is formed and added to.
+    :meth:`loss` is ``tr(D H_val D^T)`` either way.
+    """
+
+    def __init__(self):
+        self.rows: list[Tensor] = []
+        self.n_rows = 0
+        self.H = None
+        self.n = 0
+
+    def add(self, r: Tensor) -> None:
+        """Add the rows ``r`` (``(t, n)``, float64, already weighted by ``sqrt(w_t)``)."""
+        if self.H is None and self.n_rows + r.shape[0] <= r.shape[1]:
+            self.rows.append(r.cpu())
+            self.n_rows += r.shape[0]
+        else:
+            if self.H is None:
+                R = torch.cat(self.rows) if self.rows else r[:0].cpu()
+                self.H = (R.T @ R).cpu()
+                self.rows = []
+            self.H += (r.T @ r).cpu()
+        self.n += r.shape[0]
+
+    def finish(self) -> "_HeldOut":
+        if self.H is None:
+            self.rows = [torch.cat(self.rows)] if self.rows else []
+        return self
+
+    def loss(self, D: Tensor) -> float:
+        """``tr(D H_val D^T)`` of the ``(out, n)`` weight error ``D``."""
+        if self.H is not None:
+            return float(((D @ self.H) * D).sum()) / self.n
+        if not self.rows:
+            return 0.0
+        return float((D @ self.rows[0].T).pow(2).sum()) / self.n
+
+
 class _Moments:
     """Second moments of one group's input: ``H_fit`` (shared) and each member's ``H_val``."""
 
@@ -225,8 +267,8 @@ class _Moments:
         self.split_tokens = split_tokens
         self.fit = None
         self.n_fit = 0
-        self.val = {n: None for n in weights}
-        self.n_val = 0
+        shared = _HeldOut() if _GUARD == "plain" else None
+        self.val = {n: shared or _HeldOut() for n in weights}
 
     def add(self, x: Tensor, held_out: bool) -> None:
         if self.split_tokens:
@@ -251,27 +293,18 @@ class _Moments:
             self.n_fit += x.shape[0]
             return
         if _GUARD == "plain":
-            h = (x.T @ x).cpu()
-            for n in self.weights:
-                self.val[n] = h if self.val[n] is None else self.val[n] + h
-            self.n_val += x.shape[0]
+            next(iter(self.val.values())).add(x)
             return
         for n, W in self.weights.items():
             y2 = (x @ W.to(x.device).T).pow(2).sum(1)
             w = 1.0 / (y2 + _REL_EPS * y2.mean() + 1e-300)
-            h = ((x * w[:, None]).T @ x).cpu()
-            self.val[n] = h if self.val[n] is None else self.val[n] + h
-        self.n_val += x.shape[0]
+            self.val[n].add(x * w.sqrt()[:, None])
 
     def result(self):
-        """``(H_fit, {name: H_val})``, the sums divided in place (called once: no second copy)."""
+        """``(H_fit, {name: held-out moment or None})``, ``H_fit`` divided in place (called
+        once: no second copy)."""
         fit = None if self.fit is None else self.fit.div_(self.n_fit)
-        done = set()  # the members may share one sum (one tensor): divided once
-        for v in self.val.values():
-            if v is not None and id(v) not in done and v is not fit:
-                v.div_(self.n_val)
-                done.add(id(v))
-        val = self.val
+        val = {n: (v.finish() if v.n else None) for n, v in self.val.items()}
         self.fit, self.val = None, {}
         return fit, val
 
@@ -319,11 +352,10 @@ def _accumulate(model, layers: dict[str, nn.Module], group: list[str], counts, b
     return mom
 
 
-def _val_loss(layer, W: Tensor, H: Tensor | None) -> float:
-    if H is None:
+def _val_loss(layer, W: Tensor, held: _HeldOut | None) -> float:
+    if held is None:
         return float("nan")
-    D = layer.dequantize(torch.float64).cpu() - W.cpu()
-    return float(((D @ H) * D).sum())
+    return held.loss(layer.dequantize(torch.float64).cpu() - W.cpu())
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:

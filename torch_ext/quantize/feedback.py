@@ -182,24 +182,74 @@ def inverse_cholesky_upper(H, damp: float = 0.01) -> tuple[np.ndarray, FeedbackI
     d = _check_damp(damp)
     potrf, trtri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "trtri"), (np.empty(1),))
     for raised in range(MAX_TRIES + 1):
-        Hd, dead = damped_hessian(H, d)
-        mean_diag = float(np.mean(np.diag(Hd)))
         # H = R R^T with R upper: R = J Lr J, Lr the lower Cholesky factor of J H J (J reverses
         # the order); then H^-1 = R^-T R^-1, and U = R^-1 = J Lr^-1 J is upper with a positive
         # diagonal: the (unique) upper Cholesky factor of H^-1.  LAPACK in place on one
-        # Fortran-ordered copy (a few n x n arrays at most, not eight: n = 8192 is 512 MB each)
-        A = np.asfortranarray(Hd[::-1, ::-1])
-        del Hd
+        # Fortran-ordered array holding J damped_hessian(H) J, built and turned into the
+        # C-ordered U in place: one n x n array besides H (n = 5632 is 254 MB)
+        A, dead, mean_diag = _reversed_damped(H, d)
         A, info = potrf(A, lower=1, clean=1, overwrite_a=1)
         if info == 0 and np.min(np.diag(A)) ** 2 > _MIN_PIVOT * mean_diag:
             A, info = trtri(A, lower=1, overwrite_c=1)
             if info == 0:
-                U = np.ascontiguousarray(A[::-1, ::-1])
+                U = _flip_fortran_in_place(A)
                 del A
                 if np.all(np.isfinite(U)) and np.all(np.diag(U) > 0):
                     return U, FeedbackInfo(damp=d, raised=raised, dead=int(dead.sum()))
         d = d * 10.0 if d > 0 else _FIRST_NONZERO
     raise np.linalg.LinAlgError(f"H does not factor even with damping {d / 10:g}")
+
+
+def _reversed_damped(H: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """``damped_hessian(H, damp)[0][::-1, ::-1]`` as a new Fortran-ordered array (the same
+    values, written once: no n x n temporary), its dead inputs and mean diagonal."""
+    n = H.shape[0]
+    A = np.empty((n, n), order="F")
+    np.add(H[::-1, ::-1], H.T[::-1, ::-1], out=A)
+    A *= 0.5
+    d = np.diag(A)[::-1].copy()  # the symmetrised diagonal, in the order of H
+    dead = ~(d > 0)
+    mean = float(d[~dead].mean()) if np.any(~dead) else 1.0
+    if np.any(dead):
+        rd = dead[::-1]
+        A[rd, :] = 0.0
+        A[:, rd] = 0.0
+        A[rd, rd] = mean
+    A[np.diag_indices(n)] += damp * mean
+    return A, dead, float(np.mean(np.diag(A)[::-1]))
+
+
+#: entries of the n x n arrays moved at once when flipped or transposed in place
+_TILE = 256
+
+
+def _flip_fortran_in_place(A: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray(A[::-1, ::-1])`` of a square Fortran-ordered ``A``, in A's memory.
+
+    Reversing the flat memory of a Fortran array gives the Fortran array of
+    ``A[::-1, ::-1]``, whose C-ordered reading is its transpose: the memory is
+    reversed, then transposed, a tile at a time (temporaries of one tile or one
+    chunk).  ``A`` is consumed.
+    """
+    n = A.shape[0]
+    v = A.reshape(-1, order="F")  # a view: A is Fortran-contiguous
+    m = v.size
+    step = _TILE * _TILE
+    for a in range(0, m // 2, step):
+        b = min(a + step, m // 2)
+        t = v[a:b].copy()
+        v[a:b] = v[m - b:m - a][::-1]
+        v[m - b:m - a] = t[::-1]
+    M = v.reshape(n, n)  # C order: the transpose of the flipped array
+    for i in range(0, n, _TILE):
+        i1 = min(i + _TILE, n)
+        M[i:i1, i:i1] = M[i:i1, i:i1].T.copy()
+        for j in range(i1, n, _TILE):
+            j1 = min(j + _TILE, n)
+            t = M[i:i1, j:j1].copy()
+            M[i:i1, j:j1] = M[j:j1, i:i1].T
+            M[j:j1, i:i1] = t.T
+    return M
 
 
 def act_order(H, block: int) -> np.ndarray:
