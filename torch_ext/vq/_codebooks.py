@@ -15,7 +15,18 @@ its points:
   to the direction scaled to norm ``sqrt(m)``; indices of
   :class:`leechlib.ShellCodebook`;
 * ``ball`` (squared norm ``<= M``): :func:`leechlib.constrained_nearest_point` with
-  ``max_norm = M``; indices of :class:`leechlib.BallCodebook`.
+  ``max_norm = M``; indices of :class:`leechlib.BallCodebook`;
+* ``union`` (the shapes of ``codebook="shape-gain"``: a union of shells): per shell
+  the vector of largest inner product, then the one of largest ``<y, v> / ||v||``;
+  the index of a vector of ``shells[k]`` is its :class:`leechlib.ShellCodebook`
+  index plus the sizes of the shells before it (as
+  :class:`leechlib.ShapeGainQuantizer`);
+* ``e8`` (three :math:`E_8` balls of squared norm ``<= M`` per block of 24, unit
+  coordinates, minimal norm 2): :class:`leechlib.baselines.E8Quantizer`'s exact
+  encoder (nearest point, brute force over the ball on overload) per 8 numbers;
+  the index of a block is ``(a * S + b) * S + c`` with ``a, b, c`` the indices in
+  :func:`leechlib.baselines.e8_ball` order of its three 8-blocks and ``S`` the
+  ball's size.
 
 Search, rank and unrank are :mod:`torch_ext.ops.codebook`'s, the one torch-side path
 of the Leech index maps (shared with :mod:`torch_ext.quantize`): search and rank run
@@ -25,36 +36,100 @@ tensor's device.
 
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from leechlib import shell_count
+from leechlib.baselines import E8Quantizer
+from leechlib.kernels import SQRT8
 
-from ..ops.codebook import codebook_rank, codebook_search, codebook_unrank
+from ..ops.codebook import codebook_rank, codebook_search, codebook_unrank, e8_table
 
-__all__ = ["Codebook"]
+__all__ = ["Codebook", "e8_ball_size"]
+
+
+def e8_ball_size(max_norm: int) -> int:
+    """Points of :math:`E_8` of squared norm ``<= max_norm``: ``1 + sum 240 sigma_3(k)``."""
+    total = 1
+    for k in range(1, max_norm // 2 + 1):
+        total += 240 * sum(d**3 for d in range(1, k + 1) if k % d == 0)
+    return total
 
 
 # ---------------------------------------------------------------------------
-# the codebook object used by LeechVQ
+# the E8 ball: exact search (custom op, leechlib's encoder on the CPU), rank by lookup
 # ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _e8_quantizer(max_norm: int) -> E8Quantizer:
+    return E8Quantizer(max_norm).prepare()
+
+
+@torch.library.custom_op("leech::e8_search", mutates_args=())
+def _e8_search_op(x: Tensor, max_norm: int) -> Tensor:
+    """Indices (int64, ``x.shape[:-1]``) of the nearest points of the E8 ball to rows of 8."""
+    y = x.detach().to("cpu", torch.float64).reshape(-1, 8).contiguous().numpy()
+    if y.size and not np.isfinite(y).all():
+        raise ValueError("x contains NaN or inf")
+    idx = _e8_quantizer(max_norm).encode(y).astype(np.int64) if len(y) else np.zeros(0, np.int64)
+    return torch.from_numpy(idx).to(x.device).reshape(x.shape[:-1])
+
+
+@_e8_search_op.register_fake
+def _(x, max_norm):
+    return x.new_empty(x.shape[:-1], dtype=torch.int64)
+
+
+_KEY_BASE = 64  # 2 * coordinate + 32 in [0, 64): |coordinate| <= 4 for max_norm <= 16
+
+
+def _e8_keys(p2: Tensor) -> Tensor:
+    """A sortable int64 key of points given as ``2 * p`` (int64, ``(..., 8)``)."""
+    k = torch.zeros(p2.shape[:-1], dtype=torch.int64, device=p2.device)
+    for j in range(8):
+        k = k * _KEY_BASE + (p2[..., j] + _KEY_BASE // 2)
+    return k
+
+
+def _e8_key_table(max_norm: int, device):
+    """Sorted keys of the E8 ball and the ball index of each (cached per device)."""
+    t = e8_table(max_norm, device, torch.float64)
+    keys = _e8_keys(torch.round(2.0 * t).to(torch.int64))
+    return torch.sort(keys)
 
 
 class Codebook:
-    """One Leech codebook: ``kind`` in {"minimal", "shell", "ball"} and its norm.
+    """One codebook of :class:`~torch_ext.LeechVQ`: ``kind`` and its norm.
 
-    ``norm`` is the squared norm of the shell, or the largest squared norm of the
-    ball, in unit coordinates (minimal norm 4).
+    ``kind`` in {"minimal", "shell", "ball", "union", "e8"}; ``norm`` is the squared
+    norm of the shell, or the largest squared norm of the ball, in unit coordinates
+    (Leech minimal norm 4, E8 minimal norm 2); ``shells`` the shells of ``"union"``.
+    ``int_scale``: integer-model points over ``int_scale`` are unit coordinates.
     """
 
-    def __init__(self, kind: str, norm: int):
+    def __init__(self, kind: str, norm: int, shells: tuple = ()):
         self.kind = kind
         self.norm = norm
+        self.shells = tuple(shells) if kind == "union" else ((norm,) if kind != "ball" else ())
+        self.int_scale = 1.0 if kind == "e8" else SQRT8
         if kind == "ball":
             self.size = 1 + sum(shell_count(m) for m in range(4, norm + 1, 2))
+        elif kind == "e8":
+            self.e8_size = e8_ball_size(norm)
+            self.size = self.e8_size**3
         else:
-            self.size = shell_count(norm)
-        self.spherical = kind != "ball"
+            self.size = sum(shell_count(m) for m in self.shells)
+        offs, tot = [], 0
+        for m in self.shells:
+            offs.append(tot)
+            tot += shell_count(m)
+        self.offsets = tuple(offs)
+        self.spherical = kind not in ("ball", "e8")
 
     def __repr__(self) -> str:
         return f"Codebook(kind={self.kind!r}, norm={self.norm}, size={self.size})"
@@ -63,24 +138,90 @@ class Codebook:
     def int_norm(self) -> int:
         return 8 * self.norm
 
+    def _kind_of(self, m: int) -> str:
+        return "minimal" if m == 4 else "shell"
+
+    def unit(self, p_int: Tensor) -> Tensor:
+        """Unit directions of integer-model shell points (exact norms: integer sums)."""
+        if self.kind != "union":
+            return p_int / math.sqrt(self.int_norm)
+        return p_int / torch.sqrt((p_int * p_int).sum(-1, keepdim=True))
+
     def search(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Nearest codewords of the rows of ``y`` (``(n, 24)``, float, unit coordinates).
 
         Spherical codebooks: the vector of largest inner product (``y``'s scale does
         not matter: each row is divided by its largest absolute entry first, so the
         norms taken by the search neither overflow, beyond 1e150 in float64, nor
-        underflow to zero for tiny rows); ball: the nearest point to ``y``.  Returns
-        integer-model points (float64) and int64 indices.
+        underflow to zero for tiny rows); ball and E8: the nearest point to ``y``.
+        Returns integer-model points (float64; unit coordinates for E8) and int64
+        indices.
         """
+        if self.kind == "e8":
+            i8 = torch.ops.leech.e8_search(y.reshape(y.shape[:-1] + (3, 8)), self.norm)
+            return self.points(self._combine(i8)), self._combine(i8)
         if self.spherical and y.numel():
             m = y.abs().amax(dim=-1, keepdim=True)
             y = y / torch.where(m > 0, m, torch.ones_like(m))
-        return codebook_search(y, self.kind, self.norm)
+        if self.kind != "union":
+            return codebook_search(y, self.kind, self.norm)
+        best_p = best_i = best_c = None
+        for m, off in zip(self.shells, self.offsets):
+            p, i = codebook_search(y, self._kind_of(m), m)
+            c = (y.to(torch.float64) * p).sum(-1) / math.sqrt(8.0 * m)
+            i = i + off
+            if best_p is None:
+                best_p, best_i, best_c = p, i, c
+            else:
+                up = c > best_c
+                best_p = torch.where(up[..., None], p, best_p)
+                best_i = torch.where(up, i, best_i)
+                best_c = torch.where(up, c, best_c)
+        return best_p, best_i
+
+    def _combine(self, i8: Tensor) -> Tensor:
+        S = self.e8_size
+        return (i8[..., 0] * S + i8[..., 1]) * S + i8[..., 2]
 
     def points(self, idx: Tensor) -> Tensor:
-        """Integer-model points (float64, ``idx.shape + (24,)``) of in-range indices."""
-        return codebook_unrank(idx, self.kind, self.norm)
+        """Integer-model points (float64, ``idx.shape + (24,)``) of in-range indices.
+
+        Unranked on ``idx``'s device (torch operations; the CPU may take leechlib's
+        numpy unranking), never through numpy for a CUDA tensor.
+        """
+        if self.kind == "e8":
+            S = self.e8_size
+            parts = torch.stack([idx // (S * S), (idx // S) % S, idx % S], dim=-1)
+            t = e8_table(self.norm, idx.device, torch.float64)
+            return t[parts].reshape(idx.shape + (24,))
+        if self.kind != "union":
+            return codebook_unrank(idx, self.kind, self.norm)
+        out = None
+        for m, off in zip(self.shells, self.offsets):
+            n = shell_count(m)
+            sel = (idx >= off) & (idx < off + n)
+            p = codebook_unrank((idx - off).clamp(0, n - 1), self._kind_of(m), m)
+            out = p if out is None else torch.where(sel[..., None], p, out)
+        return out
 
     def indices(self, points: Tensor) -> Tensor:
         """Indices of integer-model points (rounded first); -1 for a non-codeword."""
-        return codebook_rank(points, self.kind, self.norm)
+        if self.kind == "e8":
+            z = points.to(torch.float64).reshape(points.shape[:-1] + (3, 8))
+            z2 = torch.round(2.0 * z)
+            ok = (z2 == 2.0 * z).all(-1) & (z2.abs() <= 2 * math.isqrt(self.norm) + 1).all(-1)
+            keys = _e8_keys(torch.where(ok[..., None], z2, 0.0).to(torch.int64))
+            skeys, order = _e8_key_table(self.norm, points.device)
+            pos = torch.searchsorted(skeys, keys).clamp_max(skeys.numel() - 1)
+            hit = ok & (skeys[pos] == keys)
+            i8 = torch.where(hit, order[pos], -1)
+            return torch.where((i8 >= 0).all(-1), self._combine(i8.clamp_min(0)), -1)
+        if self.kind != "union":
+            return codebook_rank(points, self.kind, self.norm)
+        z = points.to(torch.float64)
+        nrm = torch.round((z * z).sum(-1))
+        out = torch.full(points.shape[:-1], -1, dtype=torch.int64, device=points.device)
+        for m, off in zip(self.shells, self.offsets):
+            r = codebook_rank(z, self._kind_of(m), m)
+            out = torch.where((nrm == 8 * m) & (r >= 0), r + off, out)
+        return out
