@@ -147,7 +147,7 @@ class Codebook:
             return p_int / math.sqrt(self.int_norm)
         return p_int / torch.sqrt((p_int * p_int).sum(-1, keepdim=True))
 
-    def search(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def search(self, y: Tensor, table: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Nearest codewords of the rows of ``y`` (``(n, 24)``, float, unit coordinates).
 
         Spherical codebooks: the vector of largest inner product (``y``'s scale does
@@ -155,11 +155,12 @@ class Codebook:
         norms taken by the search neither overflow, beyond 1e150 in float64, nor
         underflow to zero for tiny rows); ball and E8: the nearest point to ``y``.
         Returns integer-model points (float64; unit coordinates for E8) and int64
-        indices.
+        indices.  ``table``: the E8 ball's points (:func:`~torch_ext.ops.codebook.e8_table`
+        on ``y``'s device; a module buffer, so that ``torch.compile`` sees no numpy).
         """
         if self.kind == "e8":
             i8 = torch.ops.leech.e8_search(y.reshape(y.shape[:-1] + (3, 8)), self.norm)
-            return self.points(self._combine(i8)), self._combine(i8)
+            return self.points(self._combine(i8), table), self._combine(i8)
         if self.spherical and y.numel():
             m = y.abs().amax(dim=-1, keepdim=True)
             y = y / torch.where(m > 0, m, torch.ones_like(m))
@@ -183,7 +184,7 @@ class Codebook:
         S = self.e8_size
         return (i8[..., 0] * S + i8[..., 1]) * S + i8[..., 2]
 
-    def points(self, idx: Tensor) -> Tensor:
+    def points(self, idx: Tensor, table: Tensor | None = None) -> Tensor:
         """Integer-model points (float64, ``idx.shape + (24,)``) of in-range indices.
 
         Unranked on ``idx``'s device (torch operations; the CPU may take leechlib's
@@ -192,8 +193,8 @@ class Codebook:
         if self.kind == "e8":
             S = self.e8_size
             parts = torch.stack([idx // (S * S), (idx // S) % S, idx % S], dim=-1)
-            t = e8_table(self.norm, idx.device, torch.float64)
-            return t[parts].reshape(idx.shape + (24,))
+            t = e8_table(self.norm, idx.device, torch.float64) if table is None else table
+            return t.to(device=idx.device, dtype=torch.float64)[parts].reshape(idx.shape + (24,))
         if self.kind != "union":
             return codebook_unrank(idx, self.kind, self.norm)
         out = None

@@ -13,6 +13,7 @@ from leechlib import shell_count
 from leechlib.quantizers import MAX_BITS_PER_DIM, MIN_BITS_PER_DIM, BallQuantizer, ShapeGainQuantizer
 
 from .._validation import check_int
+from ..ops.codebook import e8_table
 from ._codebooks import Codebook, e8_ball_size
 from ._estimators import LEECH_G, draw, voronoi_bank
 
@@ -336,6 +337,9 @@ class LeechVQ(nn.Module):
         if track_usage:
             self.register_buffer("usage_ema", torch.zeros(self.codebook_size))
         self._last_indices = None
+        if self.cb.kind == "e8":  # the ball's points: index -> point by a gather (any device)
+            self.register_buffer("e8_points", e8_table(self.cb.norm, "cpu", torch.float64),
+                                 persistent=False)
         if estimator == "noise":  # cell points of the lattice, drawn once (not saved)
             self.register_buffer("noise_bank", voronoi_bank("e8" if self.cb.kind == "e8"
                                                             else "leech"), persistent=False)
@@ -605,7 +609,7 @@ class LeechVQ(nn.Module):
         w = None if kb is None else kb.to(zb.dtype)
 
         def search(t: Tensor):
-            p_int, i = cb.search(t.reshape(-1, 24))
+            p_int, i = cb.search(t.reshape(-1, 24), getattr(self, "e8_points", None))
             return p_int.reshape(t.shape), i.reshape(t.shape[:-1])
 
         if not cb.spherical:
@@ -708,7 +712,7 @@ class LeechVQ(nn.Module):
         K = self.levels.shape[0] if self.levels is not None else 1
         keep = idx >= 0
         idx = idx.clamp_min(0)
-        p_int = self.cb.points(idx // K)
+        p_int = self.cb.points(idx // K, getattr(self, "e8_points", None))
         if not self.cb.spherical:
             q = self.scale.to(dt)[:, None] * (p_int / self.cb.int_scale).to(dt)
         else:
