@@ -139,7 +139,9 @@ class Codebook:
         return 8 * self.norm
 
     def _kind_of(self, m: int) -> str:
-        return "minimal" if m == 4 else "shell"
+        # a union numbers every shell, 4 included, as ShellCodebook (ShapeGainQuantizer's
+        # order), not as LeechLattice.minimal_vectors
+        return "shell"
 
     def unit(self, p_int: Tensor) -> Tensor:
         """Unit directions of integer-model shell points (exact norms: integer sums)."""
