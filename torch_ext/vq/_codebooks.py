@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -46,10 +47,12 @@ from torch import Tensor
 from leechlib import shell_count
 from leechlib.baselines import E8Quantizer
 from leechlib.kernels import SQRT8
+from leechlib.quantizers import MAX_BITS_PER_DIM, MIN_BITS_PER_DIM, BallQuantizer, ShapeGainQuantizer
 
+from .._validation import check_int
 from ..ops.codebook import codebook_rank, codebook_search, codebook_unrank, e8_table
 
-__all__ = ["Codebook", "e8_ball_size"]
+__all__ = ["Codebook", "e8_ball_size", "parse_codebook"]
 
 
 def e8_ball_size(max_norm: int) -> int:
@@ -169,7 +172,7 @@ class Codebook:
         if self.kind != "union":
             return codebook_search(y, self.kind, self.norm)
         best_p = best_i = best_c = None
-        for m, off in zip(self.shells, self.offsets):
+        for m, off in zip(self.shells, self.offsets, strict=True):
             p, i = codebook_search(y, self._kind_of(m), m)
             c = (y.to(torch.float64) * p).sum(-1) / math.sqrt(8.0 * m)
             i = i + off
@@ -200,7 +203,7 @@ class Codebook:
         if self.kind != "union":
             return codebook_unrank(idx, self.kind, self.norm)
         out = None
-        for m, off in zip(self.shells, self.offsets):
+        for m, off in zip(self.shells, self.offsets, strict=True):
             n = shell_count(m)
             sel = (idx >= off) & (idx < off + n)
             p = codebook_unrank((idx - off).clamp(0, n - 1), self._kind_of(m), m)
@@ -224,7 +227,94 @@ class Codebook:
         z = points.to(torch.float64)
         nrm = torch.round((z * z).sum(-1))
         out = torch.full(points.shape[:-1], -1, dtype=torch.int64, device=points.device)
-        for m, off in zip(self.shells, self.offsets):
+        for m, off in zip(self.shells, self.offsets, strict=True):
             r = codebook_rank(z, self._kind_of(m), m)
             out = torch.where((nrm == 8 * m) & (r >= 0), r + off, out)
         return out
+
+
+# ---------------------------------------------------------------------------
+# the codebook arguments of LeechVQ
+# ---------------------------------------------------------------------------
+
+
+def _check_real(value, name, lo, hi, *, lo_open=False, hi_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
+        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {value!r}")
+    return v
+
+
+#: the most bits per dimension of the E8 balls (norm 16: 340 321 points, 19 bits per 8)
+_E8_MAX_BITS = 19 / 8
+
+
+def _check_bits(bits, hi: float) -> float:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Real):
+        raise TypeError(f"bits must be a real number, got {type(bits).__name__}")
+    b = float(bits)
+    if not (math.isfinite(b) and MIN_BITS_PER_DIM - 1e-12 <= b <= hi + 1e-12):
+        raise ValueError(f"bits must be in [{MIN_BITS_PER_DIM:.4f}, {hi}] (bits per dimension), "
+                         f"got {bits!r}")
+    return b
+
+
+def parse_codebook(codebook, max_norm, bits) -> tuple[Codebook, int | None]:
+    """The codebook and, for ``"shape-gain"``, its number of gain levels."""
+    if bits is not None and codebook not in ("ball", "shape-gain", "e8"):
+        raise ValueError(f"bits only applies to codebook='ball', 'shape-gain' or 'e8', "
+                         f"got codebook={codebook!r}")
+    if bits is not None and max_norm is not None:
+        raise ValueError("give max_norm or bits, not both (bits chooses max_norm)")
+    if isinstance(codebook, str):
+        if codebook == "minimal":
+            kind, norm = "minimal", 4
+        elif codebook == "ball":
+            kind = "ball"
+            if bits is not None:
+                norm = BallQuantizer(_check_bits(bits, MAX_BITS_PER_DIM)).max_norm
+            else:
+                norm = 4 if max_norm is None else check_int(max_norm, "max_norm", 4, 56)
+            if norm % 2:
+                raise ValueError(f"max_norm must be even (Leech norms are even), got {norm}")
+        elif codebook == "shape-gain":
+            if max_norm is not None:
+                raise ValueError("max_norm only applies to codebook='ball' or 'e8'")
+            q = ShapeGainQuantizer(_check_bits(2.0 if bits is None else bits, MAX_BITS_PER_DIM))
+            return Codebook("union", max(q.shells), shells=q.shells), int(q.gain_levels)
+        elif codebook == "e8":
+            if bits is not None:
+                b = _check_bits(bits, _E8_MAX_BITS)
+                norm = 0
+                for m in range(2, 17, 2):
+                    if math.log2(e8_ball_size(m)) <= 8.0 * b + 1e-12:
+                        norm = m
+                if norm == 0:
+                    raise ValueError(f"bits={bits!r} is too small for the E8 ball of norm 2 "
+                                     f"({math.log2(241) / 8:.3f} bits per dimension)")
+            else:
+                norm = 10 if max_norm is None else check_int(max_norm, "max_norm", 2, 16)
+                if norm % 2:
+                    raise ValueError(f"max_norm must be even (E8 norms are even), got {norm}")
+            return Codebook("e8", norm), None
+        else:
+            raise ValueError(
+                f"codebook must be 'minimal', 'ball', 'shape-gain', 'e8' or the squared norm of "
+                f"a shell (an even int from 4 to 56), got {codebook!r}"
+            )
+    elif isinstance(codebook, numbers.Integral) and not isinstance(codebook, bool):
+        norm = check_int(codebook, "codebook", 4, 56)
+        if norm % 2 or shell_count(norm) == 0:
+            raise ValueError(f"codebook={norm}: Leech shells have even squared norms 4, 6, 8, ... "
+                             f"(unit coordinates)")
+        kind = "minimal" if norm == 4 else "shell"
+    else:
+        raise TypeError(f"codebook must be 'minimal', 'ball', 'shape-gain', 'e8' or an int, got "
+                        f"{type(codebook).__name__}")
+    if kind != "ball" and max_norm is not None:
+        raise ValueError("max_norm only applies to codebook='ball' or 'e8'")
+    return Codebook(kind, norm), None

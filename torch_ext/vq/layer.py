@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leechlib import shell_count
-from leechlib.quantizers import MAX_BITS_PER_DIM, MIN_BITS_PER_DIM, BallQuantizer, ShapeGainQuantizer
-
 from .._validation import check_int
 from ..ops.codebook import e8_table
-from ._codebooks import Codebook, e8_ball_size
+from ._codebooks import _check_real, parse_codebook
 from ._estimators import LEECH_G, draw, voronoi_bank
 
 #: codebooks up to this size keep an EMA histogram of their codes by default
@@ -27,89 +23,8 @@ _EPS = 1e-12
 #: the gradient of the output with respect to a block is at most ``scale /
 #: _NORM_EPS`` per unit of output gradient, also for an all-zero block
 _NORM_EPS = 1e-4
-
-
-def _check_real(value, name, lo, hi, *, lo_open=False, hi_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
-        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {value!r}")
-    return v
-
-
-#: the most bits per dimension of the E8 balls (norm 16: 340 321 points, 19 bits per 8)
-_E8_MAX_BITS = 19 / 8
+#: the gradient estimators of training mode
 ESTIMATORS = ("ste", "rotation", "noise", "soft")
-
-
-def _check_bits(bits, hi: float) -> float:
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Real):
-        raise TypeError(f"bits must be a real number, got {type(bits).__name__}")
-    b = float(bits)
-    if not (math.isfinite(b) and MIN_BITS_PER_DIM - 1e-12 <= b <= hi + 1e-12):
-        raise ValueError(f"bits must be in [{MIN_BITS_PER_DIM:.4f}, {hi}] (bits per dimension), "
-                         f"got {bits!r}")
-    return b
-
-
-def _parse_codebook(codebook, max_norm, bits) -> tuple[Codebook, int | None]:
-    """The codebook and, for ``"shape-gain"``, its number of gain levels."""
-    if bits is not None and codebook not in ("ball", "shape-gain", "e8"):
-        raise ValueError(f"bits only applies to codebook='ball', 'shape-gain' or 'e8', "
-                         f"got codebook={codebook!r}")
-    if bits is not None and max_norm is not None:
-        raise ValueError("give max_norm or bits, not both (bits chooses max_norm)")
-    if isinstance(codebook, str):
-        if codebook == "minimal":
-            kind, norm = "minimal", 4
-        elif codebook == "ball":
-            kind = "ball"
-            if bits is not None:
-                norm = BallQuantizer(_check_bits(bits, MAX_BITS_PER_DIM)).max_norm
-            else:
-                norm = 4 if max_norm is None else check_int(max_norm, "max_norm", 4, 56)
-            if norm % 2:
-                raise ValueError(f"max_norm must be even (Leech norms are even), got {norm}")
-        elif codebook == "shape-gain":
-            if max_norm is not None:
-                raise ValueError("max_norm only applies to codebook='ball' or 'e8'")
-            q = ShapeGainQuantizer(_check_bits(2.0 if bits is None else bits, MAX_BITS_PER_DIM))
-            return Codebook("union", max(q.shells), shells=q.shells), int(q.gain_levels)
-        elif codebook == "e8":
-            if bits is not None:
-                b = _check_bits(bits, _E8_MAX_BITS)
-                norm = 0
-                for m in range(2, 17, 2):
-                    if math.log2(e8_ball_size(m)) <= 8.0 * b + 1e-12:
-                        norm = m
-                if norm == 0:
-                    raise ValueError(f"bits={bits!r} is too small for the E8 ball of norm 2 "
-                                     f"({math.log2(241) / 8:.3f} bits per dimension)")
-            else:
-                norm = 10 if max_norm is None else check_int(max_norm, "max_norm", 2, 16)
-                if norm % 2:
-                    raise ValueError(f"max_norm must be even (E8 norms are even), got {norm}")
-            return Codebook("e8", norm), None
-        else:
-            raise ValueError(
-                f"codebook must be 'minimal', 'ball', 'shape-gain', 'e8' or the squared norm of "
-                f"a shell (an even int from 4 to 56), got {codebook!r}"
-            )
-    elif isinstance(codebook, numbers.Integral) and not isinstance(codebook, bool):
-        norm = check_int(codebook, "codebook", 4, 56)
-        if norm % 2 or shell_count(norm) == 0:
-            raise ValueError(f"codebook={norm}: Leech shells have even squared norms 4, 6, 8, ... "
-                             f"(unit coordinates)")
-        kind = "minimal" if norm == 4 else "shell"
-    else:
-        raise TypeError(f"codebook must be 'minimal', 'ball', 'shape-gain', 'e8' or an int, got "
-                        f"{type(codebook).__name__}")
-    if kind != "ball" and max_norm is not None:
-        raise ValueError("max_norm only applies to codebook='ball' or 'e8'")
-    return Codebook(kind, norm), None
 
 
 def _mse(a: Tensor, b: Tensor, w: Tensor | None = None) -> Tensor:
@@ -159,17 +74,33 @@ class LeechVQ(nn.Module):
     ----------
     dim : int
         Size of the last input dimension.
-    codebook : {"minimal", "ball"} or int, optional
+    codebook : {"minimal", "ball", "shape-gain", "e8"} or int, optional
         ``"minimal"`` (default): the 196 560 minimal vectors (squared norm 4, 17.58
         bits per block).  An even ``int`` ``m`` from 4 to 56: the shell of squared
         norm ``m`` in unit coordinates, leechlib's convention (:class:`leechlib.ShellCodebook`;
         it is coefficient ``m / 2`` of the theta series): 6 gives 16 773 120 vectors
         (24.00 bits), 8 gives 398 034 000 (28.57 bits); ``4`` is ``"minimal"``.
         ``"ball"``: the lattice vectors of squared norm at most ``max_norm``, origin
-        included, times a scale.
+        included, times a scale.  ``"shape-gain"``: the shells of
+        :class:`leechlib.ShapeGainQuantizer` ``(bits)`` (the codebook of the weight
+        quantizer's ``leech-shape-gain``; at 2 bits the norm-24 shell with 3 gain
+        levels, 47.59 bits per block) times gain levels fitted in training: it sets
+        ``gain="block"`` and ``gain_levels``.  ``"e8"``: the 8-dimensional baseline,
+        each block of 24 cut into three blocks of 8 quantized to the :math:`E_8`
+        ball of squared norm at most ``max_norm`` (unit coordinates, minimal norm
+        2), times a scale as for the ball.
     max_norm : int, optional
-        Only for ``codebook="ball"``: the largest squared norm (even, 4 to 56; default
-        4, i.e. 196 561 points).
+        For ``codebook="ball"``: the largest squared norm (even, 4 to 56; default
+        4, i.e. 196 561 points); for ``"e8"`` (even, 2 to 16; default 10, 56 881
+        points per 8 numbers, 47.39 bits per block).
+    bits : float, optional
+        Bits per dimension instead of ``max_norm`` (not both): ``"ball"`` takes the
+        ball of :class:`leechlib.BallQuantizer` ``(bits)`` (the largest that fits: 1.5
+        gives ``max_norm=12``, 35.20 bits per block; 2 gives 26, 48.00 bits; 2.5 gives
+        52, 59.71 bits), ``"shape-gain"`` the shells and levels of
+        :class:`leechlib.ShapeGainQuantizer` ``(bits)`` (default 2; 2.5 gives the
+        norm-50 shell with 5 levels, 59.97 bits), ``"e8"`` the largest E8 ball with
+        ``log2(size) <= 8 * bits`` (at most 19/8).  At most 2.5 (indices below 2**62).
     gain : {"learned", None, "block"}, optional
         Spherical codebooks quantize the direction of a block; the output is
         ``g * v / ||v||`` with ``v`` the codeword of largest inner product and
@@ -184,8 +115,9 @@ class LeechVQ(nn.Module):
         ``None`` (default): continuous gains, which the indices do not carry.
     scale : float, optional
         Initial (or fixed) gain or ball scale.  Default: codewords of root mean square
-        1 per number, i.e. ``sqrt(24)`` for spherical codebooks and
-        ``sqrt(24 / max_norm)`` for the ball (its outermost shell).
+        1 per number, i.e. ``sqrt(24)`` for spherical codebooks,
+        ``sqrt(24 / max_norm)`` for the ball (its outermost shell) and
+        ``sqrt(8 / max_norm)`` for ``"e8"``.
     codebook_dim : int, optional
         Width of the quantized space, a multiple of 24.  Default: ``dim`` if it is a
         multiple of 24, else the next multiple; learned linear projections map
@@ -196,10 +128,31 @@ class LeechVQ(nn.Module):
         codewords.  Default 0: the codebook is fixed, so no loss is needed to train
         it, and in the benchmark of :doc:`/vq` a weight of 0.25 pulled blocks onto
         the codewords they already had and lowered the codebook usage.
+    estimator : {"ste", "rotation", "noise", "soft"}, optional
+        How training passes gradients through the quantizer (eval mode always
+        returns the hard codeword):
+
+        * ``"ste"`` (default): straight-through, value the codeword, gradient the
+          identity;
+        * ``"rotation"``: the rotation trick (Fifty et al., 2024): the block is
+          rotated and rescaled onto its codeword by a detached linear map, so the
+          gradient keeps the angle between them;
+        * ``"noise"``: noise substitution: the training output is ``x + e`` with
+          ``e`` uniform on the Voronoi cell of the scaled lattice (ball: Leech
+          times the ball's scale, second moment ``0.065771 * scale**2`` per number;
+          ``"e8"``: three E8 cells, ``0.071682 * scale**2``), drawn from a bank of
+          2**16 exact cell points (see below); for spherical codebooks, an
+          approximation (below);
+        * ``"soft"``: the value is the hard codeword, the gradient that of a
+          softmax-weighted mix of ``soft_k`` nearby codewords (below).
     rotation_trick : bool, optional
-        Pass gradients by the rotation trick (Fifty et al., 2024): the block is
-        rotated and rescaled onto its codeword by a detached linear map, so the
-        gradient keeps the angle between them.  Default: straight-through.
+        The old switch of ``estimator="rotation"`` (``True`` with another
+        ``estimator`` than ``"ste"`` or ``"rotation"`` is a ValueError).
+    soft_k : int, optional
+        Candidates of ``estimator="soft"`` (2 to 64, default 8).
+    soft_temperature : float, optional
+        Temperature of ``estimator="soft"`` (positive, default 1), relative to the
+        batch's mean squared quantization error.
     track_usage : bool, optional
         Keep an EMA histogram of the codes (one float per code) for
         :meth:`usage_stats`.  Default: when the codebook has at most 2**21 codes.
@@ -227,15 +180,59 @@ class LeechVQ(nn.Module):
     round trip (blocks copied to the host, searched, codewords and indices copied
     back), documented in :doc:`/vq`.
 
+    ``"shape-gain"`` searches each of its shells as the shells above and keeps the
+    vector of largest ``<x, v> / ||v||``; ``"e8"`` uses the exact encoder of
+    :class:`leechlib.baselines.E8Quantizer` (the nearest E8 point, and a search over
+    the ball when it falls outside) on the CPU.
+
     *Indices* are int64, ``(..., num_blocks)``: for ``"minimal"`` the order of
     :meth:`leechlib.LeechLattice.minimal_vectors` (the index of
     :func:`torch_ext.nearest_minimal_vector`), for other shells that of
     :class:`leechlib.ShellCodebook`, for the ball that of :class:`leechlib.BallCodebook`,
-    all computed from the lattice's structure.  :meth:`indices_to_codes` reproduces the
-    output of the call in eval mode exactly, and :meth:`codes_to_indices` inverts it.
+    all computed from the lattice's structure; for ``"shape-gain"`` ``shape *
+    gain_levels + level`` with ``shape`` the index of :class:`leechlib.ShapeGainQuantizer`
+    (the :class:`leechlib.ShellCodebook` index plus the sizes of the shells before it),
+    as the weight quantizer's ``ShapeGainCodec``; for ``"e8"`` one index per block of
+    24, ``(a * S + b) * S + c`` with ``a, b, c`` the indices of its three 8-blocks in
+    :func:`leechlib.baselines.e8_ball` order and ``S`` the ball's size
+    (``codebook_size = S**3``).  A masked position (``forward(x, mask)``) has index -1
+    in every block.  :meth:`indices_to_codes` reproduces the output of the call in eval
+    mode exactly (zeros for -1), and :meth:`codes_to_indices` inverts it.  Codewords
+    are unranked on the indices' device with torch operations
+    (:mod:`torch_ext.ops.codebook`; on the CPU the ball and shells may take leechlib's
+    numpy unranking): CUDA indices never go through numpy.
+
+    *Noise estimator.*  A point ``e = u - Q(u)``, ``u = r G`` with ``r`` uniform in
+    ``[0, 1)^24``, ``G`` a lattice basis and ``Q`` the exact decoder, is exactly
+    uniform on the Voronoi cell.  A bank of 2**16 such points (leechlib's generator
+    matrix and :func:`leechlib.nearest_point`; for ``"e8"`` Conway and Sloane's
+    basis and :func:`leechlib.baselines.e8_nearest_point`) is drawn once per process
+    (seeded; about 0.3 s) and kept as a non-persistent buffer ``noise_bank`` (6 MiB,
+    moves with the module, not saved); each step draws rows at random with a random
+    sign, so no decoding runs in the training step.  Spherical codebooks have no
+    lattice cell: there the noise is the Leech cell's, added to the normalised block
+    (or to the block for ``gain="block"``), rescaled per block position so that its
+    mean squared norm is the batch's mean squared quantization error there.  This is
+    an approximation: it matches the error's size, not its distribution (the shell's
+    error is neither uniform on a cell nor independent of the block).
+
+    *Soft estimator.*  Candidates: the hard codeword and the codewords of ``soft_k -
+    1`` perturbed copies of the block (Gaussian, of per-number standard deviation
+    ``||x - c_0|| / sqrt(24)``, so the perturbations reach the neighbouring cells),
+    duplicates dropped; weights ``softmax(-(d_k - d_0) / (T * mean d_0))`` with
+    ``d_k`` the squared distances of the (normalised) block to the candidates and
+    ``T = soft_temperature``.  The forward value is the hard codeword, the gradient
+    that of the weighted mix.  Cost: ``soft_k`` searches per block instead of one
+    (one batched search call), training mode only.
 
     *Precision.*  The quantizer runs in float32 (float64 for float64 input) with
     autocast disabled; the output is cast back to the input's dtype.
+
+    *Compilation.*  ``torch.compile(vq, fullgraph=True)`` traces the forward of every
+    codebook and estimator, with a mask or without (the searches are custom ops with
+    fake kernels; the gain-level and usage updates are tensor operations).  The
+    eager checks that need the host (finite scale and gains) are skipped when
+    compiling: a compiled forward does not validate finiteness.
 
     Examples
     --------
@@ -259,7 +256,7 @@ class LeechVQ(nn.Module):
                  track_usage=None, usage_decay=0.99, gain_decay=0.99):
         super().__init__()
         self.dim = check_int(dim, "dim", 1)
-        self.cb, sg_levels = _parse_codebook(codebook, max_norm, bits)
+        self.cb, sg_levels = parse_codebook(codebook, max_norm, bits)
         if gain not in ("learned", None, "block"):
             raise ValueError(f"gain must be 'learned', None or 'block', got {gain!r}")
         if sg_levels is not None:  # shape-gain: block gains quantized to the levels of bits
