@@ -287,7 +287,8 @@ def test_union_unrank_matches_the_torch_port():
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(codebook="ball", bits=1.5), dict(codebook="e8"),
-                                dict(codebook="shape-gain")])
+                                dict(codebook="shape-gain"),
+                                dict(codebook=6, gain="block", gain_levels=4)])
 def test_residual_round_trip_and_shapes(kw):
     torch.manual_seed(0)
     rvq = ResidualLeechVQ(48, num_quantizers=3, **kw)
@@ -304,7 +305,7 @@ def test_residual_round_trip_and_shapes(kw):
     errs = []
     for n in (1, 2, 3):
         c = sum(rvq.layers[k].indices_to_codes(idx[..., k]) for k in range(n))
-        errs.append(float(((c - x.detach()) ** 2).mean()))
+        errs.append(float(((c.detach() - x.detach()) ** 2).mean()))
     assert errs[0] > errs[1] > errs[2]
 
 
@@ -327,6 +328,7 @@ def test_residual_scales_decay_and_mask():
     (dict(num_quantizers=2.0), TypeError, "num_quantizers"),
     (dict(scale_decay=0.0), ValueError, "scale_decay"),
     (dict(scale_decay=1.5), ValueError, "scale_decay"),
+    (dict(codebook=6, gain="block"), ValueError, "gain_levels"),
 ])
 def test_residual_bad_arguments(kwargs, exc, word):
     with pytest.raises(exc, match=word):
@@ -340,3 +342,42 @@ def test_residual_exports():
     import torch_ext.vq
     assert torch_ext.ResidualLeechVQ is torch_ext.vq.ResidualLeechVQ
     assert "ResidualLeechVQ" in torch_ext.__all__ and "ResidualLeechVQ" in torch_ext.vq.__all__
+
+
+def test_residual_noise_stages_take_the_hard_residual():
+    torch.manual_seed(0)
+    rvq = ResidualLeechVQ(48, num_quantizers=3, codebook="ball", bits=1.5, estimator="noise")
+    x = torch.randn(6, 48, requires_grad=True)
+    q, idx, _ = rvq(x)
+    q.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    rvq.eval()
+    _, ref, _ = rvq(x)
+    assert torch.equal(idx, ref)
+
+
+def test_compile_residual_fullgraph():
+    torch._dynamo.reset()
+    rvq = ResidualLeechVQ(48, num_quantizers=2, codebook="ball", bits=2, estimator="noise")
+    compiled = torch.compile(rvq, backend="eager", fullgraph=True)
+    x = torch.randn(4, 48)
+    q, idx, _ = compiled(x, torch.tensor([True, False, True, True]))
+    assert idx.shape == (4, 2, 2) and (idx[1] == -1).all()
+    rvq.eval()
+    out, ref = compiled(x), rvq(x)
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+
+
+@pytest.mark.parametrize("kw", ALL)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_input_every_codebook(kw, dtype):
+    vq = LeechVQ(48, **kw).train()
+    x = torch.randn(6, 48).to(dtype).requires_grad_(True)
+    mask = torch.tensor([True, True, False, True, True, True])
+    q, idx, _ = vq(x, mask)
+    assert q.dtype == dtype and torch.isfinite(q).all() and torch.equal(q[2], x[2])
+    q.float().sum().backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad).all()
+    vq.eval()
+    q, idx, _ = vq(x.detach())
+    assert torch.equal(vq.indices_to_codes(idx).to(dtype), q)

@@ -16,7 +16,9 @@ class ResidualLeechVQ(nn.Module):
 
     Stage 0 quantizes the input, stage ``k`` the residual ``x - (q_0 + ... +
     q_{k-1})`` (detached, as in vector-quantize-pytorch); the output is the sum of
-    the stages' outputs.
+    the stages' outputs.  With ``estimator="noise"`` the training output of a stage
+    is its input plus noise, so the next stage takes the residual of the stage's hard
+    codewords (:meth:`LeechVQ.indices_to_codes`) instead.
 
     Parameters
     ----------
@@ -68,6 +70,9 @@ class ResidualLeechVQ(nn.Module):
         self.num_quantizers = check_int(num_quantizers, "num_quantizers", 1, 64)
         self.scale_decay = _check_real(scale_decay, "scale_decay", 0.0, 1.0, lo_open=True)
         first = LeechVQ(dim, **leechvq_kwargs)
+        if first.gain_mode == "block" and first.levels is None:
+            raise ValueError("ResidualLeechVQ needs codes that the indices carry: gain='block' "
+                             "needs gain_levels (continuous gains are not in the indices)")
         s0 = float(first.scale.detach()[0]) if first.scale is not None else None
         layers = [first]
         for k in range(1, self.num_quantizers):
@@ -100,7 +105,12 @@ class ResidualLeechVQ(nn.Module):
         for layer in self.layers:
             q, i, a = layer(residual, mask)
             total = q if total is None else total + q
-            residual = residual - q.detach()
+            if layer.training and layer.estimator == "noise":
+                # the output is residual + noise: the next stage takes the hard residual
+                hard = layer.indices_to_codes(i)
+                residual = residual - hard.detach().to(residual.dtype)
+            else:
+                residual = residual - q.detach()
             idx.append(i)
             aux = a if aux is None else aux + a
         if mask is not None:
