@@ -188,3 +188,13 @@ def test_estimators_eval_is_hard_and_train_indices_agree(seed, est, cb):
     vq.train()
     _, idx1, _ = vq(x)
     assert torch.equal(idx1, idx0)
+
+
+@pytest.mark.parametrize("est", ESTIMATORS)
+@pytest.mark.parametrize("kw", CODEBOOKS)
+def test_empty_batch_every_estimator(kw, est):
+    vq = LeechVQ(48, estimator=est, commitment_weight=1.0, **kw).train()
+    x = torch.randn(0, 48, requires_grad=True)
+    q, idx, aux = vq(x, torch.zeros(0, dtype=torch.bool))
+    assert q.shape == (0, 48) and idx.shape == (0, 2) and float(aux.detach()) == 0.0
+    (q.sum() + aux).backward()
