@@ -122,8 +122,10 @@ def test_feedback_bad_arguments():
     W = np.zeros((2, 4))
     with pytest.raises(ValueError, match="multiple of block"):
         ldlq(W, H, lambda j, Wj: Wj, block=3)
-    with pytest.raises(ValueError, match="H must be a"):
-        ldlq(W, np.eye(3), lambda j, Wj: Wj, block=1)
+    with pytest.raises(ValueError, match="H must be at most"):
+        ldlq(W, np.eye(5), lambda j, Wj: Wj, block=1)
+    with pytest.raises(ValueError, match="H must be a square"):
+        ldlq(W, np.ones((4, 3)), lambda j, Wj: Wj, block=1)
     with pytest.raises(ValueError, match="NaN or inf"):
         ldlq(W, np.full((4, 4), np.nan), lambda j, Wj: Wj, block=1)
     with pytest.raises(ValueError, match="damp"):
@@ -571,7 +573,8 @@ def test_held_out_moment_kept_as_rows_or_sum_gives_the_same_loss(splits):
 def test_inverse_cholesky_in_place_equals_the_plain_lapack_route(n, kind, monkeypatch):
     """inverse_cholesky_upper builds J damped_hessian(H) J and flips the factor back in
     one n x n array: bit for bit the result of the plain route (a damped copy, a
-    reversed Fortran copy, potrf, trtri, a contiguous reversed copy), for any tile."""
+    reversed Fortran copy, potrf, trtri, a contiguous reversed copy), for any tile,
+    and with ``size`` that of the zero-padded H without the padded copy."""
     import scipy.linalg
 
     from torch_ext.quantize import feedback as fbk
@@ -585,12 +588,30 @@ def test_inverse_cholesky_in_place_equals_the_plain_lapack_route(n, kind, monkey
     if kind == "asymmetric":
         H = H + 1e-3 * rng.standard_normal((n, n))
     potrf, trtri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "trtri"), (np.empty(1),))
-    for tile in (7, 256):
+    for tile, pad in ((7, 0), (256, 0), (7, 5)):
         monkeypatch.setattr(fbk, "_TILE", tile)
-        U, info = fbk.inverse_cholesky_upper(H, 0.01)
-        Hd, dead = fbk.damped_hessian(H, info.damp)
+        U, info = fbk.inverse_cholesky_upper(H, 0.01, size=n + pad)  # padding: dead inputs
+        Hp = np.zeros((n + pad, n + pad))
+        Hp[:n, :n] = H
+        Hd, dead = fbk.damped_hessian(Hp, info.damp)
         A, ok = potrf(np.asfortranarray(Hd[::-1, ::-1]), lower=1, clean=1)
         A, ok2 = trtri(A, lower=1)
         assert ok == ok2 == 0
         assert U.flags.c_contiguous and np.array_equal(U, A[::-1, ::-1]), tile
         assert info.dead == int(dead.sum())
+
+
+@pytest.mark.parametrize("order", [None, [2, 0, 1]])
+def test_ldlq_pads_a_smaller_hessian_with_dead_inputs(order):
+    """H smaller than W's columns is H zero-padded (padding columns are dead inputs),
+    without the padded copy: the same quantized weight, bit for bit."""
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((5, 6))
+    X = rng.standard_normal((50, 4))
+    H = X.T @ X
+    Hp = np.zeros((6, 6))
+    Hp[:4, :4] = H
+    q = lambda j, Wj: np.round(Wj * 2) / 2  # noqa: E731
+    Q1, i1 = ldlq(W, H, q, block=2, order=order)
+    Q2, i2 = ldlq(W, Hp, q, block=2, order=order)
+    assert np.array_equal(Q1, Q2) and i1 == i2 and i1.dead == 2

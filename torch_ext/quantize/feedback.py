@@ -152,15 +152,19 @@ def damped_hessian(H, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     return H, dead
 
 
-def inverse_cholesky_upper(H, damp: float = 0.01) -> tuple[np.ndarray, FeedbackInfo]:
+def inverse_cholesky_upper(H, damp: float = 0.01, *, size: int | None = None
+                           ) -> tuple[np.ndarray, FeedbackInfo]:
     """Upper triangular ``U`` with ``damped_hessian(H, λ)⁻¹ = Uᵀ U``.
 
     The damping starts at ``damp`` and is raised ten-fold while the factorization
     fails (at most :data:`MAX_TRIES` times).
 
+    ``size`` (default ``n``): factor ``H`` zero-padded to ``size x size`` (the padding
+    is dead inputs), without making the padded copy.
+
     Returns
     -------
-    U : numpy.ndarray, shape (n, n)
+    U : numpy.ndarray, shape (size, size)
     info : FeedbackInfo
 
     Raises
@@ -180,6 +184,9 @@ def inverse_cholesky_upper(H, damp: float = 0.01) -> tuple[np.ndarray, FeedbackI
     """
     H = _check_hessian(H)
     d = _check_damp(damp)
+    size = H.shape[0] if size is None else int(size)
+    if size < H.shape[0]:
+        raise ValueError(f"size must be at least the size of H ({H.shape[0]}), got {size}")
     potrf, trtri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "trtri"), (np.empty(1),))
     for raised in range(MAX_TRIES + 1):
         # H = R R^T with R upper: R = J Lr J, Lr the lower Cholesky factor of J H J (J reverses
@@ -187,7 +194,7 @@ def inverse_cholesky_upper(H, damp: float = 0.01) -> tuple[np.ndarray, FeedbackI
         # diagonal: the (unique) upper Cholesky factor of H^-1.  LAPACK in place on one
         # Fortran-ordered array holding J damped_hessian(H) J, built and turned into the
         # C-ordered U in place: one n x n array besides H (n = 5632 is 254 MB)
-        A, dead, mean_diag = _reversed_damped(H, d)
+        A, dead, mean_diag = _reversed_damped(H, d, size)
         A, info = potrf(A, lower=1, clean=1, overwrite_a=1)
         if info == 0 and np.min(np.diag(A)) ** 2 > _MIN_PIVOT * mean_diag:
             A, info = trtri(A, lower=1, overwrite_c=1)
@@ -200,13 +207,14 @@ def inverse_cholesky_upper(H, damp: float = 0.01) -> tuple[np.ndarray, FeedbackI
     raise np.linalg.LinAlgError(f"H does not factor even with damping {d / 10:g}")
 
 
-def _reversed_damped(H: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """``damped_hessian(H, damp)[0][::-1, ::-1]`` as a new Fortran-ordered array (the same
-    values, written once: no n x n temporary), its dead inputs and mean diagonal."""
-    n = H.shape[0]
-    A = np.empty((n, n), order="F")
-    np.add(H[::-1, ::-1], H.T[::-1, ::-1], out=A)
-    A *= 0.5
+def _reversed_damped(H: np.ndarray, damp: float, size: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``damped_hessian(Hp, damp)[0][::-1, ::-1]`` as a new Fortran-ordered array, ``Hp`` the
+    ``size x size`` zero padding of ``H`` (the same values, written once: no n x n
+    temporary), its dead inputs and mean diagonal."""
+    n, p = H.shape[0], size - H.shape[0]
+    A = np.zeros((size, size), order="F") if p else np.empty((n, n), order="F")
+    np.add(H[::-1, ::-1], H.T[::-1, ::-1], out=A[p:, p:])
+    A[p:, p:] *= 0.5
     d = np.diag(A)[::-1].copy()  # the symmetrised diagonal, in the order of H
     dead = ~(d > 0)
     mean = float(d[~dead].mean()) if np.any(~dead) else 1.0
@@ -215,7 +223,7 @@ def _reversed_damped(H: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray
         A[rd, :] = 0.0
         A[:, rd] = 0.0
         A[rd, rd] = mean
-    A[np.diag_indices(n)] += damp * mean
+    A[np.diag_indices(size)] += damp * mean
     return A, dead, float(np.mean(np.diag(A)[::-1]))
 
 
@@ -265,7 +273,12 @@ def act_order(H, block: int) -> np.ndarray:
     >>> act_order(np.diag([1.0, 1.0, 5.0, 0.0, 2.0, 2.0]), 2).tolist()
     [1, 2, 0]
     """
-    d = np.diagonal(np.asarray(H, dtype=np.float64))
+    return order_of_diagonal(np.diagonal(np.asarray(H, dtype=np.float64)), block)
+
+
+def order_of_diagonal(d, block: int) -> np.ndarray:
+    """:func:`act_order` of a Hessian given by its diagonal ``d`` alone (all it reads)."""
+    d = np.asarray(d, dtype=np.float64)
     if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1 or len(d) % block:
         raise ValueError(f"block must be a positive int dividing {len(d)}, got {block!r}")
     return np.argsort(-d.reshape(-1, block).sum(1), kind="stable")
@@ -280,8 +293,9 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
     W : array_like, shape (out, n)
         The weight; ``n`` a multiple of ``block`` (pad with zero columns, and ``H``
         with zero rows and columns: padding is then a dead input).
-    H : array_like, shape (n, n)
-        Second moment of the inputs.
+    H : array_like, shape (m, m), m <= n
+        Second moment of the inputs; if ``m < n``, of the first ``m`` inputs, the
+        others being padding (zero rows and columns of ``H``: dead inputs).
     quantize_block : callable
         ``quantize_block(j, Wj)`` returns the quantized values ``(out, block)`` of
         column block ``j`` given its current (feedback-corrected) values ``Wj``.
@@ -320,8 +334,14 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
     out_f, n = W.shape
     if n % block:
         raise ValueError(f"the columns of W ({n}) must be a multiple of block ({block})")
-    H = _check_hessian(H, n)
+    H = _check_hessian(H)
+    if H.shape[0] > n:
+        raise ValueError(f"H must be at most ({n}, {n}) (the columns of W), got shape {H.shape}")
     if order is not None:
+        if H.shape[0] < n:  # permuted with the padding: the padded copy
+            Hp = np.zeros((n, n))
+            Hp[:H.shape[0], :H.shape[0]] = H
+            H = Hp
         nb = n // block
         order = np.asarray(order)
         if (order.shape != (nb,) or order.dtype.kind not in "iu"
@@ -334,7 +354,7 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
         Q = np.empty_like(Qp)
         Q[:, cols] = Qp
         return Q, info
-    U, info = inverse_cholesky_upper(H, damp)
+    U, info = inverse_cholesky_upper(H, damp, size=n)
     Q = np.empty_like(W)
     # lazy batch updates (GPTQ): the error of a block moves the columns of its chunk at
     # once, and the columns after the chunk once per chunk, by one matrix product

@@ -33,7 +33,7 @@ from .._validation import check_int
 from .codecs import Codec
 from .config import QuantizeConfig, check_group, resolve_config
 from .feedback import FeedbackInfo, damped_hessian, ldlq
-from .feedback import act_order as _act_order
+from .feedback import order_of_diagonal
 
 __all__ = ["BlockLayout", "QuantizedMatrix", "quantize_matrix"]
 
@@ -461,11 +461,7 @@ def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: BlockLayout, S: np.ndar
     dead inputs of the padded ``H``.  Returns ``(codes, U, info)``.
     """
     out_f, in_f = L.out_features, L.in_features
-    if L.padded == in_f:  # no pad columns: H itself (ldlq reads it, never writes it)
-        Hp = np.asarray(H, dtype=np.float64)
-    else:
-        Hp = np.zeros((L.padded, L.padded))
-        Hp[:in_f, :in_f] = H
+    H = np.asarray(H, dtype=np.float64)  # ldlq reads it, never writes it, and pads it itself
     # the scale of block j: column L.block_group[j] of S (not expanded: as large as W at block 1)
     Sg = np.broadcast_to(S.reshape(1, 1), (out_f, 1)) if L.tensor else S
     codes = np.zeros((out_f, L.nblocks), dtype=np.int64)
@@ -479,8 +475,12 @@ def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: BlockLayout, S: np.ndar
         codes[:, j], U[:, j] = c, u
         return s * u
 
-    order = _act_order(Hp, codec.block) if act_order else None
-    _, info = ldlq(P, Hp, quantize_block, block=codec.block, damp=damp, order=order)
+    order = None
+    if act_order:  # the padding columns: dead inputs, diagonal 0
+        d = np.zeros(L.padded)
+        d[:in_f] = np.diagonal(H)
+        order = order_of_diagonal(d, codec.block)
+    _, info = ldlq(P, H, quantize_block, block=codec.block, damp=damp, order=order)
     return codes, U, info
 
 
