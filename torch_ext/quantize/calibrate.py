@@ -245,7 +245,7 @@ class _HeldOut:
             self.H += (r.T @ r).cpu()
         self.n += r.shape[0]
 
-    def finish(self) -> "_HeldOut":
+    def finish(self) -> _HeldOut:
         if self.H is None:
             self.rows = [torch.cat(self.rows)] if self.rows else []
         return self
@@ -514,7 +514,6 @@ def calibrate_sequential(plan: CalibrationPlan, batches: list, *, calibrated: bo
             t_cal = time.perf_counter() - t0
             for n in group:
                 lin = layers[n]
-                W = as_linear(lin).weight.detach().to("cpu", torch.float64)
                 plain = plan.quantize(n, lin)
                 stats = {"calibration_seconds": t_cal / len(group)}
                 if H_fit is None or not calibrated:
@@ -525,7 +524,9 @@ def calibrate_sequential(plan: CalibrationPlan, batches: list, *, calibrated: bo
                             "calibration: the data never reached this layer")
                 else:
                     cal = plan.quantize(n, lin, H_fit)
+                    W = as_linear(lin).weight.detach().to("cpu", torch.float64)
                     e1, e0 = _val_loss(cal, W, H_val[n]), _val_loss(plain, W, H_val[n])
+                    del W
                     keep = e1 <= e0
                     q = cal if keep else plain
                     stats.update(calibration="kept" if keep else "rejected",

@@ -326,6 +326,12 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
     >>> Q.tolist()                                  # the second weight absorbs the first's error
     [[0.0, 1.0]]
     """
+    return _ldlq(W, H, quantize_block, block=block, damp=damp, order=order, keep=True)
+
+
+def _ldlq(W, H, quantize_block, *, block, damp, order, keep: bool):
+    """:func:`ldlq`; ``keep=False`` returns ``(None, info)`` without storing ``Q`` (a caller
+    that keeps what ``quantize_block`` returns saves an array the size of ``W``)."""
     W = np.array(W, dtype=np.float64, copy=True)
     if W.ndim != 2:
         raise ValueError(f"W must be a 2-D matrix, got shape {W.shape}")
@@ -349,13 +355,15 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
             raise ValueError(f"order must be a permutation of range({nb}) (the column blocks)")
         cols = (order[:, None] * block + np.arange(block)).reshape(-1)
         inner = quantize_block
-        Qp, info = ldlq(W[:, cols], H[np.ix_(cols, cols)], lambda j, Wj: inner(int(order[j]), Wj),
-                        block=block, damp=damp)
+        Qp, info = _ldlq(W[:, cols], H[np.ix_(cols, cols)], lambda j, Wj: inner(int(order[j]), Wj),
+                         block=block, damp=damp, order=None, keep=keep)
+        if not keep:
+            return None, info
         Q = np.empty_like(Qp)
         Q[:, cols] = Qp
         return Q, info
     U, info = inverse_cholesky_upper(H, damp, size=n)
-    Q = np.empty_like(W)
+    Q = np.empty_like(W) if keep else None
     # lazy batch updates (GPTQ): the error of a block moves the columns of its chunk at
     # once, and the columns after the chunk once per chunk, by one matrix product
     chunk = block * max(1, _LAZY_COLUMNS // block)
@@ -368,7 +376,8 @@ def ldlq(W, H, quantize_block: Callable[[int, np.ndarray], np.ndarray], *, block
             if Qj.shape != (out_f, block):
                 raise ValueError(f"quantize_block returned shape {Qj.shape} for block {a // block}, "
                                  f"expected {(out_f, block)}")
-            Q[:, a:b] = Qj
+            if keep:
+                Q[:, a:b] = Qj
             # E = (W_j - Q_j) U_jj^{-1}
             Ujj_inv = scipy.linalg.solve_triangular(U[a:b, a:b], np.eye(block), lower=False,
                                                     check_finite=False)

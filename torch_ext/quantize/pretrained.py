@@ -455,8 +455,13 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
     block_seconds: list[float] = []
     resumed = 0
 
+    floats: dict[str, nn.Module] = {}  # the float layers of the current block, by full name
+
     def report(block):
         def cb(name, info):
+            m = floats.pop(name, None)
+            if m is not None:  # replaced: its weight is not used again (the model is ours)
+                release(m)
             info = {**info, "block": block}
             layers[name] = info
             if callback is not None:
@@ -488,6 +493,7 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
                 resumed += 1
             else:
                 fill(model, f"{blocks_name}.{i}", reader)
+                floats.update((prefix + n, m) for n, m in targets[i])
                 runner = _BlockRunner(block, inputs)
                 plan = CalibrationPlan(runner, [(f"block.{n}", m) for n, m in targets[i]], cfg,
                                        workers=workers, callback=report(i),

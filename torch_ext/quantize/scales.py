@@ -32,8 +32,7 @@ import torch
 from .._validation import check_int
 from .codecs import Codec
 from .config import QuantizeConfig, check_group, resolve_config
-from .feedback import FeedbackInfo, damped_hessian, ldlq
-from .feedback import order_of_diagonal
+from .feedback import FeedbackInfo, _ldlq, damped_hessian, order_of_diagonal
 
 __all__ = ["BlockLayout", "QuantizedMatrix", "quantize_matrix"]
 
@@ -480,7 +479,7 @@ def _encode_ldlq(P: np.ndarray, H: np.ndarray, codec, L: BlockLayout, S: np.ndar
         d = np.zeros(L.padded)
         d[:in_f] = np.diagonal(H)
         order = order_of_diagonal(d, codec.block)
-    _, info = ldlq(P, H, quantize_block, block=codec.block, damp=damp, order=order)
+    _, info = _ldlq(P, H, quantize_block, block=codec.block, damp=damp, order=order, keep=False)
     return codes, U, info
 
 
