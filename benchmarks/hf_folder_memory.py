@@ -27,6 +27,11 @@ Usage::
     python benchmarks/hf_folder_memory.py all --dir /tmp/llama-1.5b --json out.json
     python benchmarks/hf_folder_memory.py all --dir /tmp/llama-1.5b --no-calib --no-rotation   # fastest
     python benchmarks/hf_folder_memory.py all --dir /tmp/one-block --blocks 1 --vocab 1000  # one block
+    python benchmarks/hf_folder_memory.py layer --method leech-shape-gain --shape 5632 2048
+
+4. ``layer``: in a fresh process, ``quantize_model`` of one random linear layer of
+   ``--shape`` (no calibration, no rotation): the peak RSS above the process that holds it,
+   i.e. the work arrays of one layer's quantization.
 """
 
 from __future__ import annotations
@@ -156,6 +161,26 @@ def _child_run(args) -> dict:
             "peak_rss_mb": _status("VmHWM") / MB, "tok_s": args.tokens / gen_s, "threads": args.threads}
 
 
+def _child_layer(args) -> dict:
+    """Quantize one random ``--shape OUT IN`` linear layer; peak RSS above the process with it."""
+    import torch
+    from torch import nn
+
+    from torch_ext.quantize import QuantizeConfig, quantize_model
+
+    out_f, in_f = args.shape
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(in_f, out_f, bias=False))
+    nn.init.normal_(m[0].weight, std=0.02)
+    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
+        f.write("5")
+    start = _status("VmRSS") / MB
+    t0 = time.perf_counter()
+    quantize_model(m, QuantizeConfig(method=args.method, bits=2, rotation="none"))
+    return {"shape": [out_f, in_f], "method": args.method, "start_rss_mb": start,
+            "peak_above_start_mb": _status("VmHWM") / MB - start, "seconds": time.perf_counter() - t0}
+
+
 def _in_child(mode: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--dir", args.dir, "--method", args.method,
            "--calib-tokens", str(args.calib_tokens), "--calib-context", str(args.calib_context),
@@ -163,6 +188,7 @@ def _in_child(mode: str, args) -> dict:
     cmd += ["--force"] if args.force else []
     cmd += ["--no-rotation"] if args.no_rotation else []
     cmd += ["--no-calib"] if args.no_calib else []
+    cmd += ["--shape", *map(str, args.shape)] if mode == "layer" else []
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.stderr.write(p.stderr[-4000:])
@@ -183,8 +209,8 @@ def _projection(res: dict, args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", nargs="?", choices=["make", "quantize", "run", "all"], default="all")
-    p.add_argument("--child", choices=["quantize", "run"], help=argparse.SUPPRESS)
+    p.add_argument("mode", nargs="?", choices=["make", "quantize", "run", "all", "layer"], default="all")
+    p.add_argument("--child", choices=["quantize", "run", "layer"], help=argparse.SUPPRESS)
     p.add_argument("--dir", default="/tmp/leechlib-llama-1.5b")
     p.add_argument("--width", type=int, default=2048)
     p.add_argument("--mlp", type=int, default=5632)
@@ -201,12 +227,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--force", action="store_true")
     p.add_argument("--json")
+    p.add_argument("--shape", type=int, nargs=2, default=[5632, 2048], metavar=("OUT", "IN"),
+                   help="layer mode: the linear layer's shape (default 5632 2048, a gate projection)")
     args = p.parse_args(argv)
     if args.child:
-        res = _child_quantize(args) if args.child == "quantize" else _child_run(args)
+        child = {"quantize": _child_quantize, "run": _child_run, "layer": _child_layer}[args.child]
+        res = child(args)
         print(json.dumps(res))
         return 0
     out = {}
+    if args.mode == "layer":
+        out["layer"] = r = _in_child("layer", args)
+        print(f"quantize one {r['shape'][0]} x {r['shape'][1]} layer ({args.method}, no calibration): "
+              f"peak RSS {r['peak_above_start_mb']:.0f} MiB above the process holding it "
+              f"({r['start_rss_mb']:.0f} MiB), {r['seconds']:.1f} s", flush=True)
     if args.mode in ("make", "all"):
         out["make"] = make(args)
         print(f"wrote {args.dir}: {out['make']['params'] / 1e9:.3f} B parameters, "
