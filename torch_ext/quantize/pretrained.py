@@ -69,6 +69,7 @@ from .folders import (
     load_config,
     model_class,
     release,
+    trim_heap,
     stored_name,
 )
 from .io import QUANTIZED_FORMAT
@@ -462,6 +463,7 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
             m = floats.pop(name, None)
             if m is not None:  # replaced: its weight is not used again (the model is ours)
                 release(m)
+            trim_heap()
             info = {**info, "block": block}
             layers[name] = info
             if callback is not None:
@@ -529,6 +531,7 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
             release(block)
             for _, m in targets.pop(i):  # the float layers replaced: their weights go too
                 release(m)
+            trim_heap()
             block_seconds.append(time.perf_counter() - t0)
             if callback is not None:
                 callback("<block>", {"block": i, "blocks": n_blocks, "seconds": block_seconds[-1],
