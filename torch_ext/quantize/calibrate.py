@@ -55,6 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ._memory import free_memory
 from .config import QuantizeConfig
 from .layer import LeechQuantizedLinear, as_linear
 
@@ -509,6 +510,7 @@ def calibrate_sequential(plan: CalibrationPlan, batches: list, *, calibrated: bo
                 mom = _accumulate(model, layers, group, counts, batches, held, split_tokens)
                 H_fit, H_val = mom.result()
                 del mom
+                free_memory()  # the forward passes' frames, held by the stopping exceptions
             else:
                 H_fit, H_val = None, {group[0]: None}
             t_cal = time.perf_counter() - t0
@@ -539,6 +541,8 @@ def calibrate_sequential(plan: CalibrationPlan, batches: list, *, calibrated: bo
                 q.stats = {**q.stats, **stats}
                 plan.replace(n, q)
                 done.append(n)
+                q = plain = cal = None  # the layer not kept goes now
+                free_memory()
     finally:
         model.train(was)
     return done

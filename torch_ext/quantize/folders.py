@@ -15,9 +15,6 @@ memory is what is filled at a time.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import functools
 import json
 import os
 import shutil
@@ -283,29 +280,6 @@ def release(module: nn.Module) -> None:
         clear = getattr(owner, "clear_cache", None)
         if callable(clear):
             clear()
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or ``None`` (another C library, or none found)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc; elsewhere nothing).
-
-    The work arrays of a layer are allocated and freed many times; arrays below
-    glibc's (dynamic, up to 32 MB) mmap threshold come from the heap, whose free
-    pages between live allocations stay resident: without a trim the resident set
-    grew from block to block while a folder was quantized.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:

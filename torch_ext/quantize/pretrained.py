@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from .._safetensors import read_safetensors
+from ._memory import free_memory
 from .apply import _matches
 from .calibrate import (
     CalibrationError,
@@ -69,7 +70,6 @@ from .folders import (
     load_config,
     model_class,
     release,
-    trim_heap,
     stored_name,
 )
 from .io import QUANTIZED_FORMAT
@@ -463,7 +463,7 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
             m = floats.pop(name, None)
             if m is not None:  # replaced: its weight is not used again (the model is ours)
                 release(m)
-            trim_heap()
+            free_memory()
             info = {**info, "block": block}
             layers[name] = info
             if callback is not None:
@@ -531,7 +531,7 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
             release(block)
             for _, m in targets.pop(i):  # the float layers replaced: their weights go too
                 release(m)
-            trim_heap()
+            free_memory()
             block_seconds.append(time.perf_counter() - t0)
             if callback is not None:
                 callback("<block>", {"block": i, "blocks": n_blocks, "seconds": block_seconds[-1],
