@@ -1,14 +1,13 @@
 """Giving memory back between the layers of a quantization run.
 
-The forward passes of the calibration end by an exception raised in a hook
-(:mod:`~torch_ext.quantize.calibrate`); its traceback keeps the frames of the
-forward pass, and with them activations and work arrays, in reference cycles
-that only the cyclic garbage collector frees, and it runs by the count of
-objects allocated, not by their size.  Arrays below glibc's (dynamic, up to
-32 MB) mmap threshold come from the C heap, whose free pages between live
-allocations stay resident.  Without :func:`free_memory` after each layer the
-resident set of quantizing a 2048/5632-wide block grew by about a gigabyte before
-its widest layer.
+Two things keep memory resident after a layer is done with it: objects in
+reference cycles (the tracebacks of the exceptions that stop the calibration's
+forward passes, :mod:`~torch_ext.quantize.calibrate`, hold the frames of those
+passes), which only the cyclic garbage collector frees, and it runs by the count of
+objects allocated, not by their size; and arrays below glibc's (dynamic, up to
+32 MB) mmap threshold, which come from the C heap, whose free pages between live
+allocations stay resident.  :func:`free_memory` after each layer and block handles
+both.
 """
 
 from __future__ import annotations
