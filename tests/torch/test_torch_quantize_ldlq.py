@@ -615,3 +615,45 @@ def test_ldlq_pads_a_smaller_hessian_with_dead_inputs(order):
     Q1, i1 = ldlq(W, H, q, block=2, order=order)
     Q2, i2 = ldlq(W, Hp, q, block=2, order=order)
     assert np.array_equal(Q1, Q2) and i1 == i2 and i1.dead == 2
+
+
+@pytest.mark.parametrize("n", [24, 96, 300, 5632 // 8])
+def test_rotate_hessian_in_place_equals_the_copying_rotation(n, monkeypatch):
+    """rotate_hessian(overwrite=True) rotates H in its own memory (rows, a tiled
+    transpose, rows): bit for bit the copying rotation, for any tile; a tensor it
+    cannot use in place (non-contiguous; an odd part above the native kernel's, as
+    300 = 4 x 75) is rotated by a copy."""
+    from torch_ext.quantize import rotation as rot
+    from torch_ext.quantize.hadamard import NATIVE_MAX_ODD
+
+    r = rot.LayerRotation("hadamard", n, 8, seeds=(3, 0))
+    g = torch.Generator().manual_seed(n)
+    X = torch.randn(2 * n, n, generator=g, dtype=torch.float64)
+    H = X.T @ X
+    ref = r.rotate_hessian(H.clone())
+    for tile in (7, 256):
+        monkeypatch.setattr(rot, "_TILE", tile)
+        Hc = H.clone()
+        out = r.rotate_hessian(Hc, overwrite=True)
+        in_place = r.t_in.odd <= NATIVE_MAX_ODD
+        assert (out.data_ptr() == Hc.data_ptr()) == in_place and torch.equal(out, ref), tile
+    T = H.clone().T  # not contiguous: rotated by a copy, the input kept
+    assert torch.equal(r.rotate_hessian(T, overwrite=True), r.rotate_hessian(T.contiguous()))
+    assert torch.equal(T, H.T)
+
+
+def test_from_linear_overwrite_hessian_gives_the_same_layer():
+    """overwrite_hessian lets the rotation work in the moment's memory; the quantized
+    layer is bit for bit the one of the default (the moment is then rotated)."""
+    from torch_ext.quantize import LeechQuantizedLinear, QuantizeConfig
+
+    torch.manual_seed(0)
+    lin = nn.Linear(96, 16)
+    X = torch.randn(400, 96, dtype=torch.float64)
+    H = X.T @ X / 400
+    cfg = QuantizeConfig(method="leech-shape-gain", bits=2, rotation="hadamard")
+    a = LeechQuantizedLinear.from_linear(lin, cfg, hessian=H.clone(), name="l")
+    Hc = H.clone()
+    b = LeechQuantizedLinear.from_linear(lin, cfg, hessian=Hc, name="l", overwrite_hessian=True)
+    assert torch.equal(a.packed, b.packed) and torch.equal(a.scales, b.scales)
+    assert not torch.equal(Hc, H)  # rotated in place

@@ -435,12 +435,14 @@ class CalibrationPlan:
         self._calibrated = (config if config.feedback is not None
                             else dataclasses.replace(config, feedback="ldlq"))
 
-    def quantize(self, name: str, linear: nn.Module, hessian: Tensor | None = None
-                 ) -> LeechQuantizedLinear:
-        """``linear`` quantized, with its input second moment ``hessian`` if given."""
+    def quantize(self, name: str, linear: nn.Module, hessian: Tensor | None = None, *,
+                 overwrite_hessian: bool = False) -> LeechQuantizedLinear:
+        """``linear`` quantized, with its input second moment ``hessian`` if given
+        (which the rotation may overwrite with ``overwrite_hessian``)."""
         return LeechQuantizedLinear.from_linear(
             linear, self._plain if hessian is None else self._calibrated, hessian=hessian,
-            name=self.names.get(name, name), workers=self.workers, cache=self.cache)
+            name=self.names.get(name, name), workers=self.workers, cache=self.cache,
+            overwrite_hessian=overwrite_hessian)
 
     def replace(self, name: str, layer: LeechQuantizedLinear) -> None:
         """Put ``layer`` into the model as ``name`` (and its aliases), then call the callback."""
@@ -525,7 +527,8 @@ def calibrate_sequential(plan: CalibrationPlan, batches: list, *, calibrated: bo
                         plain.stats.setdefault("notes", []).append(
                             "calibration: the data never reached this layer")
                 else:
-                    cal = plan.quantize(n, lin, H_fit)
+                    # the group's last use of H_fit: the rotation may work in its memory
+                    cal = plan.quantize(n, lin, H_fit, overwrite_hessian=n == group[-1])
                     W = as_linear(lin).weight.detach().to("cpu", torch.float64)
                     e1, e0 = _val_loss(cal, W, H_val[n]), _val_loss(plain, W, H_val[n])
                     del W

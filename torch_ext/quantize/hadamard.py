@@ -204,6 +204,28 @@ class RandomizedHadamard:
             return None
         return y.reshape(x.shape)
 
+    def apply_(self, x: Tensor) -> bool:
+        """``T x`` in place, for a C-contiguous CPU float32/float64 ``x`` of shape
+        ``(..., n)`` without gradient (leechlib's kernel); ``False`` (``x`` untouched)
+        where that kernel does not apply: use :meth:`apply`."""
+        self._check(x)
+        if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
+                or self.odd > NATIVE_MAX_ODD or x.requires_grad or not x.is_contiguous()):
+            return False
+        key = ("np", x.dtype)
+        t = self._cache.get(key)
+        if t is None:
+            signs, q = _factors(self.n, self.seed)
+            dt = np.float32 if x.dtype == torch.float32 else np.float64
+            t = (np.ascontiguousarray(signs, dtype=dt), np.ascontiguousarray(q, dtype=dt))
+            self._cache[key] = t
+        try:
+            hadamard_rows(x.detach().reshape(-1, self.n).numpy(), *t, inverse=False,
+                          workers=torch.get_num_threads())
+        except ImportError:
+            return False
+        return True
+
     def _check(self, x) -> None:
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")

@@ -219,7 +219,8 @@ class LeechQuantizedLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: QuantizeConfig | None = None, *args,
                     hessian: Tensor | None = None, name: str = "", workers: int | None = -1,
-                    cache: bool | None = None, **settings) -> LeechQuantizedLinear:
+                    cache: bool | None = None, overwrite_hessian: bool = False,
+                    **settings) -> LeechQuantizedLinear:
         """Quantize an ``nn.Linear`` (its weight and bias are copied, not modified).
 
         Parameters
@@ -234,6 +235,10 @@ class LeechQuantizedLinear(nn.Module):
             ``(in_features, in_features)`` second moment of the inputs (in the
             original basis), damped by ``config.damp``: weights the scale refit (see
             the module docstring) and drives the feedback.
+        overwrite_hessian : bool, optional
+            Allow the rotation to overwrite ``hessian`` (a contiguous float64 CPU
+            tensor then holds the rotated moment afterwards): two ``n x n`` arrays
+            less while the layer is quantized.  Default ``False``.
         name : str
             Used in error messages, and with ``config.seed`` to derive the layer's
             rotation seeds.
@@ -308,7 +313,7 @@ class LeechQuantizedLinear(nn.Module):
             if tuple(H.shape) != (linear.in_features,) * 2 or not bool(torch.isfinite(H).all()):
                 raise ValueError(f"layer {label!r}: hessian must be a finite "
                                  f"({linear.in_features}, {linear.in_features}) matrix")
-            H = layer.rotation.rotate_hessian(H).numpy()
+            H = layer.rotation.rotate_hessian(H, overwrite=bool(overwrite_hessian)).numpy()
         t0 = time.perf_counter()
         w64 = layer.rotation.rotate_weight(w.to("cpu", torch.float64)).numpy()
         if config.feedback != feedback:

@@ -101,6 +101,23 @@ def plan_rotation(rotation: str, in_features: int, out_features: int) -> tuple[s
     return rotation, None
 
 
+#: rows and columns of the tiles :func:`_transpose_square_` swaps
+_TILE = 256
+
+
+def _transpose_square_(M: Tensor) -> None:
+    """Transpose the square C-contiguous ``M`` in place, a tile at a time."""
+    n = M.shape[0]
+    for i in range(0, n, _TILE):
+        i1 = min(i + _TILE, n)
+        M[i:i1, i:i1] = M[i:i1, i:i1].T.clone()
+        for j in range(i1, n, _TILE):
+            j1 = min(j + _TILE, n)
+            t = M[i:i1, j:j1].clone()
+            M[i:i1, j:j1] = M[j:j1, i:i1].T
+            M[j:j1, i:i1] = t.T
+
+
 class LayerRotation:
     """The transforms of one layer: ``T_in`` and ``T_out`` (``None`` where not rotated).
 
@@ -148,9 +165,19 @@ class LayerRotation:
             W = self.t_in.inverse(W)
         return W
 
-    def rotate_hessian(self, H: Tensor) -> Tensor:
-        """``T_in H T_inᵀ`` of a symmetric ``(in, in)`` second moment."""
+    def rotate_hessian(self, H: Tensor, *, overwrite: bool = False) -> Tensor:
+        """``T_in H T_inᵀ`` of a symmetric ``(in, in)`` second moment.
+
+        ``overwrite=True``: ``H`` may be rotated in its own memory (a contiguous CPU
+        float tensor is, where leechlib's kernel does the transform; the same values
+        as a new one), which saves two ``n x n`` arrays; ``H`` then holds the result
+        and is returned.
+        """
         if self.t_in is None:
+            return H
+        if overwrite and self.t_in.apply_(H):
+            _transpose_square_(H)
+            self.t_in.apply_(H)  # the same tensor as the first pass: it applies again
             return H
         return self.t_in.apply(self.t_in.apply(H).T)
 
