@@ -623,6 +623,7 @@ def test_rotate_hessian_in_place_equals_the_copying_rotation(n, monkeypatch):
     transpose, rows): bit for bit the copying rotation, for any tile; a tensor it
     cannot use in place (non-contiguous; an odd part above the native kernel's, as
     300 = 4 x 75) is rotated by a copy."""
+    from torch_ext.quantize import feedback as fbk
     from torch_ext.quantize import rotation as rot
     from torch_ext.quantize.hadamard import NATIVE_MAX_ODD
 
@@ -632,7 +633,7 @@ def test_rotate_hessian_in_place_equals_the_copying_rotation(n, monkeypatch):
     H = X.T @ X
     ref = r.rotate_hessian(H.clone())
     for tile in (7, 256):
-        monkeypatch.setattr(rot, "_TILE", tile)
+        monkeypatch.setattr(fbk, "_TILE", tile)
         Hc = H.clone()
         out = r.rotate_hessian(Hc, overwrite=True)
         in_place = r.t_in.odd <= NATIVE_MAX_ODD

@@ -249,6 +249,13 @@ def _flip_fortran_in_place(A: np.ndarray) -> np.ndarray:
         v[a:b] = v[m - b:m - a][::-1]
         v[m - b:m - a] = t[::-1]
     M = v.reshape(n, n)  # C order: the transpose of the flipped array
+    transpose_in_place(M)
+    return M
+
+
+def transpose_in_place(M: np.ndarray) -> None:
+    """Transpose the square C-contiguous ``M`` in its own memory, a tile at a time."""
+    n = M.shape[0]
     for i in range(0, n, _TILE):
         i1 = min(i + _TILE, n)
         M[i:i1, i:i1] = M[i:i1, i:i1].T.copy()
@@ -257,7 +264,6 @@ def _flip_fortran_in_place(A: np.ndarray) -> np.ndarray:
             t = M[i:i1, j:j1].copy()
             M[i:i1, j:j1] = M[j:j1, i:i1].T
             M[j:j1, i:i1] = t.T
-    return M
 
 
 def act_order(H, block: int) -> np.ndarray:

@@ -181,6 +181,17 @@ class RandomizedHadamard:
             self._cache[key] = t
         return t
 
+    def _native_tables(self, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The signs and odd factor as numpy arrays of ``dtype`` for the native kernel (cached)."""
+        key = ("np", dtype)
+        t = self._cache.get(key)
+        if t is None:
+            signs, q = _factors(self.n, self.seed)
+            dt = np.float32 if dtype == torch.float32 else np.float64
+            t = (np.ascontiguousarray(signs, dtype=dt), np.ascontiguousarray(q, dtype=dt))
+            self._cache[key] = t
+        return t
+
     def _native(self, x: Tensor, inverse: bool) -> Tensor | None:
         """The transform by leechlib's kernel (CPU, float32/float64, no gradient), or None.
 
@@ -190,13 +201,7 @@ class RandomizedHadamard:
         if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
                 or self.odd > NATIVE_MAX_ODD or (torch.is_grad_enabled() and x.requires_grad)):
             return None
-        key = ("np", x.dtype)
-        t = self._cache.get(key)
-        if t is None:
-            signs, q = _factors(self.n, self.seed)
-            dt = np.float32 if x.dtype == torch.float32 else np.float64
-            t = (np.ascontiguousarray(signs, dtype=dt), np.ascontiguousarray(q, dtype=dt))
-            self._cache[key] = t
+        t = self._native_tables(x.dtype)
         y = x.reshape(-1, self.n).clone(memory_format=torch.contiguous_format)
         try:
             hadamard_rows(y.numpy(), *t, inverse=inverse, workers=torch.get_num_threads())
@@ -212,13 +217,7 @@ class RandomizedHadamard:
         if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
                 or self.odd > NATIVE_MAX_ODD or x.requires_grad or not x.is_contiguous()):
             return False
-        key = ("np", x.dtype)
-        t = self._cache.get(key)
-        if t is None:
-            signs, q = _factors(self.n, self.seed)
-            dt = np.float32 if x.dtype == torch.float32 else np.float64
-            t = (np.ascontiguousarray(signs, dtype=dt), np.ascontiguousarray(q, dtype=dt))
-            self._cache[key] = t
+        t = self._native_tables(x.dtype)
         try:
             hadamard_rows(x.detach().reshape(-1, self.n).numpy(), *t, inverse=False,
                           workers=torch.get_num_threads())

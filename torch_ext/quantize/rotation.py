@@ -53,6 +53,7 @@ import numbers
 
 from torch import Tensor
 
+from .feedback import transpose_in_place
 from .hadamard import MAX_ODD, RandomizedHadamard
 
 __all__ = ["ROTATIONS", "check_rotation", "layer_seeds", "plan_rotation", "LayerRotation"]
@@ -99,23 +100,6 @@ def plan_rotation(rotation: str, in_features: int, out_features: int) -> tuple[s
         return "hadamard", (f"rotation: out_features {out_features} has odd part "
                             f"{_odd(out_features)} > {MAX_ODD}, input side only")
     return rotation, None
-
-
-#: rows and columns of the tiles :func:`_transpose_square_` swaps
-_TILE = 256
-
-
-def _transpose_square_(M: Tensor) -> None:
-    """Transpose the square C-contiguous ``M`` in place, a tile at a time."""
-    n = M.shape[0]
-    for i in range(0, n, _TILE):
-        i1 = min(i + _TILE, n)
-        M[i:i1, i:i1] = M[i:i1, i:i1].T.clone()
-        for j in range(i1, n, _TILE):
-            j1 = min(j + _TILE, n)
-            t = M[i:i1, j:j1].clone()
-            M[i:i1, j:j1] = M[j:j1, i:i1].T
-            M[j:j1, i:i1] = t.T
 
 
 class LayerRotation:
@@ -176,7 +160,7 @@ class LayerRotation:
         if self.t_in is None:
             return H
         if overwrite and self.t_in.apply_(H):
-            _transpose_square_(H)
+            transpose_in_place(H.numpy())
             self.t_in.apply_(H)  # the same tensor as the first pass: it applies again
             return H
         return self.t_in.apply(self.t_in.apply(H).T)
