@@ -12,7 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: modules of benchmarks/ that the scripts and the tests import: not scripts (no ``main``)
-MODULES = {"original_encoders.py", "trio_original_encoder.py"}
+MODULES = {"original_encoders.py", "trio_original_encoder.py", "_vq_data.py"}
 SCRIPTS = sorted(
     p for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
     if not os.path.basename(p).startswith("test_") and os.path.basename(p) not in MODULES
