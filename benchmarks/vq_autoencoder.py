@@ -91,6 +91,15 @@ def _ste(x, q):
     return x + (q - x).detach()
 
 
+def _radial_bound(zb, radius):
+    """``zb`` (``(..., n)``) mapped into the open ball of ``radius``:
+    ``radius tanh(||z|| / radius) z / ||z||``, the spherical counterpart of FSQ's
+    ``tanh`` bound (no block lands outside the codebook's ball, and the encoder can
+    fill the ball as FSQ's fills the cube)."""
+    n = zb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    return zb * (radius * torch.tanh(n / radius) / n)
+
+
 def _pack(sub_idx, base):
     """One int64 per block from the indices of its sub-blocks ``(..., m)``, base ``base``."""
     out = torch.zeros(sub_idx.shape[:-1], dtype=torch.int64)
@@ -123,6 +132,7 @@ class FSQ(nn.Module):
             b = torch.tanh(zb) * half
             r = torch.minimum(torch.floor(b), half - 1) + 0.5
             digits = r + half - 0.5
+            half = half - 0.5  # the outermost level, rescaled to 1
         else:
             h = (self.L - 1) * (1 - 1e-3) / 2
             offset = torch.where(self.L % 2 == 0, 0.5, 0.0)
@@ -178,7 +188,8 @@ def _e8_nearest(x):
 def _e8_ball_nearest(y, max_norm, relevant):
     """Nearest point of the E8 ball (norm <= ``max_norm``) to each row of ``y`` ``(n, 8)``:
     the nearest lattice point when it is inside; otherwise a local search: from the
-    best nearest lattice point of ``t y`` inside the ball (``t`` from 1 down to 0.4),
+    best nearest lattice point of ``t y`` inside the ball (``t y`` of norm ``f
+    sqrt(max_norm)``, ``f`` from 1 down to 0.4, and the origin),
     moves by the Voronoi-relevant vectors of E8 (the 240 of norm 2, then also the 2160
     of norm 4) that stay inside and get nearer, until none does (it agreed with a brute-force search of the ball
     on every overloaded Gaussian block of :func:`check_e8`)."""
@@ -188,8 +199,9 @@ def _e8_ball_nearest(y, max_norm, relevant):
         return p
     yo = y[over]
     best, bd = None, None
-    for t in (1.0, 0.9, 0.8, 0.7, 0.55, 0.4):
-        c = _e8_nearest(t * yo)
+    ny = yo.norm(dim=-1, keepdim=True)
+    for f in (1.0, 0.9, 0.8, 0.7, 0.55, 0.4, 0.0):  # t y of norm f sqrt(max_norm)
+        c = _e8_nearest(yo * (f * math.sqrt(max_norm) / ny))
         ok = (c * c).sum(-1) <= max_norm + 1e-6
         d = torch.where(ok, ((c - yo) ** 2).sum(-1), torch.inf)
         if best is None:
@@ -217,10 +229,11 @@ class E8Ball(nn.Module):
     (:func:`_e8_ball_nearest`), a learned scale per block position (the gradient of
     learned step size quantization, as ``LeechVQ``'s ball), straight-through."""
 
-    def __init__(self, blocks, max_norm, scale):
+    def __init__(self, blocks, max_norm, scale, bound=None):
         super().__init__()
         from leechlib.baselines import e8_ball
 
+        self.bound = bound
         pts = torch.from_numpy(e8_ball(max_norm)).float()
         self.register_buffer("relevant", torch.from_numpy(e8_ball(4)[1:]).float())  # 240 + 2160
         self.max_norm, self.blocks, self.size = max_norm, blocks, len(pts)
@@ -242,6 +255,8 @@ class E8Ball(nn.Module):
 
     def forward(self, z):
         zb = z.reshape(z.shape[0], self.blocks, 3, 8)
+        if self.bound:
+            zb = _radial_bound(zb, self.bound * math.sqrt(self.max_norm) * self.scale.detach())
         y = zb / self.scale
         with torch.no_grad():
             p = _e8_ball_nearest(y.detach().reshape(-1, 8), self.max_norm,
@@ -337,24 +352,45 @@ class ProductVQ(nn.Module):
             self.hits.zero_()
 
 
-class Leech(nn.Module):
-    """``torch_ext.LeechVQ`` on ``24 B`` numbers (``B`` blocks)."""
+class Continuous(nn.Module):
+    """No quantizer (the reference row): the batch-normalised latent, unquantized;
+    ``bits`` is nominal (float32)."""
 
-    def __init__(self, blocks, **kwargs):
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks, self.bits = blocks, 24 * 32.0
+
+    def forward(self, z):
+        idx = torch.zeros(z.shape[0], self.blocks, dtype=torch.int64)
+        return z, idx, z.new_zeros(())
+
+
+class Leech(nn.Module):
+    """``torch_ext.LeechVQ`` on ``24 B`` numbers (``B`` blocks).  ``bound=rho`` (ball
+    only): each block first goes through :func:`_radial_bound` with the radius ``rho``
+    times that of the ball (``sqrt(max_norm)`` times the detached learned scale)."""
+
+    def __init__(self, blocks, bound=None, **kwargs):
         super().__init__()
         from torch_ext import LeechVQ
 
         self.vq = LeechVQ(24 * blocks, **kwargs)
         self.bits = self.vq.bits
-        self.blocks = blocks
+        self.blocks, self.bound = blocks, bound
+        self.max_norm = kwargs.get("max_norm")
 
     def forward(self, z):
+        if self.bound:
+            zb = z.reshape(z.shape[0], self.blocks, 24)
+            r = self.bound * math.sqrt(self.max_norm) * self.vq.scale.detach()[:, None]
+            z = _radial_bound(zb, r).reshape(z.shape)
         q, idx, aux = self.vq(z)
         return q, idx.reshape(z.shape[0], -1), aux
 
 
 class ResidualLeech(nn.Module):
-    """``torch_ext.ResidualLeechVQ`` (the ``vq-layer`` branch's API)."""
+    """``torch_ext.ResidualLeechVQ`` (the vq-layer branch's API) on ``24 B`` numbers;
+    the stages' indices of a block packed into one int64."""
 
     def __init__(self, blocks, **kwargs):
         super().__init__()
@@ -362,15 +398,11 @@ class ResidualLeech(nn.Module):
 
         self.vq = ResidualLeechVQ(24 * blocks, **kwargs)
         self.blocks = blocks
-        self.bits = float(getattr(self.vq, "bits", 0.0))
+        self.bits = float(self.vq.bits)
 
     def forward(self, z):
-        q, idx, aux = self.vq(z)
-        if idx.dim() == 3:  # (N, B, stages): one int64 per block if it fits
-            bits = self.bits / idx.shape[-1]
-            base = int(round(2 ** bits))
-            idx = _pack(idx, base) if self.bits <= 62 else idx[..., 0]
-        return q, idx.reshape(z.shape[0], -1), aux
+        q, idx, aux = self.vq(z)  # idx (N, B, stages)
+        return q, _pack(idx, int(self.vq.codebook_size)), aux
 
 
 # Gaussian-fitted ball scales: BallQuantizer(max_norm=M).fit(standard normal blocks).scale
@@ -392,11 +424,14 @@ def _e8_scale(max_norm):
 #: quantizer for ``B`` blocks, and ``needs``: the API that the arm needs ("vq-layer":
 #: LeechVQ's options of the vq-layer branch; skipped where missing).  One line an arm.
 ARMS = [
+    ("float", "no quantizer (continuous latent)", 0, lambda B: Continuous(B), None),
     # ---- ~1 bit per latent number (24 bits per 24 numbers)
     ("leech-ball-1", "LeechVQ ball M=6", 1,
      lambda B: Leech(B, codebook="ball", max_norm=6, scale=_LEECH_BALL_SCALE[6]), None),
     ("leech-sg-1", "LeechVQ shell 6 + gain (K=1)", 1,
      lambda B: Leech(B, codebook=6, gain="block", gain_levels=1), None),
+    ("leech-sph-1", "LeechVQ shell 6, learned scalar gain", 1,
+     lambda B: Leech(B, codebook=6), None),
     ("fsq-1", "FSQ [2]*24 (mid-rise)", 1, lambda B: FSQ([2] * 24, B, midrise=True), None),
     ("lfq-1", "LFQ 24", 1, lambda B: LFQ(B), None),
     ("bsq-1", "BSQ 24", 1, lambda B: LFQ(B, normalise=True), None),
@@ -408,6 +443,21 @@ ARMS = [
     ("leech-ball-2-rot", "LeechVQ ball M=26, rotation trick", 2,
      lambda B: Leech(B, codebook="ball", max_norm=26, scale=_LEECH_BALL_SCALE[26],
                      rotation_trick=True), None),
+    ("leech-ball-2-noise", "LeechVQ ball M=26, noise estimator", 2,
+     lambda B: Leech(B, codebook="ball", bits=2, scale=_LEECH_BALL_SCALE[26],
+                     estimator="noise"), "vq-layer"),
+    ("leech-ball-2-soft", "LeechVQ ball M=26, soft estimator", 2,
+     lambda B: Leech(B, codebook="ball", bits=2, scale=_LEECH_BALL_SCALE[26],
+                     estimator="soft"), "vq-layer"),
+    ("leech-rvq-2", "ResidualLeechVQ 2 x ball M=6", 2,
+     lambda B: ResidualLeech(B, num_quantizers=2, codebook="ball", max_norm=6,
+                             scale=_LEECH_BALL_SCALE[6]), "vq-layer"),
+    ("leech-sgx-2", "LeechVQ codebook='shape-gain', bits=2", 2,
+     lambda B: Leech(B, codebook="shape-gain", bits=2), "vq-layer"),
+    ("leech-e8-2", "LeechVQ codebook='e8', bits=2", 2,
+     lambda B: Leech(B, codebook="e8", bits=2), "vq-layer"),
+    ("leech-sph-2", "LeechVQ shell 26, learned scalar gain", 2,
+     lambda B: Leech(B, codebook=26), None),
     ("leech-sg-2", "LeechVQ shell 24 + gain (K=3)", 2,
      lambda B: Leech(B, codebook=24, gain="block", gain_levels=3), None),
     ("fsq-2", "FSQ [4]*24", 2, lambda B: FSQ([4] * 24, B), None),
@@ -415,8 +465,7 @@ ARMS = [
     ("pvq-2", "learned product VQ 4x(6 dims, 4096)", 2, lambda B: ProductVQ(B, 4, 4096), None),
 ]
 #: arms of ``--quick``
-QUICK_ARMS = ["leech-ball-2", "leech-sg-2", "fsq-2", "e8-2", "pvq-2", "leech-ball-1", "fsq-1",
-              "bsq-1"]
+QUICK_ARMS = ["leech-ball-2", "leech-sph-2", "fsq-2", "leech-ball-1", "fsq-1"]
 
 
 # ---------------------------------------------------------------------------
@@ -477,8 +526,8 @@ def get_data(name, quick):
 
         kw = {}
         if quick:
-            kw = ({"train_copies": 3, "eval_copies": 1} if name == "digits"
-                  else {"n_train": 8000, "n_eval": 1000})
+            kw = ({"train_copies": 1, "eval_copies": 1} if name == "digits"
+                  else {"n_train": 2000, "n_eval": 500})
         sets, desc = DATASETS[name](**kw)
         _DATA[key] = ({k: torch.from_numpy(v) for k, v in sets.items()}, desc)
     return _DATA[key]
@@ -606,7 +655,8 @@ def results_table(rows):
     header = ["arm", "bits/image", "bits/dim", "held-out MSE/pixel (mean ± std)",
               "MSE min-max", "PSNR dB (mean ± std)", "distinct codes", "perplexity",
               "most/least used", "ms/step"]
-    body = [(r["label"], f"{r['bits_image']:.2f}", f"{r['bits_dim']:.3f}",
+    body = [(r["label"], f"{r['bits_image']:.2f}" if r["rate"] else "(float32)",
+             f"{r['bits_dim']:.3f}" if r["rate"] else "(32)",
              f"{r['mse']:.5f} ± {r['mse_std']:.5f}", f"{r['mse_min']:.5f}-{r['mse_max']:.5f}",
              f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}",
              f"{r['distinct']:.0f} / {r['n_blocks']}", f"{r['perplexity']:.0f}",
@@ -637,7 +687,8 @@ def verdicts(rows):
             for o in ([fsq[0]] if fsq else []) + ([rival] if not fsq or rival is not fsq[0]
                                                   else []):
                 d = 100 * (best["mse"] / o["mse"] - 1)
-                verdict = ("lower, beyond the seed spread" if _beyond(best, o) else
+                verdict = ("one seed, no spread" if min(best["seeds"], o["seeds"]) < 2 else
+                           "lower, beyond the seed spread" if _beyond(best, o) else
                            "higher, beyond the seed spread" if _beyond(o, best) else
                            "within the seed spread")
                 parts.append(f"{o['label']} {o['mse']:.5f} ({d:+.1f} %: {verdict})")
@@ -659,6 +710,43 @@ def write_docs(sections):
         f.write(text)
 
 
+def search_rows(n, reps):
+    """Search cost per 24-number block on unit Gaussian blocks (quantizer forward in eval
+    mode, one thread, interleaved repetitions, medians), as ratios to leechlib's
+    nearest-minimal-vector kernel in the same run."""
+    import leechlib
+    from torch_ext import LeechVQ
+
+    rng = np.random.default_rng(7)
+    xn = rng.standard_normal((n, 24))
+    xt = torch.from_numpy(xn).float()
+    arms = {a[0]: a for a in ARMS}
+    mods = {k: arms[k][3](1).eval() for k in ("leech-ball-1", "leech-ball-2", "leech-sg-2",
+                                              "fsq-2", "e8-2", "pvq-2")}
+    mods["pvq-2"].train()(xt[:4096])  # initialise its codebooks from data
+    mods["pvq-2"].eval()
+    vq_min = LeechVQ(24, codebook="minimal").eval()
+    cases = [("leechlib.nearest_minimal_vector (kernel, reference)",
+              lambda: leechlib.nearest_minimal_vector(xn, return_index=True)),
+             ("LeechVQ minimal vectors", lambda: vq_min(xt))]
+    cases += [(arms[k][1], (lambda m=m: m(xt))) for k, m in mods.items()]
+    for _, fn in cases:  # warm up (compilation, tables)
+        with torch.no_grad():
+            fn()
+        torch.set_num_threads(1)
+    times = {name: [] for name, _ in cases}
+    for _ in range(reps):
+        for name, fn in cases:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                fn()
+            times[name].append((time.perf_counter() - t0) / n)
+            torch.set_num_threads(1)  # a leechlib call can reset torch's thread count
+    ref = float(np.median(times[cases[0][0]]))
+    return [(name, 1e6 * float(np.median(times[name])), float(np.median(times[name])) / ref)
+            for name, _ in cases]
+
+
 def _has_vq_layer_api():
     try:
         import inspect
@@ -675,10 +763,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: fewer samples, steps and arms, one seed (about a minute)")
     ap.add_argument("--datasets", default="digits,natural")
-    ap.add_argument("--rates", default="1,2", help="bits per latent number (arms' nominal rate)")
+    ap.add_argument("--rates", default="0,1,2",
+                    help="bits per latent number (the arms' nominal rate; 0: the unquantized "
+                         "reference)")
     ap.add_argument("--arms", default=None, help="arm keys, comma-separated (default: all)")
     ap.add_argument("--seeds", default=None, help="default 0,1,2 (--quick: 0)")
-    ap.add_argument("--steps", type=int, default=None, help="default 1500 (--quick: 150)")
+    ap.add_argument("--steps", type=int, default=None, help="default 350 (--quick: 40)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--eval", choices=("test", "val"), default="test",
@@ -689,7 +779,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    steps = args.steps or (150 if args.quick else 1500)
+    steps = args.steps or (40 if args.quick else 350)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     datasets = args.datasets.split(",")
     rates = {int(r) for r in args.rates.split(",")}
@@ -730,7 +820,12 @@ def main(argv=None):
            f"{args.threads} worker process(es) of one thread), torch {torch.__version__}.")
     sections["VQAE RUN"] = run + "\n\n" + "\n".join(f"* {ds}: {d}." for ds, d in descs.items())
     sections["VQAE VERDICT"] = v
-    print(f"\ntotal {total:.0f} s")
+    srows = search_rows(1000 if args.quick else 10000, 2 if args.quick else 5)
+    sections["SEARCH"] = rst_table(["quantizer (eval forward)", "µs/block of 24",
+                                    "ratio to the kernel"],
+                                   [(nm, f"{t:.1f}", f"{r:.2f}") for nm, t, r in srows])
+    print("\n" + sections["SEARCH"])
+    print(f"\ntotal {time.time() - t0:.0f} s")
     if args.write_docs:
         write_docs(sections)
     return 0
