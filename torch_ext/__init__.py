@@ -44,7 +44,7 @@ from .quantize import (
     save_quantized,
 )
 from .quantize import hf as _hf
-from .vq import LeechVQ
+from .vq import LeechVQ, ResidualLeechVQ
 
 _moved.install()
 _hf.install()  # transformers' from_pretrained loads leechlib folders (registers once it is imported)
@@ -73,4 +73,5 @@ __all__ = [
     "EvalResult",
     "TrainResult",
     "LeechVQ",
+    "ResidualLeechVQ",
 ]
