@@ -1,10 +1,11 @@
 """Convolutional VQ autoencoders at equal bits *and* equal latent dimensions:
-LeechVQ (ball, shell+gain) against FSQ, LFQ, BSQ, an E8 ball and learned product VQ.
+LeechVQ (ball, sphere, shape-gain, residual) against FSQ, LFQ, BSQ, an E8 ball and
+learned product VQ.
 
 Usage::
 
     python benchmarks/vq_autoencoder.py [--quick] [--datasets digits,natural]
-                                        [--rates 1,2] [--seeds 0,1,2] [--steps N]
+                                        [--rates 0,1,2] [--seeds 0,1,2] [--steps N]
                                         [--arms KEY,KEY,...] [--eval test|val]
                                         [--threads T] [--write-docs]
 
@@ -13,33 +14,40 @@ install -e ".[examples]"``): scikit-learn's 8x8 digits (shifted noisy copies) an
 16x16 grey patches of the photographs and textures bundled with scikit-image, both
 split by source image into training, validation and held-out sets.
 
-Model: a small convolutional encoder (3x3 conv, one or two stride-2 4x4 convs, 32
-and 64 channels, GELU) and a linear map to ``B`` blocks of 24 latent numbers (``B =
-2`` for digits, 4 for 16x16 patches), a batch normalisation without parameters
-(every latent number of unit variance over the batch, the same for every arm), the
-quantizer, and the mirror-image decoder.  MSE loss plus the quantizer's auxiliary
-loss, Adam (lr 2e-3) with a cosine schedule, batch 128, ``--steps`` steps, seeds
-0, 1, 2 (model initialisation and batch order; the data are fixed).
+Model (:class:`ConvAE`): a small convolutional encoder (16 and 32 channels, down to
+a 4x4 map) and a linear map to ``B`` blocks of 24 latent numbers (``B = 2`` for
+digits, 4 for 16x16 patches), a batch normalisation without parameters (every
+latent number of unit variance over the batch, the same for every arm), the
+quantizer, and the mirror-image decoder (sub-pixel upsampling).  MSE loss plus the
+quantizer's auxiliary loss, Adam (lr 2e-3, chosen on the validation images: 5e-3
+and 1e-2 were worse for the quantized arms) with a cosine schedule, batch 128,
+``--steps`` steps, seeds 0, 1, 2 (model initialisation and batch order; the data
+are fixed).
 
-Every arm codes the same latent dimensions (``24 B``) at (about) the same bits,
-at two rates, 1 and 2 bits per latent number (:data:`ARMS`, one line per arm):
+Every arm codes the same latent dimensions (``24 B``) at (about) the same bits, 1
+or 2 bits per latent number (:data:`ARMS`, one line per arm; rate 0 is the
+unquantized reference):
 
-* LeechVQ ball: ``codebook="ball", max_norm=M`` (M = 6: 24.02 bits per 24
-  numbers; M = 26: 48.00 bits, what :class:`leechlib.quantizers.BallQuantizer`
-  picks for 2 bits/dim), learned scale per block initialised to the scale that
-  ``BallQuantizer.fit`` finds for unit Gaussian blocks; straight-through, and the
-  rotation trick at 2 bits/dim;
-* LeechVQ shell+gain: ``gain="block", gain_levels=K`` on the shell that
-  :class:`leechlib.quantizers.ShapeGainQuantizer` picks (norm 6, K = 1: 24.00
-  bits; norm 24, K = 3: 47.59 bits);
-* FSQ (Mentzer et al. 2023) on all 24 numbers: levels [2]*24 (24 bits) and
-  [4]*24 (48 bits);
-* LFQ (sign of each number) and BSQ (sign of the L2-normalised block, Zhao et
-  al. 2024), 24 bits, no entropy penalty;
-* E8 ball (8-dimensional lattice baseline): 3 sub-blocks of 8 per block, each
-  quantized to the nearest point of a scaled ball of :math:`E_8`
-  (:func:`leechlib.baselines.e8_ball`; norm <= 2: 241 points, 23.74 bits per
-  24 numbers; norm <= 10: 56 881 points, 47.40 bits), learned scale, straight-through;
+* LeechVQ ball: ``codebook="ball"``, ``max_norm=6`` (24.02 bits per 24 numbers) and
+  26 (48.00 bits, ``bits=2``), the learned scale initialised to the scale that
+  :class:`leechlib.quantizers.BallQuantizer` fits to unit Gaussian blocks; at 2
+  bits the four estimators (straight-through, rotation trick, noise, soft) and a
+  2-stage ``ResidualLeechVQ`` of balls ``max_norm=6`` (48.03 bits);
+* LeechVQ sphere: a shell with the learned scalar gain (the default ``gain``; the
+  gradient passes through the block's normalisation, as in BSQ): norm 6 (24.00
+  bits) and norm 26 (47.27 bits);
+* LeechVQ shape-gain: ``codebook="shape-gain", bits=b`` (the shells and gain levels of
+  :class:`leechlib.quantizers.ShapeGainQuantizer`: norm 6 with 1 level, 24.00 bits;
+  norm 24 with 3 levels, 47.59 bits);
+* FSQ (Mentzer et al. 2023) on all 24 numbers: [4]*24 (48 bits) and [2]*24 (24 bits,
+  mid-rise: the reference formula has no 2-level form);
+* LFQ (sign of each number) and BSQ (sign of the L2-normalised block, Zhao et al.
+  2024), 24 bits, no entropy penalty;
+* E8 ball (the 8-dimensional lattice baseline): 3 sub-blocks of 8 per block, each
+  quantized to the nearest point of a scaled ball of E8 (norm <= 2: 241 points,
+  23.74 bits per 24 numbers; norm <= 10: 56 881 points, 47.39 bits), learned scale
+  initialised by ``E8Quantizer.fit`` on unit Gaussian blocks, straight-through; the
+  same codewords as ``LeechVQ(codebook="e8")`` (the tests check it);
 * learned product VQ: at 48 bits per 24 numbers one codebook (2^48 codes) is
   impossible, so each block is cut into sub-vectors with a learned codebook of
   4096 codes each (12 bits): 2 x 12 numbers at 1 bit/dim, 4 x 6 at 2 bits/dim
@@ -51,11 +59,12 @@ pixel and PSNR (peak 1) as mean and standard deviation over the seeds (and the
 min-max range), the code usage on the held-out blocks (distinct codes of the
 24-number blocks, perplexity, ratio of the most to the least used code among
 those used) and the training time per step.  ``--eval val`` reports the
-validation split instead (used for every choice made in this file).
+validation split instead (used for every choice made in this file).  A last table
+times each quantizer's search on Gaussian blocks.
 
-``--threads T`` runs the trainings in ``T`` worker processes of one thread each
-(each training uses one core).  ``--write-docs`` rewrites the generated parts
-of the benchmark section of ``docs/vq.rst``.
+``--threads T`` runs the trainings in ``T`` worker processes of one thread each.
+``--write-docs`` rewrites the generated parts of the benchmark section of
+``docs/vq.rst``.
 """
 
 from __future__ import annotations
@@ -428,8 +437,8 @@ ARMS = [
     # ---- ~1 bit per latent number (24 bits per 24 numbers)
     ("leech-ball-1", "LeechVQ ball M=6", 1,
      lambda B: Leech(B, codebook="ball", max_norm=6, scale=_LEECH_BALL_SCALE[6]), None),
-    ("leech-sg-1", "LeechVQ shell 6 + gain (K=1)", 1,
-     lambda B: Leech(B, codebook=6, gain="block", gain_levels=1), None),
+    ("leech-sg-1", "LeechVQ shape-gain 1 bit (shell 6, K=1)", 1,
+     lambda B: Leech(B, codebook="shape-gain", bits=1), "vq-layer"),
     ("leech-sph-1", "LeechVQ shell 6, learned scalar gain", 1,
      lambda B: Leech(B, codebook=6), None),
     ("fsq-1", "FSQ [2]*24 (mid-rise)", 1, lambda B: FSQ([2] * 24, B, midrise=True), None),
@@ -452,14 +461,10 @@ ARMS = [
     ("leech-rvq-2", "ResidualLeechVQ 2 x ball M=6", 2,
      lambda B: ResidualLeech(B, num_quantizers=2, codebook="ball", max_norm=6,
                              scale=_LEECH_BALL_SCALE[6]), "vq-layer"),
-    ("leech-sgx-2", "LeechVQ codebook='shape-gain', bits=2", 2,
-     lambda B: Leech(B, codebook="shape-gain", bits=2), "vq-layer"),
-    ("leech-e8-2", "LeechVQ codebook='e8', bits=2", 2,
-     lambda B: Leech(B, codebook="e8", bits=2), "vq-layer"),
     ("leech-sph-2", "LeechVQ shell 26, learned scalar gain", 2,
      lambda B: Leech(B, codebook=26), None),
-    ("leech-sg-2", "LeechVQ shell 24 + gain (K=3)", 2,
-     lambda B: Leech(B, codebook=24, gain="block", gain_levels=3), None),
+    ("leech-sg-2", "LeechVQ shape-gain 2 bits (shell 24, K=3)", 2,
+     lambda B: Leech(B, codebook="shape-gain", bits=2), "vq-layer"),
     ("fsq-2", "FSQ [4]*24", 2, lambda B: FSQ([4] * 24, B), None),
     ("e8-2", "E8 ball norm<=10 (x3)", 2, lambda B: E8Ball(B, 10, _e8_scale(10)), None),
     ("pvq-2", "learned product VQ 4x(6 dims, 4096)", 2, lambda B: ProductVQ(B, 4, 4096), None),

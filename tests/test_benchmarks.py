@@ -130,6 +130,13 @@ def test_vq_autoencoder_arms():
     out, _, _ = mod.FSQ([2] * 24, 2, midrise=True)(z)
     assert torch.equal(out.detach(), torch.where(z > 0, 1.0, -1.0))
     assert all(v == 1.0 for v in mod.check_e8(n=400).values())
+    if new_api:  # the benchmark's own E8 ball is LeechVQ's codebook="e8"
+        from torch_ext import LeechVQ
+
+        s = mod._e8_scale(10)
+        x = torch.randn(500, 24) * 1.3
+        lib = LeechVQ(24, codebook="e8", bits=2, scale=s).eval()
+        assert torch.allclose(lib(x)[0], mod.E8Ball(1, 10, s).eval()(x)[0], atol=1e-5)
 
 
 def test_vq_autoencoder_smoke(capsys):
