@@ -773,7 +773,7 @@ def main(argv=None):
                          "reference)")
     ap.add_argument("--arms", default=None, help="arm keys, comma-separated (default: all)")
     ap.add_argument("--seeds", default=None, help="default 0,1,2 (--quick: 0)")
-    ap.add_argument("--steps", type=int, default=None, help="default 350 (--quick: 40)")
+    ap.add_argument("--steps", type=int, default=None, help="default 300 (--quick: 40)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--eval", choices=("test", "val"), default="test",
@@ -784,7 +784,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    steps = args.steps or (40 if args.quick else 350)
+    steps = args.steps or (40 if args.quick else 300)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     datasets = args.datasets.split(",")
     rates = {int(r) for r in args.rates.split(",")}
