@@ -41,6 +41,8 @@ unquantized reference):
   norm 24 with 3 levels, 47.59 bits);
 * FSQ (Mentzer et al. 2023) on all 24 numbers: [4]*24 (48 bits) and [2]*24 (24 bits,
   mid-rise: the reference formula has no 2-level form);
+* FSQ [4]*24 on the L2-normalised block (scaled to norm sqrt(24)), a control: the
+  normalisation of BSQ and of the LeechVQ spheres without the lattice;
 * LFQ (sign of each number) and BSQ (sign of the L2-normalised block, Zhao et al.
   2024), 24 bits, no entropy penalty;
 * E8 ball (the 8-dimensional lattice baseline): 3 sub-blocks of 8 per block, each
@@ -124,18 +126,22 @@ class FSQ(nn.Module):
     ``L`` and ``shift = tan(offset / h)`` (as in the paper's code); it has no 2-level
     form (``offset / h > 1``), so ``midrise=True`` uses the symmetric mid-rise grid
     ``floor(tanh(z) L / 2) + 1/2`` instead (for ``L = 2``: the sign, as LFQ, with the
-    gradient of ``tanh``)."""
+    gradient of ``tanh``).  ``normalise=True`` first scales each block to norm
+    ``sqrt(24)`` (the normalisation of BSQ and of LeechVQ's spherical codebooks, as
+    a control)."""
 
-    def __init__(self, levels, blocks, midrise=False):
+    def __init__(self, levels, blocks, midrise=False, normalise=False):
         super().__init__()
         self.register_buffer("L", torch.tensor(levels, dtype=torch.float32))
-        self.blocks, self.midrise = blocks, midrise
+        self.blocks, self.midrise, self.normalise = blocks, midrise, normalise
         self.bits = float(sum(math.log2(v) for v in levels))
         self.register_buffer("basis", torch.tensor(np.cumprod([1] + list(levels[:-1])),
                                                    dtype=torch.int64))
 
     def forward(self, z):
         zb = z.reshape(z.shape[0], self.blocks, -1)
+        if self.normalise:  # the BSQ control: each block scaled to norm sqrt(24) first
+            zb = zb / zb.norm(dim=-1, keepdim=True).clamp_min(1e-6) * math.sqrt(zb.shape[-1])
         if self.midrise:
             half = self.L / 2
             b = torch.tanh(zb) * half
@@ -466,6 +472,8 @@ ARMS = [
     ("leech-sg-2", "LeechVQ shape-gain 2 bits (shell 24, K=3)", 2,
      lambda B: Leech(B, codebook="shape-gain", bits=2), "vq-layer"),
     ("fsq-2", "FSQ [4]*24", 2, lambda B: FSQ([4] * 24, B), None),
+    ("fsqn-2", "FSQ [4]*24 on the L2-normalised block", 2,
+     lambda B: FSQ([4] * 24, B, normalise=True), None),
     ("e8-2", "E8 ball norm<=10 (x3)", 2, lambda B: E8Ball(B, 10, _e8_scale(10)), None),
     ("pvq-2", "learned product VQ 4x(6 dims, 4096)", 2, lambda B: ProductVQ(B, 4, 4096), None),
 ]
