@@ -148,4 +148,4 @@ def test_vq_autoencoder_smoke(capsys):
     assert mod.main(["--quick", "--datasets", "digits", "--arms", "fsq-2,leech-ball-2",
                      "--steps", "3"]) == 0
     out = capsys.readouterr().out
-    assert "| FSQ [4]*24 " in out and "| LeechVQ ball M=26 " in out and "digits, 2 bits/dim" in out
+    assert "| FSQ [4]*24 " in out and "| LeechVQ ball M=26 " in out and "**digits, 2 bits/dim**, against FSQ" in out
