@@ -750,8 +750,9 @@ def search_rows(n, reps):
     xn = rng.standard_normal((n, 24))
     xt = torch.from_numpy(xn).float()
     arms = {a[0]: a for a in ARMS}
-    mods = {k: arms[k][3](1).eval() for k in ("leech-ball-1", "leech-ball-2", "leech-sg-2",
-                                              "fsq-2", "e8-2", "pvq-2")}
+    keys = ("leech-ball-1", "leech-ball-2", "leech-sph-1", "leech-sph-2", "leech-sg-2", "fsq-2",
+            "e8-2", "pvq-2")
+    mods = {k: arms[k][3](1).eval() for k in keys if k in arms}
     mods["pvq-2"].train()(xt[:4096])  # initialise its codebooks from data
     mods["pvq-2"].eval()
     vq_min = LeechVQ(24, codebook="minimal").eval()
