@@ -12,7 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: modules of benchmarks/ that the scripts and the tests import: not scripts (no ``main``)
-MODULES = {"original_encoders.py", "trio_original_encoder.py"}
+MODULES = {"original_encoders.py", "trio_original_encoder.py", "_vq_data.py"}
 SCRIPTS = sorted(
     p for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
     if not os.path.basename(p).startswith("test_") and os.path.basename(p) not in MODULES
@@ -95,3 +95,57 @@ def test_quantize_models_tables_and_doc_blocks(tmp_path):
     text = doc.read_text()
     assert "old" not in text and text.startswith("Intro") and text.rstrip().endswith("Outro")
     assert "Float model: 2.5000 bits/token." in text and "     - +0.1000" in text
+
+
+def _load_vq_autoencoder():
+    path = os.path.join(ROOT, "benchmarks", "vq_autoencoder.py")
+    spec = importlib.util.spec_from_file_location("bench_vq_autoencoder_arms", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_vq_autoencoder_arms():
+    """Every arm of the VQ autoencoder benchmark that this checkout supports: right
+    shapes, one int64 index per 24-number block, finite values and gradients, and the
+    nominal rate (bits per latent number) within 4 %; FSQ's 2-level mid-rise grid is
+    the sign; the E8 ball's local search agrees with a brute-force search."""
+    torch = pytest.importorskip("torch")
+    mod = _load_vq_autoencoder()
+    new_api = mod._has_vq_layer_api()
+    torch.manual_seed(0)
+    z = torch.randn(64, 48, requires_grad=True)
+    for key, _label, rate, make, needs in mod.ARMS:
+        if needs and not new_api:
+            continue
+        q = make(2).train()
+        out, idx, aux = q(z)
+        assert out.shape == z.shape and idx.shape == (64, 2) and idx.dtype == torch.int64, key
+        assert bool(torch.isfinite(out).all()) and bool(torch.isfinite(aux)), key
+        (out.sum() + aux).backward()
+        assert bool(torch.isfinite(z.grad).all()), key
+        z.grad = None
+        if rate:
+            assert abs(q.bits / 24 / rate - 1) < 0.04, (key, q.bits)
+    out, _, _ = mod.FSQ([2] * 24, 2, midrise=True)(z)
+    assert torch.equal(out.detach(), torch.where(z > 0, 1.0, -1.0))
+    assert all(v == 1.0 for v in mod.check_e8(n=400).values())
+    if new_api:  # the benchmark's own E8 ball is LeechVQ's codebook="e8"
+        from torch_ext import LeechVQ
+
+        s = mod._e8_scale(10)
+        x = torch.randn(500, 24) * 1.3
+        lib = LeechVQ(24, codebook="e8", bits=2, scale=s).eval()
+        assert torch.allclose(lib(x)[0], mod.E8Ball(1, 10, s).eval()(x)[0], atol=1e-5)
+
+
+def test_vq_autoencoder_smoke(capsys):
+    """A tiny run on the digits (when scikit-learn is installed): tables and verdict."""
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("sklearn") is None:
+        pytest.skip("the digits ship with scikit-learn (the examples extra)")
+    mod = _load_vq_autoencoder()
+    assert mod.main(["--quick", "--datasets", "digits", "--arms", "fsq-2,leech-ball-2",
+                     "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| FSQ [4]*24 " in out and "| LeechVQ ball M=26 " in out and "**digits, 2 bits/dim**, against FSQ" in out
