@@ -55,8 +55,9 @@ from leechlib.trio import TrioCodebook
 from . import minimal
 from .nearest import nearest_minimal_vector
 
-__all__ = ["ball_points", "shell_union_points", "e8_table", "trio_points", "pack_bits", "unpack_bits",
-           "codebook_search", "codebook_rank", "codebook_unrank"]
+__all__ = ["ball_points", "shell_union_points", "e8_table", "e8_ball_size", "e8_norm_for_bits",
+           "trio_points", "pack_bits", "unpack_bits", "codebook_search", "codebook_rank",
+           "codebook_unrank"]
 
 UNRANK_CHUNK = 1 << 18  # blocks unranked at once
 
@@ -65,6 +66,31 @@ UNRANK_CHUNK = 1 << 18  # blocks unranked at once
 # ---------------------------------------------------------------------------
 
 _CACHE: dict = {}
+
+
+#: the largest E8 ball served here (squared norm 16: 340 321 points) and its bits per number
+#: (codes of 19 bits per 8 numbers)
+E8_MAX_NORM = 16
+E8_MAX_BITS = 19 / 8
+
+
+def e8_ball_size(max_norm: int) -> int:
+    """Points of :math:`E_8` of squared norm ``<= max_norm``: ``1 + sum_k 240 sigma_3(k)``,
+    ``2k <= max_norm`` (the theta series, no enumeration)."""
+    total = 1
+    for k in range(1, max_norm // 2 + 1):
+        total += 240 * sum(d**3 for d in range(1, k + 1) if k % d == 0)
+    return total
+
+
+def e8_norm_for_bits(bits: float) -> int:
+    """The largest even norm (at most :data:`E8_MAX_NORM`) whose E8 ball fits ``8 * bits``
+    bits, or 0 if not even the ball of norm 2 does."""
+    m = 0
+    for n in range(2, E8_MAX_NORM + 1, 2):
+        if math.log2(e8_ball_size(n)) <= 8.0 * float(bits) + 1e-12:
+            m = n
+    return m
 
 
 def e8_table(max_norm: int, device, dtype) -> Tensor:

@@ -80,7 +80,16 @@ from leechlib.quantizers import MAX_BITS_PER_DIM, MIN_BITS_PER_DIM, BallQuantize
 from leechlib.trio import TrioCodebook, TrioQuantizer
 
 from .._validation import check_int, subsample
-from ..ops.codebook import ball_points, e8_table, shell_union_points, trio_points
+from ..ops.codebook import (
+    E8_MAX_BITS,
+    E8_MAX_NORM,
+    ball_points,
+    e8_ball_size,
+    e8_norm_for_bits,
+    e8_table,
+    shell_union_points,
+    trio_points,
+)
 
 __all__ = ["Codec", "Packed", "register", "get_codec", "check_method", "METHODS"]
 
@@ -91,11 +100,6 @@ _E8_FIT_POINTS = 2000
 #: pool costs milliseconds per call, more than such a batch takes)
 _MIN_PARALLEL = 2048
 
-#: the largest E8 ball (its squared norm) and the most bits per weight the e8 method
-#: takes: its 340 321 points fill codes of 19 bits, 2.375 bits per weight; more bits would
-#: silently get this ball
-_E8_MAX_NORM = 16
-_E8_MAX_BITS = 19 / 8
 #: a bound on |entry| of a decoded trio point (scale 1): three octets of integer-frame
 #: norm at most 143 each, over sqrt(8); sampled points reach 3.54
 _TRIO_MAX_ABS = math.sqrt(3 * 143 / 8)
@@ -318,14 +322,6 @@ def _leech_bits(method: str, bits) -> None:
                          f"bits={bits!r}")
 
 
-def _e8_ball_size(max_norm: int) -> int:
-    """Points of E8 of squared norm <= max_norm: 1 + sum_k 240 sigma_3(k), 2k <= max_norm."""
-    total = 1
-    for k in range(1, max_norm // 2 + 1):
-        total += 240 * sum(d**3 for d in range(1, k + 1) if k % d == 0)
-    return total
-
-
 @register
 class E8Codec(Codec):
     """:class:`~leechlib.baselines.E8Quantizer`: the :math:`E_8` ball of the largest
@@ -338,21 +334,19 @@ class E8Codec(Codec):
         self.bits = bits
         if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, numbers.Real) or not math.isfinite(bits):
             raise TypeError(f"bits must be a finite real number, got {bits!r}")
-        if float(bits) > _E8_MAX_BITS + 1e-12:  # the largest ball would silently stand in for more
-            raise ValueError(f"e8 supports bits from {math.log2(241) / 8:.3f} to {_E8_MAX_BITS} (the "
-                             f"E8 balls of norm 2 to {_E8_MAX_NORM}, codes of at most "
-                             f"{int(8 * _E8_MAX_BITS)} bits), got bits={bits!r}")
+        # the largest ball (340 321 points, codes of 19 bits) would silently stand in for more
+        if float(bits) > E8_MAX_BITS + 1e-12:
+            raise ValueError(f"e8 supports bits from {math.log2(241) / 8:.3f} to {E8_MAX_BITS} (the "
+                             f"E8 balls of norm 2 to {E8_MAX_NORM}, codes of at most "
+                             f"{int(8 * E8_MAX_BITS)} bits), got bits={bits!r}")
         m = p.get("max_norm")
         if m is None:  # ball sizes from the theta series, no enumeration
-            m = 0
-            for n in range(2, _E8_MAX_NORM + 1, 2):
-                if math.log2(_e8_ball_size(n)) <= 8.0 * float(bits) + 1e-12:
-                    m = n
+            m = e8_norm_for_bits(bits)
             if m == 0:
                 raise ValueError(f"bits={bits!r} is too small for the E8 ball of norm 2 "
                                  f"({math.log2(241) / 8:.3f} bits per weight)")
         m = check_int(m, "max_norm", 2, 16)
-        self.block, self.size = 8, _e8_ball_size(m)
+        self.block, self.size = 8, e8_ball_size(m)
         self.params = {"max_norm": m}
 
     def _build(self):

@@ -50,17 +50,17 @@ from leechlib.kernels import SQRT8
 from leechlib.quantizers import MAX_BITS_PER_DIM, MIN_BITS_PER_DIM, BallQuantizer, ShapeGainQuantizer
 
 from .._validation import check_int
-from ..ops.codebook import codebook_rank, codebook_search, codebook_unrank, e8_table
+from ..ops.codebook import (
+    E8_MAX_BITS,
+    codebook_rank,
+    codebook_search,
+    codebook_unrank,
+    e8_ball_size,
+    e8_norm_for_bits,
+    e8_table,
+)
 
-__all__ = ["Codebook", "e8_ball_size", "parse_codebook"]
-
-
-def e8_ball_size(max_norm: int) -> int:
-    """Points of :math:`E_8` of squared norm ``<= max_norm``: ``1 + sum 240 sigma_3(k)``."""
-    total = 1
-    for k in range(1, max_norm // 2 + 1):
-        total += 240 * sum(d**3 for d in range(1, k + 1) if k % d == 0)
-    return total
+__all__ = ["Codebook", "parse_codebook"]
 
 
 # ---------------------------------------------------------------------------
@@ -99,11 +99,16 @@ def _e8_keys(p2: Tensor) -> Tensor:
     return k
 
 
-def _e8_key_table(max_norm: int, device):
-    """Sorted keys of the E8 ball and the ball index of each (cached per device)."""
+@functools.lru_cache(maxsize=16)
+def _e8_key_table_cached(max_norm: int, device: str):
     t = e8_table(max_norm, device, torch.float64)
     keys = _e8_keys(torch.round(2.0 * t).to(torch.int64))
     return torch.sort(keys)
+
+
+def _e8_key_table(max_norm: int, device):
+    """Sorted keys of the E8 ball and the ball index of each (built once per device)."""
+    return _e8_key_table_cached(max_norm, str(torch.device(device)))
 
 
 class Codebook:
@@ -141,11 +146,6 @@ class Codebook:
     def int_norm(self) -> int:
         return 8 * self.norm
 
-    def _kind_of(self, m: int) -> str:
-        # a union numbers every shell, 4 included, as ShellCodebook (ShapeGainQuantizer's
-        # order), not as LeechLattice.minimal_vectors
-        return "shell"
-
     def unit(self, p_int: Tensor) -> Tensor:
         """Unit directions of integer-model shell points (exact norms: integer sums)."""
         if self.kind != "union":
@@ -171,9 +171,11 @@ class Codebook:
             y = y / torch.where(m > 0, m, torch.ones_like(m))
         if self.kind != "union":
             return codebook_search(y, self.kind, self.norm)
+        # every shell of a union, 4 included, is numbered as ShellCodebook (the order of
+        # ShapeGainQuantizer), not as LeechLattice.minimal_vectors
         best_p = best_i = best_c = None
         for m, off in zip(self.shells, self.offsets, strict=True):
-            p, i = codebook_search(y, self._kind_of(m), m)
+            p, i = codebook_search(y, "shell", m)
             c = (y.to(torch.float64) * p).sum(-1) / math.sqrt(8.0 * m)
             i = i + off
             if best_p is None:
@@ -206,7 +208,7 @@ class Codebook:
         for m, off in zip(self.shells, self.offsets, strict=True):
             n = shell_count(m)
             sel = (idx >= off) & (idx < off + n)
-            p = codebook_unrank((idx - off).clamp(0, n - 1), self._kind_of(m), m)
+            p = codebook_unrank((idx - off).clamp(0, n - 1), "shell", m)
             out = p if out is None else torch.where(sel[..., None], p, out)
         return out
 
@@ -228,7 +230,7 @@ class Codebook:
         nrm = torch.round((z * z).sum(-1))
         out = torch.full(points.shape[:-1], -1, dtype=torch.int64, device=points.device)
         for m, off in zip(self.shells, self.offsets, strict=True):
-            r = codebook_rank(z, self._kind_of(m), m)
+            r = codebook_rank(z, "shell", m)
             out = torch.where((nrm == 8 * m) & (r >= 0), r + off, out)
         return out
 
@@ -247,10 +249,6 @@ def _check_real(value, name, lo, hi, *, lo_open=False, hi_open=False) -> float:
         lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
         raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {value!r}")
     return v
-
-
-#: the most bits per dimension of the E8 balls (norm 16: 340 321 points, 19 bits per 8)
-_E8_MAX_BITS = 19 / 8
 
 
 def _check_bits(bits, hi: float) -> float:
@@ -288,11 +286,7 @@ def parse_codebook(codebook, max_norm, bits) -> tuple[Codebook, int | None]:
             return Codebook("union", max(q.shells), shells=q.shells), int(q.gain_levels)
         elif codebook == "e8":
             if bits is not None:
-                b = _check_bits(bits, _E8_MAX_BITS)
-                norm = 0
-                for m in range(2, 17, 2):
-                    if math.log2(e8_ball_size(m)) <= 8.0 * b + 1e-12:
-                        norm = m
+                norm = e8_norm_for_bits(_check_bits(bits, E8_MAX_BITS))
                 if norm == 0:
                     raise ValueError(f"bits={bits!r} is too small for the E8 ball of norm 2 "
                                      f"({math.log2(241) / 8:.3f} bits per dimension)")
