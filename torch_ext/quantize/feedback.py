@@ -141,15 +141,24 @@ def damped_hessian(H, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     damp = _check_damp(damp)
     H = H + H.T  # a new array, then in place: one n x n temporary, not two
     H *= 0.5
-    d = np.diag(H)
+    dead = _decouple_and_damp(H, np.diag(H).copy(), damp)
+    return H, dead
+
+
+def _decouple_and_damp(A: np.ndarray, d: np.ndarray, damp: float, *, flipped: bool = False
+                       ) -> np.ndarray:
+    """The dead inputs and damping of :func:`damped_hessian`, in place on the symmetrised
+    ``A`` whose diagonal, in the inputs' order, is ``d``; ``flipped``: ``A`` is in reversed
+    order (``J A J``).  Returns the dead inputs (inputs' order)."""
     dead = ~(d > 0)
     mean = float(d[~dead].mean()) if np.any(~dead) else 1.0
     if np.any(dead):
-        H[dead, :] = 0.0
-        H[:, dead] = 0.0
-        H[dead, dead] = mean
-    H[np.diag_indices_from(H)] += damp * mean
-    return H, dead
+        da = dead[::-1] if flipped else dead
+        A[da, :] = 0.0
+        A[:, da] = 0.0
+        A[da, da] = mean
+    A[np.diag_indices(A.shape[0])] += damp * mean
+    return dead
 
 
 def inverse_cholesky_upper(H, damp: float = 0.01, *, size: int | None = None
@@ -215,15 +224,7 @@ def _reversed_damped(H: np.ndarray, damp: float, size: int) -> tuple[np.ndarray,
     A = np.zeros((size, size), order="F") if p else np.empty((n, n), order="F")
     np.add(H[::-1, ::-1], H.T[::-1, ::-1], out=A[p:, p:])
     A[p:, p:] *= 0.5
-    d = np.diag(A)[::-1].copy()  # the symmetrised diagonal, in the order of H
-    dead = ~(d > 0)
-    mean = float(d[~dead].mean()) if np.any(~dead) else 1.0
-    if np.any(dead):
-        rd = dead[::-1]
-        A[rd, :] = 0.0
-        A[:, rd] = 0.0
-        A[rd, rd] = mean
-    A[np.diag_indices(size)] += damp * mean
+    dead = _decouple_and_damp(A, np.diag(A)[::-1].copy(), damp, flipped=True)
     return A, dead, float(np.mean(np.diag(A)[::-1]))
 
 
