@@ -268,13 +268,20 @@ def fill(model: nn.Module, module_name: str, reader: ShardReader, dtype: torch.d
     return missing
 
 
-def release(module: nn.Module) -> None:
-    """Put every parameter and persistent buffer of ``module`` back on the meta device."""
-    for owner in module.modules():
+def release(module: nn.Module, *, exclude: str | None = None, buffers: bool = True) -> None:
+    """Put every parameter and persistent buffer of ``module`` back on the meta device.
+
+    Modules under ``exclude`` (a name in ``module``, as in :func:`fill`) are left alone;
+    ``buffers=False`` keeps the buffers (some are not stored in a folder, so
+    :func:`fill` could not give them back).
+    """
+    for name, owner in module.named_modules():
+        if exclude and (name == exclude or name.startswith(exclude + ".")):
+            continue
         for pname, p in list(owner._parameters.items()):
             if p is not None and not p.is_meta:
                 owner._parameters[pname] = nn.Parameter(p.detach().to("meta"), requires_grad=False)
-        for bname, b in list(owner._buffers.items()):
+        for bname, b in list(owner._buffers.items()) if buffers else ():
             if b is not None and bname not in owner._non_persistent_buffers_set:
                 owner._buffers[bname] = b.to("meta")
         clear = getattr(owner, "clear_cache", None)

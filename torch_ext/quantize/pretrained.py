@@ -320,17 +320,6 @@ def _catch_inputs(model: nn.Module, first_block: nn.Module, batches: list) -> li
     return caught
 
 
-def _release_outside(model: nn.Module, blocks_name: str) -> None:
-    """Put the parameters outside ``model.<blocks_name>`` on the meta device (buffers stay:
-    some are not stored in the folder)."""
-    for name, owner in model.named_modules():
-        if name == blocks_name or name.startswith(blocks_name + "."):
-            continue
-        for pname, p in list(owner._parameters.items()):
-            if p is not None and not p.is_meta:
-                owner._parameters[pname] = nn.Parameter(p.detach().to("meta"), requires_grad=False)
-
-
 def _load_quantized_block(block: nn.Module, prefix: str, path: Path) -> dict:
     """Put the quantized block stored at ``path`` into ``block``; returns its layers' infos."""
     meta, tensors = read_safetensors(path, what="quantized block shard")
@@ -473,7 +462,7 @@ def quantize_pretrained(src, out, config: QuantizeConfig | None = None, *, data=
     inputs = _catch_inputs(model, blocks[0], batches) if batches is not None else None
     # the parts outside the blocks (the embedding and the output head: 1 GB of float32 in a
     # 7 B model) are not used by the blocks: freed now, read again at the end
-    _release_outside(model, blocks_name)
+    release(model, exclude=blocks_name, buffers=False)
     masks = [_mask_of(b) for b in batches] if batches is not None else None
     as_tuple = False
     bar = None
