@@ -181,49 +181,45 @@ class RandomizedHadamard:
             self._cache[key] = t
         return t
 
-    def _native_tables(self, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """The signs and odd factor as numpy arrays of ``dtype`` for the native kernel (cached)."""
-        key = ("np", dtype)
+    def _kernel_applies(self, x: Tensor) -> bool:
+        """Whether leechlib's kernel can transform ``x`` (CPU, float32/float64, an odd part
+        up to :data:`NATIVE_MAX_ODD`: above it the dense ``m × m`` factor is a matrix
+        product that BLAS does faster than the kernel's loops)."""
+        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+                and self.odd <= NATIVE_MAX_ODD)
+
+    def _run_kernel(self, y: Tensor, inverse: bool) -> bool:
+        """Transform the rows of the C-contiguous ``y`` in place by leechlib's kernel;
+        ``False`` (``y`` untouched) without Numba."""
+        key = ("np", y.dtype)
         t = self._cache.get(key)
         if t is None:
             signs, q = _factors(self.n, self.seed)
-            dt = np.float32 if dtype == torch.float32 else np.float64
+            dt = np.float32 if y.dtype == torch.float32 else np.float64
             t = (np.ascontiguousarray(signs, dtype=dt), np.ascontiguousarray(q, dtype=dt))
             self._cache[key] = t
-        return t
+        try:
+            hadamard_rows(y.detach().reshape(-1, self.n).numpy(), *t, inverse=inverse,
+                          workers=torch.get_num_threads())
+        except ImportError:  # no Numba here: the torch operations (which never need it)
+            return False
+        return True
 
     def _native(self, x: Tensor, inverse: bool) -> Tensor | None:
-        """The transform by leechlib's kernel (CPU, float32/float64, no gradient), or None.
-
-        Not for odd parts above :data:`NATIVE_MAX_ODD`: their dense ``m × m`` factor is a
-        matrix product that BLAS does faster than the kernel's loops.
-        """
-        if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
-                or self.odd > NATIVE_MAX_ODD or (torch.is_grad_enabled() and x.requires_grad)):
+        """The transform by leechlib's kernel (no gradient), or None."""
+        if not self._kernel_applies(x) or (torch.is_grad_enabled() and x.requires_grad):
             return None
-        t = self._native_tables(x.dtype)
         y = x.reshape(-1, self.n).clone(memory_format=torch.contiguous_format)
-        try:
-            hadamard_rows(y.numpy(), *t, inverse=inverse, workers=torch.get_num_threads())
-        except ImportError:  # no Numba here: the torch operations (which never need it)
-            return None
-        return y.reshape(x.shape)
+        return y.reshape(x.shape) if self._run_kernel(y, inverse) else None
 
     def apply_(self, x: Tensor) -> bool:
         """``T x`` in place, for a C-contiguous CPU float32/float64 ``x`` of shape
         ``(..., n)`` without gradient (leechlib's kernel); ``False`` (``x`` untouched)
         where that kernel does not apply: use :meth:`apply`."""
         self._check(x)
-        if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
-                or self.odd > NATIVE_MAX_ODD or x.requires_grad or not x.is_contiguous()):
+        if not self._kernel_applies(x) or x.requires_grad or not x.is_contiguous():
             return False
-        t = self._native_tables(x.dtype)
-        try:
-            hadamard_rows(x.detach().reshape(-1, self.n).numpy(), *t, inverse=False,
-                          workers=torch.get_num_threads())
-        except ImportError:
-            return False
-        return True
+        return self._run_kernel(x, inverse=False)
 
     def _check(self, x) -> None:
         if not isinstance(x, Tensor):
