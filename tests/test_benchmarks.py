@@ -22,22 +22,26 @@ TORCH_SCRIPTS = {"bench_torch_ops.py", "gpu_check.py", "kernel_neutrality.py", "
                  "quantize_lila.py", "vq_autoencoder.py", "bench_qmatmul.py", "bench_generate.py"}
 
 
+def _load(name: str, alias: str | None = None):
+    """The benchmark script ``benchmarks/<name>`` as a module (benchmarks/ is not a package)."""
+    path = name if os.path.isabs(name) else os.path.join(ROOT, "benchmarks", name)
+    spec = importlib.util.spec_from_file_location(alias or "bench_" + os.path.basename(path)[:-3], path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)
 def test_benchmark_script_imports(path):
     if os.path.basename(path) in TORCH_SCRIPTS:
         pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("bench_" + os.path.basename(path)[:-3], path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load(path)
     assert callable(getattr(mod, "main", None))
 
 
 def test_bench_encode_smoke(capsys):
     """A tiny run of the encoder benchmark: it runs and both encoders give the same codes."""
-    path = os.path.join(ROOT, "benchmarks", "bench_encode.py")
-    spec = importlib.util.spec_from_file_location("bench_bench_encode_smoke", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load("bench_encode.py", "bench_bench_encode_smoke")
     assert mod.main(["--blocks", "48", "--rates", "2.0", "--reps", "1", "--stats"]) == 0
     out = capsys.readouterr().out
     assert out.count("| yes |") == 4 and "| NO |" not in out
@@ -51,10 +55,7 @@ def test_bench_generate_smoke(tmp_path, capsys):
     pytest.importorskip("torch")
     import json
 
-    path = os.path.join(ROOT, "benchmarks", "bench_generate.py")
-    spec = importlib.util.spec_from_file_location("bench_bench_generate_smoke", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load("bench_generate.py", "bench_bench_generate_smoke")
     out_json = tmp_path / "gen.json"
     assert mod.main(["--small", "--methods", "rtn", "--arms", "codes", "--tokens", "4", "--warmup", "1",
                      "--work-dir", str(tmp_path / "work"), "--json", str(out_json)]) == 0
@@ -75,10 +76,7 @@ def test_quantize_models_tables_and_doc_blocks(tmp_path):
     """The results tables of ``quantize_models.py``: loss models (LILA, GPT-2) show the
     change against the float model, MiniLM its cosine; ``--update-doc`` rewrites only
     the marked blocks."""
-    path = os.path.join(ROOT, "benchmarks", "quantize_models.py")
-    spec = importlib.util.spec_from_file_location("bench_quantize_models_tables", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load("quantize_models.py", "bench_quantize_models_tables")
     cell = {"bits_per_weight": 2.0625, "seconds": 3.0, "layers": 16, "kept": None}
     res = {"gpt2": {"desc": "A GPT-2.", "float": {"score": 2.5},
                     "rtn-2 plain": {**cell, "score": 2.6},
@@ -97,21 +95,13 @@ def test_quantize_models_tables_and_doc_blocks(tmp_path):
     assert "Float model: 2.5000 bits/token." in text and "     - +0.1000" in text
 
 
-def _load_vq_autoencoder():
-    path = os.path.join(ROOT, "benchmarks", "vq_autoencoder.py")
-    spec = importlib.util.spec_from_file_location("bench_vq_autoencoder_arms", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_vq_autoencoder_arms():
     """Every arm of the VQ autoencoder benchmark that this checkout supports: right
     shapes, one int64 index per 24-number block, finite values and gradients, and the
     nominal rate (bits per latent number) within 4 %; FSQ's 2-level mid-rise grid is
     the sign; the E8 ball's local search agrees with a brute-force search."""
     torch = pytest.importorskip("torch")
-    mod = _load_vq_autoencoder()
+    mod = _load("vq_autoencoder.py", "bench_vq_autoencoder_arms")
     new_api = mod._has_vq_layer_api()
     torch.manual_seed(0)
     z = torch.randn(64, 48, requires_grad=True)
@@ -144,7 +134,7 @@ def test_vq_autoencoder_smoke(capsys):
     pytest.importorskip("torch")
     if importlib.util.find_spec("sklearn") is None:
         pytest.skip("the digits ship with scikit-learn (the examples extra)")
-    mod = _load_vq_autoencoder()
+    mod = _load("vq_autoencoder.py", "bench_vq_autoencoder_arms")
     assert mod.main(["--quick", "--datasets", "digits", "--arms", "fsq-2,leech-ball-2",
                      "--steps", "3"]) == 0
     out = capsys.readouterr().out

@@ -113,8 +113,18 @@ def test_e8_bits(bits, norm):
     (dict(codebook="e8", max_norm=18), ValueError, ["max_norm"]),
     (dict(codebook="e8", gain="block"), ValueError, ["gain"]),
     (dict(codebook="lattice"), ValueError, ["codebook"]),
+    # the estimators' arguments
+    (dict(estimator="gumbel"), ValueError, ["estimator"]),
+    (dict(estimator=1), ValueError, ["estimator"]),
+    (dict(estimator="noise", rotation_trick=True), ValueError, ["rotation_trick", "estimator"]),
+    (dict(estimator="soft", rotation_trick=True), ValueError, ["rotation_trick", "estimator"]),
+    (dict(soft_k=1), ValueError, ["soft_k"]),
+    (dict(soft_k=2.5), TypeError, ["soft_k"]),
+    (dict(soft_temperature=0.0), ValueError, ["soft_temperature"]),
+    (dict(soft_temperature=float("nan")), ValueError, ["soft_temperature"]),
+    (dict(soft_temperature="1"), TypeError, ["soft_temperature"]),
 ])
-def test_bad_codebook_arguments(kwargs, exc, words):
+def test_bad_codebook_and_estimator_arguments(kwargs, exc, words):
     with pytest.raises(exc) as e:
         LeechVQ(48, **kwargs)
     for w in words:
