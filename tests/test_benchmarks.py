@@ -102,12 +102,9 @@ def test_vq_autoencoder_arms():
     the sign; the E8 ball's local search agrees with a brute-force search."""
     torch = pytest.importorskip("torch")
     mod = _load("vq_autoencoder.py", "bench_vq_autoencoder_arms")
-    new_api = mod._has_vq_layer_api()
     torch.manual_seed(0)
     z = torch.randn(64, 48, requires_grad=True)
-    for key, _label, rate, make, needs in mod.ARMS:
-        if needs and not new_api:
-            continue
+    for key, _label, rate, make in mod.ARMS:
         q = make(2).train()
         out, idx, aux = q(z)
         assert out.shape == z.shape and idx.shape == (64, 2) and idx.dtype == torch.int64, key
@@ -120,13 +117,12 @@ def test_vq_autoencoder_arms():
     out, _, _ = mod.FSQ([2] * 24, 2, midrise=True)(z)
     assert torch.equal(out.detach(), torch.where(z > 0, 1.0, -1.0))
     assert all(v == 1.0 for v in mod.check_e8(n=400).values())
-    if new_api:  # the benchmark's own E8 ball is LeechVQ's codebook="e8"
-        from torch_ext import LeechVQ
+    from torch_ext import LeechVQ  # the benchmark's own E8 ball is LeechVQ's codebook="e8"
 
-        s = mod._e8_scale(10)
-        x = torch.randn(500, 24) * 1.3
-        lib = LeechVQ(24, codebook="e8", bits=2, scale=s).eval()
-        assert torch.allclose(lib(x)[0], mod.E8Ball(1, 10, s).eval()(x)[0], atol=1e-5)
+    s = mod._e8_scale(10)
+    x = torch.randn(500, 24) * 1.3
+    lib = LeechVQ(24, codebook="e8", bits=2, scale=s).eval()
+    assert torch.allclose(lib(x)[0], mod.E8Ball(1, 10, s).eval()(x)[0], atol=1e-5)
 
 
 def test_vq_autoencoder_smoke(capsys):
@@ -139,3 +135,13 @@ def test_vq_autoencoder_smoke(capsys):
                      "--steps", "3"]) == 0
     out = capsys.readouterr().out
     assert "| FSQ [4]*24 " in out and "| LeechVQ ball M=26 " in out and "**digits, 2 bits/dim**, against FSQ" in out
+
+
+def test_vq_autoencoder_estimator_costs():
+    """The estimator cost table: one row per estimator of the 2-bit ball, the reference
+    (straight-through) first at ratio 1, every time positive."""
+    pytest.importorskip("torch")
+    mod = _load("vq_autoencoder.py", "bench_vq_autoencoder_arms")
+    rows = mod.estimator_rows(64, 1)
+    assert [r[0].split("=")[-1] for r in rows] == ["'ste'", "'rotation'", "'noise'", "'soft'"]
+    assert rows[0][2] == 1.0 and all(r[1] > 0 for r in rows)
